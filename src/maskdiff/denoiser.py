@@ -1,0 +1,116 @@
+"""The denoiser interface and the SUBS parameterization (MDLM Sec. 3.2).
+
+A denoiser is any callable ``denoise(x_t, t) -> log mu`` with
+
+* x_t: LongTensor (B, L), ids in [0, V] where V is the mask id,
+* t:   Tensor (B,), the diffusion time (ignored by a time-independent denoiser),
+* log mu: Tensor (B, L, V), log-probabilities over the V real tokens,
+
+and two attributes: ``vocab_size`` (V) and ``time_independent`` (bool). Row b of the output depends
+only on row b of the input, so samplers may pass sub-batches. :class:`SUBSDenoiser` turns a network
+that maps (tokens, optional time) to logits into such a callable:
+
+* zero masking probability: the mask logit is dropped (set to -inf) before the softmax;
+* carry-over unmasking: an unmasked input position outputs its own token with probability 1.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from maskdiff.errors import MaskdiffError
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    vocab_size: int
+    time_independent: bool
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:  # (B, L), (B,) -> (B, L, V)
+        ...
+
+
+def check_tokens(x: Tensor, vocab_size: int, *, allow_mask: bool = True, max_length: Optional[int] = None) -> None:
+    """Raise a clear error for ids outside [0, V] (or [0, V) without the mask) or a too long sequence."""
+    if x.dtype not in (torch.int64, torch.int32):
+        raise MaskdiffError(f"token ids must be an integer tensor, got dtype {x.dtype}")
+    if x.dim() != 2:
+        raise MaskdiffError(f"token ids must have shape (batch, length), got {tuple(x.shape)}")
+    if max_length is not None and x.shape[1] > max_length:
+        raise MaskdiffError(f"sequence length {x.shape[1]} exceeds the model's maximum length {max_length}")
+    if x.numel():
+        hi = vocab_size if allow_mask else vocab_size - 1
+        lo_v, hi_v = int(x.min()), int(x.max())
+        if lo_v < 0 or hi_v > hi:
+            bad = lo_v if lo_v < 0 else hi_v
+            raise MaskdiffError(
+                f"token id {bad} is out of range: valid ids are 0..{vocab_size - 1}"
+                + (f" and the mask id {vocab_size}" if allow_mask else "")
+            )
+
+
+def carry_over(log_mu: Tensor, x_t: Tensor, mask_id: int) -> Tensor:
+    """Replace the rows of unmasked positions by the log one-hot of the input token (SUBS carry-over)."""
+    unmasked = (x_t != mask_id)[..., None]
+    one_hot = torch.full_like(log_mu, -torch.inf).scatter_(-1, x_t.clamp(max=log_mu.shape[-1] - 1)[..., None], 0.0)
+    return torch.where(unmasked, one_hot, log_mu)
+
+
+class SUBSDenoiser(nn.Module):
+    """Wrap ``network(tokens, t_or_None) -> logits`` into the denoiser interface.
+
+    network: returns logits of shape (B, L, V) over the real tokens, or (B, L, V + 1) with a mask
+        column that SUBS drops (zero masking probability).
+    vocab_size: V, the number of real tokens; the mask id is V.
+    time_conditioned: pass t to the network; otherwise it receives None and the denoiser declares
+        itself time-independent, which the caching sampler needs (MDLM Sec. 3.2; maskdiff's default).
+    max_length: the longest sequence the network accepts (checked for a clear error).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        vocab_size: int,
+        *,
+        time_conditioned: bool = False,
+        max_length: Optional[int] = None,
+    ):
+        super().__init__()
+        self.network = network
+        self.vocab_size = vocab_size
+        self.mask_id = vocab_size
+        self.time_conditioned = time_conditioned
+        self.max_length = max_length
+
+    @property
+    def time_independent(self) -> bool:
+        return not self.time_conditioned
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        logits = self.network(x_t, t if self.time_conditioned else None)
+        logits = logits[..., : self.vocab_size].float()  # zero masking probability: drop the mask logit
+        log_mu = torch.log_softmax(logits, dim=-1)  # (B, L, V)
+        return carry_over(log_mu, x_t, self.mask_id)
+
+
+class FunctionDenoiser:
+    """A plain function ``fn(x_t, t) -> log mu`` with the two attributes the samplers read."""
+
+    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], vocab_size: int, time_independent: bool):
+        self.fn = fn
+        self.vocab_size = vocab_size
+        self.mask_id = vocab_size
+        self.time_independent = time_independent
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        return self.fn(x_t, t)
+
+
+def require_time_independent(denoise, who: str) -> None:
+    if not getattr(denoise, "time_independent", False):
+        raise MaskdiffError(
+            f"{who} reuses the network output across time steps and needs a time-independent denoiser; "
+            "this one is time-conditioned (train with time conditioning off, or use the ancestral sampler)"
+        )

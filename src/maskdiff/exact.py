@@ -1,0 +1,203 @@
+"""Exact answers on tiny problems, by enumeration: the ground truth that the tests check against.
+
+With V real tokens and length L small enough to list all V^L sequences and all 2^L mask patterns,
+the NELBO is a finite sum over patterns times a one-dimensional integral over t (done by composite
+Gauss-Legendre quadrature in float64), and the law of a T-step reverse chain is a product of small
+transition matrices. Nothing here is Monte Carlo.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from maskdiff.denoiser import FunctionDenoiser, carry_over
+from maskdiff.schedules import Schedule, time_grid
+
+
+def enumerate_sequences(vocab_size: int, length: int) -> Tensor:
+    """All V^L sequences, (V^L, L), in lexicographic order (the index is the base-V number)."""
+    return torch.tensor(list(itertools.product(range(vocab_size), repeat=length)), dtype=torch.long)
+
+
+def toy_distribution(vocab_size: int = 3, length: int = 3, concentration: float = 0.3, seed: int = 0) -> Tuple[Tensor, Tensor]:
+    """Dirichlet(concentration) weights over all V^L sequences: strong dependencies between positions.
+
+    Returns (sequences (N, L), probabilities (N,) float64).
+    """
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(vocab_size**length, concentration))
+    probs = np.maximum(probs, 1e-12)
+    return enumerate_sequences(vocab_size, length), torch.tensor(probs / probs.sum(), dtype=torch.float64)
+
+
+def sequence_index(x: Tensor, vocab_size: int) -> Tensor:
+    """Index of each row of x (B, L) in :func:`enumerate_sequences` order."""
+    powers = vocab_size ** torch.arange(x.shape[1] - 1, -1, -1)
+    return (x * powers).sum(-1)
+
+
+def true_denoiser(sequences: Tensor, probs: Tensor, vocab_size: int) -> FunctionDenoiser:
+    """The exact conditional mu(x_t)[n, v] = p(x_0^n = v | unmasked part of x_t), in float64.
+
+    It does not depend on t (the mask pattern is independent of the data), so it is time-independent.
+    """
+    mask_id = vocab_size
+    one_hot = torch.nn.functional.one_hot(sequences, vocab_size).to(torch.float64)  # (N, L, V)
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        agree = (sequences[None] == x_t[:, None]) | (x_t[:, None] == mask_id)  # (B, N, L)
+        weight = agree.all(-1).to(torch.float64) * probs[None]  # (B, N)
+        marg = torch.einsum("bn,nlv->blv", weight, one_hot)
+        log_mu = torch.log(marg / marg.sum(-1, keepdim=True))
+        return carry_over(log_mu, x_t, mask_id)
+
+    return FunctionDenoiser(denoise, vocab_size, time_independent=True)
+
+
+def mask_patterns(length: int) -> Tensor:
+    """All 2^L boolean mask patterns, (2^L, L)."""
+    return torch.tensor(list(itertools.product([False, True], repeat=length)), dtype=torch.bool)
+
+
+def gauss_legendre(a: float, b: float, panels: int = 64, order: int = 16) -> Tuple[Tensor, Tensor]:
+    """Composite Gauss-Legendre nodes and weights on [a, b], float64."""
+    x, w = np.polynomial.legendre.leggauss(order)
+    edges = np.linspace(a, b, panels + 1)
+    half = 0.5 * np.diff(edges)
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    nodes = (mid[:, None] + half[:, None] * x[None]).ravel()
+    weights = (half[:, None] * w[None]).ravel()
+    return torch.tensor(nodes), torch.tensor(weights)
+
+
+def _pattern_costs(denoise, x0: Tensor, patterns: Tensor, t: float) -> Tensor:
+    """C(M) = sum_{n in M} -log mu(x_M, t)[n, x0^n] for every sequence and pattern: (B, P)."""
+    B, L = x0.shape
+    P = patterns.shape[0]
+    x_t = torch.where(patterns[None], torch.full((B, P, L), denoise.vocab_size), x0[:, None].expand(B, P, L))
+    log_mu = denoise(x_t.reshape(B * P, L), torch.full((B * P,), t, dtype=torch.float64))
+    nll = -log_mu.to(torch.float64).gather(-1, x0[:, None].expand(B, P, L).reshape(B * P, L, 1)).reshape(B, P, L)
+    return torch.where(patterns[None], nll, torch.zeros_like(nll)).sum(-1)
+
+
+def _pattern_probs(patterns: Tensor, one_minus_alpha: Tensor) -> Tensor:
+    """q(M | t) for each time and pattern: (T, P)."""
+    k = patterns.sum(-1).to(torch.float64)  # (P,)
+    L = patterns.shape[1]
+    oma = one_minus_alpha.to(torch.float64)[:, None]
+    return oma**k * (1.0 - oma) ** (L - k)
+
+
+def exact_nelbo(
+    denoise,
+    x0: Tensor,
+    schedule: Schedule,
+    *,
+    t_min: float = 0.0,
+    panels: int = 64,
+    order: int = 16,
+    terms: bool = False,
+):
+    """Continuous NELBO of each row of x0 (B, L): quadrature over t, enumeration over mask patterns.
+
+    Returns (B,) float64, or with ``terms=True`` a dict with diffusion, reconstruction and prior.
+    """
+    patterns = mask_patterns(x0.shape[1])
+    nodes, weights = gauss_legendre(t_min, 1.0, panels, order)
+    q = _pattern_probs(patterns, schedule.one_minus_alpha(nodes))  # (T, P)
+    w = schedule.weight(nodes) * weights  # (T,)
+    if getattr(denoise, "time_independent", False):
+        cost = _pattern_costs(denoise, x0, patterns, 0.5)  # (B, P)
+        diffusion = (cost @ (q * w[:, None]).sum(0))
+    else:
+        diffusion = torch.zeros(x0.shape[0], dtype=torch.float64)
+        for node, wq in zip(nodes.tolist(), (q * w[:, None])):
+            diffusion += _pattern_costs(denoise, x0, patterns, node) @ wq
+    recon = _reconstruction(denoise, x0, schedule, patterns, t_min)
+    prior = torch.full_like(diffusion, x0.shape[1] * schedule.alpha_1 * np.log(denoise.vocab_size))
+    if terms:
+        return {"diffusion": diffusion, "reconstruction": recon, "prior": prior}
+    return diffusion + recon + prior
+
+
+def _reconstruction(denoise, x0, schedule, patterns, t_min):
+    oma = schedule.one_minus_alpha(torch.tensor([t_min], dtype=torch.float64))
+    q = _pattern_probs(patterns, oma)[0]
+    if float(oma) == 0.0:
+        return torch.zeros(x0.shape[0], dtype=torch.float64)
+    return _pattern_costs(denoise, x0, patterns, t_min) @ q
+
+
+def exact_discrete_nelbo(denoise, x0: Tensor, schedule: Schedule, steps: int) -> Tensor:
+    """Discrete-time NELBO_T of each row of x0 with the uniform grid s(i) = (i-1)/T, t(i) = i/T. (B,)."""
+    patterns = mask_patterns(x0.shape[1])
+    t = torch.arange(1, steps + 1, dtype=torch.float64) / steps
+    s = t - 1.0 / steps
+    q = _pattern_probs(patterns, schedule.one_minus_alpha(t))  # (T, P)
+    dw = schedule.discrete_weight(s, t)  # (T,)
+    if getattr(denoise, "time_independent", False):
+        diffusion = _pattern_costs(denoise, x0, patterns, 0.5) @ (q * dw[:, None]).sum(0)
+    else:
+        diffusion = sum(_pattern_costs(denoise, x0, patterns, float(ti)) @ (qi * wi) for ti, qi, wi in zip(t, q, dw))
+    recon = _reconstruction(denoise, x0, schedule, patterns, 0.0)
+    prior = x0.shape[1] * schedule.alpha_1 * np.log(denoise.vocab_size)
+    return diffusion + recon + prior
+
+
+def chain_law(denoise, schedule: Schedule, length: int, steps: int, grid: str = "uniform") -> Tensor:
+    """Exact law of the final sample of the T-step ancestral chain started from all masks.
+
+    Returns probabilities (V^L,) float64 in :func:`enumerate_sequences` order. States are all
+    (V + 1)^L partially masked sequences; each step multiplies by a transition matrix that factorizes
+    over positions given mu (MDLM eq. 7), the last step fills every mask from mu.
+    """
+    V = denoise.vocab_size
+    states = enumerate_sequences(V + 1, length)  # (S, L); value V is the mask
+    S = states.shape[0]
+    times = time_grid(steps, grid)
+    dist = torch.zeros(S, dtype=torch.float64)
+    dist[-1] = 1.0  # all masks is the last state in lexicographic order
+    for k in range(steps, 0, -1):
+        t, s = times[k], times[k - 1]
+        log_mu = denoise(states, torch.full((S,), float(t), dtype=torch.float64)).to(torch.float64)
+        mu = log_mu.exp()  # (S, L, V)
+        a_s, a_t = schedule.alpha(s), schedule.alpha(t)
+        if k == 1:
+            unmask, stay = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        else:
+            unmask, stay = (a_s - a_t) / (1 - a_t), (1 - a_s) / (1 - a_t)
+        masked = (states == V)[..., None]
+        per_pos = torch.cat([mu * unmask, stay.expand(S, length, 1)], dim=-1)  # (S, L, V+1) for masked
+        point = torch.nn.functional.one_hot(states, V + 1).to(torch.float64)
+        per_pos = torch.where(masked, per_pos, point)
+        trans = per_pos[:, 0]
+        for n in range(1, length):
+            trans = (trans[:, :, None] * per_pos[:, n][:, None, :]).reshape(S, -1)
+        dist = dist @ trans
+    final = (states < V).all(-1)
+    return dist[final]
+
+
+def autoregressive_order_nll(denoise, x0: Tensor) -> Tensor:
+    """Average over all L! orders of sum_i -log mu(x_{sigma(i)} | x_{sigma(<i)} known, rest masked). (B,)."""
+    B, L = x0.shape
+    total = torch.zeros(B, dtype=torch.float64)
+    orders = list(itertools.permutations(range(L)))
+    t = torch.full((B,), 0.5, dtype=torch.float64)
+    for order in orders:
+        x = torch.full_like(x0, denoise.vocab_size)
+        for n in order:
+            log_mu = denoise(x, t).to(torch.float64)
+            total -= log_mu[torch.arange(B), n, x0[:, n]]
+            x[:, n] = x0[:, n]
+    return total / len(orders)
+
+
+def empirical_law(tokens: Tensor, vocab_size: int) -> Tensor:
+    """Counts of each sequence among sampled rows, (V^L,) in :func:`enumerate_sequences` order."""
+    idx = sequence_index(tokens, vocab_size)
+    return torch.bincount(idx, minlength=vocab_size ** tokens.shape[1])
