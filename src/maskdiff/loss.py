@@ -50,13 +50,15 @@ def continuous_diffusion_term(
     *,
     t_min: float = DEFAULT_T_MIN,
     valid: Optional[Tensor] = None,
+    noise: Optional[Tensor] = None,
 ) -> Tensor:
     """One-sample estimate of int_{t_min}^1 w(t) E_q[C_t] dt for t ~ U[t_min, 1] (MD4 eq. 5).
 
-    x0: (B, L); t: (B,) drawn uniformly (or stratified) on [t_min, 1]. Returns (B,).
+    x0: (B, L); t: (B,) drawn uniformly (or stratified) on [t_min, 1]; noise: optional (B, L) uniforms
+    for the masks (see :func:`forward_mask`). Returns (B,).
     """
     t64 = t.to(torch.float64)
-    x_t = forward_mask(x0, schedule.alpha(t64), denoise.vocab_size, generator, fixed=_fixed(valid))
+    x_t = forward_mask(x0, schedule.alpha(t64), denoise.vocab_size, generator, fixed=_fixed(valid), noise=noise)
     log_mu = denoise(x_t, t)
     ce = masked_cross_entropy(log_mu, x0, x_t == denoise.vocab_size)
     weight = ((1.0 - t_min) * schedule.weight(t64)).to(ce.dtype)  # density of U[t_min, 1] is 1/(1 - t_min)
@@ -72,6 +74,7 @@ def discrete_diffusion_term(
     generator: Optional[torch.Generator] = None,
     *,
     valid: Optional[Tensor] = None,
+    noise: Optional[Tensor] = None,
 ) -> Tensor:
     """One-sample estimate of sum_{i=1}^T E_q[(alpha_s - alpha_t)/(1 - alpha_t) C_t] (MDLM eq. 8).
 
@@ -80,7 +83,7 @@ def discrete_diffusion_term(
     """
     t = step.to(torch.float64) / steps
     s = (step.to(torch.float64) - 1.0) / steps
-    x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=_fixed(valid))
+    x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=_fixed(valid), noise=noise)
     log_mu = denoise(x_t, t.float())
     ce = masked_cross_entropy(log_mu, x0, x_t == denoise.vocab_size)
     return (steps * schedule.discrete_weight(s, t)).to(ce.dtype) * ce

@@ -20,16 +20,19 @@ def forward_mask(
     generator: Optional[torch.Generator] = None,
     *,
     fixed: Optional[Tensor] = None,
+    noise: Optional[Tensor] = None,
 ) -> Tensor:
     """Draw x_t ~ q(x_t | x_0).
 
     x0: (B, L) token ids; alpha_t: (B,) or broadcastable to (B, L), the probability of staying unmasked;
     fixed: optional (B, L) bool, positions that are never masked (padding, prompts).
+    noise: optional (B, L) float64 uniforms to use instead of drawing from ``generator`` (the trainer
+    draws them for the global batch, so a mask does not depend on how the batch is split).
     The uniforms are float64 so that alpha_t within 1e-8 of 0 or 1 is honoured.
     """
     if alpha_t.dim() == 1:
         alpha_t = alpha_t[:, None]
-    u = torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
+    u = noise if noise is not None else torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
     masked = u >= alpha_t.to(torch.float64)  # P(masked) = 1 - alpha_t
     if fixed is not None:
         masked &= ~fixed

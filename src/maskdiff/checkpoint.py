@@ -1,0 +1,169 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON, written atomically.
+
+A checkpoint is a directory ``checkpoints/step_XXXXXXXX/`` holding
+
+* ``model.safetensors``: ``model.*`` weights and ``ema.*`` averaged weights,
+* ``optimizer.safetensors``: AdamW state tensors ``state.<param index>.<name>`` and RNG states,
+* ``state.json``: step, optimizer hyper-parameters, data position, and the SHA-256 of both files.
+
+It is written into a temporary directory, every file fsync'ed, then renamed into place, so a crash
+leaves either the whole checkpoint or none. Loading checks the checksums first: a truncated or
+corrupted checkpoint is reported, never half-loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from maskdiff.errors import MaskdiffError
+
+STATE_FILE = "state.json"
+MODEL_FILE = "model.safetensors"
+OPTIM_FILE = "optimizer.safetensors"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file through a temporary file, fsync and rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _save_tensors(tensors: Dict[str, Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> Tuple[Dict[str, Tensor], dict]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able hyper-parameters."""
+    sd = optimizer.state_dict()
+    tensors = {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            tensors[f"state.{idx}.{name}"] = value if isinstance(value, Tensor) else torch.tensor(value)
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: Dict[str, Tensor], meta: dict) -> None:
+    state: Dict[int, Dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model_tensors: Dict[str, Tensor],
+    optim_tensors: Dict[str, Tensor],
+    state: dict,
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint ``step`` atomically and keep only the newest ``keep``."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    _save_tensors(model_tensors, tmp / MODEL_FILE)
+    _save_tensors(optim_tensors, tmp / OPTIM_FILE)
+    state = dict(state, step=step, sha256={MODEL_FILE: sha256(tmp / MODEL_FILE), OPTIM_FILE: sha256(tmp / OPTIM_FILE)})
+    atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    if keep > 0:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> List[Path]:
+    """Checkpoint directories of a run, oldest first (by step)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step_*") if p.is_dir())
+
+
+def verify_checkpoint(path: Path) -> dict:
+    """Return the checkpoint's state.json after checking that both tensor files match their SHA-256."""
+    path = Path(path)
+    if not path.is_dir():
+        raise MaskdiffError(f"checkpoint {path} does not exist (a checkpoint is a directory with {STATE_FILE})")
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MaskdiffError(f"checkpoint {path} is incomplete: {STATE_FILE} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise MaskdiffError(f"checkpoint {path} is corrupt: {STATE_FILE} is not valid JSON") from None
+    for name, digest in state.get("sha256", {}).items():
+        f = path / name
+        if not f.exists():
+            raise MaskdiffError(f"checkpoint {path} is incomplete: {name} is missing")
+        if sha256(f) != digest:
+            raise MaskdiffError(f"checkpoint {path} is truncated or corrupted: {name} does not match its SHA-256")
+    return state
+
+
+def read_tensors(path: Path) -> Dict[str, Tensor]:
+    """Read a safetensors file; anything else (a pickle, a truncated file) is refused with a clear error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80" or head == b"PK":
+        raise MaskdiffError(f"{path} is a pickle/zip file; maskdiff only loads safetensors and never unpickles")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise MaskdiffError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def latest_valid_checkpoint(run_dir: Path, warn=print) -> Optional[Tuple[Path, dict]]:
+    """The newest checkpoint that passes :func:`verify_checkpoint`; broken newer ones are reported."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, verify_checkpoint(path)
+        except MaskdiffError as err:
+            warn(f"warning: {err}; trying the previous checkpoint")
+    return None

@@ -1,0 +1,257 @@
+"""The ``maskdiff`` command: train, eval, sample and demo, each a thin layer over the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from maskdiff.errors import MaskdiffError
+
+DESCRIPTION = """\
+maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
+
+  maskdiff train  --preset tiny --run-dir runs/tiny     train (or resume) a run
+  maskdiff eval   runs/tiny                             validation BPC bound with a 95% interval
+  maskdiff sample runs/tiny --num 4 --steps 256         draw samples from the EMA weights
+  maskdiff demo                                          all three on the tiny preset
+
+A run directory holds config.json, tokenizer.json, checkpoints/, log.jsonl and samples/.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def _key_value(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. w=2.0, got {text!r}")
+    try:
+        return key, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the value of {key} must be a number, got {value!r}") from None
+
+
+# (flag, config section, field, argparse type) for the train overrides; help comes from the config docstrings.
+TRAIN_OVERRIDES = [
+    ("--steps", "train", "steps", _positive_int),
+    ("--batch-size", "train", "batch_size", _positive_int),
+    ("--micro-batch-size", "train", "micro_batch_size", _nonneg_int),
+    ("--lr", "train", "lr", _positive_float),
+    ("--warmup-steps", "train", "warmup_steps", _nonneg_int),
+    ("--lr-schedule", "train", "lr_schedule", str),
+    ("--ema-decay", "train", "ema_decay", _unit_float),
+    ("--seed", "train", "seed", int),
+    ("--threads", "train", "threads", _nonneg_int),
+    ("--checkpoint-every", "train", "checkpoint_every", _positive_int),
+    ("--keep-checkpoints", "train", "keep_checkpoints", _positive_int),
+    ("--schedule", "diffusion", "schedule", str),
+    ("--t-min", "diffusion", "t_min", _unit_float),
+    ("--discrete-steps", "diffusion", "discrete_steps", _nonneg_int),
+    ("--corpus", "data", "corpus", str),
+    ("--form", "data", "form", str),
+    ("--length", "data", "length", _positive_int),
+    ("--width", "model", "width", _positive_int),
+    ("--depth", "model", "depth", _positive_int),
+    ("--heads", "model", "heads", _positive_int),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from maskdiff.config import describe_field
+    from maskdiff.presets import PRESETS
+    from maskdiff.schedules import SCHEDULES
+
+    parser = argparse.ArgumentParser(prog="maskdiff", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train or resume a run", description="Train a masked diffusion model, or resume the run in --run-dir from its newest valid checkpoint. Ctrl-C stops after the current step and saves a checkpoint.")
+    p.add_argument("--preset", default="tiny", help=f"starting recipe: {', '.join(PRESETS)} (default: tiny)")
+    p.add_argument("--config", type=Path, help="a config.json to start from instead of a preset")
+    p.add_argument("--run-dir", type=Path, help="where config, checkpoints and logs go (default: runs/<preset>)")
+    for flag, section, name, typ in TRAIN_OVERRIDES:
+        extra = f" Choices: {', '.join(SCHEDULES)}." if name == "schedule" else ""
+        p.add_argument(flag, type=typ, default=None, help=(describe_field(section, name) or "") + extra)
+    p.add_argument("--schedule-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="schedule argument, e.g. w=3 for polynomial, eps=1e-3 for loglinear (repeatable)")
+    p.add_argument("--time-conditioned", action="store_true", default=None, help=describe_field("model", "time_conditioned"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", help="NELBO bound (BPC / PPL) of a split with a 95%% interval", description="Estimate the negative ELBO of every sequence of a split and report bits per character (an upper bound) with a 95%% interval over sequences.")
+    p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
+    p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
+    p.add_argument("--corpus", help="evaluate on another corpus: 'shakespeare' or a text file (default: the run's)")
+    p.add_argument("--passes", type=_positive_int, default=1, help="Monte-Carlo estimates per sequence, averaged (default: 1)")
+    p.add_argument("--discrete-steps", type=_positive_int, help="discrete-time NELBO with T steps instead of continuous time")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="sequences per forward pass (default: 64)")
+    p.add_argument("--limit", type=_positive_int, help="evaluate only the first N sequences (quick checks)")
+    p.add_argument("--unit", default="BPC", choices=["BPC", "PPL", "BPT"], help="BPC (bits per character, default), PPL, or BPT (bits per token)")
+    _weights_args(p)
+    p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sample", help="draw samples", description="Draw samples with the ancestral or the (per-sample) caching sampler and print them; they are also saved under RUN_DIR/samples/.")
+    p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
+    p.add_argument("--num", type=_positive_int, default=4, help="number of samples (default: 4)")
+    p.add_argument("--length", type=_positive_int, help="tokens per sample (default and maximum: the training length)")
+    p.add_argument("--steps", type=_positive_int, default=256, help="reverse steps T on the uniform grid (default: 256)")
+    p.add_argument("--sampler", default="cached", help="cached (default; reuses the network output while a sample is unchanged) or ancestral")
+    p.add_argument("--out", type=Path, help="file to write the samples to (default: RUN_DIR/samples/<time>.txt)")
+    _weights_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir), report validation BPC with a 95%% interval beside the unigram baseline, and print samples from the EMA weights.")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
+    p.add_argument("--steps", type=_positive_int, help="training steps (default: the tiny preset's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint directory (default: the run's newest valid one)")
+    p.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of their EMA")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def cmd_train(args) -> int:
+    from maskdiff.config import RunConfig
+    from maskdiff.presets import get_preset
+    from maskdiff.train import train
+
+    if args.config:
+        try:
+            config = RunConfig.from_dict(json.loads(args.config.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise MaskdiffError(f"config file {args.config} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise MaskdiffError(f"config file {args.config} is not valid JSON ({err})") from None
+    else:
+        config = get_preset(args.preset)
+    for flag, section, name, _ in TRAIN_OVERRIDES:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            setattr(getattr(config, section), name, value)
+    if args.schedule_arg:
+        config.diffusion.schedule_args = dict(args.schedule_arg)
+    if args.time_conditioned:
+        config.model.time_conditioned = True
+    config.validate()
+    run_dir = args.run_dir or Path("runs") / config.preset
+    result = train(config, run_dir, progress=not args.no_progress)
+    if result.resumed_from is not None and result.resumed_from >= config.train.steps:
+        print(f"{run_dir} is already trained to step {result.step}; nothing to do (raise --steps to continue)")
+    else:
+        how = f"resumed from step {result.resumed_from}" if result.resumed_from is not None else "from scratch"
+        print(f"trained {run_dir} to step {result.step} ({how}, {result.seconds:.0f} s)")
+    return 130 if result.interrupted else 0
+
+
+def cmd_eval(args) -> int:
+    import maskdiff
+    from maskdiff.evaluate import evaluate
+    from maskdiff.pipeline import eval_chunks
+
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
+    if args.limit:
+        tokens, valid = tokens[: args.limit], valid[: args.limit]
+    t0 = time.perf_counter()
+    result = evaluate(
+        pipe.denoiser, tokens, valid, pipe.schedule,
+        t_min=pipe.config.diffusion.t_min, discrete_steps=args.discrete_steps, passes=args.passes,
+        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+    )
+    seconds = time.perf_counter() - t0
+    corpus = args.corpus or pipe.config.data.corpus
+    kind = f"discrete T={args.discrete_steps}" if args.discrete_steps else "continuous"
+    print(f"{corpus} {args.split}: {result.summary(args.unit)}")
+    print(f"  {int(result.tokens.sum())} characters in {result.nelbo.numel()} sequences, {kind} NELBO, "
+          f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
+    if args.json:
+        record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, passes=args.passes,
+                      discrete_steps=args.discrete_steps, weights=pipe.weights, step=pipe.step, seconds=seconds)
+        args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import maskdiff
+    from maskdiff.sampling import get_sampler
+
+    get_sampler(args.sampler)  # fail on a bad name before loading anything
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    out = pipe.sample(args.num, length=args.length, steps=args.steps, sampler=args.sampler, seed=args.seed, progress=not args.no_progress)
+    for i, text in enumerate(out.texts):
+        print(f"--- sample {i} ({int(out.nfe[i])} network calls)\n{text}")
+    print(f"{args.num} samples, {args.sampler} sampler, {args.steps} steps, mean NFE {out.nfe.float().mean():.1f}, {out.seconds:.1f} s")
+    path = args.out or Path(args.run_dir) / "samples" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.sampler}-{args.steps}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(out.texts) + "\n", encoding="utf-8")
+    print(f"saved to {path}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo}
+    try:
+        return handlers[args.command](args)
+    except MaskdiffError as err:
+        print(f"maskdiff {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _demo(args) -> int:
+    from maskdiff.demo import run_demo
+
+    return run_demo(args.run_dir, steps=args.steps, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Typed run configuration. A run directory stores it as ``config.json``; recipes are in presets.py."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from maskdiff.errors import MaskdiffError
+
+
+@dataclass
+class ModelConfig:
+    width: int = 128
+    """Hidden size of the transformer."""
+    depth: int = 4
+    """Number of transformer blocks."""
+    heads: int = 4
+    """Attention heads; width / heads must be even (rotary embedding)."""
+    mlp_ratio: float = 4.0
+    """MLP hidden size as a multiple of width."""
+    cond_dim: int = 128
+    """Size of the time embedding (used only when time_conditioned)."""
+    time_conditioned: bool = False
+    """adaLN conditioning on t. Off by default (MDLM finds it barely matters; off enables caching)."""
+    dropout: float = 0.0
+    """Attention dropout during training."""
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "shakespeare"
+    """'shakespeare' (split by whole works) or the path of a UTF-8 text file (split 90/5/5)."""
+    form: str = "text8"
+    """'text8': lower-case a-z and space (27 symbols); 'chars': every character of the corpus."""
+    length: int = 128
+    """Sequence length L in tokens (characters)."""
+
+
+@dataclass
+class DiffusionConfig:
+    schedule: str = "linear"
+    """Masking schedule: linear, loglinear, polynomial, geometric, cosine, mdlm-cosine."""
+    schedule_args: Dict[str, float] = field(default_factory=dict)
+    """Extra schedule arguments, e.g. {"w": 2.0} for polynomial or {"eps": 1e-3} for loglinear."""
+    t_min: float = 1e-3
+    """Lower end of the sampled t; [0, t_min] is the reconstruction term (MDLM uses 1e-3)."""
+    discrete_steps: int = 0
+    """0: continuous-time loss. T > 0: discrete-time loss with T steps (MD4 Sec. 3)."""
+    low_discrepancy: bool = True
+    """Stratified t over the global batch (MDLM Sec. 3.4)."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Global batch size in sequences."""
+    micro_batch_size: int = 0
+    """Sequences per forward pass; the batch is accumulated over batch_size / micro_batch_size passes.
+    0 means the whole batch at once."""
+    lr: float = 1e-3
+    """Peak learning rate of AdamW."""
+    warmup_steps: int = 100
+    """Linear warm-up steps."""
+    lr_schedule: str = "cosine"
+    """'cosine' (decay to min_lr_ratio * lr at the last step) or 'constant' after warm-up."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of lr (cosine only)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on matrices (not on biases, norms or embeddings)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.999
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0: no clipping)."""
+    ema_decay: float = 0.999
+    """Decay of the exponential moving average of the weights (0: no EMA)."""
+    seed: int = 0
+    """Fixes initialization, data order, t and masks."""
+    log_every: int = 10
+    """Write a line to log.jsonl every this many steps."""
+    checkpoint_every: int = 250
+    """Save a checkpoint every this many steps (and at the end, and on Ctrl-C)."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+    threads: int = 0
+    """torch CPU threads (0: leave torch's default)."""
+
+
+@dataclass
+class RunConfig:
+    preset: str = "custom"
+    """The preset this configuration started from."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "RunConfig":
+        sections = {"model": ModelConfig, "data": DataConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+        unknown = set(d) - set(sections) - {"preset"}
+        if unknown:
+            raise MaskdiffError(f"unknown config section(s) {sorted(unknown)}; valid: preset, {', '.join(sections)}")
+        kwargs: Dict[str, Any] = {"preset": d.get("preset", "custom")}
+        for name, klass in sections.items():
+            kwargs[name] = _build(klass, d.get(name, {}), name)
+        return cls(**kwargs)
+
+    def validate(self) -> "RunConfig":
+        """Check values that would otherwise fail deep inside training; raise MaskdiffError."""
+        from maskdiff.schedules import get_schedule
+
+        get_schedule(self.diffusion.schedule, **self.diffusion.schedule_args)
+        m, d, t = self.model, self.data, self.train
+        _positive(width=m.width, depth=m.depth, heads=m.heads, length=d.length, steps=t.steps, batch_size=t.batch_size, lr=t.lr)
+        if m.width % m.heads or (m.width // m.heads) % 2:
+            raise MaskdiffError(f"width {m.width} must split into {m.heads} heads of even size")
+        if d.form not in ("text8", "chars"):
+            raise MaskdiffError(f"unknown text form {d.form!r}; choose one of: text8, chars")
+        if t.lr_schedule not in ("cosine", "constant"):
+            raise MaskdiffError(f"unknown lr schedule {t.lr_schedule!r}; choose one of: cosine, constant")
+        if t.micro_batch_size and t.batch_size % t.micro_batch_size:
+            raise MaskdiffError(f"batch size {t.batch_size} is not a multiple of micro batch size {t.micro_batch_size}")
+        if not 0.0 <= self.diffusion.t_min < 1.0:
+            raise MaskdiffError(f"t_min must be in [0, 1), got {self.diffusion.t_min}")
+        if self.diffusion.discrete_steps < 0:
+            raise MaskdiffError(f"discrete_steps must be 0 (continuous) or positive, got {self.diffusion.discrete_steps}")
+        if not 0.0 <= t.ema_decay < 1.0:
+            raise MaskdiffError(f"ema_decay must be in [0, 1), got {t.ema_decay}")
+        return self
+
+
+def _positive(**values) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise MaskdiffError(f"{name} must be positive, got {value}")
+
+
+def _build(klass, values: Dict[str, Any], section: str):
+    names = {f.name for f in dataclasses.fields(klass)}
+    unknown = set(values) - names
+    if unknown:
+        raise MaskdiffError(f"unknown field(s) {sorted(unknown)} in config section '{section}'; valid: {', '.join(sorted(names))}")
+    return klass(**values)
+
+
+def differences(a: RunConfig, b: RunConfig, ignore=("train.steps",)) -> Dict[str, tuple]:
+    """Fields whose values differ, as {'section.field': (a, b)}, leaving out ``ignore``."""
+    out = {}
+    da, db = a.to_dict(), b.to_dict()
+    for section in ("model", "data", "diffusion", "train"):
+        for key in da[section]:
+            name = f"{section}.{key}"
+            if name not in ignore and da[section][key] != db[section][key]:
+                out[name] = (da[section][key], db[section][key])
+    return out
+
+
+def describe_field(section: str, name: str) -> Optional[str]:
+    """The docstring of a config field, for --help texts."""
+    import ast
+    import inspect
+
+    klass = {"model": ModelConfig, "data": DataConfig, "diffusion": DiffusionConfig, "train": TrainConfig}[section]
+    tree = ast.parse(inspect.getsource(klass))
+    body = tree.body[0].body
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name:
+            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                return nxt.value.value
+    return None

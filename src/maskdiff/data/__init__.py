@@ -1,0 +1,1 @@
+"""Data: tokenizers, corpora and chunking into fixed-length sequences."""

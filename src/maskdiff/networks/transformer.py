@@ -1,0 +1,164 @@
+"""A DiT-style transformer over token sequences (the MDLM backbone, written for CPU and CUDA).
+
+Pre-norm blocks with rotary position embeddings, bidirectional attention through
+``torch.nn.functional.scaled_dot_product_attention`` (causal for the autoregressive baseline), and
+optional adaLN time conditioning (shift, scale, gate per sub-layer from an embedding of t). Without
+time conditioning the blocks are plain pre-LayerNorm blocks and ``forward`` ignores t.
+Architecture only: no loss, no data, no config parsing.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021) on the first ``dim`` channels of each head."""
+
+    def __init__(self, dim: int, max_length: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+        angles = torch.outer(torch.arange(max_length, dtype=torch.float32), inv_freq)  # (L, dim/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, H, L, D)
+        L = x.shape[-2]
+        cos, sin = self.cos[:L].to(x.dtype), self.sin[:L].to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+        return out.flatten(-2)
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal features of t in [0, 1] followed by a two-layer MLP (DiT)."""
+
+    def __init__(self, cond_dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+
+    def forward(self, t: Tensor) -> Tensor:  # (B,) -> (B, cond_dim)
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = 1000.0 * t.float()[:, None] * freqs[None]
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1.0 + scale[:, None]) + shift[:, None]
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, cond_dim: Optional[int], rotary: RotaryEmbedding, causal: bool, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.causal = causal
+        self.dropout = dropout
+        self.rotary = rotary
+        adaln = cond_dim is not None
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=not adaln)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=not adaln)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.proj = nn.Linear(width, width, bias=False)
+        hidden = int(mlp_ratio * width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.adaln = nn.Linear(cond_dim, 6 * width) if adaln else None
+
+    def attention(self, x: Tensor) -> Tensor:
+        B, L, W = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, D) each
+        q, k = self.rotary(q), self.rotary(k)
+        drop = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=self.causal)
+        return self.proj(out.transpose(1, 2).reshape(B, L, W))
+
+    def forward(self, x: Tensor, cond: Optional[Tensor]) -> Tensor:
+        if self.adaln is None:
+            x = x + self.attention(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).chunk(6, dim=-1)
+        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1))
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class DiT(nn.Module):
+    """Transformer mapping token ids (B, L) in [0, V] (V = mask) and optional t (B,) to logits (B, L, V).
+
+    vocab_size: V real tokens; the embedding has V + 1 rows (the mask), the output V columns (SUBS
+        drops the mask logit anyway). ``output_mask_logit`` adds the mask column for ablations.
+    time_conditioned: adaLN conditioning on t; otherwise t is ignored.
+    causal: causal attention (the autoregressive baseline uses the same network).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        max_length: int,
+        width: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        cond_dim: int = 128,
+        time_conditioned: bool = False,
+        causal: bool = False,
+        dropout: float = 0.0,
+        output_mask_logit: bool = False,
+    ):
+        super().__init__()
+        if width % heads or (width // heads) % 2:
+            raise ValueError(f"width {width} must split into {heads} heads of even size")
+        self.vocab_size, self.max_length = vocab_size, max_length
+        self.time_conditioned = time_conditioned
+        self.embed = nn.Embedding(vocab_size + 1, width)
+        self.rotary = RotaryEmbedding(width // heads, max_length)
+        cond = cond_dim if time_conditioned else None
+        self.time_embed = TimestepEmbedding(cond_dim) if time_conditioned else None
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, cond, self.rotary, causal, dropout) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=not time_conditioned)
+        self.adaln_out = nn.Linear(cond_dim, 2 * width) if time_conditioned else None
+        self.head = nn.Linear(width, vocab_size + int(output_mask_logit))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+        # adaLN-zero (DiT) and a zero output layer: at initialisation every block is the identity in
+        # its residual branch gates and mu is uniform.
+        for m in [b.adaln for b in self.blocks] + [self.adaln_out, self.head]:
+            if m is not None:
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, tokens: Tensor, t: Optional[Tensor] = None) -> Tensor:
+        x = self.embed(tokens)  # (B, L, W)
+        cond = None
+        if self.time_embed is not None:
+            if t is None:
+                raise ValueError("this network is time-conditioned: pass t")
+            cond = F.silu(self.time_embed(t))
+        for block in self.blocks:
+            x = block(x, cond)
+        x = self.norm_out(x)
+        if self.adaln_out is not None:
+            shift, scale = self.adaln_out(cond).chunk(2, dim=-1)
+            x = modulate(x, shift, scale)
+        return self.head(x)  # (B, L, V)
+
+    def num_parameters(self, exclude_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embed.weight.numel() if exclude_embedding else n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward = 3x forward), the PaLM / nanoGPT estimate:
+        6 N (N: non-embedding parameters) + 12 * depth * width * seq_len for attention scores."""
+        depth = len(self.blocks)
+        width = self.embed.weight.shape[1]
+        return 6.0 * self.num_parameters() + 12.0 * depth * width * seq_len

@@ -1,0 +1,194 @@
+"""Builders from a RunConfig, and :func:`load`, which turns a run directory back into a usable model.
+
+    >>> import maskdiff
+    >>> model = maskdiff.load("runs/demo")            # EMA weights of the newest valid checkpoint
+    >>> model.nelbo("to be or not to be")              # nats, an upper bound on -log p
+    >>> model.sample(4, steps=256).texts
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Union
+
+import torch
+from torch import Tensor
+
+from maskdiff.checkpoint import latest_valid_checkpoint, read_tensors, verify_checkpoint
+from maskdiff.config import RunConfig
+from maskdiff.data.chunking import contiguous_chunks
+from maskdiff.data.corpora import load_split_texts
+from maskdiff.data.tokenizers import CharTokenizer, tokenizer_for
+from maskdiff.denoiser import SUBSDenoiser, check_tokens
+from maskdiff.errors import MaskdiffError
+from maskdiff.networks.transformer import DiT
+from maskdiff.schedules import Schedule, get_schedule
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+DOC_SEPARATOR = {"text8": " ", "chars": "\n\n"}
+
+
+def build_tokenizer(config: RunConfig) -> CharTokenizer:
+    if config.data.form == "text8":
+        return tokenizer_for("text8")
+    # 'chars': the alphabet of the whole corpus (all splits), so held-out text has no unknown symbol.
+    texts = [t for split in ("train", "validation", "test") for t in load_split_texts(config.data.corpus, split)]
+    return tokenizer_for("chars", "".join(texts))
+
+
+def build_denoiser(config: RunConfig, vocab_size: int) -> SUBSDenoiser:
+    m = config.model
+    net = DiT(
+        vocab_size,
+        config.data.length,
+        width=m.width,
+        depth=m.depth,
+        heads=m.heads,
+        mlp_ratio=m.mlp_ratio,
+        cond_dim=m.cond_dim,
+        time_conditioned=m.time_conditioned,
+        dropout=m.dropout,
+    )
+    return SUBSDenoiser(net, vocab_size, time_conditioned=m.time_conditioned, max_length=config.data.length)
+
+
+def build_schedule(config: RunConfig) -> Schedule:
+    return get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
+
+
+def split_stream(config: RunConfig, tokenizer: CharTokenizer, split: str, corpus: Optional[str] = None) -> Tensor:
+    """One split of the corpus as a single 1-D token stream (documents joined by a separator)."""
+    texts = load_split_texts(corpus or config.data.corpus, split)
+    sep = DOC_SEPARATOR[config.data.form]
+    text = sep.join(tokenizer.prepare(t) for t in texts)
+    if config.data.form == "text8":
+        text = " ".join(text.split())  # one space between words, none at the ends
+    stream = tokenizer.encode(text)
+    if stream.numel() == 0:
+        raise MaskdiffError(f"the {split} split of {corpus or config.data.corpus} has no characters after normalization")
+    return stream
+
+
+def eval_chunks(config: RunConfig, tokenizer: CharTokenizer, split: str, corpus: Optional[str] = None):
+    """The split cut into non-overlapping sequences of the training length: (tokens, valid)."""
+    return contiguous_chunks(split_stream(config, tokenizer, split, corpus), config.data.length)
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise MaskdiffError(f"run directory {run_dir} does not exist")
+    if not path.exists():
+        raise MaskdiffError(f"{run_dir} is not a maskdiff run directory: {CONFIG_FILE} is missing")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as err:
+        raise MaskdiffError(f"{path} is not valid JSON ({err})") from None
+
+
+def read_tokenizer(run_dir: Path) -> CharTokenizer:
+    path = Path(run_dir) / TOKENIZER_FILE
+    if not path.exists():
+        raise MaskdiffError(f"{run_dir} has no {TOKENIZER_FILE}")
+    return CharTokenizer.from_config(json.loads(path.read_text(encoding="utf-8")))
+
+
+def load_weights(denoiser: SUBSDenoiser, tensors: dict, prefix: str, source) -> None:
+    """Load ``prefix.*`` tensors into the denoiser's network, with a clear error on any mismatch."""
+    weights = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    if not weights:
+        raise MaskdiffError(f"{source} has no '{prefix}' weights")
+    own = denoiser.network.state_dict()
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    wrong = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
+    if missing or unexpected or wrong:
+        detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"shape of {wrong[:3]}"
+        raise MaskdiffError(f"{source} does not fit this model's architecture ({detail})")
+    denoiser.network.load_state_dict(weights)
+
+
+@dataclass
+class Samples:
+    tokens: Tensor
+    texts: List[str]
+    nfe: Tensor
+    seconds: float
+
+
+class Pipeline:
+    """A trained model: config, tokenizer, schedule and denoiser, with NELBO and sampling helpers."""
+
+    def __init__(self, config: RunConfig, tokenizer: CharTokenizer, denoiser: SUBSDenoiser, checkpoint: Optional[Path] = None):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.denoiser = denoiser.eval()
+        self.schedule = build_schedule(config)
+        self.checkpoint = checkpoint
+        self.step = None
+
+    def encode(self, text: Union[str, List[str]]) -> Tensor:
+        rows = [self.tokenizer.encode(t) for t in ([text] if isinstance(text, str) else text)]
+        lengths = {r.numel() for r in rows}
+        if len(lengths) != 1:
+            raise MaskdiffError("texts in one batch must have the same length after normalization")
+        x = torch.stack(rows)
+        check_tokens(x, self.tokenizer.vocab_size, allow_mask=False, max_length=self.config.data.length)
+        return x
+
+    @torch.no_grad()
+    def nelbo(self, text: Union[str, List[str]], passes: int = 16, seed: int = 0) -> Tensor:
+        """Monte-Carlo NELBO in nats per sequence (averaged over ``passes``), an upper bound on -log p."""
+        from maskdiff.evaluate import nelbo_estimates
+
+        x = self.encode(text)
+        return nelbo_estimates(self.denoiser, x, None, self.schedule, t_min=self.config.diffusion.t_min, passes=passes, seed=seed)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num: int = 4,
+        *,
+        length: Optional[int] = None,
+        steps: int = 256,
+        sampler: str = "cached",
+        seed: int = 0,
+        progress: bool = False,
+    ) -> Samples:
+        from maskdiff.sampling import get_sampler
+
+        length = length or self.config.data.length
+        if length > self.config.data.length:
+            raise MaskdiffError(f"length {length} exceeds the model's maximum length {self.config.data.length}")
+        fn = get_sampler(sampler)
+        gen = torch.Generator().manual_seed(seed)
+        out = fn(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, progress=progress)
+        return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds)
+
+
+def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = True) -> Pipeline:
+    """Load a run directory: its config, tokenizer and the weights of a checkpoint (default: newest valid).
+
+    ema: use the exponential moving average of the weights (the default for evaluation and sampling).
+    """
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    tokenizer = read_tokenizer(run_dir)
+    if checkpoint is None:
+        found = latest_valid_checkpoint(run_dir)
+        if found is None:
+            raise MaskdiffError(f"{run_dir} has no valid checkpoint; train it first (maskdiff train --run-dir {run_dir})")
+        path, state = found
+    else:
+        path = Path(checkpoint)
+        state = verify_checkpoint(path)
+    tensors = read_tensors(path / "model.safetensors")
+    denoiser = build_denoiser(config, tokenizer.vocab_size)
+    prefix = "ema" if ema and any(k.startswith("ema.") for k in tensors) else "model"
+    load_weights(denoiser, tensors, prefix, path)
+    pipe = Pipeline(config, tokenizer, denoiser, path)
+    pipe.step = state.get("step")
+    pipe.weights = prefix
+    return pipe
