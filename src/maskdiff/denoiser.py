@@ -66,7 +66,9 @@ class SUBSDenoiser(nn.Module):
     vocab_size: V, the number of real tokens; the mask id is V.
     time_conditioned: pass t to the network; otherwise it receives None and the denoiser declares
         itself time-independent, which the caching sampler needs (MDLM Sec. 3.2; maskdiff's default).
-    max_length: the longest sequence the network accepts (checked for a clear error).
+    max_length: the longest sequence the network accepts.
+    check_inputs: raise a clear error for ids outside [0, V] or sequences longer than max_length
+        (a min/max over the batch; the trainer, whose data is checked once, turns it off).
     """
 
     def __init__(
@@ -76,8 +78,10 @@ class SUBSDenoiser(nn.Module):
         *,
         time_conditioned: bool = False,
         max_length: Optional[int] = None,
+        check_inputs: bool = True,
     ):
         super().__init__()
+        self.check_inputs = check_inputs
         self.network = network
         self.vocab_size = vocab_size
         self.mask_id = vocab_size
@@ -89,6 +93,8 @@ class SUBSDenoiser(nn.Module):
         return not self.time_conditioned
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        if self.check_inputs:
+            check_tokens(x_t, self.vocab_size, allow_mask=True, max_length=self.max_length)
         logits = self.network(x_t, t if self.time_conditioned else None)
         logits = logits[..., : self.vocab_size].float()  # zero masking probability: drop the mask logit
         log_mu = torch.log_softmax(logits, dim=-1)  # (B, L, V)

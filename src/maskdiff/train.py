@@ -150,6 +150,7 @@ def train(
 
     torch.manual_seed(tc.seed)
     denoiser = build_denoiser(config, tokenizer.vocab_size)
+    denoiser.check_inputs = False  # the training stream was checked when it was encoded
     model = denoiser.network
     schedule = build_schedule(config)
     optimizer = make_optimizer(model, tc)

@@ -1,0 +1,46 @@
+"""Shared helpers for the tests: a micro configuration and a CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from maskdiff.presets import tiny
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def micro_config(steps: int = 6, **train):
+    """The tiny preset shrunk to seconds: 1 block of width 32, length 32, batch 4."""
+    cfg = tiny()
+    cfg.model.width, cfg.model.depth, cfg.model.heads, cfg.model.cond_dim = 32, 1, 2, 16
+    cfg.data.length = 32
+    cfg.train.steps, cfg.train.batch_size, cfg.train.warmup_steps = steps, 4, 2
+    cfg.train.checkpoint_every, cfg.train.log_every = 1000, 1
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+MICRO_FLAGS = ["--width", "32", "--depth", "1", "--heads", "2", "--length", "32", "--batch-size", "4", "--warmup-steps", "2", "--no-progress"]
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    """Run ``python -m maskdiff.cli`` in a subprocess; returns CompletedProcess with text output."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "maskdiff.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
+    )
+
+
+def assert_clean_error(proc, *needles):
+    """Non-zero exit, no traceback, exactly one line that starts the error, mentioning each needle."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    lines = [l for l in proc.stderr.strip().splitlines() if "error" in l.lower()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

@@ -1,0 +1,129 @@
+"""Bad input: one clear error line, non-zero exit, no traceback, nothing on disk damaged."""
+import hashlib
+
+import pytest
+import torch
+
+from helpers import MICRO_FLAGS, assert_clean_error, micro_config, run_cli
+from maskdiff import MaskdiffError
+from maskdiff.train import train
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("bad") / "run"
+    train(micro_config(steps=4, checkpoint_every=2, keep_checkpoints=3), run, progress=False)
+    return run
+
+
+def _digest(path):
+    return {p.relative_to(path): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["train", "--schedule", "cosin"], ["unknown schedule 'cosin'", "linear", "mdlm-cosine"]),
+        (["train", "--preset", "huge"], ["unknown preset 'huge'", "tiny", "small"]),
+        (["train", "--steps", "-3"], ["positive integer"]),
+        (["train", "--steps", "many"], ["positive integer"]),
+        (["train", "--lr", "nan"], ["positive finite"]),
+        (["train", "--form", "bytes"], ["unknown text form", "text8", "chars"]),
+        (["train", "--width", "30", "--heads", "4"], ["heads"]),
+        (["train", "--schedule", "polynomial", "--schedule-arg", "q=2"], ["bad arguments for schedule"]),
+        (["train", "--bogus-flag"], ["unrecognized arguments"]),
+        (["eval", "/no/such/run"], ["does not exist"]),
+        (["sample", "/no/such/run"], ["does not exist"]),
+    ],
+)
+def test_cli_bad_values(tmp_path, args, needles):
+    """Each wrong flag or value names what was wrong (and the valid choices)."""
+    proc = run_cli(*args, *(["--run-dir", tmp_path / "r"] if args[0] == "train" else []))
+    assert_clean_error(proc, *needles)
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_missing_and_empty_data_files(tmp_path):
+    """A missing or empty data file is one clear error."""
+    proc = run_cli("train", "--corpus", tmp_path / "nope.txt", "--run-dir", tmp_path / "r1", *MICRO_FLAGS)
+    assert_clean_error(proc, "does not exist")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    proc = run_cli("train", "--corpus", empty, "--run-dir", tmp_path / "r2", *MICRO_FLAGS)
+    assert_clean_error(proc, "is empty")
+    short = tmp_path / "short.txt"
+    short.write_text("just a few words")
+    proc = run_cli("train", "--corpus", short, "--run-dir", tmp_path / "r3", *MICRO_FLAGS)
+    assert_clean_error(proc)
+
+
+def test_sample_longer_than_model(trained_run):
+    proc = run_cli("sample", trained_run, "--length", "33", "--no-progress")
+    assert_clean_error(proc, "exceeds the model's maximum length 32")
+
+
+def test_unknown_sampler_and_split(trained_run):
+    assert_clean_error(run_cli("sample", trained_run, "--sampler", "magic"), "unknown sampler 'magic'", "ancestral", "cached")
+    assert_clean_error(run_cli("eval", trained_run, "--split", "dev"), "unknown split 'dev'", "validation")
+
+
+def test_token_ids_out_of_range(trained_run):
+    """The library refuses ids outside [0, V] and too long inputs with a MaskdiffError naming the range."""
+    import maskdiff
+
+    pipe = maskdiff.load(trained_run)
+    V = pipe.tokenizer.vocab_size
+    with pytest.raises(MaskdiffError, match=f"token id {V + 1} is out of range"):
+        pipe.denoiser(torch.full((1, 8), V + 1), torch.ones(1))
+    with pytest.raises(MaskdiffError, match="token id -1 is out of range"):
+        pipe.denoiser(torch.full((1, 8), -1), torch.ones(1))
+    with pytest.raises(MaskdiffError, match="exceeds the model's maximum length"):
+        pipe.nelbo("a" * 33)
+    with pytest.raises(MaskdiffError, match=f"token id {V + 5} is out of range"):
+        pipe.tokenizer.decode([V + 5])
+    with pytest.raises(MaskdiffError, match="not in this tokenizer's alphabet"):
+        from maskdiff.data.tokenizers import CharTokenizer
+
+        CharTokenizer("abc").encode("abd")
+
+
+def test_truncated_checkpoint(trained_run, tmp_path):
+    """A truncated checkpoint is named as such; automatic choice falls back to the previous one."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    newest = sorted((run / "checkpoints").glob("step_*"))[-1]
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    before = _digest(run)
+    proc = run_cli("eval", run, "--checkpoint", newest, "--limit", "4", "--no-progress")
+    assert_clean_error(proc, "truncated or corrupted")
+    proc = run_cli("eval", run, "--limit", "4", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "truncated or corrupted" in proc.stdout and "step 2" in proc.stdout
+    assert _digest(run) == before  # nothing on disk changed
+
+
+def test_pickle_checkpoint_refused(trained_run, tmp_path):
+    """A pickle file in place of safetensors is refused, never unpickled."""
+    import pickle
+    import shutil
+
+    from maskdiff.checkpoint import read_tensors
+
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(MaskdiffError, match="never unpickles"):
+        read_tensors(bad)
+    torch.save({"w": torch.zeros(2)}, tmp_path / "t.safetensors")
+    with pytest.raises(MaskdiffError, match="never unpickles"):
+        read_tensors(tmp_path / "t.safetensors")
+
+
+def test_run_dir_with_other_config(trained_run):
+    """Reusing a run directory with a different configuration is refused, naming the field."""
+    cfg = micro_config(steps=4)
+    cfg.model.width = 64
+    with pytest.raises(MaskdiffError, match="model.width"):
+        train(cfg, trained_run, progress=False)
