@@ -148,12 +148,14 @@ def exact_discrete_nelbo(denoise, x0: Tensor, schedule: Schedule, steps: int) ->
     return diffusion + recon + prior
 
 
-def chain_law(denoise, schedule: Schedule, length: int, steps: int, grid: str = "uniform") -> Tensor:
+def chain_law(denoise, schedule, length: int, steps: int, grid: str = "uniform", *, cond: Optional[int] = None) -> Tensor:
     """Exact law of the final sample of the T-step ancestral chain started from all masks.
 
     Returns probabilities (V^L,) float64 in :func:`enumerate_sequences` order. States are all
     (V + 1)^L partially masked sequences; each step multiplies by a transition matrix that factorizes
-    over positions given mu (MDLM eq. 7), the last step fills every mask from mu.
+    over positions given mu (MDLM eq. 7), the last step fills every mask from mu. ``schedule`` may be a
+    scalar schedule or GenMD4's :class:`~maskdiff.schedules.PerTokenPolynomial`; ``cond``: a class
+    label passed to a class-conditional denoiser.
     """
     V = denoise.vocab_size
     states = enumerate_sequences(V + 1, length)  # (S, L); value V is the mask
@@ -161,18 +163,18 @@ def chain_law(denoise, schedule: Schedule, length: int, steps: int, grid: str = 
     times = time_grid(steps, grid)
     dist = torch.zeros(S, dtype=torch.float64)
     dist[-1] = 1.0  # all masks is the last state in lexicographic order
+    masked = (states == V)[..., None]
+    point = torch.nn.functional.one_hot(states, V + 1).to(torch.float64)
     for k in range(steps, 0, -1):
         t, s = times[k], times[k - 1]
-        log_mu = denoise(states, torch.full((S,), float(t), dtype=torch.float64)).to(torch.float64)
-        mu = log_mu.exp()  # (S, L, V)
-        a_s, a_t = schedule.alpha(s), schedule.alpha(t)
+        t_all = torch.full((S,), float(t), dtype=torch.float64)
+        log_mu = denoise(states, t_all) if cond is None else denoise(states, t_all, cond=torch.full((S,), cond))
+        mu = log_mu.to(torch.float64).exp()  # (S, L, V)
         if k == 1:
-            unmask, stay = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+            stay = torch.zeros(V, dtype=torch.float64)
         else:
-            unmask, stay = (a_s - a_t) / (1 - a_t), (1 - a_s) / (1 - a_t)
-        masked = (states == V)[..., None]
-        per_pos = torch.cat([mu * unmask, stay.expand(S, length, 1)], dim=-1)  # (S, L, V+1) for masked
-        point = torch.nn.functional.one_hot(states, V + 1).to(torch.float64)
+            stay = (schedule.one_minus_alpha(s) / schedule.one_minus_alpha(t)).expand(V)  # (V,)
+        per_pos = torch.cat([mu * (1.0 - stay), (mu * stay).sum(-1, keepdim=True)], dim=-1)  # (S, L, V+1)
         per_pos = torch.where(masked, per_pos, point)
         trans = per_pos[:, 0]
         for n in range(1, length):
@@ -201,3 +203,60 @@ def empirical_law(tokens: Tensor, vocab_size: int) -> Tensor:
     """Counts of each sequence among sampled rows, (V^L,) in :func:`enumerate_sequences` order."""
     idx = sequence_index(tokens, vocab_size)
     return torch.bincount(idx, minlength=vocab_size ** tokens.shape[1])
+
+
+def true_genmd4_denoiser(sequences: Tensor, probs: Tensor, vocab_size: int, schedule) -> FunctionDenoiser:
+    """The exact conditional p(x_0^n = v | x_t, t) under GenMD4's per-value schedule (MD4 Sec. 5).
+
+    A masked position's chance of being masked depends on its value, so the posterior depends on t:
+    p(x_0 | x_t) is proportional to p(x_0) prod_n q(x_t^n | x_0^n, t). Time-dependent.
+    """
+    mask_id = vocab_size
+    one_hot = torch.nn.functional.one_hot(sequences, vocab_size).to(torch.float64)  # (N, L, V)
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        oma = schedule.one_minus_alpha(t.to(torch.float64))  # (B, V)
+        p_mask = torch.einsum("nlv,bv->bnl", one_hot, oma)  # (B, N, L): prob that x_0^n is masked at t
+        is_mask = x_t[:, None] == mask_id
+        agree = (sequences[None] == x_t[:, None]) & ~is_mask
+        lik = torch.where(is_mask, p_mask, torch.where(agree, 1.0 - p_mask, torch.zeros_like(p_mask))).prod(-1)
+        weight = lik * probs[None]
+        marg = torch.einsum("bn,nlv->blv", weight, one_hot)
+        # states impossible at this t (an unmasked token at t = 1) get a uniform mu instead of 0 / 0
+        marg = torch.where(marg.sum(-1, keepdim=True) > 0, marg, torch.ones_like(marg))
+        log_mu = torch.log(marg / marg.sum(-1, keepdim=True))
+        return carry_over(log_mu, x_t, mask_id)
+
+    return FunctionDenoiser(denoise, vocab_size, time_independent=False)
+
+
+def conditional_toy(vocab_size: int = 3, length: int = 3, classes: int = 2, concentration: float = 0.3, seed: int = 0):
+    """A class-conditional toy: p(x | c) Dirichlet weights per class, p(c) uniform.
+
+    Returns (sequences, probs (C, N), denoiser) where ``denoiser(x_t, t, cond=labels)`` is the exact
+    conditional for labels 0..C-1 and the exact unconditional (mixture) for the label C ("no class").
+    """
+    rng = np.random.default_rng(seed)
+    probs = torch.tensor(rng.dirichlet(np.full(vocab_size**length, concentration), size=classes), dtype=torch.float64)
+    probs = probs.clamp(min=1e-12)
+    probs = probs / probs.sum(-1, keepdim=True)
+    seqs = enumerate_sequences(vocab_size, length)
+    table = torch.cat([probs, probs.mean(0, keepdim=True)])  # row C: the unconditional p(x)
+    per_class = [true_denoiser(seqs, table[c], vocab_size) for c in range(classes + 1)]
+
+    class Conditional:
+        time_independent = True
+
+        def __init__(self):
+            self.vocab_size = vocab_size
+            self.mask_id = vocab_size
+
+        def __call__(self, x_t, t, cond):
+            out = torch.empty(x_t.shape + (vocab_size,), dtype=torch.float64)
+            for c in range(classes + 1):
+                rows = cond == c
+                if bool(rows.any()):
+                    out[rows] = per_class[c](x_t[rows], t[rows])
+            return out
+
+    return seqs, probs, Conditional()

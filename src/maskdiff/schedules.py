@@ -260,3 +260,36 @@ def time_grid(steps: int, kind: str = "uniform", dtype=torch.float64) -> Tensor:
         grid[0], grid[-1] = 0.0, 1.0
         return grid
     raise MaskdiffError(f"unknown time grid {kind!r}; choose one of: uniform, cosine")
+
+
+class PerTokenPolynomial:
+    """GenMD4's state-dependent schedule (MD4 Sec. 5): alpha_{t,v} = 1 - t^{w_v}, one exponent per value.
+
+    alpha(t) for t of shape (...) returns (..., V): the probability that a token holding value v is
+    still unmasked at t.
+    """
+
+    name = "genmd4"
+
+    def __init__(self, exponents: Tensor):
+        exponents = torch.as_tensor(exponents, dtype=torch.float64)
+        if exponents.dim() != 1 or not bool((exponents > 0).all()):
+            raise MaskdiffError("GenMD4 exponents must be a 1-D tensor of positive numbers, one per vocabulary entry")
+        self.exponents = exponents
+
+    @property
+    def vocab_size(self) -> int:
+        return self.exponents.numel()
+
+    def one_minus_alpha(self, t: Tensor) -> Tensor:
+        return t.to(torch.float64)[..., None] ** self.exponents.to(t.device)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return 1.0 - self.one_minus_alpha(t)
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        w = self.exponents.to(t.device)
+        return -w * t.to(torch.float64)[..., None] ** (w - 1.0)
+
+    alpha_0 = 1.0
+    alpha_1 = 0.0

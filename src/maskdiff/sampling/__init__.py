@@ -1,10 +1,33 @@
-"""Samplers: functions of (denoise, schedule, shape, generator) that return a :class:`SampleOutput`."""
+"""Samplers: functions of (denoise, schedule, shape, generator) that return a :class:`SampleOutput`.
+
+| name | law | notes |
+|---|---|---|
+| ancestral | the T-step reverse chain (MD4 Alg. 2, MDLM "ddpm") | one call per step per unfinished sample |
+| cached | the same chain | per-sample cache; time-independent denoisers; at most min(T, L) calls |
+| mean | the same chain, two-stage draw (MD4) | |
+| greedy | biased | argmax values |
+| first-hitting | exact continuous-time reverse process (Zheng et al. 2024) | exactly L calls when alpha_0 = 1 |
+| confidence | biased (MaskGIT, LLaDA) | unmasks the most confident positions |
+"""
 from maskdiff.errors import MaskdiffError
 from maskdiff.sampling.ancestral import ancestral_sample
 from maskdiff.sampling.cached import cached_sample
 from maskdiff.sampling.common import SampleOutput
+from maskdiff.sampling.conditioning import prompt_state, semi_autoregressive_sample
+from maskdiff.sampling.confidence import confidence_sample
+from maskdiff.sampling.first_hitting import first_hitting_sample
+from maskdiff.sampling.genmd4 import genmd4_sample
+from maskdiff.sampling.guidance import GuidedDenoiser
+from maskdiff.sampling.mean import greedy_sample, mean_sample
 
-SAMPLERS = {"ancestral": ancestral_sample, "cached": cached_sample}
+SAMPLERS = {
+    "ancestral": ancestral_sample,
+    "cached": cached_sample,
+    "mean": mean_sample,
+    "greedy": greedy_sample,
+    "first-hitting": first_hitting_sample,
+    "confidence": confidence_sample,
+}
 
 
 def get_sampler(name: str):
@@ -13,4 +36,8 @@ def get_sampler(name: str):
     return SAMPLERS[name]
 
 
-__all__ = ["SAMPLERS", "SampleOutput", "ancestral_sample", "cached_sample", "get_sampler"]
+__all__ = [
+    "SAMPLERS", "SampleOutput", "GuidedDenoiser", "ancestral_sample", "cached_sample", "confidence_sample",
+    "first_hitting_sample", "genmd4_sample", "get_sampler", "greedy_sample", "mean_sample", "prompt_state",
+    "semi_autoregressive_sample",
+]

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, initial_state, progress_bar, reverse_step
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, progress_bar, reverse_step
+from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
 def ancestral_sample(
@@ -19,14 +20,20 @@ def ancestral_sample(
     generator: Optional[torch.Generator] = None,
     grid: str = "uniform",
     x_init: Optional[Tensor] = None,
+    cond: Optional[Tensor] = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
     device=None,
     progress: bool = False,
 ) -> SampleOutput:
     """Run the T-step reverse chain from all masks (or from ``x_init``) to t = 0.
 
     Each step calls the network on every sample that still has a mask, so NFE per sample is at most T.
-    The last step fills every remaining mask from mu.
+    The last step fills every remaining mask from mu. ``x_init``: (B, L) with fixed tokens where it is
+    not the mask id (prompts, infilling; never resampled). ``cond``: (B, ...) per-sample conditioning
+    passed as ``denoise(x, t, cond=...)``. ``temperature`` and ``top_p`` change mu (biased by design).
     """
+    check_transform(temperature, top_p)
     mask_id = denoise.vocab_size
     times = time_grid(steps, grid)
     with Timer() as timer, torch.no_grad():
@@ -39,7 +46,7 @@ def ancestral_sample(
             if not bool(active.any()):
                 break
             rows = active.nonzero().squeeze(-1)
-            log_mu = denoise(x[rows], torch.full((len(rows),), float(t), device=x.device))
+            log_mu = adjust_log_probs(call_denoiser(denoise, x, float(t), rows, cond), temperature, top_p)
             nfe[rows.cpu()] += 1
             x[rows] = reverse_step(
                 x[rows], log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from maskdiff.denoiser import require_time_independent
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, initial_state, progress_bar, reverse_step
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, progress_bar, reverse_step
+from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
 def cached_sample(
@@ -27,11 +28,15 @@ def cached_sample(
     generator: Optional[torch.Generator] = None,
     grid: str = "uniform",
     x_init: Optional[Tensor] = None,
+    cond: Optional[Tensor] = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
     device=None,
     progress: bool = False,
 ) -> SampleOutput:
     """Ancestral sampling that calls the network only for samples whose tokens changed."""
     require_time_independent(denoise, "the caching sampler")
+    check_transform(temperature, top_p)
     mask_id = denoise.vocab_size
     times = time_grid(steps, grid)
     with Timer() as timer, torch.no_grad():
@@ -48,7 +53,7 @@ def cached_sample(
                 break
             need = (stale & active).nonzero().squeeze(-1)
             if len(need):
-                fresh = denoise(x[need], torch.full((len(need),), float(t), device=x.device))
+                fresh = adjust_log_probs(call_denoiser(denoise, x, float(t), need, cond), temperature, top_p)
                 if cache is None:
                     cache = torch.empty((B,) + fresh.shape[1:], dtype=fresh.dtype, device=fresh.device)
                 cache[need] = fresh

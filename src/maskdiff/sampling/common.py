@@ -63,6 +63,14 @@ def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask
     return out
 
 
+def call_denoiser(denoise, x: Tensor, t: float, rows: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+    """log mu for the given rows of x at time t, slicing the per-row conditioning with them."""
+    t_rows = torch.full((len(rows),), t, device=x.device)
+    if cond is None:
+        return denoise(x[rows], t_rows)
+    return denoise(x[rows], t_rows, cond=cond[rows])
+
+
 class Timer:
     def __enter__(self):
         self.start = time.perf_counter()

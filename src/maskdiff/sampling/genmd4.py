@@ -1,0 +1,69 @@
+"""Sampling GenMD4 (MD4 Sec. 5), where the masking schedule depends on the token value.
+
+For s < t a masked position becomes v with probability mu_v (alpha_{s,v} - alpha_{t,v})/(1 - alpha_{t,v})
+and stays masked with the rest, sum_v mu_v (1 - alpha_{s,v})/(1 - alpha_{t,v}) (MATH.md). The denoiser
+must see t: the posterior over x_0 given x_t depends on t when the schedule depends on the value.
+First-hitting and caching do not apply.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from maskdiff.process import sample_categorical
+from maskdiff.schedules import PerTokenPolynomial, time_grid
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, progress_bar
+
+
+def genmd4_step_log_probs(log_mu: Tensor, schedule: PerTokenPolynomial, s: float, t: float) -> Tensor:
+    """(N, V) log mu of masked positions -> (N, V + 1) log-probabilities of x_s (mask last), float64."""
+    oma_s = schedule.one_minus_alpha(torch.tensor(s, dtype=torch.float64))  # (V,)
+    oma_t = schedule.one_minus_alpha(torch.tensor(t, dtype=torch.float64))
+    stay = oma_s / oma_t  # (1 - alpha_s)/(1 - alpha_t) per value
+    lm = log_mu.to(torch.float64)
+    log_unmask = lm + torch.log1p(-stay)
+    log_stay = torch.logsumexp(lm + torch.log(stay), dim=-1, keepdim=True)
+    return torch.cat([log_unmask, log_stay], dim=-1)
+
+
+def genmd4_sample(
+    denoise,
+    schedule: PerTokenPolynomial,
+    shape: Tuple[int, int],
+    *,
+    steps: int,
+    generator: Optional[torch.Generator] = None,
+    x_init: Optional[Tensor] = None,
+    cond: Optional[Tensor] = None,
+    device=None,
+    progress: bool = False,
+) -> SampleOutput:
+    """T steps on the uniform grid; the last step fills every remaining mask from mu."""
+    mask_id = denoise.vocab_size
+    times = time_grid(steps, "uniform")
+    with Timer() as timer, torch.no_grad():
+        x = initial_state(denoise, shape, x_init, device)
+        nfe = torch.zeros(x.shape[0], dtype=torch.long)
+        bar = progress_bar(steps, progress, "genmd4")
+        for k in range(steps, 0, -1):
+            t, s = float(times[k]), float(times[k - 1])
+            active = (x == mask_id).any(-1)
+            if not bool(active.any()):
+                break
+            rows = active.nonzero().squeeze(-1)
+            log_mu = call_denoiser(denoise, x, t, rows, cond)
+            nfe[rows.cpu()] += 1
+            xr = x[rows]
+            masked = xr == mask_id
+            if k == 1:
+                xr[masked] = sample_categorical(log_mu[masked], generator)
+            else:
+                xr[masked] = sample_categorical(genmd4_step_log_probs(log_mu[masked], schedule, s, t), generator)
+            x[rows] = xr
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="genmd4")

@@ -1,0 +1,76 @@
+"""MD4's "mean" parameterization of the reverse step, and greedy (argmax) decoding.
+
+mean: each masked position unmasks with an independent Bernoulli((alpha_s - alpha_t)/(1 - alpha_t))
+and, if it does, takes a value drawn from mu. This is the same per-step law as the ancestral sampler
+(MATH.md), drawn in two stages. greedy: the same unmasking, but the value is argmax mu (biased).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from maskdiff.process import sample_categorical
+from maskdiff.schedules import Schedule, time_grid
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, progress_bar
+from maskdiff.sampling.transforms import adjust_log_probs, check_transform
+
+
+def mean_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask_id: int, generator, *, last: bool, greedy: bool = False) -> Tensor:
+    """x: (B, L), log mu: (B, L, V). The uniforms are float64 and drawn for every position."""
+    u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device)
+    p_unmask = 1.0 if last else (alpha_s - alpha_t) / (1.0 - alpha_t)
+    unmask = (x == mask_id) & (u < p_unmask)
+    if not bool(unmask.any()):
+        return x
+    chosen = log_mu[unmask]
+    values = chosen.argmax(-1) if greedy else sample_categorical(chosen, generator)
+    out = x.clone()
+    out[unmask] = values
+    return out
+
+
+def mean_sample(
+    denoise,
+    schedule: Schedule,
+    shape: Tuple[int, int],
+    *,
+    steps: int,
+    generator: Optional[torch.Generator] = None,
+    grid: str = "uniform",
+    x_init: Optional[Tensor] = None,
+    cond: Optional[Tensor] = None,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    device=None,
+    progress: bool = False,
+) -> SampleOutput:
+    """T-step reverse chain with the two-stage draw; ``greedy`` takes argmax mu for each unmasked value."""
+    check_transform(temperature, top_p)
+    mask_id = denoise.vocab_size
+    times = time_grid(steps, grid)
+    with Timer() as timer, torch.no_grad():
+        x = initial_state(denoise, shape, x_init, device)
+        nfe = torch.zeros(x.shape[0], dtype=torch.long)
+        bar = progress_bar(steps, progress, "greedy" if greedy else "mean")
+        for k in range(steps, 0, -1):
+            t, s = times[k], times[k - 1]
+            active = (x == mask_id).any(-1)
+            if not bool(active.any()):
+                break
+            rows = active.nonzero().squeeze(-1)
+            log_mu = adjust_log_probs(call_denoiser(denoise, x, float(t), rows, cond), temperature, top_p)
+            nfe[rows.cpu()] += 1
+            x[rows] = mean_step(x[rows], log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1, greedy=greedy)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="greedy" if greedy else "mean")
+
+
+def greedy_sample(denoise, schedule, shape, **kwargs) -> SampleOutput:
+    """:func:`mean_sample` with argmax values (biased: it is not a sampler of p)."""
+    return mean_sample(denoise, schedule, shape, greedy=True, **kwargs)
