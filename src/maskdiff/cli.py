@@ -100,6 +100,7 @@ TRAIN_OVERRIDES = [
 def build_parser() -> argparse.ArgumentParser:
     from maskdiff.config import describe_field
     from maskdiff.presets import PRESETS
+    from maskdiff.sampling import SAMPLERS
     from maskdiff.schedules import SCHEDULES
 
     parser = argparse.ArgumentParser(prog="maskdiff", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,12 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("sample", help="draw samples", description="Draw samples with the ancestral or the (per-sample) caching sampler and print them; they are also saved under RUN_DIR/samples/.")
+    p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description="Draw samples and print them; they are also saved under RUN_DIR/samples/. Samplers: ancestral (the T-step chain), cached (the same law, reuses the network output while a sample is unchanged: at most min(T, L) calls), mean (MD4's two-stage draw, same law), greedy (argmax values, biased), first-hitting (exact, no grid, exactly L calls), confidence (MaskGIT / LLaDA, biased).")
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
     p.add_argument("--num", type=_positive_int, default=4, help="number of samples (default: 4)")
-    p.add_argument("--length", type=_positive_int, help="tokens per sample (default and maximum: the training length)")
-    p.add_argument("--steps", type=_positive_int, default=256, help="reverse steps T on the uniform grid (default: 256)")
-    p.add_argument("--sampler", default="cached", help="cached (default; reuses the network output while a sample is unchanged) or ancestral")
+    p.add_argument("--length", type=_positive_int, help="tokens per sample (default: the training length L; longer is generated semi-autoregressively)")
+    p.add_argument("--block", type=_positive_int, help="semi-autoregressive block size for lengths beyond L (default: L/4)")
+    p.add_argument("--steps", type=_positive_int, default=256, help="reverse steps T (default: 256; first-hitting needs no grid)")
+    p.add_argument("--sampler", default="cached", help=f"one of: {', '.join(SAMPLERS)} (default: cached)")
+    p.add_argument("--grid", default="uniform", choices=["uniform", "cosine"], help="time grid: uniform t_k = k/T or MD4's cosine grid")
+    p.add_argument("--temperature", type=_positive_float, default=1.0, help="divide log mu by this before drawing (biased unless 1)")
+    p.add_argument("--top-p", type=_positive_float, default=1.0, help="nucleus truncation of mu (biased unless 1)")
+    p.add_argument("--prompt", help="a fixed prefix; the sampler fills what follows")
+    p.add_argument("--template", help="text with [N] spans of N characters to fill, e.g. 'to be or [12] to be'")
+    p.add_argument("--show", action="store_true", help="draw the first sample live in the terminal as it is unmasked")
+    p.add_argument("--visualize", type=Path, metavar="DIR", help="save a PNG strip and an animated GIF of the first sample's unmasking in DIR")
+    p.add_argument("--evaluate", action="store_true", help="report generative perplexity (SmolLM2-135M), unigram entropy, repeated 4-grams, NFE and time per sample")
     p.add_argument("--out", type=Path, help="file to write the samples to (default: RUN_DIR/samples/<time>.txt)")
     _weights_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -219,7 +229,29 @@ def cmd_sample(args) -> int:
 
     get_sampler(args.sampler)  # fail on a bad name before loading anything
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
-    out = pipe.sample(args.num, length=args.length, steps=args.steps, sampler=args.sampler, seed=args.seed, progress=not args.no_progress)
+    kwargs = {}
+    if args.temperature != 1.0 or args.top_p != 1.0:
+        kwargs.update(temperature=args.temperature, top_p=args.top_p)
+    if args.grid != "uniform":
+        if args.sampler == "first-hitting":
+            raise MaskdiffError("the first-hitting sampler has no time grid; leave out --grid")
+        kwargs["grid"] = args.grid
+    callbacks = []
+    recorder = None
+    if args.visualize:
+        from maskdiff.visualize import FrameRecorder
+
+        recorder = FrameRecorder()
+        callbacks.append(recorder)
+    if args.show:
+        from maskdiff.visualize import TerminalView
+
+        callbacks.append(TerminalView(pipe.tokenizer.decode, pipe.tokenizer.mask_id))
+    if callbacks:
+        kwargs["callback"] = lambda x: [cb(x) for cb in callbacks]
+    out = pipe.sample(args.num, length=args.length, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                      prompt=args.prompt, template=args.template, block=args.block,
+                      progress=not (args.no_progress or args.show), **kwargs)
     for i, text in enumerate(out.texts):
         print(f"--- sample {i} ({int(out.nfe[i])} network calls)\n{text}")
     print(f"{args.num} samples, {args.sampler} sampler, {args.steps} steps, mean NFE {out.nfe.float().mean():.1f}, {out.seconds:.1f} s")
@@ -227,6 +259,17 @@ def cmd_sample(args) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n\n".join(out.texts) + "\n", encoding="utf-8")
     print(f"saved to {path}")
+    if recorder is not None:
+        from maskdiff.visualize import save_gif, save_strip
+
+        strip = save_strip(recorder.frames, pipe.tokenizer.decode, pipe.tokenizer.mask_id, args.visualize / "unmasking.png")
+        gif = save_gif(recorder.frames, pipe.tokenizer.decode, pipe.tokenizer.mask_id, args.visualize / "unmasking.gif")
+        print(f"unmasking of sample 0 ({len(recorder.frames)} states): {strip}, {gif}")
+    if args.evaluate:
+        from maskdiff.quality import report_for_samples
+
+        report = report_for_samples(out, args.sampler, args.steps, progress=not args.no_progress)
+        print(report.summary())
     return 0
 
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Union
@@ -146,6 +147,24 @@ class Pipeline:
         x = self.encode(text)
         return nelbo_estimates(self.denoiser, x, None, self.schedule, t_min=self.config.diffusion.t_min, passes=passes, seed=seed)
 
+    def template_ids(self, template: str) -> Tensor:
+        """Token ids of a template where ``[N]`` stands for N masked positions: "to be or [12] to be"."""
+        ids: List[Tensor] = []
+        pos = 0
+        for m in re.finditer(r"\[(\d+)\]", template):
+            if m.start() > pos:
+                ids.append(self.tokenizer.encode(template[pos : m.start()]))
+            ids.append(torch.full((int(m.group(1)),), self.tokenizer.mask_id, dtype=torch.long))
+            pos = m.end()
+        if pos < len(template):
+            ids.append(self.tokenizer.encode(template[pos:]))
+        if not ids:
+            raise MaskdiffError("the template is empty")
+        out = torch.cat(ids)
+        if not bool((out == self.tokenizer.mask_id).any()):
+            raise MaskdiffError("the template has no [N] span to fill, e.g. 'to be or [12] to be'")
+        return out
+
     @torch.no_grad()
     def sample(
         self,
@@ -155,16 +174,46 @@ class Pipeline:
         steps: int = 256,
         sampler: str = "cached",
         seed: int = 0,
+        prompt: Optional[str] = None,
+        template: Optional[str] = None,
+        block: Optional[int] = None,
         progress: bool = False,
+        **sampler_kwargs,
     ) -> Samples:
-        from maskdiff.sampling import get_sampler
+        """Draw ``num`` samples.
 
-        length = length or self.config.data.length
-        if length > self.config.data.length:
-            raise MaskdiffError(f"length {length} exceeds the model's maximum length {self.config.data.length}")
+        prompt: a fixed prefix; template: text with ``[N]`` spans to fill (infilling); length beyond
+        the training length L is generated semi-autoregressively, ``block`` tokens at a time
+        (default L/4). Extra keyword arguments go to the sampler (temperature, top_p, grid, callback).
+        """
+        from maskdiff.sampling import get_sampler, semi_autoregressive_sample
+        from maskdiff.sampling.conditioning import prompt_state
+
+        L = self.config.data.length
         fn = get_sampler(sampler)
         gen = torch.Generator().manual_seed(seed)
-        out = fn(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, progress=progress)
+        if prompt is not None and template is not None:
+            raise MaskdiffError("give either a prompt or a template, not both")
+        if template is not None:
+            ids = self.template_ids(template)
+            if length is not None and length != ids.numel():
+                raise MaskdiffError(f"the template fixes the length at {ids.numel()}; leave out the length")
+            if ids.numel() > L:
+                raise MaskdiffError(f"the template is {ids.numel()} tokens long, more than the model's maximum length {L}")
+            x_init = ids[None].repeat(num, 1)
+            out = fn(self.denoiser, self.schedule, tuple(x_init.shape), steps=steps, generator=gen, x_init=x_init, progress=progress, **sampler_kwargs)
+        else:
+            length = length or L
+            prefix = self.tokenizer.encode(prompt) if prompt else None
+            if prefix is not None and prefix.numel() >= length:
+                raise MaskdiffError(f"the prompt has {prefix.numel()} tokens; the sample length {length} leaves nothing to generate")
+            if length > L:
+                block = block or max(1, L // 4)
+                out = semi_autoregressive_sample(fn, self.denoiser, self.schedule, batch=num, total_length=length, window=L,
+                                                 block=block, generator=gen, prompt=prefix, steps=steps, progress=progress, **sampler_kwargs)
+            else:
+                x_init = prompt_state(prefix, length, self.tokenizer.mask_id, num) if prefix is not None else None
+                out = fn(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, x_init=x_init, progress=progress, **sampler_kwargs)
         return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds)
 
 

@@ -25,6 +25,7 @@ def ancestral_sample(
     top_p: float = 1.0,
     device=None,
     progress: bool = False,
+    callback=None,
 ) -> SampleOutput:
     """Run the T-step reverse chain from all masks (or from ``x_init``) to t = 0.
 
@@ -51,6 +52,8 @@ def ancestral_sample(
             x[rows] = reverse_step(
                 x[rows], log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1
             )
+            if callback is not None:
+                callback(x)
             if bar is not None:
                 bar.update(1)
         if bar is not None:

@@ -33,6 +33,7 @@ def cached_sample(
     top_p: float = 1.0,
     device=None,
     progress: bool = False,
+    callback=None,
 ) -> SampleOutput:
     """Ancestral sampling that calls the network only for samples whose tokens changed."""
     require_time_independent(denoise, "the caching sampler")
@@ -65,6 +66,8 @@ def cached_sample(
             )
             stale[rows] |= (new != x[rows]).any(-1)
             x[rows] = new
+            if callback is not None:
+                callback(x)
             if bar is not None:
                 bar.update(1)
         if bar is not None:

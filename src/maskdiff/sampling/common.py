@@ -13,6 +13,10 @@ from maskdiff.errors import MaskdiffError
 from maskdiff.process import reverse_log_probs, sample_categorical
 
 
+# Every sampler also takes ``progress`` (a tqdm bar) and ``callback``: called with the (B, L) state after
+# each step, e.g. to record the unmasking for a picture or to draw it live in a terminal.
+
+
 @dataclass
 class SampleOutput:
     """tokens: (B, L) ids; nfe: (B,) network calls made for each sample; seconds: wall-clock."""

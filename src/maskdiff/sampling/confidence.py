@@ -36,6 +36,7 @@ def confidence_sample(
     top_p: float = 1.0,
     device=None,
     progress: bool = False,
+    callback=None,
 ) -> SampleOutput:
     """choose: 'sample' (candidate ~ mu, LLaDA) or 'argmax' (MaskGIT's greedy candidate).
     confidence_noise: scale of Gumbel noise added to the log-confidence, annealed linearly to 0 (MaskGIT)."""
@@ -73,6 +74,8 @@ def confidence_sample(
                 update = masked & (rank < k_unmask[rows, None])
                 xr[update] = cand[update]
                 x[rows] = xr
+            if callback is not None:
+                callback(x)
             if bar is not None:
                 bar.update(1)
         if bar is not None:

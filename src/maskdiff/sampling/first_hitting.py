@@ -34,6 +34,7 @@ def first_hitting_sample(
     steps: Optional[int] = None,
     device=None,
     progress: bool = False,
+    callback=None,
 ) -> SampleOutput:
     """Sample by jumping from one unmasking event to the next. ``steps`` is ignored (no time grid)."""
     check_transform(temperature, top_p)
@@ -69,6 +70,8 @@ def first_hitting_sample(
             values = sample_categorical(log_mu[update], generator)
             xr[update] = values
             x[rows] = xr
+            if callback is not None:
+                callback(x)
             if bar is not None:
                 bar.update(1)
         if bar is not None:

@@ -39,6 +39,7 @@ def genmd4_sample(
     cond: Optional[Tensor] = None,
     device=None,
     progress: bool = False,
+    callback=None,
 ) -> SampleOutput:
     """T steps on the uniform grid; the last step fills every remaining mask from mu."""
     mask_id = denoise.vocab_size
@@ -62,6 +63,8 @@ def genmd4_sample(
             else:
                 xr[masked] = sample_categorical(genmd4_step_log_probs(log_mu[masked], schedule, s, t), generator)
             x[rows] = xr
+            if callback is not None:
+                callback(x)
             if bar is not None:
                 bar.update(1)
         if bar is not None:

@@ -46,6 +46,7 @@ def mean_sample(
     top_p: float = 1.0,
     device=None,
     progress: bool = False,
+    callback=None,
 ) -> SampleOutput:
     """T-step reverse chain with the two-stage draw; ``greedy`` takes argmax mu for each unmasked value."""
     check_transform(temperature, top_p)
@@ -64,6 +65,8 @@ def mean_sample(
             log_mu = adjust_log_probs(call_denoiser(denoise, x, float(t), rows, cond), temperature, top_p)
             nfe[rows.cpu()] += 1
             x[rows] = mean_step(x[rows], log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1, greedy=greedy)
+            if callback is not None:
+                callback(x)
             if bar is not None:
                 bar.update(1)
         if bar is not None:

@@ -1,0 +1,140 @@
+"""Watching a sample being unmasked: a PNG strip, an animated GIF, and a live terminal view (MD4 Fig. 1).
+
+Samplers call ``callback(x)`` with the (B, L) state after every step; :class:`FrameRecorder` keeps the
+states of one sample each time it changes.
+"""
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+MASK_GLYPH = "\u00b7"  # middle dot for a masked position
+
+
+class FrameRecorder:
+    """A sampler callback that records sample ``index`` whenever it changed."""
+
+    def __init__(self, initial: Optional[Tensor] = None, index: int = 0):
+        self.index = index
+        self.frames: List[Tensor] = [] if initial is None else [initial[index].clone()]
+
+    def __call__(self, x: Tensor) -> None:
+        row = x[self.index]
+        if not self.frames or not torch.equal(row, self.frames[-1]):
+            self.frames.append(row.clone())
+
+
+def frame_text(frame: Tensor, decode: Callable[[Sequence[int]], str], mask_id: int) -> str:
+    """Decode one state, showing masks as a middle dot."""
+    chars = []
+    for i in frame.tolist():
+        chars.append(MASK_GLYPH if i == mask_id else decode([i]))
+    return "".join(chars)
+
+
+def _render(text: str, width_chars: int, font, cell, masked: List[bool]):
+    from PIL import Image, ImageDraw
+
+    lines = [text[i : i + width_chars] for i in range(0, len(text), width_chars)] or [""]
+    cw, ch = cell
+    img = Image.new("RGB", (cw * width_chars + 16, ch * len(lines) + 12), "white")
+    draw = ImageDraw.Draw(img)
+    for r, line in enumerate(lines):
+        for c, char in enumerate(line):
+            k = r * width_chars + c
+            x0, y0 = 8 + c * cw, 6 + r * ch
+            if masked[k]:
+                draw.rectangle([x0 + 1, y0 + 2, x0 + cw - 2, y0 + ch - 3], fill=(200, 200, 215))
+            else:
+                draw.text((x0, y0), char, fill="black", font=font)
+    return img
+
+
+def _font_and_cell():
+    from PIL import ImageFont
+
+    font = ImageFont.load_default()
+    box = font.getbbox("M")
+    return font, (max(7, box[2] - box[0] + 2), max(12, box[3] - box[1] + 6))
+
+
+def _frames_as_images(frames: List[Tensor], decode, mask_id: int, width_chars: int):
+    font, cell = _font_and_cell()
+    images = []
+    for f in frames:
+        masked = [i == mask_id for i in f.tolist()]
+        images.append(_render(frame_text(f, decode, mask_id), width_chars, font, cell, masked))
+    return images
+
+
+def save_strip(frames: List[Tensor], decode, mask_id: int, path: Path, rows: int = 8, width_chars: int = 64) -> Path:
+    """A PNG of ``rows`` evenly spaced states, from all masks (top) to the finished sample (bottom)."""
+    from PIL import Image, ImageDraw
+
+    if not frames:
+        raise ValueError("no frames recorded")
+    pick = sorted({round(i * (len(frames) - 1) / max(rows - 1, 1)) for i in range(rows)})
+    images = _frames_as_images([frames[i] for i in pick], decode, mask_id, width_chars)
+    w = max(im.width for im in images)
+    h = sum(im.height for im in images) + 2 * len(images)
+    strip = Image.new("RGB", (w, h), (90, 90, 90))
+    y = 0
+    for im in images:
+        strip.paste(im, (0, y))
+        y += im.height + 2
+    ImageDraw.Draw(strip)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(path)
+    return path
+
+
+def save_gif(frames: List[Tensor], decode, mask_id: int, path: Path, width_chars: int = 64, max_frames: int = 120, ms: int = 80) -> Path:
+    """An animated GIF of the unmasking (at most ``max_frames`` frames; the last one is held)."""
+    if not frames:
+        raise ValueError("no frames recorded")
+    step = max(1, len(frames) // max_frames)
+    chosen = frames[::step]
+    if not torch.equal(chosen[-1], frames[-1]):
+        chosen.append(frames[-1])
+    images = _frames_as_images(chosen, decode, mask_id, width_chars)
+    durations = [ms] * (len(images) - 1) + [2000]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return path
+
+
+class TerminalView:
+    """A sampler callback that redraws sample ``index`` in place in a terminal (newly unmasked in bold)."""
+
+    def __init__(self, decode, mask_id: int, index: int = 0, width_chars: int = 80, stream=None):
+        self.decode, self.mask_id, self.index, self.width = decode, mask_id, index, width_chars
+        self.stream = stream or sys.stdout
+        self.previous: Optional[Tensor] = None
+        self.lines = 0
+
+    def __call__(self, x: Tensor) -> None:
+        row = x[self.index]
+        if self.previous is not None and torch.equal(row, self.previous):
+            return
+        out = []
+        for k, i in enumerate(row.tolist()):
+            if i == self.mask_id:
+                out.append(f"\033[2m{MASK_GLYPH}\033[0m")
+            elif self.previous is not None and int(self.previous[k]) == self.mask_id:
+                out.append(f"\033[1;32m{self.decode([i])}\033[0m")
+            else:
+                out.append(self.decode([i]))
+        lines = ["".join(out[j : j + self.width]) for j in range(0, len(out), self.width)]
+        if self.lines:
+            self.stream.write(f"\033[{self.lines}F")
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+        self.lines = len(lines)
+        self.previous = row.clone()
