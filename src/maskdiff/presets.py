@@ -14,7 +14,7 @@ def tiny() -> RunConfig:
         model=ModelConfig(width=128, depth=4, heads=4),
         data=DataConfig(corpus="shakespeare", form="text8", length=128),
         diffusion=DiffusionConfig(schedule="linear"),
-        train=TrainConfig(steps=800, batch_size=32, lr=2e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=200, threads=2),
+        train=TrainConfig(steps=1000, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=200, threads=2),
     )
 
 
