@@ -57,9 +57,16 @@ def test_missing_and_empty_data_files(tmp_path):
     assert_clean_error(proc)
 
 
-def test_sample_longer_than_model(trained_run):
-    proc = run_cli("sample", trained_run, "--length", "33", "--no-progress")
-    assert_clean_error(proc, "exceeds the model's maximum length 32")
+def test_sample_template_longer_than_model(trained_run):
+    """Lengths beyond L are generated semi-autoregressively, but one template must fit in the model."""
+    proc = run_cli("sample", trained_run, "--template", "[40]", "--no-progress")
+    assert_clean_error(proc, "more than the model's maximum length 32")
+    proc = run_cli("sample", trained_run, "--template", "no spans here", "--no-progress")
+    assert_clean_error(proc, "no [N] span")
+    proc = run_cli("sample", trained_run, "--prompt", "a" * 40, "--length", "20", "--no-progress")
+    assert_clean_error(proc, "leaves nothing to generate")
+    proc = run_cli("sample", trained_run, "--sampler", "first-hitting", "--grid", "cosine", "--no-progress")
+    assert_clean_error(proc, "no time grid")
 
 
 def test_unknown_sampler_and_split(trained_run):

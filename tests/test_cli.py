@@ -54,3 +54,32 @@ def test_train_eval_sample_end_to_end(tmp_path):
     proc = run_cli("sample", run, "--num", "2", "--steps", "16", "--sampler", "ancestral", "--length", "16", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "ancestral sampler" in proc.stdout
+
+
+def test_sample_options(tmp_path):
+    """Prompts, [N] templates, lengths beyond L, every sampler, and the unmasking pictures."""
+    run = tmp_path / "run"
+    assert run_cli("train", "--run-dir", run, "--steps", "2", *MICRO_FLAGS).returncode == 0
+    common = ["--num", "2", "--steps", "8", "--no-progress"]
+    proc = run_cli("sample", run, "--prompt", "to be or", *common, "--out", tmp_path / "p.txt")
+    assert proc.returncode == 0, proc.stderr
+    assert all(t.startswith("to be or") for t in (tmp_path / "p.txt").read_text().strip().split("\n\n"))
+    proc = run_cli("sample", run, "--template", "to be [5] not [3] be", *common, "--out", tmp_path / "t.txt")
+    for text in (tmp_path / "t.txt").read_text().strip().split("\n\n"):
+        assert text[:6] == "to be " and text[11:16] == " not " and text.endswith(" be") and len(text) == 22
+    proc = run_cli("sample", run, "--length", "100", "--sampler", "first-hitting", *common, "--out", tmp_path / "l.txt")
+    assert proc.returncode == 0, proc.stderr
+    assert [len(t) for t in (tmp_path / "l.txt").read_text().strip().split("\n\n")] == [100, 100]
+    assert "(100 network calls)" in proc.stdout
+    for sampler in ["ancestral", "mean", "greedy", "confidence"]:
+        proc = run_cli("sample", run, "--sampler", sampler, "--top-p", "0.9", "--temperature", "0.8", *common)
+        assert proc.returncode == 0, (sampler, proc.stderr)
+    proc = run_cli("sample", run, "--visualize", tmp_path / "viz", "--num", "1", "--steps", "8", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    from PIL import Image
+
+    assert Image.open(tmp_path / "viz" / "unmasking.png").size[0] > 100
+    gif = Image.open(tmp_path / "viz" / "unmasking.gif")
+    assert gif.n_frames >= 2
+    proc = run_cli("sample", run, "--show", "--num", "1", "--steps", "8")
+    assert proc.returncode == 0 and "\033[" in proc.stdout
