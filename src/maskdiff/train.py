@@ -201,7 +201,7 @@ def train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
     model.train()
     window_start, window_tokens = time.perf_counter(), 0
     try:

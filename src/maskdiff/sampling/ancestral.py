@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, progress_bar, reverse_step
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, reverse_step
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -40,7 +40,7 @@ def ancestral_sample(
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
         nfe = torch.zeros(x.shape[0], dtype=torch.long)
-        bar = progress_bar(steps, progress, "ancestral")
+        report = StepReporter(steps, progress, "ancestral", callback)
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]
             active = (x == mask_id).any(-1)
@@ -52,10 +52,6 @@ def ancestral_sample(
             x[rows] = reverse_step(
                 x[rows], log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1
             )
-            if callback is not None:
-                callback(x)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            report.step(x)
+        report.close()
     return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="ancestral")

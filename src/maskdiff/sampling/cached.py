@@ -15,7 +15,7 @@ from torch import Tensor
 
 from maskdiff.denoiser import require_time_independent
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, progress_bar, reverse_step
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, reverse_step
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -46,7 +46,7 @@ def cached_sample(
         nfe = torch.zeros(B, dtype=torch.long)
         cache: Optional[Tensor] = None  # (B, L, V) log mu of each sample's current state
         stale = torch.ones(B, dtype=torch.bool, device=x.device)
-        bar = progress_bar(steps, progress, "cached")
+        report = StepReporter(steps, progress, "cached", callback)
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]
             active = (x == mask_id).any(-1)
@@ -66,10 +66,6 @@ def cached_sample(
             )
             stale[rows] |= (new != x[rows]).any(-1)
             x[rows] = new
-            if callback is not None:
-                callback(x)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            report.step(x)
+        report.close()
     return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="cached")

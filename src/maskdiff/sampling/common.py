@@ -84,9 +84,24 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-def progress_bar(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+class StepReporter:
+    """The per-step side effects every sampler shares: an optional tqdm bar and an optional callback
+    that receives the (B, L) state after each step."""
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    def __init__(self, total: int, progress: bool, desc: str, callback=None):
+        self.callback = callback
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+    def step(self, x: Tensor) -> None:
+        if self.callback is not None:
+            self.callback(x)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

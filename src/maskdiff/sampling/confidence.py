@@ -16,7 +16,7 @@ from torch import Tensor
 from maskdiff.errors import MaskdiffError
 from maskdiff.process import sample_categorical
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, progress_bar
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -48,7 +48,7 @@ def confidence_sample(
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
         nfe = torch.zeros(x.shape[0], dtype=torch.long)
-        bar = progress_bar(steps, progress, "confidence")
+        report = StepReporter(steps, progress, "confidence", callback)
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]
             n_t = (x == mask_id).sum(-1)
@@ -74,10 +74,6 @@ def confidence_sample(
                 update = masked & (rank < k_unmask[rows, None])
                 xr[update] = cand[update]
                 x[rows] = xr
-            if callback is not None:
-                callback(x)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            report.step(x)
+        report.close()
     return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="confidence")

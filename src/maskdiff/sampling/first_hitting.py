@@ -17,7 +17,7 @@ from torch import Tensor
 
 from maskdiff.process import sample_categorical
 from maskdiff.schedules import Schedule
-from maskdiff.sampling.common import SampleOutput, Timer, initial_state, progress_bar
+from maskdiff.sampling.common import SampleOutput, Timer, initial_state, StepReporter
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -45,7 +45,7 @@ def first_hitting_sample(
         B, L = x.shape
         nfe = torch.zeros(B, dtype=torch.long)
         one_minus_alpha = torch.full((B,), 1.0 - schedule.alpha_1, dtype=torch.float64)  # at t = 1
-        bar = progress_bar(int((x == mask_id).sum(-1).max()), progress, "first-hitting")
+        report = StepReporter(int((x == mask_id).sum(-1).max()), progress, "first-hitting", callback)
         while True:
             n = (x == mask_id).sum(-1)
             rows = (n > 0).nonzero().squeeze(-1)
@@ -70,10 +70,6 @@ def first_hitting_sample(
             values = sample_categorical(log_mu[update], generator)
             xr[update] = values
             x[rows] = xr
-            if callback is not None:
-                callback(x)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            report.step(x)
+        report.close()
     return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=int(nfe.max()) if B else 0, sampler="first-hitting")

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from maskdiff.process import sample_categorical
 from maskdiff.schedules import PerTokenPolynomial, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, progress_bar
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter
 
 
 def genmd4_step_log_probs(log_mu: Tensor, schedule: PerTokenPolynomial, s: float, t: float) -> Tensor:
@@ -47,7 +47,7 @@ def genmd4_sample(
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
         nfe = torch.zeros(x.shape[0], dtype=torch.long)
-        bar = progress_bar(steps, progress, "genmd4")
+        report = StepReporter(steps, progress, "genmd4", callback)
         for k in range(steps, 0, -1):
             t, s = float(times[k]), float(times[k - 1])
             active = (x == mask_id).any(-1)
@@ -63,10 +63,6 @@ def genmd4_sample(
             else:
                 xr[masked] = sample_categorical(genmd4_step_log_probs(log_mu[masked], schedule, s, t), generator)
             x[rows] = xr
-            if callback is not None:
-                callback(x)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            report.step(x)
+        report.close()
     return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="genmd4")

