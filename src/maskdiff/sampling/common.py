@@ -10,7 +10,6 @@ from torch import Tensor
 
 from maskdiff.denoiser import check_tokens
 from maskdiff.errors import MaskdiffError
-from maskdiff.process import reverse_log_probs, sample_categorical
 
 
 # Every sampler also takes ``progress`` (a tqdm bar) and ``callback``: called with the (B, L) state after
@@ -44,24 +43,27 @@ def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask
     """One ancestral step x_t -> x_s of the model's reverse process (MDLM eq. 7), rows of ``x`` only.
 
     x: (B, L); log_mu: (B, L, V). A masked position becomes v with probability
-    mu_v (alpha_s - alpha_t)/(1 - alpha_t) and stays masked otherwise; the draw is one float64
-    Gumbel-max over the V + 1 outcomes. ``last``: the step to s = 0, which fills every remaining mask
-    from mu (needed when alpha_0 < 1). Only masked positions are drawn; the rest are left as they are.
+    mu_v (alpha_s - alpha_t)/(1 - alpha_t) and stays masked with probability (1 - alpha_s)/(1 - alpha_t).
+    The draw over these V + 1 outcomes is one inverse-CDF draw with a float64 uniform u per masked
+    position: u below the stay probability keeps the mask; otherwise the rescaled u picks v from the
+    float64 cumulative sum of mu. The CDF is only built for positions that unmask, which at large T is a
+    small fraction of them. ``last``: the step to s = 0, which fills every remaining mask from mu
+    (needed when alpha_0 < 1).
     """
     masked = x == mask_id
     if not bool(masked.any()):
         return x
-    rows_log_mu = log_mu[masked]  # (N, V)
-    if last:
-        new = sample_categorical(rows_log_mu, generator)
-    else:
-        n = rows_log_mu.shape[0]
-        a_s = torch.full((n,), alpha_s, dtype=torch.float64, device=x.device)
-        a_t = torch.full((n,), alpha_t, dtype=torch.float64, device=x.device)
-        logp = reverse_log_probs(
-            torch.full((n, 1), mask_id, dtype=torch.long, device=x.device), rows_log_mu[:, None, :], a_s, a_t, mask_id
-        )[:, 0, :]  # (N, V + 1)
-        new = sample_categorical(logp, generator)
+    n = int(masked.sum())
+    u = torch.rand(n, generator=generator, dtype=torch.float64, device=x.device)
+    p_stay = 0.0 if last else (1.0 - alpha_s) / (1.0 - alpha_t)
+    unmask = u >= p_stay
+    if not bool(unmask.any()):
+        return x
+    v = (u[unmask] - p_stay) / (1.0 - p_stay)  # uniform on [0, 1) given that the position unmasks
+    cdf = log_mu[masked][unmask].to(torch.float64).exp().cumsum(-1)  # (N', V)
+    values = torch.searchsorted(cdf, (v * cdf[:, -1])[:, None]).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+    new = torch.full((n,), mask_id, dtype=x.dtype, device=x.device)
+    new[unmask] = values
     out = x.clone()
     out[masked] = new
     return out
