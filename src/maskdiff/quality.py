@@ -201,9 +201,12 @@ def _load(directory: Path, gguf_file: Optional[str]):
     kwargs = {"local_files_only": True}
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
-    with _quiet_loading():
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, **kwargs)
+    try:
+        with _quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise MaskdiffError(f"cannot load a causal LM and its tokenizer from {directory}: {err}") from err
     wrong = sorted({str(p.dtype) for p in model.parameters()} - {"torch.float32"})
     if wrong:
         raise MaskdiffError(f"the evaluator in {directory} loaded with {wrong} weights; it must score in float32")
