@@ -149,8 +149,10 @@ def nelbo(
 ) -> NELBOTerms:
     """All three terms of the NELBO for evaluation.
 
-    Continuous time (``discrete_steps`` None): t is (B,) on [t_min, 1]. Discrete time with T steps:
-    t is (B,) on [0, 1) and picks the step i = floor(t T) + 1; the reconstruction is then R(0).
+    t is (B,) on [t_min, 1] in both cases (as :func:`low_discrepancy_times` makes it). Continuous time
+    (``discrete_steps`` None) uses it as the diffusion time. Discrete time with T steps maps it to
+    u = (t - t_min)/(1 - t_min) on [0, 1) and picks the step i = floor(u T) + 1; the reconstruction is
+    then R(0).
     """
     vocab = denoise.vocab_size
     if discrete_steps is None:

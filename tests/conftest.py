@@ -1,0 +1,49 @@
+"""Shared fixtures: the exact toy problem of the exactness tests (MATH.md; STYLE.md "Tests").
+
+V = 3 real tokens, L = 3, Dirichlet(0.3) weights over all 27 sequences: strong dependencies between
+positions, so a test that ignores them fails (a product distribution would make every test pass).
+"""
+import pytest
+import torch
+
+from maskdiff.denoiser import FunctionDenoiser, carry_over
+from maskdiff.exact import toy_distribution, true_denoiser
+
+V, L = 3, 3
+
+
+@pytest.fixture(scope="session")
+def toy():
+    """(sequences (27, 3), p (27,) float64, the exact conditional mu as a time-independent denoiser)."""
+    seqs, p = toy_distribution(V, L, 0.3, seed=0)
+    return seqs, p, true_denoiser(seqs, p, V)
+
+
+@pytest.fixture(scope="session")
+def wrong_denoiser():
+    """A time-independent denoiser that is not the true conditional: the exact one of another toy (seed 1)."""
+    seqs, q = toy_distribution(V, L, 0.3, seed=1)
+    return true_denoiser(seqs, q, V)
+
+
+@pytest.fixture(scope="session")
+def time_dependent_denoiser(toy):
+    """mu(x_t, t) = (1 - t) mu_true + t Uniform(V): depends on t itself, not on alpha_t (time-conditioned)."""
+    return mixed_denoiser(toy[2], lambda t: t)
+
+
+@pytest.fixture(scope="session")
+def make_mixed_denoiser():
+    """The factory :func:`mixed_denoiser`, for tests that pick their own lam(t)."""
+    return mixed_denoiser
+
+
+def mixed_denoiser(exact, weight_of_t):
+    """(1 - lam(t)) mu_exact + lam(t) Uniform(V), with carry-over at unmasked positions; time-conditioned."""
+
+    def fn(x_t, t):
+        lam = weight_of_t(t.to(torch.float64)).reshape(-1, 1, 1)
+        mu = (1.0 - lam) * exact(x_t, t).exp() + lam / V
+        return carry_over(torch.log(mu), x_t, V)
+
+    return FunctionDenoiser(fn, V, time_independent=False)
