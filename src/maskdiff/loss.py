@@ -41,6 +41,13 @@ def low_discrepancy_times(batch: int, u: float, t_min: float = DEFAULT_T_MIN, *,
     return (t_min + (1.0 - t_min) * frac).to(dtype)
 
 
+def discrete_step(t: Tensor, steps: int, t_min: float = DEFAULT_T_MIN) -> Tensor:
+    """Map t on [t_min, 1] (uniform or stratified) to a step i in 1..T, uniform over the steps:
+    u = (t - t_min)/(1 - t_min), i = floor(u T) + 1."""
+    u = (t.to(torch.float64) - t_min) / (1.0 - t_min)
+    return (u * steps).floor().long().clamp(0, steps - 1) + 1
+
+
 def continuous_diffusion_term(
     denoise,
     x0: Tensor,
@@ -159,8 +166,7 @@ def nelbo(
         diffusion = continuous_diffusion_term(denoise, x0, t, schedule, generator, t_min=t_min, valid=valid)
         recon = reconstruction_term(denoise, x0, t_min, schedule, generator, valid=valid)
     else:
-        u = (t.to(torch.float64) - t_min) / (1.0 - t_min) if t_min else t.to(torch.float64)
-        step = (u * discrete_steps).floor().long().clamp(0, discrete_steps - 1) + 1
+        step = discrete_step(t, discrete_steps, t_min)
         diffusion = discrete_diffusion_term(denoise, x0, step, discrete_steps, schedule, generator, valid=valid)
         recon = reconstruction_term(denoise, x0, 0.0, schedule, generator, valid=valid)
     return NELBOTerms(

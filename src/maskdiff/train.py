@@ -30,7 +30,7 @@ from maskdiff.checkpoint import (
 from maskdiff.config import RunConfig, differences
 from maskdiff.data.chunking import random_windows
 from maskdiff.errors import MaskdiffError
-from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term, low_discrepancy_times
+from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term, discrete_step, low_discrepancy_times
 from maskdiff.pipeline import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -226,8 +226,7 @@ def train(
                         t = (config.diffusion.t_min + (1 - config.diffusion.t_min) * u_all[sl]).float()
                     if config.diffusion.discrete_steps:
                         T = config.diffusion.discrete_steps
-                        frac = (t.double() - config.diffusion.t_min) / (1 - config.diffusion.t_min)
-                        i = (frac * T).floor().long().clamp(0, T - 1) + 1
+                        i = discrete_step(t, T, config.diffusion.t_min)
                         per_seq = discrete_diffusion_term(denoiser, x0[sl], i, T, schedule, noise=noise[sl])
                     else:
                         per_seq = continuous_diffusion_term(

@@ -6,7 +6,6 @@ states of one sample each time it changes.
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -74,7 +73,7 @@ def _frames_as_images(frames: List[Tensor], decode, mask_id: int, width_chars: i
 
 def save_strip(frames: List[Tensor], decode, mask_id: int, path: Path, rows: int = 8, width_chars: int = 64) -> Path:
     """A PNG of ``rows`` evenly spaced states, from all masks (top) to the finished sample (bottom)."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     if not frames:
         raise ValueError("no frames recorded")
@@ -87,7 +86,6 @@ def save_strip(frames: List[Tensor], decode, mask_id: int, path: Path, rows: int
     for im in images:
         strip.paste(im, (0, y))
         y += im.height + 2
-    ImageDraw.Draw(strip)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     strip.save(path)
