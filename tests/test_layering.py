@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "maskdiff"
-MATH = ["schedules.py", "process.py", "denoiser.py", "loss.py", "exact.py"] + [f"sampling/{p.name}" for p in (SRC / "sampling").glob("*.py")]
+MATH = ["schedules.py", "process.py", "denoiser.py", "exact.py"] + [f"{d}/{p.name}" for d in ("sampling", "loss") for p in (SRC / d).glob("*.py")]
 FORBIDDEN = ("maskdiff.config", "maskdiff.presets", "maskdiff.data", "maskdiff.train", "maskdiff.networks", "maskdiff.cli", "maskdiff.pipeline", "maskdiff.evaluate")
 
 

@@ -69,6 +69,10 @@ class SUBSDenoiser(nn.Module):
     max_length: the longest sequence the network accepts.
     check_inputs: raise a clear error for ids outside [0, V] or sequences longer than max_length
         (a min/max over the batch; the trainer, whose data is checked once, turns it off).
+    carry_over, zero_mask: the two SUBS choices, each switchable for MDLM's ablation. With zero_mask
+        off the network must output the mask column and :meth:`full_log_probs` keeps its mass; the
+        denoiser call itself always returns a distribution over the V real tokens (renormalised), which
+        is what samplers use.
     """
 
     def __init__(
@@ -79,8 +83,12 @@ class SUBSDenoiser(nn.Module):
         time_conditioned: bool = False,
         max_length: Optional[int] = None,
         check_inputs: bool = True,
+        carry_over: bool = True,
+        zero_mask: bool = True,
     ):
         super().__init__()
+        self.carry_over = carry_over
+        self.zero_mask = zero_mask
         self.check_inputs = check_inputs
         self.network = network
         self.vocab_size = vocab_size
@@ -92,13 +100,48 @@ class SUBSDenoiser(nn.Module):
     def time_independent(self) -> bool:
         return not self.time_conditioned
 
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def _logits(self, x_t: Tensor, t: Tensor) -> Tensor:
         if self.check_inputs:
             check_tokens(x_t, self.vocab_size, allow_mask=True, max_length=self.max_length)
-        logits = self.network(x_t, t if self.time_conditioned else None)
-        logits = logits[..., : self.vocab_size].float()  # zero masking probability: drop the mask logit
+        return self.network(x_t, t if self.time_conditioned else None).float()
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        logits = self._logits(x_t, t)[..., : self.vocab_size]  # zero masking probability: drop the mask logit
         log_mu = torch.log_softmax(logits, dim=-1)  # (B, L, V)
-        return carry_over(log_mu, x_t, self.mask_id)
+        return carry_over(log_mu, x_t, self.mask_id) if self.carry_over else log_mu
+
+    def full_log_probs(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """log x_theta over the V + 1 values, mask last: (B, L, V + 1). The mask column is -inf with
+        zero_mask on; unmasked positions are one-hot with carry_over on (MDLM's ablation loss)."""
+        logits = self._logits(x_t, t)
+        if self.zero_mask or logits.shape[-1] == self.vocab_size:
+            if not self.zero_mask:
+                raise MaskdiffError("zero_mask off needs a network that outputs the mask logit (V + 1 columns)")
+            logits = torch.cat([logits[..., : self.vocab_size], torch.full_like(logits[..., :1], -torch.inf)], -1)
+        log_x = torch.log_softmax(logits, dim=-1)
+        if self.carry_over:
+            one_hot = torch.full_like(log_x, -torch.inf).scatter_(-1, x_t[..., None], 0.0)
+            log_x = torch.where((x_t != self.mask_id)[..., None], one_hot, log_x)
+        return log_x
+
+
+class CausalLM(nn.Module):
+    """Wrap a causal ``network(tokens, None) -> logits`` into next-token log-probabilities over the V real
+    tokens, for the autoregressive baseline. The mask id V serves as the beginning-of-sequence token."""
+
+    def __init__(self, network: nn.Module, vocab_size: int, *, max_length: Optional[int] = None, check_inputs: bool = True):
+        super().__init__()
+        self.network = network
+        self.vocab_size = vocab_size
+        self.bos_id = vocab_size
+        self.max_length = max_length
+        self.check_inputs = check_inputs
+
+    def forward(self, tokens: Tensor) -> Tensor:  # (B, L) -> (B, L, V)
+        if self.check_inputs:
+            check_tokens(tokens, self.vocab_size, allow_mask=True, max_length=self.max_length)
+        logits = self.network(tokens, None)[..., : self.vocab_size].float()
+        return torch.log_softmax(logits, dim=-1)
 
 
 class FunctionDenoiser:
