@@ -66,7 +66,9 @@ TRAIN_OVERRIDES = [
     ("--threads", "train", "threads", _nonneg_int),
     ("--checkpoint-every", "train", "checkpoint_every", _positive_int),
     ("--keep-checkpoints", "train", "keep_checkpoints", _positive_int),
+    ("--objective", "diffusion", "objective", str),
     ("--schedule", "diffusion", "schedule", str),
+    ("--genmd4-samples", "diffusion", "genmd4_samples", _positive_int),
     ("--t-min", "diffusion", "t_min", _unit_float),
     ("--discrete-steps", "diffusion", "discrete_steps", _nonneg_int),
     ("--corpus", "data", "corpus", str),
@@ -96,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, type=typ, default=None, help=(describe_field(section, name) or "") + extra)
     p.add_argument("--schedule-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="schedule argument, e.g. w=3 for polynomial, eps=1e-3 for loglinear (repeatable)")
     p.add_argument("--time-conditioned", action="store_true", default=None, help=describe_field("model", "time_conditioned"))
+    p.add_argument("--no-carry-over", action="store_true", help=describe_field("diffusion", "carry_over"))
+    p.add_argument("--no-zero-mask", action="store_true", help=describe_field("diffusion", "zero_mask"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("eval", help="NELBO bound (BPC / PPL) of a split with a 95%% interval", description="Estimate the negative ELBO of every sequence of a split and report bits per character (an upper bound) with a 95%% interval over sequences.")
@@ -165,6 +169,10 @@ def cmd_train(args) -> int:
         config.diffusion.schedule_args = dict(args.schedule_arg)
     if args.time_conditioned:
         config.model.time_conditioned = True
+    if args.no_carry_over:
+        config.diffusion.carry_over = False
+    if args.no_zero_mask:
+        config.diffusion.zero_mask = False
     config.validate()
     run_dir = args.run_dir or Path("runs") / config.preset
     result = train(config, run_dir, progress=not args.no_progress)
@@ -178,7 +186,6 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     import maskdiff
-    from maskdiff.evaluate import evaluate
     from maskdiff.pipeline import eval_chunks
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
@@ -186,16 +193,15 @@ def cmd_eval(args) -> int:
     if args.limit:
         tokens, valid = tokens[: args.limit], valid[: args.limit]
     t0 = time.perf_counter()
-    result = evaluate(
-        pipe.denoiser, tokens, valid, pipe.schedule,
-        t_min=pipe.config.diffusion.t_min, discrete_steps=args.discrete_steps, passes=args.passes,
+    result = pipe.evaluate(
+        tokens, valid, discrete_steps=args.discrete_steps, passes=args.passes,
         batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
     )
     seconds = time.perf_counter() - t0
     corpus = args.corpus or pipe.config.data.corpus
-    kind = f"discrete T={args.discrete_steps}" if args.discrete_steps else "continuous"
+    kind = pipe.describe_estimate(args.discrete_steps)
     print(f"{corpus} {args.split}: {result.summary(args.unit)}")
-    print(f"  {int(result.tokens.sum())} characters in {result.nelbo.numel()} sequences, {kind} NELBO, "
+    print(f"  {int(result.tokens.sum())} characters in {result.nelbo.numel()} sequences, {kind}, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
     if args.json:
         record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, passes=args.passes,

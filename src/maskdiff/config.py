@@ -38,6 +38,9 @@ class DataConfig:
 
 @dataclass
 class DiffusionConfig:
+    objective: str = "masked"
+    """'masked' (MD4/MDLM masked diffusion), 'genmd4' (learnable per-token schedule, MD4 Sec. 5) or
+    'ar' (the autoregressive baseline on the same transformer with causal attention)."""
     schedule: str = "linear"
     """Masking schedule: linear, loglinear, polynomial, geometric, cosine, mdlm-cosine."""
     schedule_args: Dict[str, float] = field(default_factory=dict)
@@ -48,6 +51,12 @@ class DiffusionConfig:
     """0: continuous-time loss. T > 0: discrete-time loss with T steps (MD4 Sec. 3)."""
     low_discrepancy: bool = True
     """Stratified t over the global batch (MDLM Sec. 3.4)."""
+    carry_over: bool = True
+    """SUBS carry-over unmasking. Off (MDLM's ablation): the full per-position KL, discrete time only."""
+    zero_mask: bool = True
+    """SUBS zero masking probability. Off (MDLM's ablation): the network also predicts the mask."""
+    genmd4_samples: int = 2
+    """GenMD4: draws of x_t per sequence for the REINFORCE leave-one-out gradient (1: no baseline)."""
 
 
 @dataclass
@@ -131,6 +140,20 @@ class RunConfig:
             raise MaskdiffError(f"t_min must be in [0, 1), got {self.diffusion.t_min}")
         if self.diffusion.discrete_steps < 0:
             raise MaskdiffError(f"discrete_steps must be 0 (continuous) or positive, got {self.diffusion.discrete_steps}")
+        dc = self.diffusion
+        if dc.objective not in ("masked", "genmd4", "ar"):
+            raise MaskdiffError(f"unknown objective {dc.objective!r}; choose one of: masked, genmd4, ar")
+        if not (dc.carry_over and dc.zero_mask):
+            if dc.objective != "masked":
+                raise MaskdiffError("carry_over and zero_mask are switches of the masked objective only")
+            if not dc.discrete_steps:
+                raise MaskdiffError("the SUBS ablation (carry_over or zero_mask off) is defined in discrete time: "
+                                    "set discrete_steps, e.g. --discrete-steps 1000 as MDLM")
+        if dc.objective == "genmd4":
+            if dc.discrete_steps:
+                raise MaskdiffError("genmd4 trains in continuous time; set discrete_steps to 0")
+            if dc.genmd4_samples < 1:
+                raise MaskdiffError(f"genmd4_samples must be at least 1, got {dc.genmd4_samples}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise MaskdiffError(f"ema_decay must be in [0, 1), got {t.ema_decay}")
         return self

@@ -11,7 +11,7 @@ from maskdiff.checkpoint import latest_valid_checkpoint
 
 def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True) -> int:
     import maskdiff
-    from maskdiff.evaluate import evaluate, unigram_entropy_bits
+    from maskdiff.evaluate import unigram_entropy_bits
     from maskdiff.pipeline import eval_chunks, split_stream
     from maskdiff.presets import tiny
     from maskdiff.train import train
@@ -38,7 +38,7 @@ def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True) 
     pipe = maskdiff.load(run_dir)
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, "validation")
     t1 = time.perf_counter()
-    res = evaluate(pipe.denoiser, tokens, valid, pipe.schedule, t_min=pipe.config.diffusion.t_min, progress=progress)
+    res = pipe.evaluate(tokens, valid, progress=progress)
     eval_s = time.perf_counter() - t1
     baseline = unigram_entropy_bits(split_stream(pipe.config, pipe.tokenizer, "validation"), pipe.tokenizer.vocab_size)
     print()

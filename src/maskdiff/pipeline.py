@@ -23,7 +23,7 @@ from maskdiff.data.corpora import load_split_texts
 from maskdiff.data.tokenizers import CharTokenizer, tokenizer_for
 from maskdiff.denoiser import SUBSDenoiser, check_tokens
 from maskdiff.errors import MaskdiffError
-from maskdiff.networks.transformer import DiT
+from maskdiff.objectives import Objective, build_objective
 from maskdiff.schedules import Schedule, get_schedule
 
 CONFIG_FILE = "config.json"
@@ -41,19 +41,8 @@ def build_tokenizer(config: RunConfig) -> CharTokenizer:
 
 
 def build_denoiser(config: RunConfig, vocab_size: int) -> SUBSDenoiser:
-    m = config.model
-    net = DiT(
-        vocab_size,
-        config.data.length,
-        width=m.width,
-        depth=m.depth,
-        heads=m.heads,
-        mlp_ratio=m.mlp_ratio,
-        cond_dim=m.cond_dim,
-        time_conditioned=m.time_conditioned,
-        dropout=m.dropout,
-    )
-    return SUBSDenoiser(net, vocab_size, time_conditioned=m.time_conditioned, max_length=config.data.length)
+    """The denoiser of a masked-diffusion config (its network freshly initialised)."""
+    return build_objective(config, vocab_size).model
 
 
 def build_schedule(config: RunConfig) -> Schedule:
@@ -97,18 +86,12 @@ def read_tokenizer(run_dir: Path) -> CharTokenizer:
     return CharTokenizer.from_config(json.loads(path.read_text(encoding="utf-8")))
 
 
-def load_weights(denoiser: SUBSDenoiser, tensors: dict, prefix: str, source) -> None:
-    """Load ``prefix.*`` tensors into the denoiser's network, with a clear error on any mismatch."""
+def load_weights(objective: Objective, tensors: dict, prefix: str, source) -> None:
+    """Load ``prefix.*`` tensors into the objective's parts, with a clear error on any mismatch."""
     weights = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
     if not weights:
         raise MaskdiffError(f"{source} has no '{prefix}' weights")
-    own = denoiser.network.state_dict()
-    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    wrong = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
-    if missing or unexpected or wrong:
-        detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"shape of {wrong[:3]}"
-        raise MaskdiffError(f"{source} does not fit this model's architecture ({detail})")
-    denoiser.network.load_state_dict(weights)
+    objective.load_state_dict(weights, source)
 
 
 @dataclass
@@ -122,13 +105,38 @@ class Samples:
 class Pipeline:
     """A trained model: config, tokenizer, schedule and denoiser, with NELBO and sampling helpers."""
 
-    def __init__(self, config: RunConfig, tokenizer: CharTokenizer, denoiser: SUBSDenoiser, checkpoint: Optional[Path] = None):
+    def __init__(self, config: RunConfig, tokenizer: CharTokenizer, objective: Objective, checkpoint: Optional[Path] = None):
         self.config = config
         self.tokenizer = tokenizer
-        self.denoiser = denoiser.eval()
-        self.schedule = build_schedule(config)
+        self.objective = objective.eval()
+        self.denoiser = objective.model  # a SUBS denoiser, or the next-token model of the 'ar' objective
+        self.schedule = getattr(objective, "schedule", None)  # GenMD4: the learned per-token schedule
         self.checkpoint = checkpoint
         self.step = None
+
+    @property
+    def kind(self) -> str:
+        return self.objective.kind
+
+    def evaluate(self, tokens: Tensor, valid: Optional[Tensor], *, discrete_steps: Optional[int] = None, **kwargs):
+        """NELBO (an exact NLL for 'ar') of every row: an EvalResult. kwargs: passes, batch_size, seed, progress."""
+        from maskdiff.evaluate import evaluate
+
+        def terms(x, t, gen, v):
+            return self.objective.eval_terms(x, t, gen, v, discrete_steps=discrete_steps)
+
+        with torch.no_grad():
+            result = evaluate(terms, tokens, valid, t_min=self.config.diffusion.t_min, **kwargs)
+        result.bound = self.kind != "ar"
+        return result
+
+    def describe_estimate(self, discrete_steps: Optional[int] = None) -> str:
+        """What :meth:`evaluate` computes, in words."""
+        d = self.config.diffusion
+        if self.kind == "ar":
+            return "exact NLL"
+        steps = discrete_steps or (d.discrete_steps if not (d.carry_over and d.zero_mask) else None)
+        return f"discrete T={steps} NELBO" if steps else "continuous NELBO"
 
     def encode(self, text: Union[str, List[str]]) -> Tensor:
         rows = [self.tokenizer.encode(t) for t in ([text] if isinstance(text, str) else text)]
@@ -142,10 +150,8 @@ class Pipeline:
     @torch.no_grad()
     def nelbo(self, text: Union[str, List[str]], passes: int = 16, seed: int = 0) -> Tensor:
         """Monte-Carlo NELBO in nats per sequence (averaged over ``passes``), an upper bound on -log p."""
-        from maskdiff.evaluate import nelbo_estimates
-
         x = self.encode(text)
-        return nelbo_estimates(self.denoiser, x, None, self.schedule, t_min=self.config.diffusion.t_min, passes=passes, seed=seed)
+        return self.evaluate(x, None, passes=passes, seed=seed).nelbo
 
     def template_ids(self, template: str) -> Tensor:
         """Token ids of a template where ``[N]`` stands for N masked positions: "to be or [12] to be"."""
@@ -190,8 +196,10 @@ class Pipeline:
         from maskdiff.sampling.conditioning import prompt_state
 
         L = self.config.data.length
-        fn = get_sampler(sampler)
         gen = torch.Generator().manual_seed(seed)
+        if self.kind != "masked":
+            return self._sample_other(num, length, steps, sampler, gen, prompt, template, block, progress, **sampler_kwargs)
+        fn = get_sampler(sampler)
         if prompt is not None and template is not None:
             raise MaskdiffError("give either a prompt or a template, not both")
         if template is not None:
@@ -216,6 +224,31 @@ class Pipeline:
                 out = fn(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, x_init=x_init, progress=progress, **sampler_kwargs)
         return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds)
 
+    def _sample_other(self, num, length, steps, sampler, gen, prompt, template, block, progress, **kwargs) -> Samples:
+        """GenMD4 (its own sampler, MD4 Sec. 5) and the autoregressive baseline (left to right)."""
+        from maskdiff.sampling import autoregressive_sample, genmd4_sample
+        from maskdiff.sampling.conditioning import prompt_state
+
+        own = {"genmd4": "genmd4", "ar": "autoregressive"}[self.kind]
+        if sampler not in (own, "cached", "ancestral"):
+            raise MaskdiffError(f"a {self.kind} model samples with its own sampler ({own}); leave out --sampler")
+        if template is not None or block is not None or kwargs.get("grid", "uniform") != "uniform":
+            raise MaskdiffError(f"templates, blocks and grids apply to masked diffusion models, not to a {self.kind} model")
+        L = self.config.data.length
+        length = length or L
+        if length > L:
+            raise MaskdiffError(f"a {self.kind} model samples at most its training length {L}")
+        prefix = self.tokenizer.encode(prompt) if prompt else None
+        if prefix is not None and prefix.numel() >= length:
+            raise MaskdiffError(f"the prompt has {prefix.numel()} tokens; the sample length {length} leaves nothing to generate")
+        x_init = prompt_state(prefix, length, self.tokenizer.mask_id, num) if prefix is not None else None
+        if self.kind == "ar":
+            out = autoregressive_sample(self.denoiser, (num, length), generator=gen, x_init=x_init, progress=progress, **kwargs)
+        else:
+            out = genmd4_sample(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, x_init=x_init,
+                                progress=progress, **kwargs)
+        return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds)
+
 
 def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = True) -> Pipeline:
     """Load a run directory: its config, tokenizer and the weights of a checkpoint (default: newest valid).
@@ -234,10 +267,10 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
         path = Path(checkpoint)
         state = verify_checkpoint(path)
     tensors = read_tensors(path / "model.safetensors")
-    denoiser = build_denoiser(config, tokenizer.vocab_size)
+    objective = build_objective(config, tokenizer.vocab_size)
     prefix = "ema" if ema and any(k.startswith("ema.") for k in tensors) else "model"
-    load_weights(denoiser, tensors, prefix, path)
-    pipe = Pipeline(config, tokenizer, denoiser, path)
+    load_weights(objective, tensors, prefix, path)
+    pipe = Pipeline(config, tokenizer, objective, path)
     pipe.step = state.get("step")
     pipe.weights = prefix
     return pipe

@@ -30,17 +30,9 @@ from maskdiff.checkpoint import (
 from maskdiff.config import RunConfig, differences
 from maskdiff.data.chunking import random_windows
 from maskdiff.errors import MaskdiffError
-from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term, discrete_step, low_discrepancy_times
-from maskdiff.pipeline import (
-    CONFIG_FILE,
-    TOKENIZER_FILE,
-    build_denoiser,
-    build_schedule,
-    build_tokenizer,
-    load_weights,
-    read_run_config,
-    split_stream,
-)
+from maskdiff.loss import low_discrepancy_times
+from maskdiff.objectives import build_objective
+from maskdiff.pipeline import CONFIG_FILE, TOKENIZER_FILE, build_tokenizer, load_weights, read_run_config, split_stream
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -59,7 +51,8 @@ def learning_rate(step: int, cfg) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
+def make_optimizer(model, cfg) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only; ``model`` is anything with named_parameters()."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
@@ -149,21 +142,21 @@ def train(
         raise MaskdiffError(f"the training split has {stream.numel()} tokens, fewer than one sequence of {L}")
 
     torch.manual_seed(tc.seed)
-    denoiser = build_denoiser(config, tokenizer.vocab_size)
-    denoiser.check_inputs = False  # the training stream was checked when it was encoded
-    model = denoiser.network
-    schedule = build_schedule(config)
-    optimizer = make_optimizer(model, tc)
-    ema: Optional[List[Tensor]] = [p.detach().clone() for p in model.parameters()] if tc.ema_decay else None
+    objective = build_objective(config, tokenizer.vocab_size)
+    objective.set_check_inputs(False)  # the training stream was checked when it was encoded
+    params = objective.parameters()
+    names = [n for n, _ in objective.named_parameters()]
+    optimizer = make_optimizer(objective, tc)
+    ema: Optional[List[Tensor]] = [p.detach().clone() for p in params] if tc.ema_decay else None
 
     start, resumed_from = 0, None
     found = latest_valid_checkpoint(run_dir, warn=log)
     if found is not None:
         path, state = found
         tensors = read_tensors(path / "model.safetensors")
-        load_weights(denoiser, tensors, "model", path)
+        load_weights(objective, tensors, "model", path)
         if ema is not None:
-            for p_ema, (name, _) in zip(ema, model.named_parameters()):
+            for p_ema, name in zip(ema, names):
                 p_ema.copy_(tensors[f"ema.{name}"])
         opt = read_tensors(path / "optimizer.safetensors")
         load_optimizer(optimizer, opt, state["optimizer"])
@@ -182,9 +175,9 @@ def train(
     t_begin = time.perf_counter()
 
     def checkpoint(at: int) -> None:
-        model_t: Dict[str, Tensor] = {f"model.{n}": p for n, p in model.state_dict().items()}
+        model_t: Dict[str, Tensor] = {f"model.{n}": p for n, p in objective.state_dict().items()}
         if ema is not None:
-            model_t.update({f"ema.{n}": e for (n, _), e in zip(model.named_parameters(), ema)})
+            model_t.update({f"ema.{n}": e for n, e in zip(names, ema)})
         opt_t, opt_meta = optimizer_tensors(optimizer)
         opt_t["rng.torch"] = torch.get_rng_state()
         state = {
@@ -202,7 +195,7 @@ def train(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
-    model.train()
+    objective.train()
     window_start, window_tokens = time.perf_counter(), 0
     try:
         with stopper.installed(), open(log_path, "a", encoding="utf-8") as logf:
@@ -212,35 +205,29 @@ def train(
                 u = float(torch.rand((), generator=gen, dtype=torch.float64))
                 if not config.diffusion.low_discrepancy:
                     u_all = torch.rand(B, generator=gen, dtype=torch.float64)
-                noise = torch.rand((B, L), generator=gen, dtype=torch.float64)  # mask uniforms, global batch
+                # mask uniforms for the global batch (GenMD4 draws several x_t per sequence)
+                noise = torch.rand((objective.noise_draws, B, L), generator=gen, dtype=torch.float64)
                 lr = learning_rate(step, tc)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
-                loss_sum = 0.0
+                loss_sum = 0.0  # the NELBO estimate, nats per token (not GenMD4's surrogate)
                 for lo in range(0, B, micro):
                     sl = slice(lo, lo + micro)
                     if config.diffusion.low_discrepancy:
                         t = low_discrepancy_times(min(micro, B - lo), u, config.diffusion.t_min, offset=lo, global_batch=B)
                     else:
                         t = (config.diffusion.t_min + (1 - config.diffusion.t_min) * u_all[sl]).float()
-                    if config.diffusion.discrete_steps:
-                        T = config.diffusion.discrete_steps
-                        i = discrete_step(t, T, config.diffusion.t_min)
-                        per_seq = discrete_diffusion_term(denoiser, x0[sl], i, T, schedule, noise=noise[sl])
-                    else:
-                        per_seq = continuous_diffusion_term(
-                            denoiser, x0[sl], t, schedule, t_min=config.diffusion.t_min, noise=noise[sl]
-                        )
+                    per_seq, nelbo_seq = objective.train_loss(x0[sl], t, noise[:, sl])
                     loss = per_seq.sum() / tokens_per_step  # nats per token over the global batch
                     loss.backward()
-                    loss_sum += float(loss.detach())
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip else float("inf"))
+                    loss_sum += float(nelbo_seq.sum()) / tokens_per_step
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else float("inf"))
                 optimizer.step()
                 if ema is not None:
                     decay = min(tc.ema_decay, (1 + step) / (10 + step))
                     with torch.no_grad():
-                        torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1.0 - decay)
+                        torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
                 step += 1
                 last_loss = loss_sum
                 window_tokens += tokens_per_step

@@ -8,9 +8,13 @@
 | greedy | biased | argmax values |
 | first-hitting | exact continuous-time reverse process (Zheng et al. 2024) | exactly L calls when alpha_0 = 1 |
 | confidence | biased (MaskGIT, LLaDA) | unmasks the most confident positions |
+
+Two more take their own model kinds: ``genmd4_sample`` (GenMD4's per-token schedule) and
+``autoregressive_sample`` (the autoregressive baseline, left to right).
 """
 from maskdiff.errors import MaskdiffError
 from maskdiff.sampling.ancestral import ancestral_sample
+from maskdiff.sampling.autoregressive import autoregressive_sample
 from maskdiff.sampling.cached import cached_sample
 from maskdiff.sampling.common import SampleOutput
 from maskdiff.sampling.conditioning import prompt_state, semi_autoregressive_sample
@@ -37,7 +41,7 @@ def get_sampler(name: str):
 
 
 __all__ = [
-    "SAMPLERS", "SampleOutput", "GuidedDenoiser", "ancestral_sample", "cached_sample", "confidence_sample",
+    "SAMPLERS", "SampleOutput", "GuidedDenoiser", "ancestral_sample", "autoregressive_sample", "cached_sample", "confidence_sample",
     "first_hitting_sample", "genmd4_sample", "get_sampler", "greedy_sample", "mean_sample", "prompt_state",
     "semi_autoregressive_sample",
 ]
