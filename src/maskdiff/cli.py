@@ -134,6 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     _weights_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    from maskdiff.experiments import EXPERIMENTS, SCALES
+
+    lines = "\n".join(f"  {name:18s} {e.question}" for name, e in EXPERIMENTS.items())
+    p = sub.add_parser("experiment", help="re-run one of the papers' comparisons over seeds, with 95%% intervals",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train every variant of a comparison with the same budget for several seeds, evaluate them on the "
+                                   "same validation sequences, and write a Markdown + JSON table with 95%% intervals over seeds and "
+                                   "a verdict per paper trend. An interrupted experiment resumes.\n\nexperiments:\n" + lines.replace("%", "%%"))
+    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--scale", default="cpu", help=f"budget: {', '.join(SCALES)} (default: cpu, minutes per variant on 2 cores; gpu is bigger)")
+    p.add_argument("--seeds", type=_positive_int, help="seeds per variant (default: 3)")
+    p.add_argument("--out", type=Path, help="output folder (default: experiments/NAME-SCALE)")
+
+    p = sub.add_parser("exponents", help="list (and plot) a GenMD4 run's learned per-token exponents",
+                       description="Print the learned exponent w_v of every token of a GenMD4 run (alpha_{t,v} = 1 - t^w_v: a larger "
+                                   "w_v keeps v unmasked longer in the forward process, so it is generated earlier), sorted.")
+    p.add_argument("run_dir", type=Path, help="a run directory trained with --objective genmd4")
+    p.add_argument("--plot", type=Path, help="also draw a bar chart PNG to this file")
+    _weights_args(p)
+
     p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir), report validation BPC with a 95%% interval beside the unigram baseline, and print samples from the EMA weights.")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
     p.add_argument("--steps", type=_positive_int, help="training steps (default: the tiny preset's)")
@@ -241,8 +261,8 @@ def cmd_sample(args) -> int:
                       progress=not (args.no_progress or args.show), **kwargs)
     for i, text in enumerate(out.texts):
         print(f"--- sample {i} ({int(out.nfe[i])} network calls)\n{text}")
-    print(f"{args.num} samples, {args.sampler} sampler, {args.steps} steps, mean NFE {out.nfe.float().mean():.1f}, {out.seconds:.1f} s")
-    path = args.out or Path(args.run_dir) / "samples" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.sampler}-{args.steps}.txt"
+    print(f"{args.num} samples, {out.sampler} sampler, {out.steps} steps, mean NFE {out.nfe.float().mean():.1f}, {out.seconds:.1f} s")
+    path = args.out or Path(args.run_dir) / "samples" / f"{time.strftime('%Y%m%d-%H%M%S')}-{out.sampler}-{out.steps}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n\n".join(out.texts) + "\n", encoding="utf-8")
     print(f"saved to {path}")
@@ -255,7 +275,7 @@ def cmd_sample(args) -> int:
     if args.evaluate:
         from maskdiff.quality import report_for_samples
 
-        report = report_for_samples(out, args.sampler, args.steps, progress=not args.no_progress)
+        report = report_for_samples(out, out.sampler, out.steps, progress=not args.no_progress)
         print(report.summary())
     return 0
 
@@ -266,7 +286,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo, "experiment": cmd_experiment,
+                "exponents": cmd_exponents}
     try:
         return handlers[args.command](args)
     except MaskdiffError as err:
@@ -275,6 +296,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def cmd_experiment(args) -> int:
+    from maskdiff.experiments import get_experiment, get_scale, run_experiment
+
+    get_experiment(args.name), get_scale(args.scale)  # fail on a bad name before any work
+    run_experiment(args.name, args.scale, args.out, seeds=args.seeds)
+    return 0
+
+
+def cmd_exponents(args) -> int:
+    import maskdiff
+
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    if pipe.kind != "genmd4":
+        raise MaskdiffError(f"{args.run_dir} is a {pipe.kind} run; exponents exist only for --objective genmd4")
+    w = pipe.objective.exponents.exponents.detach()
+    labels = [repr(pipe.tokenizer.decode([i])) for i in range(w.numel())]
+    order = sorted(range(w.numel()), key=lambda i: -float(w[i]))
+    print(f"learned GenMD4 exponents of {args.run_dir} (step {pipe.step}, {pipe.weights} weights), largest first:")
+    for i in order:
+        print(f"  {labels[i]:>6s}  w = {float(w[i]):.4f}")
+    if args.plot:
+        from maskdiff.visualize import save_bar_chart
+
+        save_bar_chart([labels[i] for i in order], [float(w[i]) for i in order], args.plot,
+                       title="GenMD4 exponents w_v (alpha = 1 - t^w)", reference=1.0)
+        print(f"wrote {args.plot}")
+    return 0
 
 
 def _demo(args) -> int:

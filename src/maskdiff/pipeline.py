@@ -100,6 +100,8 @@ class Samples:
     texts: List[str]
     nfe: Tensor
     seconds: float
+    sampler: str = ""
+    steps: int = 0
 
 
 class Pipeline:
@@ -222,7 +224,7 @@ class Pipeline:
             else:
                 x_init = prompt_state(prefix, length, self.tokenizer.mask_id, num) if prefix is not None else None
                 out = fn(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, x_init=x_init, progress=progress, **sampler_kwargs)
-        return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds)
+        return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds, sampler, steps)
 
     def _sample_other(self, num, length, steps, sampler, gen, prompt, template, block, progress, **kwargs) -> Samples:
         """GenMD4 (its own sampler, MD4 Sec. 5) and the autoregressive baseline (left to right)."""
@@ -247,7 +249,7 @@ class Pipeline:
         else:
             out = genmd4_sample(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, x_init=x_init,
                                 progress=progress, **kwargs)
-        return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds)
+        return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds, own, out.steps)
 
 
 def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = True) -> Pipeline:

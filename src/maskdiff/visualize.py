@@ -136,3 +136,35 @@ class TerminalView:
         self.stream.flush()
         self.lines = len(lines)
         self.previous = row.clone()
+
+
+def save_bar_chart(labels: Sequence[str], values: Sequence[float], path: Path, *, title: str = "",
+                   reference: Optional[float] = None) -> Path:
+    """A horizontal bar chart PNG (one bar per label, values >= 0), with an optional reference line."""
+    from PIL import Image, ImageDraw
+
+    from maskdiff.errors import MaskdiffError
+
+    if not values:
+        raise MaskdiffError("nothing to plot")
+    font, (cw, ch) = _font_and_cell()
+    row, label_w, bar_w, pad = ch + 6, cw * 8, 480, 10
+    top = row * 2 if title else pad
+    img = Image.new("RGB", (label_w + bar_w + 3 * pad + cw * 8, top + row * len(values) + pad), "white")
+    draw = ImageDraw.Draw(img)
+    if title:
+        draw.text((pad, pad), title, fill="black", font=font)
+    hi = max(max(values), reference or 0.0) or 1.0
+    for k, (label, v) in enumerate(zip(labels, values)):
+        y = top + k * row
+        draw.text((pad, y + 3), str(label)[:8], fill="black", font=font)
+        x0 = label_w + pad
+        draw.rectangle([x0, y + 2, x0 + int(bar_w * max(v, 0.0) / hi), y + row - 3], fill=(70, 110, 180))
+        draw.text((x0 + bar_w + pad, y + 3), f"{v:.3f}", fill="black", font=font)
+    if reference is not None:
+        x = label_w + pad + int(bar_w * reference / hi)
+        draw.line([x, top, x, top + row * len(values)], fill=(200, 40, 40), width=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
