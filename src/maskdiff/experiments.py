@@ -53,7 +53,7 @@ SCALES: Dict[str, Scale] = {
     # seconds per variant: for the test suite only, numbers mean nothing
     "test": Scale(width=32, depth=1, heads=2, length=32, batch_size=4, steps=3, lr=1e-3, eval_sequences=4, eval_passes=1),
     # minutes per variant on 2 CPU cores (the default)
-    "cpu": Scale(width=96, depth=2, heads=4, length=64, batch_size=32, steps=600, lr=2e-3, eval_sequences=384, eval_passes=2),
+    "cpu": Scale(width=64, depth=2, heads=4, length=64, batch_size=32, steps=300, lr=3e-3, eval_sequences=256, eval_passes=2),
     # the same comparisons bigger, for a GPU
     "gpu": Scale(width=384, depth=6, heads=6, length=256, batch_size=128, steps=10000, lr=5e-4, eval_sequences=2048, eval_passes=4),
 }
