@@ -65,13 +65,16 @@ def _save_tensors(tensors: Dict[str, Tensor], path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> Tuple[Dict[str, Tensor], dict]:
-    """Split an optimizer state dict into tensors (for safetensors) and JSON-able hyper-parameters."""
+def optimizer_tensors(optimizer: torch.optim.Optimizer, convert=None) -> Tuple[Dict[str, Tensor], dict]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able hyper-parameters.
+
+    convert: applied to every state tensor (the trainer gathers sharded state into whole tensors)."""
     sd = optimizer.state_dict()
     tensors = {}
     for idx, state in sd["state"].items():
         for name, value in state.items():
-            tensors[f"state.{idx}.{name}"] = value if isinstance(value, Tensor) else torch.tensor(value)
+            value = value if isinstance(value, Tensor) else torch.tensor(value)
+            tensors[f"state.{idx}.{name}"] = convert(value) if convert is not None else value
     return tensors, {"param_groups": sd["param_groups"]}
 
 

@@ -96,6 +96,12 @@ class TrainConfig:
     """How many of the newest checkpoints to keep."""
     threads: int = 0
     """torch CPU threads (0: leave torch's default)."""
+    device: str = "auto"
+    """'auto' (a GPU when PyTorch sees one, else the CPU), 'cpu' or 'cuda'."""
+    parallel: str = "ddp"
+    """Under torchrun with several processes: 'ddp' (replicated weights) or 'fsdp' (FSDP2, sharded weights)."""
+    max_bad_steps: int = 5
+    """A step whose loss or gradient is NaN or Inf is skipped; this many in a row stop the run."""
 
 
 @dataclass
@@ -154,6 +160,12 @@ class RunConfig:
                 raise MaskdiffError("genmd4 trains in continuous time; set discrete_steps to 0")
             if dc.genmd4_samples < 1:
                 raise MaskdiffError(f"genmd4_samples must be at least 1, got {dc.genmd4_samples}")
+        if t.parallel not in ("ddp", "fsdp"):
+            raise MaskdiffError(f"unknown parallel mode {t.parallel!r}; choose one of: ddp, fsdp")
+        if t.device not in ("auto", "cpu", "cuda"):
+            raise MaskdiffError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda")
+        if t.max_bad_steps < 1:
+            raise MaskdiffError(f"max_bad_steps must be at least 1, got {t.max_bad_steps}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise MaskdiffError(f"ema_decay must be in [0, 1), got {t.ema_decay}")
         return self
@@ -173,7 +185,12 @@ def _build(klass, values: Dict[str, Any], section: str):
     return klass(**values)
 
 
-def differences(a: RunConfig, b: RunConfig, ignore=("train.steps",)) -> Dict[str, tuple]:
+# Fields that may change when a run is resumed: they do not change what a step computes.
+RESUMABLE = ("train.steps", "train.threads", "train.device", "train.parallel", "train.micro_batch_size", "train.max_bad_steps",
+             "train.log_every", "train.checkpoint_every", "train.keep_checkpoints")
+
+
+def differences(a: RunConfig, b: RunConfig, ignore=RESUMABLE) -> Dict[str, tuple]:
     """Fields whose values differ, as {'section.field': (a, b)}, leaving out ``ignore``."""
     out = {}
     da, db = a.to_dict(), b.to_dict()

@@ -30,6 +30,21 @@ from maskdiff.checkpoint import (
 from maskdiff.config import RunConfig, differences
 from maskdiff.data.chunking import random_windows
 from maskdiff.errors import MaskdiffError
+from maskdiff.distributed import (
+    Context,
+    StepModule,
+    barrier,
+    check_batch,
+    full,
+    like,
+    local,
+    no_sync,
+    shard_like,
+    sum_all,
+    wrap,
+)
+from maskdiff.distributed import init as dist_init
+from maskdiff.distributed import shutdown as dist_shutdown
 from maskdiff.loss import low_discrepancy_times
 from maskdiff.objectives import build_objective
 from maskdiff.pipeline import CONFIG_FILE, TOKENIZER_FILE, build_tokenizer, load_weights, read_run_config, split_stream
@@ -126,6 +141,8 @@ def train(
 ) -> TrainResult:
     """Train (or resume) the run in ``run_dir`` up to ``config.train.steps`` steps.
 
+    Under ``torchrun`` with several processes this is data-parallel training (DDP or FSDP2, see
+    distributed.py); the same command resumes with any number of processes.
     stop_after: stop (with a checkpoint) once this step is reached, as if interrupted; for tests and
     for splitting a run across sessions.
     """
@@ -134,58 +151,88 @@ def train(
     tc = config.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    ctx = dist_init(tc.parallel, tc.device)
+    try:
+        return _train(config, run_dir, ctx, progress=progress and ctx.main, log=log if ctx.main else (lambda *a: None),
+                      stop_after=stop_after)
+    finally:
+        dist_shutdown(ctx)
+
+
+def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, stop_after) -> TrainResult:
+    tc = config.train
     tokenizer = build_tokenizer(config)
-    prepare_run_dir(config, run_dir, tokenizer)
+    if ctx.main:
+        prepare_run_dir(config, run_dir, tokenizer)
+    barrier(ctx)
     stream = split_stream(config, tokenizer, "train")
     L = config.data.length
     if stream.numel() < L:
         raise MaskdiffError(f"the training split has {stream.numel()} tokens, fewer than one sequence of {L}")
+    B = tc.batch_size
+    per_rank = check_batch(B, tc.micro_batch_size, ctx)
+    micro = tc.micro_batch_size or per_rank
+    first = ctx.rank * per_rank  # this process's slice of the global batch
 
     torch.manual_seed(tc.seed)
     objective = build_objective(config, tokenizer.vocab_size)
     objective.set_check_inputs(False)  # the training stream was checked when it was encoded
-    params = objective.parameters()
     names = [n for n, _ in objective.named_parameters()]
-    optimizer = make_optimizer(objective, tc)
-    ema: Optional[List[Tensor]] = [p.detach().clone() for p in params] if tc.ema_decay else None
 
-    start, resumed_from = 0, None
-    found = latest_valid_checkpoint(run_dir, warn=log)
+    start, resumed_from, found = 0, None, latest_valid_checkpoint(run_dir, warn=log)
+    tensors = opt_saved = None
     if found is not None:
         path, state = found
         tensors = read_tensors(path / "model.safetensors")
-        load_weights(objective, tensors, "model", path)
-        if ema is not None:
-            for p_ema, name in zip(ema, names):
-                p_ema.copy_(tensors[f"ema.{name}"])
-        opt = read_tensors(path / "optimizer.safetensors")
-        load_optimizer(optimizer, opt, state["optimizer"])
-        if "rng.torch" in opt:
-            torch.set_rng_state(opt["rng.torch"])
+        load_weights(objective, tensors, "model", path)  # full weights, before any sharding
+        opt_saved = (read_tensors(path / "optimizer.safetensors"), state["optimizer"])
         start = resumed_from = int(state["step"])
+    objective.to(ctx.device)
+    step_module = StepModule(objective)
+    model = wrap(step_module, ctx)
+    params = [p for _, p in objective.named_parameters()]  # after wrapping: DTensor shards under FSDP2
+    optimizer = make_optimizer(objective, tc)
+    ema: Optional[List[Tensor]] = None
+    if tc.ema_decay:
+        ema = [local(p).detach().clone() for p in params]
+        if tensors is not None:
+            ema = [shard_like(tensors[f"ema.{n}"], p) for n, p in zip(names, params)]
+    if opt_saved is not None:
+        opt_t, meta = opt_saved
+        load_optimizer(optimizer, opt_t, meta)
+        for p in params:  # optimizer state saved whole, placed back as each parameter is
+            for key, value in optimizer.state[p].items():
+                if isinstance(value, Tensor) and value.shape == p.shape and value.dim() > 0:
+                    optimizer.state[p][key] = like(value, p)
+        if "rng.torch" in opt_t:
+            torch.set_rng_state(opt_t["rng.torch"])
 
-    micro = tc.micro_batch_size or tc.batch_size
-    B = tc.batch_size
     tokens_per_step = B * L
     log_path = run_dir / "log.jsonl"
     stopper = _Stop(log)
     interrupted = False
     step = start
     last_loss = None
+    bad_in_row, skipped = 0, 0
     t_begin = time.perf_counter()
 
     def checkpoint(at: int) -> None:
-        model_t: Dict[str, Tensor] = {f"model.{n}": p for n, p in objective.state_dict().items()}
+        # every rank gathers (a collective under FSDP2); rank 0 writes
+        model_t: Dict[str, Tensor] = {f"model.{n}": full(v).detach().cpu() for n, v in objective.state_dict().items()}
         if ema is not None:
-            model_t.update({f"ema.{n}": e for n, e in zip(names, ema)})
-        opt_t, opt_meta = optimizer_tensors(optimizer)
+            model_t.update({f"ema.{n}": full(like_local(e, p)).cpu() for n, e, p in zip(names, ema, params)})
+        opt_t, opt_meta = optimizer_tensors(optimizer, convert=lambda v: full(v).cpu())
         opt_t["rng.torch"] = torch.get_rng_state()
-        state = {
-            "optimizer": opt_meta,
-            "data_position": {"kind": "random_windows(seed, step)", "next_step": at, "tokens_seen": at * tokens_per_step},
-            "config": config.to_dict(),
-        }
-        save_checkpoint(run_dir, at, model_t, opt_t, state, keep=tc.keep_checkpoints)
+        if ctx.main:
+            state = {
+                "optimizer": opt_meta,
+                "data_position": {"kind": "random_windows(seed, step)", "next_step": at, "tokens_seen": at * tokens_per_step},
+                "skipped_steps": skipped,
+                "processes": ctx.world,
+                "config": config.to_dict(),
+            }
+            save_checkpoint(run_dir, at, model_t, opt_t, state, keep=tc.keep_checkpoints)
+        barrier(ctx)
 
     if start >= tc.steps:
         return TrainResult(run_dir, start, resumed_from, False, 0.0, None)
@@ -197,11 +244,12 @@ def train(
         bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
     objective.train()
     window_start, window_tokens = time.perf_counter(), 0
+    dev = ctx.device
     try:
-        with stopper.installed(), open(log_path, "a", encoding="utf-8") as logf:
+        with stopper.installed(), _open_log(log_path, ctx) as logf:
             while step < tc.steps:
                 gen = step_generator(tc.seed, step)
-                x0 = random_windows(stream, L, B, gen)  # (B, L)
+                x0 = random_windows(stream, L, B, gen)  # (B, L), the global batch
                 u = float(torch.rand((), generator=gen, dtype=torch.float64))
                 if not config.diffusion.low_discrepancy:
                     u_all = torch.rand(B, generator=gen, dtype=torch.float64)
@@ -212,26 +260,45 @@ def train(
                     group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = 0.0  # the NELBO estimate, nats per token (not GenMD4's surrogate)
-                for lo in range(0, B, micro):
+                for lo in range(first, first + per_rank, micro):
                     sl = slice(lo, lo + micro)
                     if config.diffusion.low_discrepancy:
-                        t = low_discrepancy_times(min(micro, B - lo), u, config.diffusion.t_min, offset=lo, global_batch=B)
+                        t = low_discrepancy_times(micro, u, config.diffusion.t_min, offset=lo, global_batch=B)
                     else:
                         t = (config.diffusion.t_min + (1 - config.diffusion.t_min) * u_all[sl]).float()
-                    per_seq, nelbo_seq = objective.train_loss(x0[sl], t, noise[:, sl])
-                    loss = per_seq.sum() / tokens_per_step  # nats per token over the global batch
-                    loss.backward()
-                    loss_sum += float(nelbo_seq.sum()) / tokens_per_step
+                    with no_sync(model, ctx, last=lo + micro >= first + per_rank):
+                        out = model(x0[sl].to(dev), t.to(dev), noise[:, sl].to(dev))  # (2, micro)
+                        # nats per token over the global batch; x world size: DDP/FSDP average over ranks
+                        loss = out[0].sum() * (ctx.world / tokens_per_step)
+                        loss.backward()
+                    loss_sum += float(out[1].detach().sum()) / tokens_per_step
+                loss_sum = sum_all(loss_sum, ctx)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else float("inf"))
-                optimizer.step()
-                if ema is not None:
-                    decay = min(tc.ema_decay, (1 + step) / (10 + step))
-                    with torch.no_grad():
-                        torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
+                grad_norm = float(full(grad_norm)) if isinstance(grad_norm, Tensor) else float(grad_norm)
+                if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+                    # numerical guard: leave weights, optimizer state and EMA as they were
+                    optimizer.zero_grad(set_to_none=True)
+                    bad_in_row += 1
+                    skipped += 1
+                    log(f"\nstep {step + 1}: non-finite {'loss' if not math.isfinite(loss_sum) else 'gradient'}; step skipped "
+                        f"({bad_in_row} in a row, {skipped} in all)")
+                    if bad_in_row >= tc.max_bad_steps:
+                        newest = latest_valid_checkpoint(run_dir)
+                        where = f"the newest checkpoint, {newest[0]}, is intact" if newest else "no checkpoint was written yet"
+                        raise MaskdiffError(f"{bad_in_row} steps in a row had a non-finite loss or gradient (steps "
+                                            f"{step + 2 - bad_in_row}-{step + 1}); stopping: {where}. Lower the learning rate "
+                                            "or check the data, then run the same command again to resume")
+                else:
+                    bad_in_row = 0
+                    optimizer.step()
+                    if ema is not None:
+                        decay = min(tc.ema_decay, (1 + step) / (10 + step))
+                        with torch.no_grad():
+                            torch._foreach_lerp_(ema, [local(p).detach() for p in params], 1.0 - decay)
                 step += 1
                 last_loss = loss_sum
                 window_tokens += tokens_per_step
-                if step % tc.log_every == 0 or step == tc.steps:
+                if logf is not None and (step % tc.log_every == 0 or step == tc.steps):
                     now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_start, 1e-9)
                     window_start, window_tokens = now, 0
@@ -240,9 +307,10 @@ def train(
                         "loss_nats_per_token": loss_sum,
                         "loss_bits_per_token": loss_sum / math.log(2),
                         "lr": lr,
-                        "grad_norm": float(grad_norm),
+                        "grad_norm": grad_norm,
                         "tokens_per_s": tok_s,
                         "elapsed_s": now - t_begin,
+                        "skipped_steps": skipped,
                     }
                     logf.write(json.dumps(record) + "\n")
                     logf.flush()
@@ -252,7 +320,10 @@ def train(
                     bar.update(1)
                 if step % tc.checkpoint_every == 0 and step < tc.steps:
                     checkpoint(step)
-                if stopper.requested or (stop_after is not None and step >= stop_after):
+                stop_now = stopper.requested or (stop_after is not None and step >= stop_after)
+                if ctx.distributed:  # a signal may reach one rank only: stop together
+                    stop_now = sum_all(float(stop_now), ctx) > 0
+                if stop_now:
                     interrupted = True
                     break
     except KeyboardInterrupt:
@@ -266,3 +337,21 @@ def train(
     if interrupted:
         log(f"saved step {step} to {run_dir}; run the same command again to resume")
     return TrainResult(run_dir, step, resumed_from, interrupted, time.perf_counter() - t_begin, last_loss)
+
+
+def like_local(shard: Tensor, param: Tensor) -> Tensor:
+    """A local shard (the EMA) as a tensor placed like ``param`` (a DTensor under FSDP2)."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(param, DTensor):
+        return DTensor.from_local(shard, param.device_mesh, param.placements, shape=param.shape, stride=param.stride())
+    return shard
+
+
+@contextmanager
+def _open_log(path: Path, ctx: Context):
+    if not ctx.main:
+        yield None
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        yield f

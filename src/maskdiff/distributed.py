@@ -1,0 +1,176 @@
+"""Several processes through PyTorch's own engine: ``torchrun`` + DDP or FSDP2 (``fully_shard``).
+
+Launched by ``torchrun`` (the WORLD_SIZE, RANK and LOCAL_RANK variables), the trainer joins a process
+group (NCCL on GPUs, Gloo on CPUs). Every rank draws the same global batch, t and masks from the
+step's generator and takes its own contiguous slice of it, so what a step computes depends on the
+seed, the step and each example's global index only, never on the number of processes. Gradients are
+averaged by DDP or reduce-scattered by FSDP2; the loss is scaled by the world size so that the result
+is the gradient of the global-batch mean. Rank 0 logs and writes checkpoints; every rank takes part in
+gathering the full tensors first.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from maskdiff.errors import MaskdiffError
+
+MODES = ("ddp", "fsdp")
+
+
+@dataclass
+class Context:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    mode: str = "single"  # single, ddp or fsdp
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise MaskdiffError("device 'cuda' was asked for but no GPU is visible to PyTorch; use --device cpu or auto")
+        return torch.device(f"cuda:{local_rank}")
+    raise MaskdiffError(f"unknown device {name!r}; choose one of: auto, cpu, cuda")
+
+
+def init(mode: str, device: str) -> Context:
+    """Join the process group when started by torchrun with more than one process; else a single process."""
+    if mode not in MODES:
+        raise MaskdiffError(f"unknown parallel mode {mode!r}; choose one of: {', '.join(MODES)}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Context(device=pick_device(device))
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Context(rank, world, local_rank, dev, mode)
+
+
+def shutdown(ctx: Context) -> None:
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class StepModule(nn.Module):
+    """The unit DDP and FSDP2 wrap: every trainable part as a submodule, and the objective's training
+    loss as forward(x0, t, noise) -> (2, B): the loss to backpropagate and the NELBO to log."""
+
+    def __init__(self, objective):
+        super().__init__()
+        self.network = objective.network
+        self.extras = nn.ModuleDict(objective.extras)
+        self._objective = [objective]  # a list, so it is not registered twice
+
+    def forward(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        loss, nelbo = self._objective[0].train_loss(x0, t, noise)
+        return torch.stack([loss, nelbo.to(loss.dtype)])
+
+
+def wrap(step: StepModule, ctx: Context) -> nn.Module:
+    """DDP or FSDP2 around the step module (each transformer block its own FSDP unit)."""
+    if not ctx.distributed:
+        return step
+    if ctx.mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(step, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    from torch.distributed.fsdp import fully_shard
+
+    for block in getattr(step.network, "blocks", []):
+        fully_shard(block)
+    fully_shard(step.network)
+    fully_shard(step)
+    return step
+
+
+def full(t: Tensor) -> Tensor:
+    """The whole tensor of a (possibly sharded) parameter or state; a collective under FSDP2."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def local(t: Tensor) -> Tensor:
+    """This rank's shard as a plain tensor (the tensor itself when not sharded)."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def like(value: Tensor, param: Tensor) -> Tensor:
+    """A full tensor placed and sharded as ``param`` is (a DTensor under FSDP2)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    value = value.to(param.device if not isinstance(param, DTensor) else param.to_local().device)
+    if isinstance(param, DTensor):
+        return distribute_tensor(value, param.device_mesh, param.placements)
+    return value
+
+
+def shard_like(value: Tensor, param: Tensor) -> Tensor:
+    """This rank's shard of a full tensor, for state kept as plain local tensors (the EMA)."""
+    return local(like(value, param))
+
+
+def sum_all(value: float, ctx: Context) -> float:
+    if not ctx.distributed:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=ctx.device if ctx.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return float(t)
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def no_sync(model: nn.Module, ctx: Context, last: bool):
+    """Skip the gradient exchange on all but the last micro-batch of a step."""
+    from contextlib import nullcontext
+
+    if ctx.mode == "ddp" and not last:
+        return model.no_sync()
+    if ctx.mode == "fsdp":
+        model.set_requires_gradient_sync(last)
+    return nullcontext()
+
+
+def check_batch(batch: int, micro: int, ctx: Context) -> int:
+    """This rank's share of the global batch, with a clear error when it does not divide."""
+    if batch % ctx.world:
+        raise MaskdiffError(f"batch size {batch} does not split over {ctx.world} processes; use a multiple of {ctx.world}")
+    per_rank = batch // ctx.world
+    if micro and per_rank % micro:
+        raise MaskdiffError(f"each of {ctx.world} processes gets {per_rank} sequences, not a multiple of micro batch size {micro}")
+    return per_rank
