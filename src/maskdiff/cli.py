@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,7 +65,11 @@ TRAIN_OVERRIDES = [
     ("--ema-decay", "train", "ema_decay", _unit_float),
     ("--seed", "train", "seed", int),
     ("--threads", "train", "threads", _nonneg_int),
+    ("--device", "train", "device", str),
+    ("--parallel", "train", "parallel", str),
+    ("--max-bad-steps", "train", "max_bad_steps", _positive_int),
     ("--checkpoint-every", "train", "checkpoint_every", _positive_int),
+    ("--log-every", "train", "log_every", _positive_int),
     ("--keep-checkpoints", "train", "keep_checkpoints", _positive_int),
     ("--objective", "diffusion", "objective", str),
     ("--schedule", "diffusion", "schedule", str),
@@ -196,6 +201,8 @@ def cmd_train(args) -> int:
     config.validate()
     run_dir = args.run_dir or Path("runs") / config.preset
     result = train(config, run_dir, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 130 if result.interrupted else 0
     if result.resumed_from is not None and result.resumed_from >= config.train.steps:
         print(f"{run_dir} is already trained to step {result.step}; nothing to do (raise --steps to continue)")
     else:

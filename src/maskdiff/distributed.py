@@ -100,8 +100,13 @@ def wrap(step: StepModule, ctx: Context) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(step, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    import warnings
+
     from torch.distributed.fsdp import fully_shard
 
+    # The network's output is consumed out of place (SUBS slices and log-softmaxes it), so FSDP2's
+    # warning about returned views does not apply.
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view")
     for block in getattr(step.network, "blocks", []):
         fully_shard(block)
     fully_shard(step.network)

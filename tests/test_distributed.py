@@ -1,0 +1,85 @@
+"""Several processes with torchrun and the Gloo backend on CPU: DDP and FSDP2 compute the same steps as
+one process with the same global batch, and a run resumes with another number of processes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import run_cli
+from maskdiff.checkpoint import list_checkpoints, read_tensors
+
+FLAGS = ["--width", "32", "--depth", "2", "--heads", "2", "--length", "32", "--batch-size", "8", "--warmup-steps", "2",
+         "--no-progress", "--checkpoint-every", "1000", "--ema-decay", "0.9", "--log-every", "1"]
+
+
+def torchrun(nproc, *args):
+    exe = Path(sys.executable).with_name("torchrun")
+    if not exe.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([str(exe), "--standalone", f"--nproc_per_node={nproc}", "-m", "maskdiff.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _log(run):
+    return [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _weights(run):
+    return read_tensors(list_checkpoints(run)[-1] / "model.safetensors")
+
+
+def _close(a, b, atol=2e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=k)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    run = tmp_path_factory.mktemp("dist") / "single"
+    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", *FLAGS)
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, single, mode):
+    run = tmp_path / mode
+    proc = torchrun(2, "train", "--run-dir", run, "--steps", "4", "--parallel", mode, *FLAGS)
+    assert proc.stdout.count("trained") == 1  # rank 0 reports, rank 1 stays quiet
+    one, two = _log(single), _log(run)
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two):
+        assert b["loss_nats_per_token"] == pytest.approx(a["loss_nats_per_token"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)  # the global gradient
+    _close(_weights(single), _weights(run))
+    state = json.loads((list_checkpoints(run)[-1] / "state.json").read_text())
+    assert state["processes"] == 2
+
+
+def test_resume_with_another_process_count(tmp_path, single):
+    """2 steps on 2 processes (FSDP2, sharded state saved whole), then 2 more on 1 process."""
+    run = tmp_path / "mixed"
+    torchrun(2, "train", "--run-dir", run, "--steps", "2", "--parallel", "fsdp", *FLAGS)
+    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", *FLAGS)
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed from step 2" in proc.stdout
+    _close(_weights(single), _weights(run))
+
+
+def test_batch_that_does_not_split(tmp_path):
+    exe = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([str(exe), "--standalone", "--nproc_per_node=2", "-m", "maskdiff.cli", "train", "--run-dir",
+                           str(tmp_path / "r"), *FLAGS[:-6], "--batch-size", "3", "--steps", "1"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0
+    assert "does not split over 2 processes" in proc.stderr
