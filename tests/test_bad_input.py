@@ -134,3 +134,38 @@ def test_run_dir_with_other_config(trained_run):
     cfg.model.width = 64
     with pytest.raises(MaskdiffError, match="model.width"):
         train(cfg, trained_run, progress=False)
+
+
+MATRIX = [
+    (["eval", "{run}", "--split", "holdout"], ["holdout"]),
+    (["eval", "{run}", "--passes", "0"], ["positive integer"]),
+    (["eval", "{run}", "--batch-size", "-1"], ["positive integer"]),
+    (["eval", "{run}", "--discrete-steps", "ten"], ["positive integer"]),
+    (["eval", "{run}", "--checkpoint", "/no/such/checkpoint"], ["does not exist"]),
+    (["eval", "{run}", "--corpus", "/no/such/file.txt"], ["does not exist"]),
+    (["sample", "{run}", "--sampler", "beam"], ["unknown sampler 'beam'", "ancestral"]),
+    (["sample", "{run}", "--steps", "0"], ["positive integer"]),
+    (["sample", "{run}", "--temperature", "0"], ["temperature"]),
+    (["sample", "{run}", "--top-p", "2"], ["top"]),
+    (["sample", "{run}", "--num", "0"], ["positive integer"]),
+    (["sample", "{run}", "--template", "no span here"], ["[N]"]),
+    (["train", "--run-dir", "{run}", "--width", "64", "--steps", "8"], ["model.width"]),
+    (["train", "--run-dir", "{run}", "--objective", "bert"], ["unknown objective", "masked, genmd4, ar"]),
+    (["train", "--run-dir", "{run}", "--parallel", "zero3"], ["unknown parallel mode", "ddp, fsdp"]),
+    (["train", "--run-dir", "{run}", "--device", "tpu"], ["unknown device", "auto, cpu, cuda"]),
+    (["train", "--run-dir", "{run}", "--max-bad-steps", "0"], ["positive integer"]),
+    (["train", "--run-dir", "{run}", "--genmd4-samples", "0"], ["positive integer"]),
+    (["train", "--run-dir", "{run}", "--t-min", "1.5"], ["--t-min", "[0, 1)"]),
+    (["experiment", "scaling-laws"], ["unknown experiment", "schedules", "ar"]),
+    (["experiment", "ar", "--scale", "huge"], ["unknown scale", "test, cpu, gpu"]),
+    (["exponents", "{run}"], ["exponents exist only"]),
+]
+
+
+@pytest.mark.parametrize("args, needles", MATRIX, ids=[" ".join(a[:1] + a[2:4]) for a, _ in MATRIX])
+def test_bad_input_matrix_leaves_the_run_intact(trained_run, args, needles):
+    """Every case: non-zero exit, one clear line, no traceback, and the run directory byte for byte unchanged."""
+    before = _digest(trained_run)
+    proc = run_cli(*[a.format(run=trained_run) for a in args])
+    assert_clean_error(proc, *needles)
+    assert _digest(trained_run) == before

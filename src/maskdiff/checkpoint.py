@@ -100,8 +100,8 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    for stale in root.glob(".tmp_step_*"):  # left by a writer that was killed mid-write (one writer per run)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
     _save_tensors(model_tensors, tmp / MODEL_FILE)
     _save_tensors(optim_tensors, tmp / OPTIM_FILE)
