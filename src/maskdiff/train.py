@@ -28,7 +28,7 @@ from maskdiff.checkpoint import (
     save_checkpoint,
 )
 from maskdiff.config import RunConfig, differences
-from maskdiff.data.chunking import random_windows
+from maskdiff.denoiser import BoundCondition
 from maskdiff.errors import MaskdiffError
 from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term, discrete_step, low_discrepancy_times
 from maskdiff.pipeline import (
@@ -39,8 +39,8 @@ from maskdiff.pipeline import (
     build_tokenizer,
     load_weights,
     read_run_config,
-    split_stream,
 )
+from maskdiff.modalities import training_source
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -143,10 +143,8 @@ def train(
         torch.set_num_threads(tc.threads)
     tokenizer = build_tokenizer(config)
     prepare_run_dir(config, run_dir, tokenizer)
-    stream = split_stream(config, tokenizer, "train")
+    source = training_source(config, tokenizer)  # draw(B, gen) -> (x0 (B, L), labels (B,) or None)
     L = config.data.length
-    if stream.numel() < L:
-        raise MaskdiffError(f"the training split has {stream.numel()} tokens, fewer than one sequence of {L}")
 
     torch.manual_seed(tc.seed)
     denoiser = build_denoiser(config, tokenizer.vocab_size)
@@ -208,7 +206,7 @@ def train(
         with stopper.installed(), open(log_path, "a", encoding="utf-8") as logf:
             while step < tc.steps:
                 gen = step_generator(tc.seed, step)
-                x0 = random_windows(stream, L, B, gen)  # (B, L)
+                x0, labels = source.draw(B, gen)  # (B, L); class labels or None
                 u = float(torch.rand((), generator=gen, dtype=torch.float64))
                 if not config.diffusion.low_discrepancy:
                     u_all = torch.rand(B, generator=gen, dtype=torch.float64)
@@ -220,6 +218,7 @@ def train(
                 loss_sum = 0.0
                 for lo in range(0, B, micro):
                     sl = slice(lo, lo + micro)
+                    net = denoiser if labels is None else BoundCondition(denoiser, labels[sl])
                     if config.diffusion.low_discrepancy:
                         t = low_discrepancy_times(min(micro, B - lo), u, config.diffusion.t_min, offset=lo, global_batch=B)
                     else:
@@ -227,10 +226,10 @@ def train(
                     if config.diffusion.discrete_steps:
                         T = config.diffusion.discrete_steps
                         i = discrete_step(t, T, config.diffusion.t_min)
-                        per_seq = discrete_diffusion_term(denoiser, x0[sl], i, T, schedule, noise=noise[sl])
+                        per_seq = discrete_diffusion_term(net, x0[sl], i, T, schedule, noise=noise[sl])
                     else:
                         per_seq = continuous_diffusion_term(
-                            denoiser, x0[sl], t, schedule, t_min=config.diffusion.t_min, noise=noise[sl]
+                            net, x0[sl], t, schedule, t_min=config.diffusion.t_min, noise=noise[sl]
                         )
                     loss = per_seq.sum() / tokens_per_step  # nats per token over the global batch
                     loss.backward()
