@@ -138,3 +138,19 @@ def test_logistic_regression_separates_and_fails_on_noise():
     assert logistic_regression_accuracy(x[:100], y[:100], x[100:], y[100:]) > 0.95
     noise = torch.randn(200, 3, generator=g)
     assert logistic_regression_accuracy(noise[:100], y[:100], noise[100:], y[100:]) < 0.75
+
+
+def test_dna_eval_chunks_cover_every_base_once_and_interleave_genomes(tmp_path):
+    from maskdiff.modalities import eval_data
+    from maskdiff.presets import dna as dna_preset
+
+    root = genome_dir(tmp_path)
+    cfg = dna_preset()
+    cfg.data.corpus, cfg.data.length = str(root), 64
+    tok = nucleotide_tokenizer()
+    tokens, valid = eval_data(cfg, tok, "test", None)
+    streams = split_genomes(str(root), "test", tok)
+    assert int(valid.sum()) == sum(s.numel() for s in streams) == 6000
+    assert tokens.shape == (2 * 47, 64)  # 3000 bases = 46 full chunks + 1 padded, per genome
+    firsts = {tuple(s[:64].tolist()) for s in streams}
+    assert {tuple(tokens[0].tolist()), tuple(tokens[1].tolist())} == firsts  # the first rows come from both genomes

@@ -116,7 +116,7 @@ def training_source(config: RunConfig, tokenizer):
 
 def eval_data(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None) -> Tuple[Tensor, Tensor]:
     """(tokens (N, L), valid (N, L)) for DNA (each held-out genome cut into chunks of L bases, the last
-    one padded) and images (one image per row)."""
+    one padded; every base counted once) and images (one image per row)."""
     d = config.data
     corpus = corpus or d.corpus
     if d.modality == "dna":
@@ -124,7 +124,11 @@ def eval_data(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = 
         from maskdiff.data.dna import split_genomes
 
         parts = [contiguous_chunks(g, d.length) for g in split_genomes(corpus, split, tokenizer)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        # Interleave the genomes by relative position (chunk j of n sorts at j / n), so the first N
+        # chunks (eval --limit N) spread evenly over every genome of the split.
+        where = torch.cat([torch.arange(p[0].shape[0], dtype=torch.float64) / p[0].shape[0] for p in parts])
+        order = torch.argsort(where, stable=True)
+        return torch.cat([p[0] for p in parts])[order], torch.cat([p[1] for p in parts])[order]
     if d.modality == "image":
         from maskdiff.data.images import load_images
 
