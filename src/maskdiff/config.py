@@ -7,6 +7,8 @@ from typing import Any, Dict, Optional
 
 from maskdiff.errors import MaskdiffError
 
+MODALITIES = ("text", "dna", "image")
+
 
 @dataclass
 class ModelConfig:
@@ -24,6 +26,9 @@ class ModelConfig:
     """adaLN conditioning on t. Off by default (MDLM finds it barely matters; off enables caching)."""
     dropout: float = 0.0
     """Attention dropout during training."""
+    num_classes: int = 0
+    """Class-conditional model (images) with this many classes, read as a prefix token; id num_classes
+    is the null class ("no class") used for classifier-free guidance. 0: unconditional."""
 
 
 @dataclass
@@ -33,7 +38,14 @@ class DataConfig:
     form: str = "text8"
     """'text8': lower-case a-z and space (27 symbols); 'chars': every character of the corpus."""
     length: int = 128
-    """Sequence length L in tokens (characters)."""
+    """Sequence length L in tokens (characters; bases; pixels, where it must be image_size squared)."""
+    modality: str = "text"
+    """'text'; 'dna' (corpus: 'ragout' or a directory of FASTA files, one genome each); 'image' (corpus:
+    'digits' or 'fashion-mnist')."""
+    levels: int = 0
+    """Images: grey levels K, one token each (0: the corpus's own, 17 for digits, 256 for Fashion-MNIST)."""
+    image_size: int = 0
+    """Images: side in pixels after downsampling by an integer factor (0: native, 8 or 28)."""
 
 
 @dataclass
@@ -102,6 +114,9 @@ class TrainConfig:
     """Under torchrun with several processes: 'ddp' (replicated weights) or 'fsdp' (FSDP2, sharded weights)."""
     max_bad_steps: int = 5
     """A step whose loss or gradient is NaN or Inf is skipped; this many in a row stop the run."""
+    class_dropout: float = 0.1
+    """Class-conditional models: probability that a training label is replaced by the null class, so the
+    same network also learns the unconditional model (classifier-free guidance)."""
 
 
 @dataclass
@@ -136,6 +151,12 @@ class RunConfig:
         _positive(width=m.width, depth=m.depth, heads=m.heads, length=d.length, steps=t.steps, batch_size=t.batch_size, lr=t.lr)
         if m.width % m.heads or (m.width // m.heads) % 2:
             raise MaskdiffError(f"width {m.width} must split into {m.heads} heads of even size")
+        if d.modality not in MODALITIES:
+            raise MaskdiffError(f"unknown modality {d.modality!r}; choose one of: {', '.join(MODALITIES)}")
+        if d.modality != "text" or m.num_classes:
+            from maskdiff.modalities import validate_modality
+
+            validate_modality(self)
         if d.form not in ("text8", "chars"):
             raise MaskdiffError(f"unknown text form {d.form!r}; choose one of: text8, chars")
         if t.lr_schedule not in ("cosine", "constant"):
@@ -155,6 +176,8 @@ class RunConfig:
             if not dc.discrete_steps:
                 raise MaskdiffError("the SUBS ablation (carry_over or zero_mask off) is defined in discrete time: "
                                     "set discrete_steps, e.g. --discrete-steps 1000 as MDLM")
+        if m.num_classes and (dc.objective != "masked" or not (dc.carry_over and dc.zero_mask)):
+            raise MaskdiffError("class-conditional training (num_classes) works with the masked objective and SUBS only")
         if dc.objective == "genmd4":
             if dc.discrete_steps:
                 raise MaskdiffError("genmd4 trains in continuous time; set discrete_steps to 0")

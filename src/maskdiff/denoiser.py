@@ -100,13 +100,16 @@ class SUBSDenoiser(nn.Module):
     def time_independent(self) -> bool:
         return not self.time_conditioned
 
-    def _logits(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def _logits(self, x_t: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
         if self.check_inputs:
             check_tokens(x_t, self.vocab_size, allow_mask=True, max_length=self.max_length)
-        return self.network(x_t, t if self.time_conditioned else None).float()
+        time = t if self.time_conditioned else None
+        logits = self.network(x_t, time) if cond is None else self.network(x_t, time, labels=cond)
+        return logits.float()
 
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        logits = self._logits(x_t, t)[..., : self.vocab_size]  # zero masking probability: drop the mask logit
+    def forward(self, x_t: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """cond: optional (B,) class labels for a class-conditional network (guidance.py)."""
+        logits = self._logits(x_t, t, cond)[..., : self.vocab_size]  # zero masking probability: drop the mask logit
         log_mu = torch.log_softmax(logits, dim=-1)  # (B, L, V)
         return carry_over(log_mu, x_t, self.mask_id) if self.carry_over else log_mu
 
@@ -155,6 +158,21 @@ class FunctionDenoiser:
 
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         return self.fn(x_t, t)
+
+
+class BoundCondition:
+    """A conditional denoiser with its conditioning fixed: ``denoise(x_t, t, cond=cond)`` as a plain
+    ``(x_t, t)`` denoiser, for the losses. ``cond`` (B,) goes with a batch of B rows."""
+
+    def __init__(self, denoise, cond: Tensor):
+        self.denoise = denoise
+        self.cond = cond
+        self.vocab_size = denoise.vocab_size
+        self.mask_id = denoise.vocab_size
+        self.time_independent = getattr(denoise, "time_independent", False)
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        return self.denoise(x_t, t, cond=self.cond)
 
 
 def require_time_independent(denoise, who: str) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from maskdiff.config import RunConfig
-from maskdiff.denoiser import CausalLM, SUBSDenoiser
+from maskdiff.denoiser import BoundCondition, CausalLM, SUBSDenoiser
 from maskdiff.errors import MaskdiffError
 from maskdiff.loss import NELBOTerms, continuous_diffusion_term, discrete_diffusion_term, discrete_step, nelbo, prior_term, token_counts
 from maskdiff.loss.ablation import clean_reconstruction_term, full_kl_discrete_term
@@ -45,6 +45,7 @@ def build_network(config: RunConfig, vocab_size: int) -> DiT:
         causal=d.objective == "ar",
         dropout=m.dropout,
         output_mask_logit=d.objective == "masked" and not d.zero_mask,
+        num_classes=m.num_classes,
     )
 
 
@@ -108,10 +109,12 @@ class Objective:
         self.model.check_inputs = on
 
     # --- losses ---------------------------------------------------------------------------------
-    def train_loss(self, x0: Tensor, t: Tensor, noise: Tensor, valid: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def train_loss(self, x0: Tensor, t: Tensor, noise: Tensor, valid: Optional[Tensor] = None,
+                   labels: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """(what to backpropagate (B,), the NELBO estimate to log (B,)), in nats per sequence.
 
-        t: (B,) on [t_min, 1]; noise: (noise_draws, B, L) float64 uniforms for the masks."""
+        t: (B,) on [t_min, 1]; noise: (noise_draws, B, L) float64 uniforms for the masks; labels: (B,)
+        class labels of a class-conditional masked model (the null class included)."""
         raise NotImplementedError
 
     def eval_terms(self, x0: Tensor, t: Tensor, generator: torch.Generator, valid: Optional[Tensor] = None,
@@ -132,18 +135,19 @@ class MaskedDiffusion(Objective):
         )
         self.ablated = not (d.carry_over and d.zero_mask)
 
-    def _diffusion(self, x0, t, noise, valid, steps: Optional[int], generator=None) -> Tensor:
+    def _diffusion(self, x0, t, noise, valid, steps: Optional[int], generator=None, labels=None) -> Tensor:
         d = self.config.diffusion
+        den = self.denoiser if labels is None else BoundCondition(self.denoiser, labels)
         if steps:
             i = discrete_step(t, steps, d.t_min)
             if self.ablated:
                 return full_kl_discrete_term(self.denoiser.full_log_probs, x0, i, steps, self.schedule, self.vocab_size,
                                              generator, valid=valid, noise=noise)
-            return discrete_diffusion_term(self.denoiser, x0, i, steps, self.schedule, generator, valid=valid, noise=noise)
-        return continuous_diffusion_term(self.denoiser, x0, t, self.schedule, generator, t_min=d.t_min, valid=valid, noise=noise)
+            return discrete_diffusion_term(den, x0, i, steps, self.schedule, generator, valid=valid, noise=noise)
+        return continuous_diffusion_term(den, x0, t, self.schedule, generator, t_min=d.t_min, valid=valid, noise=noise)
 
-    def train_loss(self, x0, t, noise, valid=None):
-        per_seq = self._diffusion(x0, t, noise[0], valid, self.config.diffusion.discrete_steps or None)
+    def train_loss(self, x0, t, noise, valid=None, labels=None):
+        per_seq = self._diffusion(x0, t, noise[0], valid, self.config.diffusion.discrete_steps or None, labels=labels)
         if self.ablated and not self.config.diffusion.carry_over:
             per_seq = per_seq + clean_reconstruction_term(self.denoiser.full_log_probs, x0, valid=valid)
         return per_seq, per_seq.detach()
@@ -176,7 +180,7 @@ class GenMD4(Objective):
     def schedule(self):
         return self.exponents.schedule()
 
-    def train_loss(self, x0, t, noise, valid=None):
+    def train_loss(self, x0, t, noise, valid=None, labels=None):
         out = genmd4_loss(self.denoiser, x0, t, self.exponents.exponents, noise, t_min=self.config.diffusion.t_min, valid=valid)
         return out.surrogate, out.nelbo
 
@@ -204,7 +208,7 @@ class Autoregressive(Objective):
         super().__init__(config, vocab_size)
         self.model = self.lm = CausalLM(self.network, vocab_size, max_length=config.data.length)
 
-    def train_loss(self, x0, t, noise, valid=None):
+    def train_loss(self, x0, t, noise, valid=None, labels=None):
         nll = autoregressive_nll(self.lm, x0, self.lm.bos_id, valid=valid)
         return nll, nll.detach()
 

@@ -33,6 +33,10 @@ DOC_SEPARATOR = {"text8": " ", "chars": "\n\n"}
 
 
 def build_tokenizer(config: RunConfig) -> CharTokenizer:
+    if config.data.modality != "text":
+        from maskdiff.modalities import modality_tokenizer
+
+        return modality_tokenizer(config)
     if config.data.form == "text8":
         return tokenizer_for("text8")
     # 'chars': the alphabet of the whole corpus (all splits), so held-out text has no unknown symbol.
@@ -64,6 +68,10 @@ def split_stream(config: RunConfig, tokenizer: CharTokenizer, split: str, corpus
 
 def eval_chunks(config: RunConfig, tokenizer: CharTokenizer, split: str, corpus: Optional[str] = None):
     """The split cut into non-overlapping sequences of the training length: (tokens, valid)."""
+    if config.data.modality != "text":
+        from maskdiff.modalities import eval_data
+
+        return eval_data(config, tokenizer, split, corpus)
     return contiguous_chunks(split_stream(config, tokenizer, split, corpus), config.data.length)
 
 
@@ -83,7 +91,12 @@ def read_tokenizer(run_dir: Path) -> CharTokenizer:
     path = Path(run_dir) / TOKENIZER_FILE
     if not path.exists():
         raise MaskdiffError(f"{run_dir} has no {TOKENIZER_FILE}")
-    return CharTokenizer.from_config(json.loads(path.read_text(encoding="utf-8")))
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if cfg.get("kind") == "pixels":
+        from maskdiff.data.images import PixelTokenizer
+
+        return PixelTokenizer.from_config(cfg)
+    return CharTokenizer.from_config(cfg)
 
 
 def load_weights(objective: Objective, tensors: dict, prefix: str, source) -> None:

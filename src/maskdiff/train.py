@@ -28,7 +28,6 @@ from maskdiff.checkpoint import (
     save_checkpoint,
 )
 from maskdiff.config import RunConfig, differences
-from maskdiff.data.chunking import random_windows
 from maskdiff.errors import MaskdiffError
 from maskdiff.distributed import (
     Context,
@@ -47,7 +46,8 @@ from maskdiff.distributed import init as dist_init
 from maskdiff.distributed import shutdown as dist_shutdown
 from maskdiff.loss import low_discrepancy_times
 from maskdiff.objectives import build_objective
-from maskdiff.pipeline import CONFIG_FILE, TOKENIZER_FILE, build_tokenizer, load_weights, read_run_config, split_stream
+from maskdiff.pipeline import CONFIG_FILE, TOKENIZER_FILE, build_tokenizer, load_weights, read_run_config
+from maskdiff.modalities import training_source
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -165,10 +165,8 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
     if ctx.main:
         prepare_run_dir(config, run_dir, tokenizer)
     barrier(ctx)
-    stream = split_stream(config, tokenizer, "train")
+    source = training_source(config, tokenizer)  # draw(B, gen) -> (x0 (B, L), labels (B,) or None)
     L = config.data.length
-    if stream.numel() < L:
-        raise MaskdiffError(f"the training split has {stream.numel()} tokens, fewer than one sequence of {L}")
     B = tc.batch_size
     per_rank = check_batch(B, tc.micro_batch_size, ctx)
     micro = tc.micro_batch_size or per_rank
@@ -249,7 +247,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
         with stopper.installed(), _open_log(log_path, ctx) as logf:
             while step < tc.steps:
                 gen = step_generator(tc.seed, step)
-                x0 = random_windows(stream, L, B, gen)  # (B, L), the global batch
+                x0, labels = source.draw(B, gen)  # (B, L), the global batch; class labels or None
                 u = float(torch.rand((), generator=gen, dtype=torch.float64))
                 if not config.diffusion.low_discrepancy:
                     u_all = torch.rand(B, generator=gen, dtype=torch.float64)
@@ -267,7 +265,8 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
                     else:
                         t = (config.diffusion.t_min + (1 - config.diffusion.t_min) * u_all[sl]).float()
                     with no_sync(model, ctx, last=lo + micro >= first + per_rank):
-                        out = model(x0[sl].to(dev), t.to(dev), noise[:, sl].to(dev))  # (2, micro)
+                        lab = None if labels is None else labels[sl].to(dev)
+                        out = model(x0[sl].to(dev), t.to(dev), noise[:, sl].to(dev), lab)  # (2, micro)
                         # nats per token over the global batch; x world size: DDP/FSDP average over ranks
                         loss = out[0].sum() * (ctx.world / tokens_per_step)
                         loss.backward()

@@ -93,6 +93,9 @@ class DiT(nn.Module):
         drops the mask logit anyway). ``output_mask_logit`` adds the mask column for ablations.
     time_conditioned: adaLN conditioning on t; otherwise t is ignored.
     causal: causal attention (the autoregressive baseline uses the same network).
+    num_classes: class conditioning (> 0): the label is embedded as one extra token in front of the
+        sequence (its output is dropped); label ``num_classes`` is the null class, the default when
+        ``forward`` gets no labels.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class DiT(nn.Module):
         causal: bool = False,
         dropout: float = 0.0,
         output_mask_logit: bool = False,
+        num_classes: int = 0,
     ):
         super().__init__()
         if width % heads or (width // heads) % 2:
@@ -115,7 +119,9 @@ class DiT(nn.Module):
         self.vocab_size, self.max_length = vocab_size, max_length
         self.time_conditioned = time_conditioned
         self.embed = nn.Embedding(vocab_size + 1, width)
-        self.rotary = RotaryEmbedding(width // heads, max_length)
+        self.num_classes = num_classes
+        self.class_embed = nn.Embedding(num_classes + 1, width) if num_classes else None
+        self.rotary = RotaryEmbedding(width // heads, max_length + int(num_classes > 0))
         cond = cond_dim if time_conditioned else None
         self.time_embed = TimestepEmbedding(cond_dim) if time_conditioned else None
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, cond, self.rotary, causal, dropout) for _ in range(depth))
@@ -137,8 +143,18 @@ class DiT(nn.Module):
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, tokens: Tensor, t: Optional[Tensor] = None) -> Tensor:
+    def forward(self, tokens: Tensor, t: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> Tensor:
+        return self.head(self.features(tokens, t, labels))  # (B, L, V)
+
+    def features(self, tokens: Tensor, t: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> Tensor:
+        """The final hidden states (B, L, W), before the output layer."""
         x = self.embed(tokens)  # (B, L, W)
+        if self.class_embed is not None:
+            if labels is None:
+                labels = torch.full((tokens.shape[0],), self.num_classes, dtype=torch.long, device=tokens.device)
+            x = torch.cat([self.class_embed(labels)[:, None], x], dim=1)  # (B, 1 + L, W)
+        elif labels is not None:
+            raise ValueError("this network is not class-conditional: it takes no labels")
         cond = None
         if self.time_embed is not None:
             if t is None:
@@ -150,7 +166,7 @@ class DiT(nn.Module):
         if self.adaln_out is not None:
             shift, scale = self.adaln_out(cond).chunk(2, dim=-1)
             x = modulate(x, shift, scale)
-        return self.head(x)  # (B, L, V)
+        return x if self.class_embed is None else x[:, 1:]
 
     def num_parameters(self, exclude_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

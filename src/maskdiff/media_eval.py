@@ -1,0 +1,89 @@
+"""The command line's DNA and image extras: ``maskdiff eval --probe`` / ``--fid N`` and image sampling
+(``maskdiff sample`` on an image run writes a PNG grid)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from maskdiff.errors import MaskdiffError
+
+
+def extra_evaluations(args, pipe) -> dict:
+    modality = pipe.config.data.modality
+    out = {}
+    if args.probe:
+        if modality != "dna":
+            raise MaskdiffError(f"--probe is for DNA runs; this run's modality is {modality!r}")
+        from maskdiff.probe import species_probe
+
+        result = species_probe(pipe, args.corpus or pipe.config.data.corpus)
+        print(result.summary())
+        out.update(result.to_dict())
+    if args.fid:
+        if modality != "image":
+            raise MaskdiffError(f"--fid is for image runs; this run's modality is {modality!r}")
+        out.update(image_fid(args, pipe))
+    return out
+
+
+def image_fid(args, pipe) -> dict:
+    from maskdiff.data.images import load_images
+    from maskdiff.fid import LABEL, classifier_outputs, fid_classifier, frechet_distance
+    from maskdiff.image_sampling import class_labels, sample_images
+
+    d, tok = pipe.config.data, pipe.tokenizer
+    train = load_images(d.corpus, "train", size=d.image_size, levels=tok.levels)
+    held = load_images(args.corpus or d.corpus, args.split, size=d.image_size, levels=tok.levels)
+    fmap = fid_classifier(args.run_dir, train.tokens, train.labels, held.tokens, held.labels, tok.levels, tok.height)
+    n = args.fid
+    classes = pipe.config.model.num_classes
+    labels = class_labels(n, classes) if classes else None
+    samples = sample_images(pipe, n, labels=labels, guidance=args.guidance, steps=args.sample_steps, seed=args.seed,
+                            progress=not args.no_progress)
+    side, levels = tok.height, tok.levels
+    f_held, _ = classifier_outputs(fmap.net, held.tokens, levels, side)
+    f_samp, pred = classifier_outputs(fmap.net, samples.tokens, levels, side)
+    real = train.tokens[torch.randperm(train.tokens.shape[0], generator=torch.Generator().manual_seed(args.seed))[:n]]
+    f_real, _ = classifier_outputs(fmap.net, real, levels, side)
+    fid, floor = frechet_distance(f_samp, f_held), frechet_distance(f_real, f_held)
+    record = {"fid_ours": fid, "fid_ours_real_train_vs_heldout": floor, "fid_samples": n, "fid_heldout_images": held.tokens.shape[0],
+              "fid_classifier_accuracy": fmap.accuracy, "guidance": args.guidance, "fid_note": LABEL}
+    line = (f"{LABEL}: {fid:.3f} ({n} samples vs {held.tokens.shape[0]} {args.split} images; real training images score "
+            f"{floor:.3f}; classifier {100 * fmap.accuracy:.1f}% accurate on {args.split}")
+    if labels is not None:
+        agree = float((pred == labels).double().mean())
+        record["samples_classified_as_their_label"] = agree
+        line += f"; {100 * agree:.1f}% of samples classified as their label, guidance w = {args.guidance:g}"
+    print(line + ")")
+    return record
+
+
+def sample_images_command(args, pipe, sampler_kwargs) -> int:
+    """``maskdiff sample`` on an image run: draw, print one as ASCII art, save a PNG grid."""
+    from maskdiff.data.images import save_grid
+    from maskdiff.image_sampling import class_labels, sample_images
+
+    if pipe.config.data.modality != "image":
+        raise MaskdiffError("--label and --guidance are for class-conditional image runs")
+    for flag in ("prompt", "template", "length", "block"):
+        if getattr(args, flag) is not None:
+            raise MaskdiffError(f"--{flag} is for sequences; an image run samples whole images")
+    classes = pipe.config.model.num_classes
+    labels = class_labels(args.num, classes, args.label) if classes else None
+    if args.label and not classes:
+        raise MaskdiffError("this run is not class-conditional; --label needs a run trained with --num-classes")
+    out = sample_images(pipe, args.num, labels=labels, guidance=args.guidance, steps=args.steps, sampler=args.sampler,
+                        seed=args.seed, progress=not (args.no_progress or args.show), **sampler_kwargs)
+    tok = pipe.tokenizer
+    print(f"--- sample 0{'' if labels is None else f' (class {int(labels[0])})'}\n{tok.decode(out.tokens[0])}")
+    how = "unconditional" if labels is None else f"class-conditional, guidance w = {args.guidance:g}"
+    print(f"{args.num} images ({how}), {args.sampler} sampler, {args.steps} steps, mean NFE {out.nfe.float().mean():.1f}, {out.seconds:.1f} s")
+    path = args.out or Path(args.run_dir) / "samples" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.sampler}-{args.steps}.png"
+    if path.suffix.lower() != ".png":
+        raise MaskdiffError(f"image samples are saved as a PNG grid; give --out a .png name, not {path.name}")
+    columns = classes if labels is not None and not args.label else 8
+    save_grid(out.tokens, tok.levels, tok.height, tok.width, path, columns=columns)
+    print(f"saved a grid of {args.num} images to {path}")
+    return 0
