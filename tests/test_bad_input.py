@@ -169,3 +169,27 @@ def test_bad_input_matrix_leaves_the_run_intact(trained_run, args, needles):
     proc = run_cli(*[a.format(run=trained_run) for a in args])
     assert_clean_error(proc, *needles)
     assert _digest(trained_run) == before
+
+
+@pytest.mark.parametrize("header_bytes", [0x4B50, 0x4B50 + 0x10000, 0x80, 0x180])
+def test_safetensors_whose_header_length_looks_like_a_magic_number(tmp_path, header_bytes):
+    """A real safetensors file whose 8-byte header length starts with b'PK' or 0x80 still loads."""
+    import json as _json
+
+    from maskdiff.checkpoint import read_tensors
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    for pad in range(0, 4096):
+        save_file({"w": torch.arange(4.0)}, str(path), metadata={"pad": "x" * pad})
+        if int.from_bytes(path.read_bytes()[:8], "little") & 0xFFFF == header_bytes & 0xFFFF:
+            break
+    n = int.from_bytes(path.read_bytes()[:8], "little")
+    if n & 0xFFFF != header_bytes & 0xFFFF:  # safetensors pads headers to 8 bytes: build the length by hand
+        body = path.read_bytes()[8 + n:]
+        header = _json.loads(path.read_bytes()[8:8 + n])
+        text = _json.dumps(header).encode()
+        text += b" " * (header_bytes - len(text))
+        path.write_bytes(len(text).to_bytes(8, "little") + text + body)
+    assert path.read_bytes()[:2] == b"PK" or path.read_bytes()[:1] == b"\x80"
+    torch.testing.assert_close(read_tensors(path)["w"], torch.arange(4.0))

@@ -152,9 +152,14 @@ def read_tensors(path: Path) -> Dict[str, Tensor]:
     from safetensors.torch import load_file
 
     path = Path(path)
+    if not path.is_file():
+        raise MaskdiffError(f"{path} does not exist")
     with open(path, "rb") as f:
-        head = f.read(2)
-    if head[:1] == b"\x80" or head == b"PK":
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header. Check that first: the
+    # length's low bytes may happen to read as a pickle or zip magic number.
+    looks_safetensors = len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+    if not looks_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK"):
         raise MaskdiffError(f"{path} is a pickle/zip file; maskdiff only loads safetensors and never unpickles")
     try:
         return load_file(str(path))
