@@ -193,3 +193,16 @@ def test_safetensors_whose_header_length_looks_like_a_magic_number(tmp_path, hea
         path.write_bytes(len(text).to_bytes(8, "little") + text + body)
     assert path.read_bytes()[:2] == b"PK" or path.read_bytes()[:1] == b"\x80"
     torch.testing.assert_close(read_tensors(path)["w"], torch.arange(4.0))
+
+
+def test_wrong_architecture_checkpoint(trained_run, tmp_path):
+    """A checkpoint of another architecture is named as not fitting, and nothing on disk changes."""
+    other = tmp_path / "wide"
+    cfg = micro_config(steps=1)
+    cfg.model.width = 64
+    train(cfg, other, progress=False)
+    ckpt = sorted((other / "checkpoints").glob("step_*"))[-1]
+    before = _digest(trained_run)
+    proc = run_cli("eval", trained_run, "--checkpoint", ckpt, "--limit", "2", "--no-progress")
+    assert_clean_error(proc, "does not fit this model's architecture")
+    assert _digest(trained_run) == before
