@@ -111,6 +111,19 @@ def test_cli_ar_and_genmd4(tmp_path):
     assert proc.stdout.count("w = ") == 27
     assert Image.open(tmp_path / "w.png").size[1] > 27 * 10
     assert_clean_error(run_cli("sample", gen, "--sampler", "first-hitting", "--num", "1"), "own sampler")
+    # the autoregressive run as the evaluator LM of generative perplexity
+    proc = run_cli("sample", gen, "--num", "2", "--length", "24", "--steps", "8", "--evaluate", "--evaluator", run, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "maskdiff-ar:ar" in proc.stdout
+    from maskdiff.quality import RunEvaluatorLM
+
+    lm = RunEvaluatorLM.from_run(run)
+    sums, counts = lm.nll(["to be or not to be", "a" * 70])  # the second is longer than L = 32: three windows
+    assert counts == [18, 70] and all(s > 0 for s in sums)
+    pipe = maskdiff.load(run)
+    exact = float(pipe.evaluate(pipe.encode("to be or not to be"), None).nelbo[0])
+    assert sums[0] == pytest.approx(exact, rel=1e-5)
+    assert_clean_error(run_cli("sample", run, "--evaluate", "--evaluator", gen, "--no-progress"), "must be an autoregressive run")
 
 
 @pytest.mark.parametrize("flags,needle", [

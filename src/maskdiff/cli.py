@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="draw the first sample live in the terminal as it is unmasked")
     p.add_argument("--visualize", type=Path, metavar="DIR", help="save a PNG strip and an animated GIF of the first sample's unmasking in DIR")
     p.add_argument("--evaluate", action="store_true", help="report generative perplexity (SmolLM2-135M), unigram entropy, repeated 4-grams, NFE and time per sample")
+    p.add_argument("--evaluator", type=Path, help="with --evaluate: score the samples with this autoregressive run (trained with --objective ar) instead of SmolLM2-135M")
     p.add_argument("--out", type=Path, help="file to write the samples to (default: RUN_DIR/samples/<time>.txt, or .png for images)")
     p.add_argument("--label", type=_nonneg_int, action="append", metavar="CLASS", help="image runs of a class-conditional model: the class of the samples (repeatable, cycled; default: every class in turn)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w: log mu = (1 + w) log mu(.|c) - w log mu(.|no class); 0 (default): the conditional model, -1: the unconditional one")
@@ -265,6 +266,8 @@ def cmd_sample(args) -> int:
     from maskdiff.sampling import get_sampler
 
     get_sampler(args.sampler)  # fail on a bad name before loading anything
+    if args.evaluator and not args.evaluate:
+        raise MaskdiffError("--evaluator chooses the LM of --evaluate; add --evaluate")
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
     kwargs = {}
     if args.temperature != 1.0 or args.top_p != 1.0:
@@ -309,7 +312,12 @@ def cmd_sample(args) -> int:
     if args.evaluate:
         from maskdiff.quality import report_for_samples
 
-        report = report_for_samples(out, out.sampler, out.steps, progress=not args.no_progress)
+        evaluator = None
+        if args.evaluator:
+            from maskdiff.quality import RunEvaluatorLM
+
+            evaluator = RunEvaluatorLM.from_run(args.evaluator)
+        report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress)
         print(report.summary())
     return 0
 

@@ -315,6 +315,47 @@ class EvaluatorLM:
         return math.exp(sum(sums) / sum(counts)), [s / c for s, c in zip(sums, counts)]
 
 
+class RunEvaluatorLM(EvaluatorLM):
+    """maskdiff's own autoregressive baseline (a run trained with ``--objective ar``) as the evaluator:
+    the NLL of every token after BOS, in the run's own tokens. A text longer than the run's length L is
+    scored in consecutive windows of L tokens, each started afresh after BOS (an upper bound on what a
+    longer context would give)."""
+
+    def __init__(self, pipeline, name: str):
+        super().__init__(pipeline.denoiser, pipeline.tokenizer, name, bos_token_id=None)
+        self.pipeline = pipeline
+
+    @classmethod
+    def from_run(cls, run_dir) -> "RunEvaluatorLM":
+        import maskdiff
+
+        pipe = maskdiff.load(run_dir)
+        if pipe.kind != "ar":
+            raise MaskdiffError(f"{run_dir} is a {pipe.kind} run; the evaluator must be an autoregressive run (--objective ar)")
+        return cls(pipe, f"maskdiff-ar:{Path(run_dir).name}")
+
+    def nll(self, texts: Sequence[str], batch_size: int = 8, progress: bool = False) -> Tuple[List[float], List[int]]:
+        from maskdiff.loss.autoregressive import autoregressive_nll
+
+        if isinstance(texts, str) or not texts:
+            raise MaskdiffError("perplexity: texts must be a non-empty list of strings")
+        L = self.pipeline.config.data.length
+        lm = self.pipeline.denoiser
+        sums, counts = [], []
+        with torch.no_grad():
+            for text in texts:
+                ids = self.tokenizer.encode(text)
+                total = 0.0
+                for lo in range(0, ids.numel(), L):
+                    chunk = ids[lo : lo + L][None]
+                    total += float(autoregressive_nll(lm, chunk, lm.bos_id)[0])
+                sums.append(total)
+                counts.append(int(ids.numel()))
+        if sum(counts) == 0:
+            raise MaskdiffError("perplexity: the texts have no tokens in the evaluator's vocabulary")
+        return sums, counts
+
+
 def report_for_samples(samples, sampler: str, steps: int, *, evaluator: Optional[EvaluatorLM] = None,
                        batch_size: int = 8, progress: bool = False) -> QualityReport:
     """QualityReport of sampler output with ``tokens`` (N, L), ``texts``, ``nfe`` (N,) and ``seconds``.
