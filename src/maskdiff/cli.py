@@ -17,6 +17,8 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff eval   runs/tiny                             validation BPC bound with a 95% interval
   maskdiff sample runs/tiny --num 4 --steps 256         draw samples from the EMA weights
   maskdiff demo                                          all three on the tiny preset
+  maskdiff data list                                     corpora and vocabularies, installed or not
+  maskdiff zero-shot runs/a runs/b                       PPL bounds of runs on held-out corpora
 
 A run directory holds config.json, tokenizer.json, checkpoints/, log.jsonl and samples/.
 """
@@ -71,6 +73,8 @@ TRAIN_OVERRIDES = [
     ("--discrete-steps", "diffusion", "discrete_steps", _nonneg_int),
     ("--corpus", "data", "corpus", str),
     ("--form", "data", "form", str),
+    ("--tokenizer", "data", "tokenizer", str),
+    ("--packing", "data", "packing", str),
     ("--length", "data", "length", _positive_int),
     ("--width", "model", "width", _positive_int),
     ("--depth", "model", "depth", _positive_int),
@@ -96,17 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, type=typ, default=None, help=(describe_field(section, name) or "") + extra)
     p.add_argument("--schedule-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="schedule argument, e.g. w=3 for polynomial, eps=1e-3 for loglinear (repeatable)")
     p.add_argument("--time-conditioned", action="store_true", default=None, help=describe_field("model", "time_conditioned"))
+    p.add_argument("--masked-logits", action="store_true", default=None, help=describe_field("model", "masked_logits"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("eval", help="NELBO bound (BPC / PPL) of a split with a 95%% interval", description="Estimate the negative ELBO of every sequence of a split and report bits per character (an upper bound) with a 95%% interval over sequences.")
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
     p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
-    p.add_argument("--corpus", help="evaluate on another corpus: 'shakespeare' or a text file (default: the run's)")
+    p.add_argument("--corpus", help="evaluate on another corpus (zero-shot): shakespeare, linux-doc, python-doc, brown, wiki, a text file, a folder or hf:NAME (default: the run's)")
     p.add_argument("--passes", type=_positive_int, default=1, help="Monte-Carlo estimates per sequence, averaged (default: 1)")
     p.add_argument("--discrete-steps", type=_positive_int, help="discrete-time NELBO with T steps instead of continuous time")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="sequences per forward pass (default: 64)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N sequences (quick checks)")
-    p.add_argument("--unit", default="BPC", choices=["BPC", "PPL", "BPT"], help="BPC (bits per character, default), PPL, or BPT (bits per token)")
+    p.add_argument("--unit", choices=["BPC", "PPL", "BPT"], help="BPC (bits per character; the default for character models), PPL (the default for subword and byte models), or BPT (bits per token)")
     _weights_args(p)
     p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -129,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="file to write the samples to (default: RUN_DIR/samples/<time>.txt)")
     _weights_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from maskdiff.cli_text import add_text_commands
+
+    add_text_commands(sub, _positive_int)
 
     p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir), report validation BPC with a 95%% interval beside the unigram baseline, and print samples from the EMA weights.")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
@@ -165,6 +174,8 @@ def cmd_train(args) -> int:
         config.diffusion.schedule_args = dict(args.schedule_arg)
     if args.time_conditioned:
         config.model.time_conditioned = True
+    if args.masked_logits:
+        config.model.masked_logits = True
     config.validate()
     run_dir = args.run_dir or Path("runs") / config.preset
     result = train(config, run_dir, progress=not args.no_progress)
@@ -189,13 +200,15 @@ def cmd_eval(args) -> int:
     result = evaluate(
         pipe.denoiser, tokens, valid, pipe.schedule,
         t_min=pipe.config.diffusion.t_min, discrete_steps=args.discrete_steps, passes=args.passes,
-        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress, masked_only=pipe.config.model.masked_logits,
     )
     seconds = time.perf_counter() - t0
     corpus = args.corpus or pipe.config.data.corpus
     kind = f"discrete T={args.discrete_steps}" if args.discrete_steps else "continuous"
-    print(f"{corpus} {args.split}: {result.summary(args.unit)}")
-    print(f"  {int(result.tokens.sum())} characters in {result.nelbo.numel()} sequences, {kind} NELBO, "
+    chars = pipe.tokenizer.config().get("kind") == "char"
+    unit = args.unit or ("BPC" if chars else "PPL")
+    print(f"{corpus} {args.split}: {result.summary(unit)}")
+    print(f"  {int(result.tokens.sum())} {'characters' if chars else 'tokens'} in {result.nelbo.numel()} sequences, {kind} NELBO, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
     if args.json:
         record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, passes=args.passes,
@@ -260,7 +273,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo}
+    from maskdiff.cli_text import TEXT_HANDLERS
+
+    handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo, **TEXT_HANDLERS}
     try:
         return handlers[args.command](args)
     except MaskdiffError as err:

@@ -7,6 +7,8 @@ from typing import Any, Dict, Optional
 
 from maskdiff.errors import MaskdiffError
 
+TOKENIZERS = ("text8", "chars", "bytes", "gpt2", "bert")
+
 
 @dataclass
 class ModelConfig:
@@ -24,16 +26,28 @@ class ModelConfig:
     """adaLN conditioning on t. Off by default (MDLM finds it barely matters; off enables caching)."""
     dropout: float = 0.0
     """Attention dropout during training."""
+    masked_logits: bool = False
+    """Compute output logits only at masked positions in training and evaluation: the same loss and
+    gradients, much less memory and time with a large vocabulary (GPT-2's 50,257)."""
 
 
 @dataclass
 class DataConfig:
     corpus: str = "shakespeare"
-    """'shakespeare' (split by whole works) or the path of a UTF-8 text file (split 90/5/5)."""
+    """'shakespeare' (split by whole works); linux-doc, python-doc, brown, wiki (see maskdiff data list);
+    a UTF-8 text file (split 90/5/5); a folder of text files, a .jsonl/.parquet/.csv file with a 'text'
+    column, or hf:NAME[:CONFIG] for a hub dataset (read with the datasets library)."""
     form: str = "text8"
-    """'text8': lower-case a-z and space (27 symbols); 'chars': every character of the corpus."""
+    """Character tokenizer when 'tokenizer' is empty: 'text8' (lower-case a-z and space, 27 symbols) or
+    'chars' (every character of the corpus)."""
     length: int = 128
-    """Sequence length L in tokens (characters)."""
+    """Sequence length L in tokens."""
+    tokenizer: str = ""
+    """'' (use 'form'), text8, chars, bytes (256), gpt2 (byte-level BPE, 50,257), bert (WordPiece,
+    30,522), or a local Hugging Face tokenizer directory."""
+    packing: str = "wrap"
+    """'wrap': documents joined with BOS/EOS into one stream cut into windows of L (MDLM, OpenWebText);
+    'pad': one document per row, padding kept out of masking and the loss (MDLM, LM1B)."""
 
 
 @dataclass
@@ -123,6 +137,13 @@ class RunConfig:
             raise MaskdiffError(f"width {m.width} must split into {m.heads} heads of even size")
         if d.form not in ("text8", "chars"):
             raise MaskdiffError(f"unknown text form {d.form!r}; choose one of: text8, chars")
+        if d.tokenizer and d.tokenizer not in TOKENIZERS:
+            from pathlib import Path
+
+            if not Path(d.tokenizer).is_dir():
+                raise MaskdiffError(f"unknown tokenizer {d.tokenizer!r}; choose one of: {', '.join(TOKENIZERS)}, or a tokenizer directory")
+        if d.packing not in ("wrap", "pad"):
+            raise MaskdiffError(f"unknown packing {d.packing!r}; choose one of: wrap, pad")
         if t.lr_schedule not in ("cosine", "constant"):
             raise MaskdiffError(f"unknown lr schedule {t.lr_schedule!r}; choose one of: cosine, constant")
         if t.micro_batch_size and t.batch_size % t.micro_batch_size:

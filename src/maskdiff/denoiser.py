@@ -92,13 +92,30 @@ class SUBSDenoiser(nn.Module):
     def time_independent(self) -> bool:
         return not self.time_conditioned
 
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+    accepts_valid = True
+    """forward and masked_log_probs take ``valid`` (B, L): the network does not attend to padding."""
+
+    def forward(self, x_t: Tensor, t: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
         if self.check_inputs:
             check_tokens(x_t, self.vocab_size, allow_mask=True, max_length=self.max_length)
-        logits = self.network(x_t, t if self.time_conditioned else None)
+        extra = {} if valid is None else {"valid": valid}
+        logits = self.network(x_t, t if self.time_conditioned else None, **extra)
         logits = logits[..., : self.vocab_size].float()  # zero masking probability: drop the mask logit
         log_mu = torch.log_softmax(logits, dim=-1)  # (B, L, V)
         return carry_over(log_mu, x_t, self.mask_id)
+
+    def masked_log_probs(self, x_t: Tensor, t: Tensor, masked: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
+        """log mu at the masked positions only: (N, V) for N = masked.sum(), in row-major order.
+
+        The same values as ``forward(x_t, t)[masked]`` (carry-over concerns unmasked positions only),
+        but the network's output layer runs at the N positions instead of all B * L, which is most of
+        the cost with GPT-2's 50,257 tokens. ``masked`` must be ``x_t == mask_id``.
+        """
+        if self.check_inputs:
+            check_tokens(x_t, self.vocab_size, allow_mask=True, max_length=self.max_length)
+        extra = {} if valid is None else {"valid": valid}
+        logits = self.network(x_t, t if self.time_conditioned else None, positions=masked, **extra)  # (N, V[+1])
+        return torch.log_softmax(logits[..., : self.vocab_size].float(), dim=-1)
 
 
 class FunctionDenoiser:

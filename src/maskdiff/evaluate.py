@@ -41,11 +41,14 @@ def nelbo_estimates(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = False,
+    masked_only: bool = False,
 ) -> Tensor:
     """NELBO in nats of each row of ``tokens`` (N, L), averaged over ``passes`` estimates: (N,) float64.
 
     Each pass draws stratified t over each batch (MDLM Sec. 3.4) and one mask per sequence; the
-    reconstruction and prior terms are included.
+    reconstruction and prior terms are included. ``valid`` (N, L) marks real tokens (padding is never
+    masked or counted, and the network does not attend to it); masked_only: logits at masked
+    positions only (the same numbers, less work with a large vocabulary).
     """
     N = tokens.shape[0]
     total = torch.zeros(N, dtype=torch.float64)
@@ -61,7 +64,7 @@ def nelbo_estimates(
             gen = _generator(seed, p, b)
             u = float(torch.rand((), generator=gen, dtype=torch.float64))
             t = low_discrepancy_times(x.shape[0], u, t_min)
-            terms = nelbo(denoise, x, t, schedule, gen, t_min=t_min, discrete_steps=discrete_steps, valid=v)
+            terms = nelbo(denoise, x, t, schedule, gen, t_min=t_min, discrete_steps=discrete_steps, valid=v, masked_only=masked_only)
             total[lo : lo + batch_size] += terms.total.double()
             if bar is not None:
                 bar.update(x.shape[0])

@@ -1,7 +1,7 @@
 """A plain PyTorch training loop: AdamW, warm-up + cosine/constant LR, clipping, EMA, accumulation,
 atomic safetensors checkpoints, exact resume, a progress bar and a JSONL log.
 
-Everything random at step k (the data windows, the stratified t, the mask uniforms) is drawn from a
+Everything random at step k (the data windows or rows, the stratified t, the mask uniforms) is drawn from a
 generator seeded by (seed, k) for the whole global batch, so resuming at step k replays exactly what
 an uninterrupted run would have done, and micro-batching does not change what a step computes.
 """
@@ -28,7 +28,6 @@ from maskdiff.checkpoint import (
     save_checkpoint,
 )
 from maskdiff.config import RunConfig, differences
-from maskdiff.data.chunking import random_windows
 from maskdiff.errors import MaskdiffError
 from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term, discrete_step, low_discrepancy_times
 from maskdiff.pipeline import (
@@ -39,7 +38,7 @@ from maskdiff.pipeline import (
     build_tokenizer,
     load_weights,
     read_run_config,
-    split_stream,
+    training_source,
 )
 
 
@@ -143,10 +142,9 @@ def train(
         torch.set_num_threads(tc.threads)
     tokenizer = build_tokenizer(config)
     prepare_run_dir(config, run_dir, tokenizer)
-    stream = split_stream(config, tokenizer, "train")
+    source = training_source(config, tokenizer)  # draw(batch, generator) -> (x0, valid or None)
     L = config.data.length
-    if stream.numel() < L:
-        raise MaskdiffError(f"the training split has {stream.numel()} tokens, fewer than one sequence of {L}")
+    masked_only = config.model.masked_logits
 
     torch.manual_seed(tc.seed)
     denoiser = build_denoiser(config, tokenizer.vocab_size)
@@ -189,7 +187,7 @@ def train(
         opt_t["rng.torch"] = torch.get_rng_state()
         state = {
             "optimizer": opt_meta,
-            "data_position": {"kind": "random_windows(seed, step)", "next_step": at, "tokens_seen": at * tokens_per_step},
+            "data_position": {"kind": source.describe(), "next_step": at, "tokens_seen": at * tokens_per_step},
             "config": config.to_dict(),
         }
         save_checkpoint(run_dir, at, model_t, opt_t, state, keep=tc.keep_checkpoints)
@@ -208,7 +206,8 @@ def train(
         with stopper.installed(), open(log_path, "a", encoding="utf-8") as logf:
             while step < tc.steps:
                 gen = step_generator(tc.seed, step)
-                x0 = random_windows(stream, L, B, gen)  # (B, L)
+                x0, valid = source.draw(B, gen)  # (B, L), (B, L) bool or None (no padding)
+                n_tokens = tokens_per_step if valid is None else max(1, int(valid.sum()))
                 u = float(torch.rand((), generator=gen, dtype=torch.float64))
                 if not config.diffusion.low_discrepancy:
                     u_all = torch.rand(B, generator=gen, dtype=torch.float64)
@@ -224,15 +223,16 @@ def train(
                         t = low_discrepancy_times(min(micro, B - lo), u, config.diffusion.t_min, offset=lo, global_batch=B)
                     else:
                         t = (config.diffusion.t_min + (1 - config.diffusion.t_min) * u_all[sl]).float()
+                    v = None if valid is None else valid[sl]
                     if config.diffusion.discrete_steps:
                         T = config.diffusion.discrete_steps
                         i = discrete_step(t, T, config.diffusion.t_min)
-                        per_seq = discrete_diffusion_term(denoiser, x0[sl], i, T, schedule, noise=noise[sl])
+                        per_seq = discrete_diffusion_term(denoiser, x0[sl], i, T, schedule, noise=noise[sl], valid=v, masked_only=masked_only)
                     else:
                         per_seq = continuous_diffusion_term(
-                            denoiser, x0[sl], t, schedule, t_min=config.diffusion.t_min, noise=noise[sl]
+                            denoiser, x0[sl], t, schedule, t_min=config.diffusion.t_min, noise=noise[sl], valid=v, masked_only=masked_only
                         )
-                    loss = per_seq.sum() / tokens_per_step  # nats per token over the global batch
+                    loss = per_seq.sum() / n_tokens  # nats per (real) token over the global batch
                     loss.backward()
                     loss_sum += float(loss.detach())
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip else float("inf"))
