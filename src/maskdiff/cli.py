@@ -193,6 +193,10 @@ def cmd_eval(args) -> int:
     from maskdiff.pipeline import eval_chunks
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    chars = pipe.tokenizer.config().get("kind") == "char"
+    unit = args.unit or ("BPC" if chars else "PPL")
+    if unit == "BPC" and not chars:
+        raise MaskdiffError("BPC is per character and this model's tokens are not characters; use --unit PPL or BPT")
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
     if args.limit:
         tokens, valid = tokens[: args.limit], valid[: args.limit]
@@ -205,8 +209,6 @@ def cmd_eval(args) -> int:
     seconds = time.perf_counter() - t0
     corpus = args.corpus or pipe.config.data.corpus
     kind = f"discrete T={args.discrete_steps}" if args.discrete_steps else "continuous"
-    chars = pipe.tokenizer.config().get("kind") == "char"
-    unit = args.unit or ("BPC" if chars else "PPL")
     print(f"{corpus} {args.split}: {result.summary(unit)}")
     print(f"  {int(result.tokens.sum())} {'characters' if chars else 'tokens'} in {result.nelbo.numel()} sequences, {kind} NELBO, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")

@@ -20,7 +20,6 @@ without the package that provided the vocabulary (the ``tokenizers`` library is 
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -135,7 +134,7 @@ class HFTokenizer:
         Tokenizer = _tokenizers().Tokenizer
         try:
             backend = Tokenizer.from_str(cfg["serialized"])
-        except (KeyError, Exception) as err:  # the library raises its own exception type
+        except Exception as err:  # a missing key, or the library's own exception type
             raise MaskdiffError(f"the stored tokenizer {cfg.get('name')!r} cannot be read ({err})") from None
         return cls(backend, cfg.get("name", "hf"), cfg.get("bos_id"), cfg.get("eos_id"))
 
@@ -216,6 +215,3 @@ def tokenizer_from_config(cfg: dict):
         return HFTokenizer.from_config(cfg)
     raise MaskdiffError(f"unknown tokenizer kind {kind!r}; this version knows: char, bytes, hf")
 
-
-def describe(tokenizer) -> str:
-    return json.dumps({k: v for k, v in tokenizer.config().items() if k != "serialized"})
