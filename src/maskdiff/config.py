@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 from maskdiff.errors import MaskdiffError
 
 MODALITIES = ("text", "dna", "image")
+TOKENIZERS = ("text8", "chars", "bytes", "gpt2", "bert")
 
 
 @dataclass
@@ -29,14 +30,20 @@ class ModelConfig:
     num_classes: int = 0
     """Class-conditional model (images) with this many classes, read as a prefix token; id num_classes
     is the null class ("no class") used for classifier-free guidance. 0: unconditional."""
+    masked_logits: bool = False
+    """Compute output logits only at masked positions in training and evaluation: the same loss and
+    gradients, much less memory and time with a large vocabulary (GPT-2's 50,257)."""
 
 
 @dataclass
 class DataConfig:
     corpus: str = "shakespeare"
-    """'shakespeare' (split by whole works) or the path of a UTF-8 text file (split 90/5/5)."""
+    """'shakespeare' (split by whole works); linux-doc, python-doc, brown, wiki (see maskdiff data list);
+    a UTF-8 text file (split 90/5/5); a folder of text files, a .jsonl/.parquet/.csv file with a 'text'
+    column, or hf:NAME[:CONFIG] for a hub dataset (read with the datasets library)."""
     form: str = "text8"
-    """'text8': lower-case a-z and space (27 symbols); 'chars': every character of the corpus."""
+    """Character tokenizer when 'tokenizer' is empty: 'text8' (lower-case a-z and space, 27 symbols) or
+    'chars' (every character of the corpus)."""
     length: int = 128
     """Sequence length L in tokens (characters; bases; pixels, where it must be image_size squared)."""
     modality: str = "text"
@@ -46,6 +53,13 @@ class DataConfig:
     """Images: grey levels K, one token each (0: the corpus's own, 17 for digits, 256 for Fashion-MNIST)."""
     image_size: int = 0
     """Images: side in pixels after downsampling by an integer factor (0: native, 8 or 28)."""
+    """Sequence length L in tokens."""
+    tokenizer: str = ""
+    """'' (use 'form'), text8, chars, bytes (256), gpt2 (byte-level BPE, 50,257), bert (WordPiece,
+    30,522), or a local Hugging Face tokenizer directory."""
+    packing: str = "wrap"
+    """'wrap': documents joined with BOS/EOS into one stream cut into windows of L (MDLM, OpenWebText);
+    'pad': one document per row, padding kept out of masking and the loss (MDLM, LM1B)."""
 
 
 @dataclass
@@ -159,6 +173,13 @@ class RunConfig:
             validate_modality(self)
         if d.form not in ("text8", "chars"):
             raise MaskdiffError(f"unknown text form {d.form!r}; choose one of: text8, chars")
+        if d.tokenizer and d.tokenizer not in TOKENIZERS:
+            from pathlib import Path
+
+            if not Path(d.tokenizer).is_dir():
+                raise MaskdiffError(f"unknown tokenizer {d.tokenizer!r}; choose one of: {', '.join(TOKENIZERS)}, or a tokenizer directory")
+        if d.packing not in ("wrap", "pad"):
+            raise MaskdiffError(f"unknown packing {d.packing!r}; choose one of: wrap, pad")
         if t.lr_schedule not in ("cosine", "constant"):
             raise MaskdiffError(f"unknown lr schedule {t.lr_schedule!r}; choose one of: cosine, constant")
         if t.micro_batch_size and t.batch_size % t.micro_batch_size:

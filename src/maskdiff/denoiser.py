@@ -100,18 +100,39 @@ class SUBSDenoiser(nn.Module):
     def time_independent(self) -> bool:
         return not self.time_conditioned
 
-    def _logits(self, x_t: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+    accepts_valid = True
+    """forward and masked_log_probs take ``valid`` (B, L): the network does not attend to padding."""
+
+    def _logits(self, x_t: Tensor, t: Tensor, cond: Optional[Tensor] = None, *, valid: Optional[Tensor] = None,
+                positions: Optional[Tensor] = None) -> Tensor:
         if self.check_inputs:
             check_tokens(x_t, self.vocab_size, allow_mask=True, max_length=self.max_length)
-        time = t if self.time_conditioned else None
-        logits = self.network(x_t, time) if cond is None else self.network(x_t, time, labels=cond)
-        return logits.float()
+        extra = {}
+        if valid is not None:
+            extra["valid"] = valid
+        if positions is not None:
+            extra["positions"] = positions
+        if cond is not None:
+            extra["labels"] = cond
+        return self.network(x_t, t if self.time_conditioned else None, **extra).float()
 
-    def forward(self, x_t: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
-        """cond: optional (B,) class labels for a class-conditional network (guidance.py)."""
-        logits = self._logits(x_t, t, cond)[..., : self.vocab_size]  # zero masking probability: drop the mask logit
+    def forward(self, x_t: Tensor, t: Tensor, cond: Optional[Tensor] = None, *, valid: Optional[Tensor] = None) -> Tensor:
+        """cond: optional (B,) class labels for a class-conditional network (guidance.py); valid: (B, L)
+        real positions (the network does not attend to padding)."""
+        logits = self._logits(x_t, t, cond, valid=valid)[..., : self.vocab_size]  # zero masking probability: drop the mask logit
         log_mu = torch.log_softmax(logits, dim=-1)  # (B, L, V)
         return carry_over(log_mu, x_t, self.mask_id) if self.carry_over else log_mu
+
+    def masked_log_probs(self, x_t: Tensor, t: Tensor, masked: Tensor, *, valid: Optional[Tensor] = None,
+                         cond: Optional[Tensor] = None) -> Tensor:
+        """log mu at the masked positions only: (N, V) for N = masked.sum(), in row-major order.
+
+        The same values as ``forward(x_t, t)[masked]`` (carry-over concerns unmasked positions only),
+        but the network's output layer runs at the N positions instead of all B * L, which is most of
+        the cost with GPT-2's 50,257 tokens. ``masked`` must be ``x_t == mask_id``.
+        """
+        logits = self._logits(x_t, t, cond, valid=valid, positions=masked)  # (N, V[+1])
+        return torch.log_softmax(logits[..., : self.vocab_size], dim=-1)
 
     def full_log_probs(self, x_t: Tensor, t: Tensor) -> Tensor:
         """log x_theta over the V + 1 values, mask last: (B, L, V + 1). The mask column is -inf with
@@ -170,9 +191,13 @@ class BoundCondition:
         self.vocab_size = denoise.vocab_size
         self.mask_id = denoise.vocab_size
         self.time_independent = getattr(denoise, "time_independent", False)
+        self.accepts_valid = getattr(denoise, "accepts_valid", False)
 
-    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
-        return self.denoise(x_t, t, cond=self.cond)
+    def __call__(self, x_t: Tensor, t: Tensor, **kwargs) -> Tensor:
+        return self.denoise(x_t, t, cond=self.cond, **kwargs)
+
+    def masked_log_probs(self, x_t: Tensor, t: Tensor, masked: Tensor, **kwargs) -> Tensor:
+        return self.denoise.masked_log_probs(x_t, t, masked, cond=self.cond, **kwargs)
 
 
 def require_time_independent(denoise, who: str) -> None:

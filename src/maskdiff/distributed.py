@@ -87,8 +87,8 @@ class StepModule(nn.Module):
         self.extras = nn.ModuleDict(objective.extras)
         self._objective = [objective]  # a list, so it is not registered twice
 
-    def forward(self, x0: Tensor, t: Tensor, noise: Tensor, labels: Optional[Tensor] = None) -> Tensor:
-        loss, nelbo = self._objective[0].train_loss(x0, t, noise, labels=labels)
+    def forward(self, x0: Tensor, t: Tensor, noise: Tensor, valid: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> Tensor:
+        loss, nelbo = self._objective[0].train_loss(x0, t, noise, valid=valid, labels=labels)
         return torch.stack([loss, nelbo.to(loss.dtype)])
 
 

@@ -22,11 +22,13 @@ from maskdiff.schedules import Schedule
 TermsFn = Callable[[Tensor, Tensor, torch.Generator, Optional[Tensor]], NELBOTerms]
 
 
-def masked_terms(denoise, schedule: Schedule, *, t_min: float = DEFAULT_T_MIN, discrete_steps: Optional[int] = None) -> TermsFn:
-    """The NELBO terms of a plain masked-diffusion denoiser, continuous or discrete time."""
+def masked_terms(denoise, schedule: Schedule, *, t_min: float = DEFAULT_T_MIN, discrete_steps: Optional[int] = None,
+                 masked_only: bool = False) -> TermsFn:
+    """The NELBO terms of a plain masked-diffusion denoiser, continuous or discrete time; masked_only:
+    logits at masked positions only (the same numbers, less work with a large vocabulary)."""
 
     def terms(x, t, gen, valid):
-        return nelbo(denoise, x, t, schedule, gen, t_min=t_min, discrete_steps=discrete_steps, valid=valid)
+        return nelbo(denoise, x, t, schedule, gen, t_min=t_min, discrete_steps=discrete_steps, valid=valid, masked_only=masked_only)
 
     return terms
 
@@ -56,7 +58,8 @@ def nelbo_estimates(
 
     ``terms`` gives the per-sequence terms (see :func:`masked_terms`, or an objective's ``eval_terms``).
     Each pass draws stratified t over each batch (MDLM Sec. 3.4) and one mask per sequence; the
-    reconstruction and prior terms are included.
+    reconstruction and prior terms are included. ``valid`` (N, L) marks real tokens (padding is never
+    masked or counted, and the network does not attend to it).
     """
     N = tokens.shape[0]
     total = torch.zeros(N, dtype=torch.float64)

@@ -55,20 +55,6 @@ def modality_tokenizer(config: RunConfig):
     raise MaskdiffError(f"modality {d.modality!r} has no tokenizer here")
 
 
-class StreamSource:
-    """Text: windows at uniform offsets of one token stream."""
-
-    def __init__(self, stream: Tensor, length: int):
-        self.stream, self.length = stream, length
-        if stream.numel() < length:
-            raise MaskdiffError(f"the training split has {stream.numel()} tokens, fewer than one sequence of {length}")
-
-    def draw(self, batch: int, generator: torch.Generator) -> Tuple[Tensor, Optional[Tensor]]:
-        from maskdiff.data.chunking import random_windows
-
-        return random_windows(self.stream, self.length, batch, generator), None
-
-
 class GenomeSource:
     """DNA: windows that never cross from one genome into the next."""
 
@@ -78,7 +64,7 @@ class GenomeSource:
     def draw(self, batch: int, generator: torch.Generator) -> Tuple[Tensor, Optional[Tensor]]:
         from maskdiff.data.dna import genome_windows
 
-        return genome_windows(self.genomes, self.length, batch, generator), None
+        return genome_windows(self.genomes, self.length, batch, generator), None, None
 
 
 class ImageSource:
@@ -93,12 +79,14 @@ class ImageSource:
 
         if not self.num_classes:
             idx = torch.randint(0, self.tokens.shape[0], (batch,), generator=generator)
-            return self.tokens[idx], None
-        return image_batch(self.tokens, self.labels, batch, generator, class_dropout=self.class_dropout, null_class=self.num_classes)
+            return self.tokens[idx], None, None
+        x0, labels = image_batch(self.tokens, self.labels, batch, generator, class_dropout=self.class_dropout, null_class=self.num_classes)
+        return x0, None, labels
 
 
 def training_source(config: RunConfig, tokenizer):
-    """An object whose ``draw(batch, generator)`` returns (x0 (B, L), labels (B,) or None)."""
+    """Where training batches come from: ``draw(batch, generator) -> (x0 (B, L), valid (B, L) or None,
+    labels (B,) or None)``, every draw from the step's generator."""
     d = config.data
     if d.modality == "dna":
         from maskdiff.data.dna import split_genomes
@@ -109,9 +97,9 @@ def training_source(config: RunConfig, tokenizer):
 
         split = load_images(d.corpus, "train", size=d.image_size, levels=tokenizer.levels)
         return ImageSource(split.tokens, split.labels, config.model.num_classes, config.train.class_dropout)
-    from maskdiff.pipeline import split_stream
+    from maskdiff.pipeline import text_source
 
-    return StreamSource(split_stream(config, tokenizer, "train"), d.length)
+    return text_source(config, tokenizer)
 
 
 def eval_data(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None) -> Tuple[Tensor, Tensor]:

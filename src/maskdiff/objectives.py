@@ -134,6 +134,7 @@ class MaskedDiffusion(Objective):
             max_length=config.data.length, carry_over=d.carry_over, zero_mask=d.zero_mask,
         )
         self.ablated = not (d.carry_over and d.zero_mask)
+        self.masked_only = config.model.masked_logits  # logits at masked positions only (same loss, less work)
 
     def _diffusion(self, x0, t, noise, valid, steps: Optional[int], generator=None, labels=None) -> Tensor:
         d = self.config.diffusion
@@ -143,8 +144,10 @@ class MaskedDiffusion(Objective):
             if self.ablated:
                 return full_kl_discrete_term(self.denoiser.full_log_probs, x0, i, steps, self.schedule, self.vocab_size,
                                              generator, valid=valid, noise=noise)
-            return discrete_diffusion_term(den, x0, i, steps, self.schedule, generator, valid=valid, noise=noise)
-        return continuous_diffusion_term(den, x0, t, self.schedule, generator, t_min=d.t_min, valid=valid, noise=noise)
+            return discrete_diffusion_term(den, x0, i, steps, self.schedule, generator, valid=valid, noise=noise,
+                                           masked_only=self.masked_only)
+        return continuous_diffusion_term(den, x0, t, self.schedule, generator, t_min=d.t_min, valid=valid, noise=noise,
+                                         masked_only=self.masked_only)
 
     def train_loss(self, x0, t, noise, valid=None, labels=None):
         per_seq = self._diffusion(x0, t, noise[0], valid, self.config.diffusion.discrete_steps or None, labels=labels)
@@ -156,7 +159,8 @@ class MaskedDiffusion(Objective):
         d = self.config.diffusion
         steps = discrete_steps or (d.discrete_steps if self.ablated else None)
         if not self.ablated:
-            return nelbo(self.denoiser, x0, t, self.schedule, generator, t_min=d.t_min, discrete_steps=steps, valid=valid)
+            return nelbo(self.denoiser, x0, t, self.schedule, generator, t_min=d.t_min, discrete_steps=steps, valid=valid,
+                         masked_only=self.masked_only)
         diffusion = self._diffusion(x0, t, None, valid, steps, generator)
         recon = (torch.zeros(x0.shape[0]) if d.carry_over
                  else clean_reconstruction_term(self.denoiser.full_log_probs, x0, valid=valid))

@@ -20,6 +20,7 @@ from maskdiff.checkpoint import latest_valid_checkpoint, read_tensors, verify_ch
 from maskdiff.config import RunConfig
 from maskdiff.data.chunking import contiguous_chunks
 from maskdiff.data.corpora import load_split_texts
+from maskdiff.data.subword import tokenizer_from_config
 from maskdiff.data.tokenizers import CharTokenizer, tokenizer_for
 from maskdiff.denoiser import SUBSDenoiser, check_tokens
 from maskdiff.errors import MaskdiffError
@@ -32,12 +33,25 @@ TOKENIZER_FILE = "tokenizer.json"
 DOC_SEPARATOR = {"text8": " ", "chars": "\n\n"}
 
 
-def build_tokenizer(config: RunConfig) -> CharTokenizer:
+def build_tokenizer(config: RunConfig):
+    """The tokenizer of a run: DNA and image runs have their own; text uses data.tokenizer (or, when that
+    is empty, the character form data.form)."""
     if config.data.modality != "text":
         from maskdiff.modalities import modality_tokenizer
 
         return modality_tokenizer(config)
-    if config.data.form == "text8":
+    from maskdiff.data import subword
+
+    name = config.data.tokenizer or config.data.form
+    if name == "bytes":
+        return subword.ByteTokenizer()
+    if name == "gpt2":
+        return subword.gpt2_tokenizer()
+    if name == "bert":
+        return subword.bert_tokenizer()
+    if name not in ("text8", "chars"):
+        return subword.local_tokenizer(Path(name))
+    if name == "text8":
         return tokenizer_for("text8")
     # 'chars': the alphabet of the whole corpus (all splits), so held-out text has no unknown symbol.
     texts = [t for split in ("train", "validation", "test") for t in load_split_texts(config.data.corpus, split)]
@@ -53,26 +67,57 @@ def build_schedule(config: RunConfig) -> Schedule:
     return get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
 
 
-def split_stream(config: RunConfig, tokenizer: CharTokenizer, split: str, corpus: Optional[str] = None) -> Tensor:
-    """One split of the corpus as a single 1-D token stream (documents joined by a separator)."""
+def split_stream(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None) -> Tensor:
+    """One split of the corpus as a single 1-D token stream (``wrap`` packing).
+
+    Character tokenizers join the documents' text with a separator and encode it at once; the others
+    wrap each tokenized document (through the token cache) in BOS/EOS (see :mod:`maskdiff.data.packing`).
+    """
     texts = load_split_texts(corpus or config.data.corpus, split)
-    sep = DOC_SEPARATOR[config.data.form]
-    text = sep.join(tokenizer.prepare(t) for t in texts)
-    if config.data.form == "text8":
-        text = " ".join(text.split())  # one space between words, none at the ends
-    stream = tokenizer.encode(text)
+    if isinstance(tokenizer, CharTokenizer):
+        text8 = tokenizer.normalize == "text8"
+        text = DOC_SEPARATOR["text8" if text8 else "chars"].join(tokenizer.prepare(t) for t in texts)
+        if text8:
+            text = " ".join(text.split())  # one space between words, none at the ends
+        stream = tokenizer.encode(text)
+    else:
+        from maskdiff.data.sources import packed_stream, token_documents
+
+        stream = packed_stream(tokenizer, token_documents(tokenizer, texts, corpus=corpus or config.data.corpus, split=split))
     if stream.numel() == 0:
         raise MaskdiffError(f"the {split} split of {corpus or config.data.corpus} has no characters after normalization")
     return stream
 
 
-def eval_chunks(config: RunConfig, tokenizer: CharTokenizer, split: str, corpus: Optional[str] = None):
-    """The split cut into non-overlapping sequences of the training length: (tokens, valid)."""
+def split_rows(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None):
+    """One split as padded rows, one document per row (``pad`` packing): (tokens, valid)."""
+    from maskdiff.data.sources import padded_rows, token_documents
+
+    texts = load_split_texts(corpus or config.data.corpus, split)
+    docs = token_documents(tokenizer, texts, corpus=corpus or config.data.corpus, split=split)
+    return padded_rows(tokenizer, docs, config.data.length)
+
+
+def eval_chunks(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None):
+    """The split as sequences of the training length, every token exactly once: (tokens, valid).
+    ``wrap``: the stream cut into consecutive rows; ``pad``: the padded rows."""
     if config.data.modality != "text":
         from maskdiff.modalities import eval_data
 
         return eval_data(config, tokenizer, split, corpus)
+    if config.data.packing == "pad":
+        return split_rows(config, tokenizer, split, corpus)
     return contiguous_chunks(split_stream(config, tokenizer, split, corpus), config.data.length)
+
+
+def text_source(config: RunConfig, tokenizer):
+    """Where text training batches come from: ``draw(batch, generator) -> (x0, valid or None, None)``
+    (see :func:`maskdiff.modalities.training_source`)."""
+    from maskdiff.data.sources import RowSource, WindowSource
+
+    if config.data.packing == "pad":
+        return RowSource(*split_rows(config, tokenizer, "train"))
+    return WindowSource(split_stream(config, tokenizer, "train"), config.data.length)
 
 
 def read_run_config(run_dir: Path) -> RunConfig:
@@ -87,16 +132,19 @@ def read_run_config(run_dir: Path) -> RunConfig:
         raise MaskdiffError(f"{path} is not valid JSON ({err})") from None
 
 
-def read_tokenizer(run_dir: Path) -> CharTokenizer:
+def read_tokenizer(run_dir: Path):
     path = Path(run_dir) / TOKENIZER_FILE
     if not path.exists():
         raise MaskdiffError(f"{run_dir} has no {TOKENIZER_FILE}")
-    cfg = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise MaskdiffError(f"{path} is not valid JSON ({err})") from None
     if cfg.get("kind") == "pixels":
         from maskdiff.data.images import PixelTokenizer
 
         return PixelTokenizer.from_config(cfg)
-    return CharTokenizer.from_config(cfg)
+    return tokenizer_from_config(cfg)
 
 
 def load_weights(objective: Objective, tensors: dict, prefix: str, source) -> None:
@@ -120,7 +168,7 @@ class Samples:
 class Pipeline:
     """A trained model: config, tokenizer, schedule and denoiser, with NELBO and sampling helpers."""
 
-    def __init__(self, config: RunConfig, tokenizer: CharTokenizer, objective: Objective, checkpoint: Optional[Path] = None):
+    def __init__(self, config: RunConfig, tokenizer, objective: Objective, checkpoint: Optional[Path] = None):
         self.config = config
         self.tokenizer = tokenizer
         self.objective = objective.eval()

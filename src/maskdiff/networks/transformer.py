@@ -69,20 +69,22 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
         self.adaln = nn.Linear(cond_dim, 6 * width) if adaln else None
 
-    def attention(self, x: Tensor) -> Tensor:
+    def attention(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
         B, L, W = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, D) each
         q, k = self.rotary(q), self.rotary(k)
         drop = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=self.causal)
+        if attn_mask is not None and self.causal:
+            attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=self.causal and attn_mask is None)
         return self.proj(out.transpose(1, 2).reshape(B, L, W))
 
-    def forward(self, x: Tensor, cond: Optional[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, cond: Optional[Tensor], attn_mask: Optional[Tensor] = None) -> Tensor:
         if self.adaln is None:
-            x = x + self.attention(self.norm1(x))
+            x = x + self.attention(self.norm1(x), attn_mask)
             return x + self.mlp(self.norm2(x))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).chunk(6, dim=-1)
-        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1))
+        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1), attn_mask)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -143,10 +145,21 @@ class DiT(nn.Module):
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, tokens: Tensor, t: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> Tensor:
-        return self.head(self.features(tokens, t, labels))  # (B, L, V)
+    def forward(self, tokens: Tensor, t: Optional[Tensor] = None, labels: Optional[Tensor] = None, *,
+                valid: Optional[Tensor] = None, positions: Optional[Tensor] = None) -> Tensor:
+        """Logits (B, L, V) of ``tokens`` (B, L) at time ``t`` (B,), for class ``labels`` (B,) if conditional.
 
-    def features(self, tokens: Tensor, t: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> Tensor:
+        valid: optional (B, L) bool; attention never looks at positions where it is False (padding), so
+            a padded row gives the same outputs at its real positions as the unpadded row.
+        positions: optional (B, L) bool; the output layer runs only there and the result is the logits
+            of those positions in row-major order, (N, V) with N = positions.sum(). With a large
+            vocabulary the output layer dominates, and a loss needs the masked positions only.
+        """
+        h = self.features(tokens, t, labels, valid=valid)  # (B, L, W)
+        return self.head(h if positions is None else h[positions])
+
+    def features(self, tokens: Tensor, t: Optional[Tensor] = None, labels: Optional[Tensor] = None, *,
+                 valid: Optional[Tensor] = None) -> Tensor:
         """The final hidden states (B, L, W), before the output layer."""
         x = self.embed(tokens)  # (B, L, W)
         if self.class_embed is not None:
@@ -160,11 +173,17 @@ class DiT(nn.Module):
             if t is None:
                 raise ValueError("this network is time-conditioned: pass t")
             cond = F.silu(self.time_embed(t))
+        attn_mask = None
+        if valid is not None:
+            keys = valid | ~valid.any(-1, keepdim=True)  # a row with no valid position attends everywhere
+            if self.class_embed is not None:
+                keys = torch.cat([torch.ones_like(keys[:, :1]), keys], dim=1)  # the class token is always seen
+            attn_mask = keys[:, None, None, :]  # (B, 1, 1, L): True = may attend
         for block in self.blocks:
-            x = block(x, cond)
+            x = block(x, cond, attn_mask)
         x = self.norm_out(x)
         if self.adaln_out is not None:
-            shift, scale = self.adaln_out(cond).chunk(2, dim=-1)
+            shift, scale = self.adaln_out(cond).chunk(2, dim=-1)  # (B, W) each
             x = modulate(x, shift, scale)
         return x if self.class_embed is None else x[:, 1:]
 
