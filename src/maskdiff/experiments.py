@@ -121,12 +121,12 @@ EXPERIMENTS: Dict[str, Experiment] = {
             "subs",
             "Do SUBS's carry-over and zero masking probability help? (MDLM's parameterization ablation on LM1B; discrete "
             "time T = 1000 for every variant, the full per-position KL where a choice is off)",
-            [Variant("subs", _set(diffusion__discrete_steps=1000)),
+            [Variant("subs", _set(diffusion__discrete_steps=1000), (1000,)),
              Variant("no-carry-over", _set(diffusion__discrete_steps=1000, diffusion__carry_over=False)),
              Variant("no-zero-mask", _set(diffusion__discrete_steps=1000, diffusion__zero_mask=False)),
              Variant("neither", _set(diffusion__discrete_steps=1000, diffusion__carry_over=False, diffusion__zero_mask=False))],
-            [Trend("subs", "no-carry-over", "MDLM: carry-over unmasking improves perplexity"),
-             Trend("subs", "no-zero-mask", "MDLM: zero masking probability improves perplexity")],
+            [Trend("subs@1000", "no-carry-over", "MDLM: carry-over unmasking improves perplexity"),
+             Trend("subs@1000", "no-zero-mask", "MDLM: zero masking probability improves perplexity")],
         ),
         Experiment(
             "discrete-time",
