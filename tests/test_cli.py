@@ -6,7 +6,7 @@ import pytest
 from helpers import MICRO_FLAGS, run_cli
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["sample"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["sample"], ["demo"], ["experiment"], ["exponents"], ["data"], ["data", "fetch"], ["zero-shot"]])
 def test_help_explains_every_command(command):
     """--help exits 0 and describes each flag (no flag without a help text)."""
     proc = run_cli(*command, "--help")
@@ -16,6 +16,11 @@ def test_help_explains_every_command(command):
         for flag in ["--preset", "--schedule", "--steps", "--run-dir", "--discrete-steps", "--time-conditioned"]:
             assert flag in proc.stdout
         assert "linear, loglinear, polynomial, geometric, cosine, mdlm-cosine" in " ".join(proc.stdout.split())
+        for flag in ["--objective", "--no-carry-over", "--no-zero-mask", "--genmd4-samples", "--parallel", "--device", "--max-bad-steps"]:
+            assert flag in proc.stdout
+    if command == ["experiment"]:
+        for name in ["schedules", "time-conditioning", "subs", "discrete-time", "genmd4", "ar"]:
+            assert name in proc.stdout
 
 
 def test_train_eval_sample_end_to_end(tmp_path):

@@ -20,6 +20,8 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff demo                                          all three on the tiny preset
   maskdiff data list                                     corpora and vocabularies, installed or not
   maskdiff zero-shot runs/a runs/b                       PPL bounds of runs on held-out corpora
+  maskdiff experiment subs                               a paper comparison over 3 seeds, with verdicts
+  torchrun --nproc_per_node 8 -m maskdiff.cli train ...  the same trainer on several processes (DDP / FSDP2)
 
   DNA:    maskdiff train --preset dna; maskdiff eval runs/dna --probe       (bits per base, genome probe)
   images: maskdiff train --preset digits; maskdiff eval runs/digits --fid 500; maskdiff sample runs/digits --num 40
