@@ -101,6 +101,9 @@ def test_cli_ar_and_genmd4(tmp_path):
     assert len(texts) == 2 and all(t.startswith("the ") for t in texts), proc.stdout
     assert "autoregressive sampler, 12 steps, mean NFE 12.0" in proc.stdout  # 4 prompt tokens + 12 drawn
     assert_clean_error(run_cli("eval", run, "--discrete-steps", "10", "--limit", "2", "--no-progress"), "exact likelihood")
+    proc = run_cli("zero-shot", run, "--corpora", "shakespeare", "--limit", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "| = " in proc.stdout and "<=" not in proc.stdout.split("| corpus")[-1], proc.stdout
     assert_clean_error(run_cli("exponents", run), "exponents exist only")
 
     gen = tmp_path / "gen"

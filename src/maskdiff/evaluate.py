@@ -138,6 +138,7 @@ class EvalResult:
             "bits_per_token_ci95": [lo, hi],
             "perplexity_bound": ppl[0],
             "perplexity_ci95": [ppl[1], ppl[2]],
+            "bound": self.bound,
         }
 
 

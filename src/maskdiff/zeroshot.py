@@ -81,7 +81,8 @@ def zero_shot_table(
 
 
 def format_markdown(columns: List[Column], corpora: Sequence[str]) -> str:
-    """Rows: corpora; columns: runs; cells: PPL <= estimate (95% CI low-high), tokens evaluated."""
+    """Rows: corpora; columns: runs; cells: PPL <= estimate (95% CI low-high), tokens evaluated ("=" for
+    an autoregressive run, whose likelihood is exact)."""
     lines = ["| corpus | " + " | ".join(c.label for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for corpus in corpora:
         cells = []
@@ -91,7 +92,8 @@ def format_markdown(columns: List[Column], corpora: Sequence[str]) -> str:
                 cells.append("n/a")
             else:
                 lo, hi = cell["perplexity_ci95"]
-                cells.append(f"<= {_fmt(cell['perplexity_bound'])} ({_fmt(lo)}-{_fmt(hi)}), {cell['tokens']:,} tok")
+                rel = "<=" if cell.get("bound", True) else "="
+                cells.append(f"{rel} {_fmt(cell['perplexity_bound'])} ({_fmt(lo)}-{_fmt(hi)}), {cell['tokens']:,} tok")
         lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
