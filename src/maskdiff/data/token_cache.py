@@ -20,6 +20,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from maskdiff.checkpoint import sha256
 from maskdiff.data.packing import TokenDocuments
 from maskdiff.errors import MaskdiffError
 
@@ -41,14 +42,6 @@ def cache_key(texts: List[str], tokenizer_config: dict) -> str:
         data = text.encode("utf-8")
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
-    return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()
 
 
@@ -77,7 +70,7 @@ def read_entry(folder: Path, key: str, vocab_size: int) -> TokenDocuments:
     arrays = {}
     for name in FILES:
         path = folder / name
-        if not path.is_file() or _sha256(path) != meta.get("sha256", {}).get(name):
+        if not path.is_file() or sha256(path) != meta.get("sha256", {}).get(name):
             raise refuse(f"{name} is missing or its checksum does not match")
         if _holds_objects(path):
             raise refuse(f"{name} holds Python objects (a pickle), which maskdiff never loads")
@@ -104,7 +97,7 @@ def write_entry(folder: Path, key: str, docs: TokenDocuments, vocab_size: int, d
         np.save(tmp / "tokens.npy", np.asarray(docs.tokens, dtype=dtype), allow_pickle=False)
         np.save(tmp / "offsets.npy", np.asarray(docs.offsets, dtype=np.int64), allow_pickle=False)
         meta = dict(description, format=FORMAT, key=key, documents=len(docs), tokens=int(docs.offsets[-1]),
-                    sha256={name: _sha256(tmp / name) for name in FILES})
+                    sha256={name: sha256(tmp / name) for name in FILES})
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         try:
             os.replace(tmp, folder)
