@@ -140,7 +140,7 @@ def test_pickled_cache_is_refused(tmp_path, gpt2):
     folder.mkdir()
     np.save(folder / "tokens.npy", np.array([object()], dtype=object), allow_pickle=True)  # a pickle inside
     np.save(folder / "offsets.npy", np.array([0, 1], dtype=np.int64))
-    sums = {n: token_cache._sha256(folder / n) for n in token_cache.FILES}  # checksums that match
+    sums = {n: token_cache.sha256(folder / n) for n in token_cache.FILES}  # checksums that match
     (folder / "meta.json").write_text(json.dumps({"format": token_cache.FORMAT, "key": key, "sha256": sums}))
     with pytest.raises(MaskdiffError, match="tokens.npy.*pickle"):
         token_cache.cached_documents(texts, gpt2, lambda ts: [[0]], root=tmp_path)
