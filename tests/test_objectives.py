@@ -161,8 +161,9 @@ def test_every_experiment_runs_end_to_end(tmp_path, name):
         assert f"| {v.name} |" in table
     for t in summary["trends"]:
         assert t["verdict"] in ("reproduced", "contradicted", "not resolved at this budget")
-    budgets = {(v["tokens"]) for v in data["variants"].values()}
-    assert len(budgets) == 1  # equal token budgets
+    budget = {v.name: v.budget for v in EXPERIMENTS[name].variants}
+    per_unit = {v["tokens"] // budget[n] for n, v in data["variants"].items()}
+    assert len(per_unit) == 1  # equal token budgets (a variant with budget 2 gets exactly twice)
     # a second call reuses every finished run
     again = run_experiment(name, "test", tmp_path, log=lambda *a: None)
     assert again["variants"] == summary["variants"]
