@@ -150,7 +150,7 @@ MATRIX = [
     (["sample", "{run}", "--num", "0"], ["positive integer"]),
     (["sample", "{run}", "--template", "no span here"], ["[N]"]),
     (["train", "--run-dir", "{run}", "--width", "64", "--steps", "8"], ["model.width"]),
-    (["train", "--run-dir", "{run}", "--objective", "bert"], ["unknown objective", "masked, genmd4, ar"]),
+    (["train", "--run-dir", "{run}", "--objective", "bert"], ["unknown objective", "masked, genmd4, sedd, ar"]),
     (["train", "--run-dir", "{run}", "--parallel", "zero3"], ["unknown parallel mode", "ddp, fsdp"]),
     (["train", "--run-dir", "{run}", "--device", "tpu"], ["unknown device", "auto, cpu, cuda"]),
     (["train", "--run-dir", "{run}", "--max-bad-steps", "0"], ["positive integer"]),

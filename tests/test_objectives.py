@@ -21,6 +21,7 @@ VARIANTS = {
     "ar": dict(objective="ar"),
     "genmd4-k2": dict(objective="genmd4", genmd4_samples=2),
     "genmd4-k1": dict(objective="genmd4", genmd4_samples=1),
+    "sedd": dict(objective="sedd"),
     "no-carry-over": dict(discrete_steps=50, carry_over=False),
     "no-zero-mask": dict(discrete_steps=50, zero_mask=False),
 }
@@ -130,10 +131,11 @@ def test_cli_ar_and_genmd4(tmp_path):
 
 
 @pytest.mark.parametrize("flags,needle", [
-    (["--objective", "diffusion"], "choose one of: masked, genmd4, ar"),
+    (["--objective", "diffusion"], "choose one of: masked, genmd4, sedd, ar"),
     (["--no-carry-over"], "discrete_steps"),
     (["--objective", "ar", "--no-zero-mask", "--discrete-steps", "10"], "masked objective only"),
     (["--objective", "genmd4", "--discrete-steps", "10"], "continuous time"),
+    (["--objective", "sedd", "--discrete-steps", "10"], "continuous time"),
 ])
 def test_bad_objective_flags(tmp_path, flags, needle):
     assert_clean_error(run_cli("train", "--run-dir", tmp_path / "r", *flags, *MICRO_FLAGS), needle)

@@ -14,6 +14,7 @@ from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term
 from maskdiff.loss.ablation import clean_reconstruction_term, full_kl, full_kl_discrete_term
 from maskdiff.loss.autoregressive import autoregressive_nll
 from maskdiff.loss.genmd4 import genmd4_loss
+from maskdiff.loss.score_entropy import score_entropy, score_entropy_term
 from maskdiff.schedules import PerTokenPolynomial, get_schedule
 
 V = 3
@@ -218,6 +219,70 @@ def test_sampled_full_kl_is_unbiased(toy):
     est = full_kl_discrete_term(full, x, step, T, sched, V, gen).double().reshape(reps, -1)
     mean, se = est.mean(0), est.std(0) / math.sqrt(reps)
     assert ((mean - exact).abs() <= 4.5 * se + 1e-9).all()
+
+
+# ---------------------------------------------------------------- SEDD's score entropy
+
+
+class _Scores:
+    """Unnormalised log scores: a denoiser's log mu shifted by c, so that sum_v s_v = e^c r_t."""
+
+    def __init__(self, denoise, shift):
+        self.denoise, self.shift, self.vocab_size = denoise, shift, denoise.vocab_size
+
+    def masked_logits(self, x_t, t, masked):
+        return (self.denoise(x_t, t) + self.shift)[masked]
+
+
+def _as_cost(scores):
+    """A 'denoiser' whose -log mu[x0] at a masked position is the score entropy Z - 1 - l[x0], so that
+    the enumeration in exact_nelbo integrates the score-entropy bound instead of the cross-entropy."""
+    def fn(x_t, t):
+        logits = scores.denoise(x_t, t) + scores.shift
+        return torch.stack([-score_entropy(logits, torch.full_like(x_t, v)) for v in range(V)], -1)
+
+    return FunctionDenoiser(fn, V, time_independent=scores.denoise.time_independent)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "polynomial"])
+@pytest.mark.parametrize("shift", [0.0, 0.7, -1.3])
+def test_score_entropy_of_the_true_scores_is_minus_log_p_plus_the_normalisation_gap(schedule, shift):
+    """Exact: with scores e^c r_t mu (mu the true posterior) the bound is -log p(x) + L (e^c - 1 - c), since
+    int_0^1 w(t) E[#masked] dt = L (alpha_0 - alpha_1) = L; with c = 0 (SEDD's true score) it is -log p(x)."""
+    seqs, p = toy_distribution(V, 3, seed=8)
+    sched = get_schedule(schedule)
+    got = exact_nelbo(_as_cost(_Scores(true_denoiser(seqs, p, V), shift)), seqs, sched)
+    gap = seqs.shape[1] * (math.exp(shift) - 1.0 - shift)
+    torch.testing.assert_close(got, -p.log() + gap, rtol=1e-6, atol=1e-6)
+
+
+def test_score_entropy_is_the_masked_loss_plus_a_nonnegative_gap_per_sample():
+    """Same draws of t and masks: SEDD's term minus MD4's is w(t) (1 - t_min) #masked (e^c - 1 - c), per row."""
+    L, B, c = 4, 256, 0.4
+    gen = torch.Generator().manual_seed(9)
+    x0 = torch.randint(0, V, (B, L), generator=gen)
+    t = torch.rand(B, generator=gen, dtype=torch.float64) * 0.999 + 1e-3
+    noise = torch.rand((B, L), generator=gen, dtype=torch.float64)
+    den, sched = _fixed_denoiser(L), get_schedule("linear")
+    sedd = score_entropy_term(_Scores(den, c), x0, t, sched, t_min=1e-3, noise=noise).double()
+    md4 = continuous_diffusion_term(den, x0, t, sched, t_min=1e-3, noise=noise).double()
+    masked = (noise >= sched.alpha(t)[:, None]).sum(-1).double()  # forward_mask's rule: masked where u >= alpha_t
+    expected = 0.999 * sched.weight(t) * masked * (math.exp(c) - 1.0 - c)
+    torch.testing.assert_close(sedd - md4, expected, rtol=1e-5, atol=1e-6)
+    assert bool((sedd >= md4 - 1e-9).all())
+
+
+def test_sampled_score_entropy_is_unbiased():
+    seqs, p = toy_distribution(V, 2, seed=10)
+    scores = _Scores(_fixed_denoiser(2), -0.5)
+    exact = exact_nelbo(_as_cost(scores), seqs, get_schedule("cosine"), t_min=0.0)
+    gen = torch.Generator().manual_seed(11)
+    n = 20000
+    rows = torch.arange(seqs.shape[0]).repeat_interleave(n)
+    t = torch.rand(rows.numel(), generator=gen, dtype=torch.float64)
+    draws = score_entropy_term(scores, seqs[rows], t, get_schedule("cosine"), gen, t_min=0.0).double().view(-1, n)
+    mean, se = draws.mean(1), draws.std(1) / math.sqrt(n)
+    assert ((mean - exact).abs() <= 4.5 * se).all()
 
 
 # ---------------------------------------------------------------- autoregressive baseline

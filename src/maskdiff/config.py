@@ -65,8 +65,9 @@ class DataConfig:
 @dataclass
 class DiffusionConfig:
     objective: str = "masked"
-    """'masked' (MD4/MDLM masked diffusion), 'genmd4' (learnable per-token schedule, MD4 Sec. 5) or
-    'ar' (the autoregressive baseline on the same transformer with causal attention)."""
+    """'masked' (MD4/MDLM masked diffusion), 'genmd4' (learnable per-token schedule, MD4 Sec. 5),
+    'sedd' (SEDD's score-entropy loss, the papers' baseline) or 'ar' (the autoregressive baseline on
+    the same transformer with causal attention)."""
     schedule: str = "linear"
     """Masking schedule: linear, loglinear, polynomial, geometric, cosine, mdlm-cosine."""
     schedule_args: Dict[str, float] = field(default_factory=dict)
@@ -189,8 +190,8 @@ class RunConfig:
         if self.diffusion.discrete_steps < 0:
             raise MaskdiffError(f"discrete_steps must be 0 (continuous) or positive, got {self.diffusion.discrete_steps}")
         dc = self.diffusion
-        if dc.objective not in ("masked", "genmd4", "ar"):
-            raise MaskdiffError(f"unknown objective {dc.objective!r}; choose one of: masked, genmd4, ar")
+        if dc.objective not in ("masked", "genmd4", "sedd", "ar"):
+            raise MaskdiffError(f"unknown objective {dc.objective!r}; choose one of: masked, genmd4, sedd, ar")
         if not (dc.carry_over and dc.zero_mask):
             if dc.objective != "masked":
                 raise MaskdiffError("carry_over and zero_mask are switches of the masked objective only")
@@ -199,9 +200,9 @@ class RunConfig:
                                     "set discrete_steps, e.g. --discrete-steps 1000 as MDLM")
         if m.num_classes and (dc.objective != "masked" or not (dc.carry_over and dc.zero_mask)):
             raise MaskdiffError("class-conditional training (num_classes) works with the masked objective and SUBS only")
+        if dc.objective in ("genmd4", "sedd") and dc.discrete_steps:
+            raise MaskdiffError(f"{dc.objective} trains in continuous time; set discrete_steps to 0")
         if dc.objective == "genmd4":
-            if dc.discrete_steps:
-                raise MaskdiffError("genmd4 trains in continuous time; set discrete_steps to 0")
             if dc.genmd4_samples < 1:
                 raise MaskdiffError(f"genmd4_samples must be at least 1, got {dc.genmd4_samples}")
         if t.parallel not in ("ddp", "fsdp"):

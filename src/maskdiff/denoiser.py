@@ -131,8 +131,13 @@ class SUBSDenoiser(nn.Module):
         but the network's output layer runs at the N positions instead of all B * L, which is most of
         the cost with GPT-2's 50,257 tokens. ``masked`` must be ``x_t == mask_id``.
         """
-        logits = self._logits(x_t, t, cond, valid=valid, positions=masked)  # (N, V[+1])
-        return torch.log_softmax(logits[..., : self.vocab_size], dim=-1)
+        return torch.log_softmax(self.masked_logits(x_t, t, masked, valid=valid, cond=cond), dim=-1)
+
+    def masked_logits(self, x_t: Tensor, t: Tensor, masked: Tensor, *, valid: Optional[Tensor] = None,
+                      cond: Optional[Tensor] = None) -> Tensor:
+        """The network's raw logits over the V real tokens at the masked positions, (N, V), unnormalised:
+        the log scores of the score-entropy objective (loss/score_entropy.py)."""
+        return self._logits(x_t, t, cond, valid=valid, positions=masked)[..., : self.vocab_size]  # (N, V)
 
     def full_log_probs(self, x_t: Tensor, t: Tensor) -> Tensor:
         """log x_theta over the V + 1 values, mask last: (B, L, V + 1). The mask column is -inf with

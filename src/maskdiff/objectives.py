@@ -3,6 +3,7 @@
 * ``masked``  masked diffusion (MD4/MDLM) with SUBS; with ``carry_over`` or ``zero_mask`` off, MDLM's
               ablation (the full per-position discrete-time KL, loss/ablation.py);
 * ``genmd4``  masked diffusion with GenMD4's learnable per-token schedule (MD4 Sec. 5);
+* ``sedd``    SEDD's score-entropy loss on the same network (absorbing process; the papers' baseline);
 * ``ar``      the autoregressive baseline: the same transformer with causal attention.
 
 Each objective gives the trainer ``train_loss`` (what to backpropagate, and the NELBO to log) and the
@@ -24,11 +25,12 @@ from maskdiff.loss import NELBOTerms, continuous_diffusion_term, discrete_diffus
 from maskdiff.loss.ablation import clean_reconstruction_term, full_kl_discrete_term
 from maskdiff.loss.autoregressive import autoregressive_nll
 from maskdiff.loss.genmd4 import LearnableExponents, genmd4_loss, genmd4_mask
-from maskdiff.loss.masked import masked_cross_entropy
+from maskdiff.loss.masked import masked_cross_entropy, reconstruction_term
+from maskdiff.loss.score_entropy import score_entropy_term
 from maskdiff.networks.transformer import DiT
 from maskdiff.schedules import get_schedule
 
-OBJECTIVES = ("masked", "genmd4", "ar")
+OBJECTIVES = ("masked", "genmd4", "sedd", "ar")
 
 
 def build_network(config: RunConfig, vocab_size: int) -> DiT:
@@ -204,6 +206,37 @@ class GenMD4(Objective):
         return NELBOTerms(diffusion.float(), recon.float(), torch.zeros(x0.shape[0]), token_counts(x0, valid))
 
 
+class ScoreEntropy(Objective):
+    """SEDD: the network's unnormalised logits are log concrete scores, trained by score entropy.
+
+    Its NELBO is the score-entropy bound (never below the masked-diffusion bound of the same network
+    read as a softmax; loss/score_entropy.py). Samplers read the network as that softmax, which is
+    SEDD's own reverse step when the scores are normalised."""
+
+    kind = "sedd"
+
+    def __init__(self, config: RunConfig, vocab_size: int):
+        super().__init__(config, vocab_size)
+        self.schedule = get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
+        self.model = self.denoiser = SUBSDenoiser(
+            self.network, vocab_size, time_conditioned=config.model.time_conditioned, max_length=config.data.length
+        )
+
+    def train_loss(self, x0, t, noise, valid=None, labels=None):
+        per_seq = score_entropy_term(self.denoiser, x0, t, self.schedule, t_min=self.config.diffusion.t_min,
+                                     valid=valid, noise=noise[0])
+        return per_seq, per_seq.detach()
+
+    def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None):
+        if discrete_steps:
+            raise MaskdiffError("the score-entropy objective is evaluated in continuous time only; leave out --discrete-steps")
+        t_min = self.config.diffusion.t_min
+        diffusion = score_entropy_term(self.denoiser, x0, t, self.schedule, generator, t_min=t_min, valid=valid)
+        recon = reconstruction_term(self.denoiser, x0, t_min, self.schedule, generator, valid=valid)
+        return NELBOTerms(diffusion.float(), recon.float(), prior_term(x0, self.schedule, self.vocab_size, valid=valid).float(),
+                          token_counts(x0, valid))
+
+
 class Autoregressive(Objective):
     kind = "ar"
     uses_time = False
@@ -230,6 +263,8 @@ def build_objective(config: RunConfig, vocab_size: int) -> Objective:
         return MaskedDiffusion(config, vocab_size)
     if kind == "genmd4":
         return GenMD4(config, vocab_size)
+    if kind == "sedd":
+        return ScoreEntropy(config, vocab_size)
     if kind == "ar":
         return Autoregressive(config, vocab_size)
     raise MaskdiffError(f"unknown objective {kind!r}; choose one of: {', '.join(OBJECTIVES)}")

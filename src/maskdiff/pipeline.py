@@ -198,6 +198,8 @@ class Pipeline:
         d = self.config.diffusion
         if self.kind == "ar":
             return "exact NLL"
+        if self.kind == "sedd":
+            return "continuous score-entropy NELBO"
         steps = discrete_steps or (d.discrete_steps if not (d.carry_over and d.zero_mask) else None)
         return f"discrete T={steps} NELBO" if steps else "continuous NELBO"
 
@@ -260,7 +262,7 @@ class Pipeline:
 
         L = self.config.data.length
         gen = torch.Generator().manual_seed(seed)
-        if self.kind != "masked":
+        if self.kind not in ("masked", "sedd"):  # SEDD's network read as a softmax samples as masked diffusion
             return self._sample_other(num, length, steps, sampler, gen, prompt, template, block, progress, **sampler_kwargs)
         fn = get_sampler(sampler)
         if prompt is not None and template is not None:
