@@ -3,6 +3,7 @@
 * masked.py          the masked-diffusion NELBO, continuous and discrete time (MD4 Sec. 3, MDLM Sec. 3)
 * ablation.py        the full per-position discrete-time KL without the SUBS simplifications (MDLM's ablation)
 * genmd4.py          GenMD4's state-dependent schedule: NELBO and its REINFORCE leave-one-out gradient (MD4 Sec. 5)
+* score_entropy.py   SEDD's score entropy for the absorbing process (the papers' baseline)
 * autoregressive.py  next-token negative log-likelihood of the autoregressive baseline
 """
 from maskdiff.loss.masked import (
