@@ -211,7 +211,8 @@ class ScoreEntropy(Objective):
 
     Its NELBO is the score-entropy bound (never below the masked-diffusion bound of the same network
     read as a softmax; loss/score_entropy.py). Samplers read the network as that softmax, which is
-    SEDD's own reverse step when the scores are normalised."""
+    SEDD's own reverse step when the scores are normalised; the reported bound is then also an upper
+    bound on -log p of the model that is sampled, since that model's own NELBO is never above it."""
 
     kind = "sedd"
 
