@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masked-logits", action="store_true", default=None, help=describe_field("model", "masked_logits"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("eval", help="NELBO bound (BPC / PPL) of a split with a 95%% interval", description="Estimate the negative ELBO of every sequence of a split and report bits per character (an upper bound) with a 95%% interval over sequences.")
+    p = sub.add_parser("eval", help="NELBO bound (BPC / PPL) of a split with a 95%% interval", description="Estimate the negative ELBO of every sequence of a split and report bits per character (an upper bound) with a 95% interval over sequences.")
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
     p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
     p.add_argument("--corpus", help="evaluate on another corpus (zero-shot): shakespeare, linux-doc, python-doc, brown, wiki, a text file, a folder or hf:NAME (default: the run's)")
@@ -167,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="re-run one of the papers' comparisons over seeds, with 95%% intervals",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train every variant of a comparison with the same budget for several seeds, evaluate them on the "
-                                   "same validation sequences, and write a Markdown + JSON table with 95%% intervals over seeds and "
-                                   "a verdict per paper trend. An interrupted experiment resumes.\n\nexperiments:\n" + lines.replace("%", "%%"))
+                                   "same validation sequences, and write a Markdown + JSON table with 95% intervals over seeds and "
+                                   "a verdict per paper trend. An interrupted experiment resumes.\n\nexperiments:\n" + lines)
     p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}")
     p.add_argument("--scale", default="cpu", help=f"budget: {', '.join(SCALES)} (default: cpu, minutes per variant on 2 cores; gpu is bigger)")
     p.add_argument("--seeds", type=_positive_int, help="seeds per variant (default: 3)")
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_text_commands(sub, _positive_int)
 
-    p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir), report validation BPC with a 95%% interval beside the unigram baseline, and print samples from the EMA weights.")
+    p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir), report validation BPC with a 95% interval beside the unigram baseline, and print samples from the EMA weights.")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
     p.add_argument("--steps", type=_positive_int, help="training steps (default: the tiny preset's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

