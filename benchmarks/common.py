@@ -95,3 +95,21 @@ def write_result(benchmark: str, device: str, payload: Dict[str, Any], out: Opti
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     return path
+
+
+def write_run_result(benchmark: str, pipe, args, rows) -> Path:
+    """Save the figures of a benchmark of one trained run (``pipe``, from ``maskdiff.load``): the machine,
+    the commit, the run (folder, step, config), the script's arguments and the result rows. ``args``
+    must have ``run_dir`` and ``out``. Prints and returns the path."""
+    payload = {
+        "benchmark": benchmark,
+        "machine": machine_info("cpu"),
+        "commit": git_commit(),
+        "run": {"dir": str(args.run_dir), "step": pipe.step, "config": pipe.config.to_dict()},
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir")},
+        "results": rows,
+    }
+    path = write_result(benchmark, "cpu", payload, args.out)
+    print(f"\nsaved {path}")
+    return path
+

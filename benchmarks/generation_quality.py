@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import git_commit, machine_info, write_result  # noqa: E402
+from common import write_run_result  # noqa: E402
 
 import maskdiff  # noqa: E402
 from maskdiff.pipeline import eval_chunks  # noqa: E402
@@ -71,15 +71,7 @@ def main() -> None:
         t = "-" if r["steps"] is None else r["steps"]
         print(f"| {r['sampler']} | {t} | {r['nfe_mean']:.1f} | {r['gen_ppl']:.1f} | {r['unigram_entropy']:.3f} | "
               f"{(r.get('repeated_word_4gram_rate') or 0):.3f} | {r['seconds_per_sample']:.3f} |")
-    payload = {
-        "benchmark": "generation_quality",
-        "machine": machine_info("cpu"),
-        "commit": git_commit(),
-        "run": {"dir": str(args.run_dir), "step": pipe.step, "config": pipe.config.to_dict()},
-        "config": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir")},
-        "results": rows,
-    }
-    print(f"\nsaved {write_result('generation_quality', 'cpu', payload, args.out)}")
+    write_run_result("generation_quality", pipe, args, rows)
 
 
 if __name__ == "__main__":

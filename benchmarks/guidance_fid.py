@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import git_commit, machine_info, write_result  # noqa: E402
+from common import write_run_result  # noqa: E402
 
 import maskdiff  # noqa: E402
 from maskdiff.media_eval import image_fid  # noqa: E402
@@ -52,15 +52,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['guidance']:g} | {r['fid_ours']:.2f} | {r['fid_ours_real_train_vs_heldout']:.2f} | "
               f"{100 * r['samples_classified_as_their_label']:.1f}% |")
-    payload = {
-        "benchmark": "guidance_fid",
-        "machine": machine_info("cpu"),
-        "commit": git_commit(),
-        "run": {"dir": str(args.run_dir), "step": pipe.step, "config": pipe.config.to_dict()},
-        "config": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir")},
-        "results": rows,
-    }
-    print(f"\nsaved {write_result('guidance_fid', 'cpu', payload, args.out)}")
+    write_run_result("guidance_fid", pipe, args, rows)
 
 
 if __name__ == "__main__":
