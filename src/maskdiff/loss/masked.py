@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -42,8 +42,14 @@ def masked_only_cross_entropy(denoise, x_t: Tensor, t: Tensor, x0: Tensor, *, va
     masked = x_t == denoise.vocab_size
     log_mu = denoise.masked_log_probs(x_t, t, masked, **_valid_kwarg(denoise, valid))  # (N, V)
     nll = -log_mu.gather(-1, x0[masked][:, None]).squeeze(-1)  # (N,)
+    return sum_per_sequence(nll, masked)
+
+
+def sum_per_sequence(per_position: Tensor, masked: Tensor) -> Tensor:
+    """Sum values given at the masked positions (N,), row-major as ``x[masked]``, into their rows: (B,)."""
     rows = masked.nonzero(as_tuple=True)[0]
-    return torch.zeros(x0.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
+    out = torch.zeros(masked.shape[0], dtype=per_position.dtype, device=per_position.device)
+    return out.index_add(0, rows, per_position)
 
 
 def _valid_kwarg(denoise, valid: Optional[Tensor]) -> dict:
@@ -88,16 +94,18 @@ def continuous_diffusion_term(
     valid: Optional[Tensor] = None,
     noise: Optional[Tensor] = None,
     masked_only: bool = False,
+    cost: Optional[Callable[..., Tensor]] = None,
 ) -> Tensor:
     """One-sample estimate of int_{t_min}^1 w(t) E_q[C_t] dt for t ~ U[t_min, 1] (MD4 eq. 5).
 
     x0: (B, L); t: (B,) drawn uniformly (or stratified) on [t_min, 1]; noise: optional (B, L) uniforms
     for the masks (see :func:`forward_mask`); masked_only: compute log mu at masked positions only
-    (:func:`masked_only_cross_entropy`; the same value). Returns (B,).
+    (:func:`masked_only_cross_entropy`; the same value). cost: ``cost(denoise, x_t, t, x0, valid) -> (B,)``
+    in place of the cross-entropy C_t (SEDD's score entropy, loss/score_entropy.py). Returns (B,).
     """
     t64 = t.to(torch.float64)
     x_t = forward_mask(x0, schedule.alpha(t64), denoise.vocab_size, generator, fixed=_fixed(valid), noise=noise)
-    ce = _cross_entropy(denoise, x_t, t, x0, valid, masked_only)
+    ce = _cross_entropy(denoise, x_t, t, x0, valid, masked_only) if cost is None else cost(denoise, x_t, t, x0, valid)
     weight = ((1.0 - t_min) * schedule.weight(t64)).to(ce.dtype)  # density of U[t_min, 1] is 1/(1 - t_min)
     return weight * ce
 

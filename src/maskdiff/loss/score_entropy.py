@@ -27,8 +27,7 @@ import torch
 from torch import Tensor
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.loss.masked import DEFAULT_T_MIN, _fixed, _valid_kwarg
-from maskdiff.process import forward_mask
+from maskdiff.loss.masked import DEFAULT_T_MIN, _valid_kwarg, continuous_diffusion_term, sum_per_sequence
 from maskdiff.schedules import Schedule
 
 
@@ -38,6 +37,14 @@ def score_entropy(logits: Tensor, target: Tensor) -> Tensor:
     log_z = torch.logsumexp(logits, dim=-1)
     picked = logits.gather(-1, target[..., None]).squeeze(-1)
     return (torch.expm1(log_z) - log_z) + (log_z - picked)
+
+
+def masked_score_entropy(scores, x_t: Tensor, t: Tensor, x0: Tensor, valid: Optional[Tensor] = None) -> Tensor:
+    """sum over the masked positions of x_t of Z - 1 - l[n, x0^n], (B,): the score-entropy counterpart
+    of the masked cross-entropy C_t, from logits at the masked positions only."""
+    masked = x_t == scores.vocab_size
+    logits = scores.masked_logits(x_t, t, masked, **_valid_kwarg(scores, valid))  # (N, V)
+    return sum_per_sequence(score_entropy(logits, x0[masked]), masked)
 
 
 def score_entropy_term(
@@ -54,17 +61,11 @@ def score_entropy_term(
     """One-sample estimate of int_{t_min}^1 w(t) E_q[sum_{n masked} (Z - 1 - l[n, x0^n])] dt, (B,).
 
     scores: has ``vocab_size`` and ``masked_logits(x_t, t, masked) -> (N, V)``, the unnormalised logits
-    at the masked positions (:class:`~maskdiff.denoiser.SUBSDenoiser` has it). x0, t, noise, valid as
-    :func:`~maskdiff.loss.masked.continuous_diffusion_term`, whose masks the same noise reproduces.
+    at the masked positions (:class:`~maskdiff.denoiser.SUBSDenoiser` has it). The masks, t and the
+    weight are those of :func:`~maskdiff.loss.masked.continuous_diffusion_term`, with the score entropy
+    in place of the cross-entropy; the same noise gives the same masks.
     """
     if not hasattr(scores, "masked_logits"):
         raise MaskdiffError("the score-entropy loss needs unnormalised logits (a denoiser with masked_logits)")
-    t64 = t.to(torch.float64)
-    x_t = forward_mask(x0, schedule.alpha(t64), scores.vocab_size, generator, fixed=_fixed(valid), noise=noise)
-    masked = x_t == scores.vocab_size
-    logits = scores.masked_logits(x_t, t, masked, **_valid_kwarg(scores, valid))  # (N, V)
-    per_position = score_entropy(logits, x0[masked])
-    rows = masked.nonzero(as_tuple=True)[0]
-    per_seq = torch.zeros(x0.shape[0], dtype=per_position.dtype, device=per_position.device).index_add(0, rows, per_position)
-    weight = ((1.0 - t_min) * schedule.weight(t64)).to(per_seq.dtype)  # density of U[t_min, 1] is 1/(1 - t_min)
-    return weight * per_seq
+    return continuous_diffusion_term(scores, x0, t, schedule, generator, t_min=t_min, valid=valid, noise=noise,
+                                     cost=masked_score_entropy)
