@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_run_result  # noqa: E402
 
 import maskdiff  # noqa: E402
-from maskdiff.media_eval import image_fid  # noqa: E402
+from maskdiff.media_eval import fid_reference, image_fid  # noqa: E402
 
 
 def main() -> None:
@@ -41,11 +41,13 @@ def main() -> None:
     pipe = maskdiff.load(args.run_dir)
     if pipe.config.data.modality != "image" or not pipe.config.model.num_classes:
         raise SystemExit(f"{args.run_dir} is not a class-conditional image run")
+    ns = SimpleNamespace(run_dir=args.run_dir, corpus=None, split=args.split, fid=args.num, guidance=0.0,
+                         sample_steps=args.sample_steps, seed=args.seed, no_progress=True)
+    reference = fid_reference(ns, pipe)  # classifier, held-out features and real-image floor: once for every w
     rows = []
     for w in (float(x) for x in args.weights.split(",")):
-        ns = SimpleNamespace(run_dir=args.run_dir, corpus=None, split=args.split, fid=args.num, guidance=w,
-                             sample_steps=args.sample_steps, seed=args.seed, no_progress=True)
-        rows.append(image_fid(ns, pipe))
+        ns.guidance = w
+        rows.append(image_fid(ns, pipe, reference))
 
     print("\n| guidance w | FID-by-our-classifier | real training images | samples classified as their label |")
     print("|---|---|---|---|")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
 
 import torch
 
@@ -28,30 +30,43 @@ def extra_evaluations(args, pipe) -> dict:
     return out
 
 
-def image_fid(args, pipe) -> dict:
+def fid_reference(args, pipe) -> SimpleNamespace:
+    """What every FID of a run against one split shares, whatever the samples: the classifier trained
+    here (cached in the run directory), its features on the held-out images, and the distance of as many
+    real training images as ``args.fid`` samples (the floor)."""
     from maskdiff.data.images import load_images
-    from maskdiff.fid import LABEL, classifier_outputs, fid_classifier, frechet_distance
-    from maskdiff.image_sampling import class_labels, sample_images
+    from maskdiff.fid import classifier_outputs, fid_classifier, frechet_distance
 
     d, tok = pipe.config.data, pipe.tokenizer
     train = load_images(d.corpus, "train", size=d.image_size, levels=tok.levels)
     held = load_images(args.corpus or d.corpus, args.split, size=d.image_size, levels=tok.levels)
     fmap = fid_classifier(args.run_dir, train.tokens, train.labels, held.tokens, held.labels, tok.levels, tok.height)
+    f_held, _ = classifier_outputs(fmap.net, held.tokens, tok.levels, tok.height)
+    real = train.tokens[torch.randperm(train.tokens.shape[0], generator=torch.Generator().manual_seed(args.seed))[: args.fid]]
+    f_real, _ = classifier_outputs(fmap.net, real, tok.levels, tok.height)
+    return SimpleNamespace(fmap=fmap, f_held=f_held, held_images=held.tokens.shape[0],
+                           floor=frechet_distance(f_real, f_held))
+
+
+def image_fid(args, pipe, reference: Optional[SimpleNamespace] = None) -> dict:
+    """``maskdiff eval --fid N [--guidance w]``: N samples against the held-out split. ``reference``
+    (:func:`fid_reference` for the same run, split, N and seed) saves recomputing it, e.g. over weights."""
+    from maskdiff.fid import LABEL, classifier_outputs, frechet_distance
+    from maskdiff.image_sampling import class_labels, sample_images
+
+    ref = reference or fid_reference(args, pipe)
+    tok = pipe.tokenizer
     n = args.fid
     classes = pipe.config.model.num_classes
     labels = class_labels(n, classes) if classes else None
     samples = sample_images(pipe, n, labels=labels, guidance=args.guidance, steps=args.sample_steps, seed=args.seed,
                             progress=not args.no_progress)
-    side, levels = tok.height, tok.levels
-    f_held, _ = classifier_outputs(fmap.net, held.tokens, levels, side)
-    f_samp, pred = classifier_outputs(fmap.net, samples.tokens, levels, side)
-    real = train.tokens[torch.randperm(train.tokens.shape[0], generator=torch.Generator().manual_seed(args.seed))[:n]]
-    f_real, _ = classifier_outputs(fmap.net, real, levels, side)
-    fid, floor = frechet_distance(f_samp, f_held), frechet_distance(f_real, f_held)
-    record = {"fid_ours": fid, "fid_ours_real_train_vs_heldout": floor, "fid_samples": n, "fid_heldout_images": held.tokens.shape[0],
-              "fid_classifier_accuracy": fmap.accuracy, "guidance": args.guidance, "fid_note": LABEL}
-    line = (f"{LABEL}: {fid:.3f} ({n} samples vs {held.tokens.shape[0]} {args.split} images; real training images score "
-            f"{floor:.3f}; classifier {100 * fmap.accuracy:.1f}% accurate on {args.split}")
+    f_samp, pred = classifier_outputs(ref.fmap.net, samples.tokens, tok.levels, tok.height)
+    fid = frechet_distance(f_samp, ref.f_held)
+    record = {"fid_ours": fid, "fid_ours_real_train_vs_heldout": ref.floor, "fid_samples": n, "fid_heldout_images": ref.held_images,
+              "fid_classifier_accuracy": ref.fmap.accuracy, "guidance": args.guidance, "fid_note": LABEL}
+    line = (f"{LABEL}: {fid:.3f} ({n} samples vs {ref.held_images} {args.split} images; real training images score "
+            f"{ref.floor:.3f}; classifier {100 * ref.fmap.accuracy:.1f}% accurate on {args.split}")
     if labels is not None:
         agree = float((pred == labels).double().mean())
         record["samples_classified_as_their_label"] = agree
