@@ -9,6 +9,7 @@ from maskdiff.errors import MaskdiffError
 
 MODALITIES = ("text", "dna", "image")
 TOKENIZERS = ("text8", "chars", "bytes", "gpt2", "bert")
+OBJECTIVES = ("masked", "genmd4", "sedd", "ar")  # built by maskdiff.objectives.build_objective
 
 
 @dataclass
@@ -190,8 +191,8 @@ class RunConfig:
         if self.diffusion.discrete_steps < 0:
             raise MaskdiffError(f"discrete_steps must be 0 (continuous) or positive, got {self.diffusion.discrete_steps}")
         dc = self.diffusion
-        if dc.objective not in ("masked", "genmd4", "sedd", "ar"):
-            raise MaskdiffError(f"unknown objective {dc.objective!r}; choose one of: masked, genmd4, sedd, ar")
+        if dc.objective not in OBJECTIVES:
+            raise MaskdiffError(f"unknown objective {dc.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
         if not (dc.carry_over and dc.zero_mask):
             if dc.objective != "masked":
                 raise MaskdiffError("carry_over and zero_mask are switches of the masked objective only")

@@ -18,7 +18,7 @@ from typing import Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from maskdiff.config import RunConfig
+from maskdiff.config import OBJECTIVES, RunConfig
 from maskdiff.denoiser import BoundCondition, CausalLM, SUBSDenoiser
 from maskdiff.errors import MaskdiffError
 from maskdiff.loss import NELBOTerms, continuous_diffusion_term, discrete_diffusion_term, discrete_step, nelbo, prior_term, token_counts
@@ -29,8 +29,6 @@ from maskdiff.loss.masked import masked_cross_entropy, reconstruction_term
 from maskdiff.loss.score_entropy import score_entropy_term
 from maskdiff.networks.transformer import DiT
 from maskdiff.schedules import get_schedule
-
-OBJECTIVES = ("masked", "genmd4", "sedd", "ar")
 
 
 def build_network(config: RunConfig, vocab_size: int) -> DiT:
