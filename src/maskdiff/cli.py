@@ -80,6 +80,7 @@ TRAIN_OVERRIDES = [
     ("--keep-checkpoints", "train", "keep_checkpoints", _positive_int),
     ("--objective", "diffusion", "objective", str),
     ("--schedule", "diffusion", "schedule", str),
+    ("--time-sampler", "diffusion", "time_sampler", str),
     ("--genmd4-samples", "diffusion", "genmd4_samples", _positive_int),
     ("--t-min", "diffusion", "t_min", _unit_float),
     ("--discrete-steps", "diffusion", "discrete_steps", _nonneg_int),
@@ -91,6 +92,7 @@ TRAIN_OVERRIDES = [
     ("--width", "model", "width", _positive_int),
     ("--depth", "model", "depth", _positive_int),
     ("--heads", "model", "heads", _positive_int),
+    ("--init", "model", "init", str),
     ("--modality", "data", "modality", str),
     ("--levels", "data", "levels", _nonneg_int),
     ("--image-size", "data", "image_size", _nonneg_int),
@@ -185,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_text_commands(sub, _positive_int)
 
-    p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir), report validation BPC with a 95% interval beside the unigram baseline, and print samples from the EMA weights.")
+    p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir) for a time budget: the machine's throughput is measured on the first steps and the run sized to fit. Then report validation BPC with a 95% interval beside the unigram baseline, print samples from the EMA weights and draw the learning curve (learning_curve.png in the run directory).")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
-    p.add_argument("--steps", type=_positive_int, help="training steps (default: the tiny preset's)")
+    p.add_argument("--budget", type=_positive_float, default=180.0, help="seconds of training a new run is sized to (default: 180)")
+    p.add_argument("--steps", type=_positive_int, help="training steps instead of sizing the run to --budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -392,7 +395,7 @@ def cmd_exponents(args) -> int:
 def _demo(args) -> int:
     from maskdiff.demo import run_demo
 
-    return run_demo(args.run_dir, steps=args.steps, progress=not args.no_progress)
+    return run_demo(args.run_dir, steps=args.steps, progress=not args.no_progress, budget_s=args.budget)
 
 
 if __name__ == "__main__":

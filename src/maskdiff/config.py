@@ -10,6 +10,8 @@ from maskdiff.errors import MaskdiffError
 MODALITIES = ("text", "dna", "image")
 TOKENIZERS = ("text8", "chars", "bytes", "gpt2", "bert")
 OBJECTIVES = ("masked", "genmd4", "sedd", "ar")  # built by maskdiff.objectives.build_objective
+TIME_SAMPLERS = ("uniform", "importance")  # maskdiff.loss.TIME_SAMPLERS
+INITS = ("default", "gpt2")  # maskdiff.networks.transformer.INITS
 
 
 @dataclass
@@ -31,6 +33,9 @@ class ModelConfig:
     num_classes: int = 0
     """Class-conditional model (images) with this many classes, read as a prefix token; id num_classes
     is the null class ("no class") used for classifier-free guidance. 0: unconditional."""
+    init: str = "default"
+    """Weight initialisation: 'default' (PyTorch's for linear layers, std 1/sqrt(3 fan_in), as MDLM's
+    reference) or 'gpt2' (normal, std 0.02, the choice before; 2.5x smaller at width 128)."""
     masked_logits: bool = False
     """Compute output logits only at masked positions in training and evaluation: the same loss and
     gradients, much less memory and time with a large vocabulary (GPT-2's 50,257)."""
@@ -79,6 +84,11 @@ class DiffusionConfig:
     """0: continuous-time loss. T > 0: discrete-time loss with T steps (MD4 Sec. 3)."""
     low_discrepancy: bool = True
     """Stratified t over the global batch (MDLM Sec. 3.4)."""
+    time_sampler: str = "uniform"
+    """How the training loss draws t (continuous time, masked and sedd objectives): 'uniform' on
+    [t_min, 1] (MD4, MDLM) or 'importance' (the square root of the masked fraction uniform, each draw
+    weighted by w(t)/q(t): the same NELBO, a gradient of lower variance; the presets' choice, see
+    docs/results.md). Evaluation always uses uniform t."""
     carry_over: bool = True
     """SUBS carry-over unmasking. Off (MDLM's ablation): the full per-position KL, discrete time only."""
     zero_mask: bool = True
@@ -188,6 +198,10 @@ class RunConfig:
             raise MaskdiffError(f"batch size {t.batch_size} is not a multiple of micro batch size {t.micro_batch_size}")
         if not 0.0 <= self.diffusion.t_min < 1.0:
             raise MaskdiffError(f"t_min must be in [0, 1), got {self.diffusion.t_min}")
+        if m.init not in INITS:
+            raise MaskdiffError(f"unknown init {m.init!r}; choose one of: {', '.join(INITS)}")
+        if self.diffusion.time_sampler not in TIME_SAMPLERS:
+            raise MaskdiffError(f"unknown time sampler {self.diffusion.time_sampler!r}; choose one of: {', '.join(TIME_SAMPLERS)}")
         if self.diffusion.discrete_steps < 0:
             raise MaskdiffError(f"discrete_steps must be 0 (continuous) or positive, got {self.diffusion.discrete_steps}")
         dc = self.diffusion

@@ -182,6 +182,9 @@ def base_config(scale: Scale, seed: int) -> RunConfig:
     cfg.model.width, cfg.model.depth, cfg.model.heads = scale.width, scale.depth, scale.heads
     cfg.model.cond_dim = min(128, scale.width)
     cfg.data.length = scale.length
+    # the papers' estimator: with importance-sampled t a time-independent network sees the same masks and
+    # weights under every schedule with the same endpoints, which would empty the schedule comparisons
+    cfg.diffusion.time_sampler = "uniform"
     t = cfg.train
     t.steps, t.batch_size, t.lr, t.seed = scale.steps, scale.batch_size, scale.lr, seed
     t.warmup_steps = max(1, scale.steps // 10)

@@ -46,6 +46,7 @@ def build_network(config: RunConfig, vocab_size: int) -> DiT:
         dropout=m.dropout,
         output_mask_logit=d.objective == "masked" and not d.zero_mask,
         num_classes=m.num_classes,
+        init=m.init,
     )
 
 
@@ -136,7 +137,8 @@ class MaskedDiffusion(Objective):
         self.ablated = not (d.carry_over and d.zero_mask)
         self.masked_only = config.model.masked_logits  # logits at masked positions only (same loss, less work)
 
-    def _diffusion(self, x0, t, noise, valid, steps: Optional[int], generator=None, labels=None) -> Tensor:
+    def _diffusion(self, x0, t, noise, valid, steps: Optional[int], generator=None, labels=None,
+                   time_sampler: str = "uniform") -> Tensor:
         d = self.config.diffusion
         den = self.denoiser if labels is None else BoundCondition(self.denoiser, labels)
         if steps:
@@ -147,10 +149,11 @@ class MaskedDiffusion(Objective):
             return discrete_diffusion_term(den, x0, i, steps, self.schedule, generator, valid=valid, noise=noise,
                                            masked_only=self.masked_only)
         return continuous_diffusion_term(den, x0, t, self.schedule, generator, t_min=d.t_min, valid=valid, noise=noise,
-                                         masked_only=self.masked_only)
+                                         masked_only=self.masked_only, time_sampler=time_sampler)
 
     def train_loss(self, x0, t, noise, valid=None, labels=None):
-        per_seq = self._diffusion(x0, t, noise[0], valid, self.config.diffusion.discrete_steps or None, labels=labels)
+        d = self.config.diffusion
+        per_seq = self._diffusion(x0, t, noise[0], valid, d.discrete_steps or None, labels=labels, time_sampler=d.time_sampler)
         if self.ablated and not self.config.diffusion.carry_over:
             per_seq = per_seq + clean_reconstruction_term(self.denoiser.full_log_probs, x0, valid=valid)
         return per_seq, per_seq.detach()
@@ -222,8 +225,9 @@ class ScoreEntropy(Objective):
         )
 
     def train_loss(self, x0, t, noise, valid=None, labels=None):
-        per_seq = score_entropy_term(self.denoiser, x0, t, self.schedule, t_min=self.config.diffusion.t_min,
-                                     valid=valid, noise=noise[0])
+        d = self.config.diffusion
+        per_seq = score_entropy_term(self.denoiser, x0, t, self.schedule, t_min=d.t_min, valid=valid, noise=noise[0],
+                                     time_sampler=d.time_sampler)
         return per_seq, per_seq.detach()
 
     def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None):
