@@ -183,7 +183,7 @@ class Pipeline:
 
     def evaluate(self, tokens: Tensor, valid: Optional[Tensor], *, discrete_steps: Optional[int] = None, **kwargs):
         """NELBO (an exact NLL for 'ar') of every row: an EvalResult. kwargs: passes, batch_size, seed, progress."""
-        from maskdiff.evaluate import evaluate
+        from maskdiff.evaluation.nelbo import evaluate
 
         def terms(x, t, gen, v):
             return self.objective.eval_terms(x, t, gen, v, discrete_steps=discrete_steps)

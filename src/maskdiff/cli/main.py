@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="also draw a bar chart PNG to this file")
     _weights_args(p)
 
-    from maskdiff.cli_text import add_text_commands
+    from maskdiff.cli.text import add_text_commands
 
     add_text_commands(sub, _positive_int)
 
@@ -271,7 +271,7 @@ def cmd_eval(args) -> int:
                       discrete_steps=args.discrete_steps, weights=pipe.weights, step=pipe.step, seconds=seconds)
         args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
     if args.probe or args.fid:
-        from maskdiff.media_eval import extra_evaluations
+        from maskdiff.cli.media import extra_evaluations
 
         extra = extra_evaluations(args, pipe)
         if args.json:
@@ -308,7 +308,7 @@ def cmd_sample(args) -> int:
     if callbacks:
         kwargs["callback"] = lambda x: [cb(x) for cb in callbacks]
     if pipe.config.data.modality == "image" or args.label or args.guidance:
-        from maskdiff.media_eval import sample_images_command
+        from maskdiff.cli.media import sample_images_command
 
         return sample_images_command(args, pipe, kwargs)
     out = pipe.sample(args.num, length=args.length, steps=args.steps, sampler=args.sampler, seed=args.seed,
@@ -328,11 +328,11 @@ def cmd_sample(args) -> int:
         gif = save_gif(recorder.frames, pipe.tokenizer.decode, pipe.tokenizer.mask_id, args.visualize / "unmasking.gif")
         print(f"unmasking of sample 0 ({len(recorder.frames)} states): {strip}, {gif}")
     if args.evaluate:
-        from maskdiff.quality import report_for_samples
+        from maskdiff.evaluation.quality import report_for_samples
 
         evaluator = None
         if args.evaluator:
-            from maskdiff.quality import RunEvaluatorLM
+            from maskdiff.evaluation.quality import RunEvaluatorLM
 
             evaluator = RunEvaluatorLM.from_run(args.evaluator)
         report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress)
@@ -346,7 +346,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from maskdiff.cli_text import TEXT_HANDLERS
+    from maskdiff.cli.text import TEXT_HANDLERS
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo, "experiment": cmd_experiment,
                 "exponents": cmd_exponents, **TEXT_HANDLERS}
@@ -390,7 +390,7 @@ def cmd_exponents(args) -> int:
 
 
 def _demo(args) -> int:
-    from maskdiff.demo import run_demo
+    from maskdiff.cli.demo import run_demo
 
     return run_demo(args.run_dir, steps=args.steps, progress=not args.no_progress)
 
