@@ -129,7 +129,7 @@ def test_quality_report_dict_and_summary():
 
 
 def test_quality_imports_only_errors_and_nothing_optional_at_import():
-    tree = ast.parse((SRC / "quality.py").read_text())
+    tree = ast.parse((SRC / "evaluation" / "quality.py").read_text())
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + [n.module for n in top if isinstance(n, ast.ImportFrom)]
     assert [m for m in names if m.startswith("maskdiff")] == ["maskdiff.errors"]
