@@ -12,7 +12,8 @@ from maskdiff.checkpoint import latest_valid_checkpoint
 def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True) -> int:
     import maskdiff
     from maskdiff.evaluation.nelbo import unigram_entropy_bits
-    from maskdiff.pipeline import eval_chunks, split_stream
+    from maskdiff.modalities.text import split_stream
+    from maskdiff.pipeline import eval_chunks
     from maskdiff.presets import tiny
     from maskdiff.train import train
 

@@ -202,6 +202,7 @@ def cmd_train(args) -> int:
     from maskdiff.config import RunConfig
     from maskdiff.presets import get_preset
     from maskdiff.train import train
+    from maskdiff.validation import validate_config
 
     if args.config:
         try:
@@ -226,7 +227,7 @@ def cmd_train(args) -> int:
         config.diffusion.zero_mask = False
     if args.masked_logits:
         config.model.masked_logits = True
-    config.validate()
+    validate_config(config)
     run_dir = args.run_dir or Path("runs") / config.preset
     result = train(config, run_dir, progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
@@ -244,13 +245,12 @@ def cmd_eval(args) -> int:
     from maskdiff.pipeline import eval_chunks
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
-    from maskdiff.modalities import TOKEN_WORDS, UNITS
+    from maskdiff.modalities import get_modality
 
-    modality = pipe.config.data.modality
-    chars = pipe.tokenizer.config().get("kind") == "char"
-    unit = args.unit or (UNITS[modality] if modality != "text" else "BPC" if chars else "PPL")
-    if unit == "BPC" and modality == "text" and not chars:
-        raise MaskdiffError("BPC is per character and this model's tokens are not characters; use --unit PPL or BPT")
+    modality = get_modality(pipe.config)
+    own_unit, words = modality.report_unit(pipe.tokenizer)
+    unit = args.unit or own_unit
+    modality.check_unit(unit, pipe.tokenizer)
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
     if args.limit:
         tokens, valid = tokens[: args.limit], valid[: args.limit]
@@ -262,7 +262,6 @@ def cmd_eval(args) -> int:
     seconds = time.perf_counter() - t0
     corpus = args.corpus or pipe.config.data.corpus
     kind = pipe.describe_estimate(args.discrete_steps)
-    words = TOKEN_WORDS[modality] if modality != "text" or chars else "tokens"
     print(f"{corpus} {args.split}: {result.summary(unit)}")
     print(f"  {int(result.tokens.sum())} {words} in {result.nelbo.numel()} sequences, {kind}, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
@@ -307,7 +306,9 @@ def cmd_sample(args) -> int:
         callbacks.append(TerminalView(pipe.tokenizer.decode, pipe.tokenizer.mask_id))
     if callbacks:
         kwargs["callback"] = lambda x: [cb(x) for cb in callbacks]
-    if pipe.config.data.modality == "image" or args.label or args.guidance:
+    from maskdiff.modalities import get_modality
+
+    if get_modality(pipe.config).renders_images or args.label or args.guidance:
         from maskdiff.cli.media import sample_images_command
 
         return sample_images_command(args, pipe, kwargs)
@@ -372,7 +373,7 @@ def cmd_exponents(args) -> int:
     import maskdiff
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
-    if pipe.kind != "genmd4":
+    if not pipe.objective.learns_schedule:
         raise MaskdiffError(f"{args.run_dir} is a {pipe.kind} run; exponents exist only for --objective genmd4")
     w = pipe.objective.exponents.exponents.detach()
     labels = [repr(pipe.tokenizer.decode([i])) for i in range(w.numel())]
