@@ -18,7 +18,7 @@ LAYERS = {
     "io": (["maskdiff.checkpoint", "maskdiff.distributed", "maskdiff.visualize"], ["errors"]),
     "estimate": (["maskdiff.evaluation.nelbo"], ["errors", "math"]),
     "data": (["maskdiff.data"], ["errors", "io"]),
-    "modalities": (["maskdiff.modalities"], ["errors", "config", "data"]),
+    "modalities": (["maskdiff.modalities"], ["errors", "config", "math", "data"]),
     "objectives": (["maskdiff.objectives"], ["errors", "config", "math", "networks"]),
     "model": (["maskdiff.pipeline", "maskdiff.validation"],
               ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives"]),

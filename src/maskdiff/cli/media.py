@@ -52,7 +52,7 @@ def image_fid(args, pipe, reference: Optional[SimpleNamespace] = None) -> dict:
     """``maskdiff eval --fid N [--guidance w]``: N samples against the held-out split. ``reference``
     (:func:`fid_reference` for the same run, split, N and seed) saves recomputing it, e.g. over weights."""
     from maskdiff.evaluation.fid import LABEL, classifier_outputs, frechet_distance
-    from maskdiff.image_sampling import class_labels, sample_images
+    from maskdiff.modalities.image_sampling import class_labels, sample_images
 
     ref = reference or fid_reference(args, pipe)
     tok = pipe.tokenizer
@@ -78,7 +78,7 @@ def image_fid(args, pipe, reference: Optional[SimpleNamespace] = None) -> dict:
 def sample_images_command(args, pipe, sampler_kwargs) -> int:
     """``maskdiff sample`` on an image run: draw, print one as ASCII art, save a PNG grid."""
     from maskdiff.data.images import save_grid
-    from maskdiff.image_sampling import class_labels, sample_images
+    from maskdiff.modalities.image_sampling import class_labels, sample_images
 
     if pipe.config.data.modality != "image":
         raise MaskdiffError("--label and --guidance are for class-conditional image runs")
