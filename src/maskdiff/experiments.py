@@ -216,6 +216,7 @@ def run_variant(variant: Variant, scale: Scale, seed: int, out: Path, *, log=pri
     from maskdiff.objectives import build_objective
     from maskdiff.pipeline import build_tokenizer, eval_chunks
     from maskdiff.train import train
+    from maskdiff.validation import validate_config
 
     run_dir = out / "runs" / f"{variant.name}-s{seed}"
     record_path = run_dir / "result.json"
@@ -224,7 +225,7 @@ def run_variant(variant: Variant, scale: Scale, seed: int, out: Path, *, log=pri
     cfg = base_config(scale, seed)
     variant.edit(cfg)
     cfg.train.steps *= variant.budget
-    cfg.validate()
+    validate_config(cfg)
     t0 = time.perf_counter()
     result = train(cfg, run_dir, progress=False, log=lambda *a: None)
     if result.interrupted:
@@ -235,9 +236,9 @@ def run_variant(variant: Variant, scale: Scale, seed: int, out: Path, *, log=pri
     tokens, valid = tokens[: scale.eval_sequences], valid[: scale.eval_sequences]
     evals = {}
     for steps in variant.eval_steps:
-        if steps is not None and pipe.kind != "masked":
+        if steps is not None and not pipe.objective.discrete_time_eval:
             continue
-        passes = 1 if pipe.kind == "ar" else scale.eval_passes
+        passes = 1 if pipe.objective.exact_likelihood else scale.eval_passes
         # each seed's model gets its own evaluation draws, so the interval over seeds also covers the
         # Monte-Carlo noise of the NELBO (shared draws would let one unlucky draw shift every model alike)
         res = pipe.evaluate(tokens, valid, discrete_steps=steps, passes=passes, seed=1234 + seed)
@@ -260,7 +261,7 @@ def run_variant(variant: Variant, scale: Scale, seed: int, out: Path, *, log=pri
         "eval_passes": scale.eval_passes,
         "evals": evals,
     }
-    if cfg.diffusion.objective == "genmd4":
+    if pipe.objective.learns_schedule:
         w = pipe.objective.exponents.exponents.detach()
         record["genmd4_exponents"] = {pipe.tokenizer.decode([i]) or repr(i): float(w[i]) for i in range(w.numel())}
     record_path.write_text(json.dumps(record, indent=1), encoding="utf-8")

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from maskdiff.denoiser import supports
 from maskdiff.errors import MaskdiffError
 from maskdiff.process import forward_mask
 from maskdiff.schedules import Schedule
@@ -37,7 +38,7 @@ def masked_only_cross_entropy(denoise, x_t: Tensor, t: Tensor, x0: Tensor, *, va
     Needs ``denoise.masked_log_probs(x_t, t, masked) -> (N, V)`` (:class:`SUBSDenoiser` has it): the
     network then computes output logits at the N masked positions instead of all B * L.
     """
-    if not hasattr(denoise, "masked_log_probs"):
+    if not supports(denoise, "masked_log_probs"):
         raise MaskdiffError("this denoiser cannot compute logits at masked positions only (no masked_log_probs); "
                             "turn masked_logits off")
     masked = x_t == denoise.vocab_size
@@ -55,7 +56,7 @@ def sum_per_sequence(per_position: Tensor, masked: Tensor) -> Tensor:
 
 def _valid_kwarg(denoise, valid: Optional[Tensor]) -> dict:
     """Pass the padding mask to denoisers that take it (the network then ignores padding)."""
-    return {"valid": valid} if valid is not None and getattr(denoise, "accepts_valid", False) else {}
+    return {"valid": valid} if valid is not None and supports(denoise, "accepts_valid") else {}
 
 
 def _cross_entropy(denoise, x_t: Tensor, t: Tensor, x0: Tensor, valid: Optional[Tensor], masked_only: bool) -> Tensor:

@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="also draw a bar chart PNG to this file")
     _weights_args(p)
 
-    from maskdiff.cli_text import add_text_commands
+    from maskdiff.cli.text import add_text_commands
 
     add_text_commands(sub, _positive_int)
 
@@ -205,6 +205,7 @@ def cmd_train(args) -> int:
     from maskdiff.config import RunConfig
     from maskdiff.presets import get_preset
     from maskdiff.train import train
+    from maskdiff.validation import validate_config
 
     if args.config:
         try:
@@ -229,7 +230,7 @@ def cmd_train(args) -> int:
         config.diffusion.zero_mask = False
     if args.masked_logits:
         config.model.masked_logits = True
-    config.validate()
+    validate_config(config)
     run_dir = args.run_dir or Path("runs") / config.preset
     result = train(config, run_dir, progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
@@ -247,13 +248,12 @@ def cmd_eval(args) -> int:
     from maskdiff.pipeline import eval_chunks
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
-    from maskdiff.modalities import TOKEN_WORDS, UNITS
+    from maskdiff.modalities import get_modality
 
-    modality = pipe.config.data.modality
-    chars = pipe.tokenizer.config().get("kind") == "char"
-    unit = args.unit or (UNITS[modality] if modality != "text" else "BPC" if chars else "PPL")
-    if unit == "BPC" and modality == "text" and not chars:
-        raise MaskdiffError("BPC is per character and this model's tokens are not characters; use --unit PPL or BPT")
+    modality = get_modality(pipe.config)
+    own_unit, words = modality.report_unit(pipe.tokenizer)
+    unit = args.unit or own_unit
+    modality.check_unit(unit, pipe.tokenizer)
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
     if args.limit:
         tokens, valid = tokens[: args.limit], valid[: args.limit]
@@ -265,7 +265,6 @@ def cmd_eval(args) -> int:
     seconds = time.perf_counter() - t0
     corpus = args.corpus or pipe.config.data.corpus
     kind = pipe.describe_estimate(args.discrete_steps)
-    words = TOKEN_WORDS[modality] if modality != "text" or chars else "tokens"
     print(f"{corpus} {args.split}: {result.summary(unit)}")
     print(f"  {int(result.tokens.sum())} {words} in {result.nelbo.numel()} sequences, {kind}, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
@@ -274,7 +273,7 @@ def cmd_eval(args) -> int:
                       discrete_steps=args.discrete_steps, weights=pipe.weights, step=pipe.step, seconds=seconds)
         args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
     if args.probe or args.fid:
-        from maskdiff.media_eval import extra_evaluations
+        from maskdiff.cli.media import extra_evaluations
 
         extra = extra_evaluations(args, pipe)
         if args.json:
@@ -310,8 +309,10 @@ def cmd_sample(args) -> int:
         callbacks.append(TerminalView(pipe.tokenizer.decode, pipe.tokenizer.mask_id))
     if callbacks:
         kwargs["callback"] = lambda x: [cb(x) for cb in callbacks]
-    if pipe.config.data.modality == "image" or args.label or args.guidance:
-        from maskdiff.media_eval import sample_images_command
+    from maskdiff.modalities import get_modality
+
+    if get_modality(pipe.config).renders_images or args.label or args.guidance:
+        from maskdiff.cli.media import sample_images_command
 
         return sample_images_command(args, pipe, kwargs)
     out = pipe.sample(args.num, length=args.length, steps=args.steps, sampler=args.sampler, seed=args.seed,
@@ -331,11 +332,11 @@ def cmd_sample(args) -> int:
         gif = save_gif(recorder.frames, pipe.tokenizer.decode, pipe.tokenizer.mask_id, args.visualize / "unmasking.gif")
         print(f"unmasking of sample 0 ({len(recorder.frames)} states): {strip}, {gif}")
     if args.evaluate:
-        from maskdiff.quality import report_for_samples
+        from maskdiff.evaluation.quality import report_for_samples
 
         evaluator = None
         if args.evaluator:
-            from maskdiff.quality import RunEvaluatorLM
+            from maskdiff.evaluation.quality import RunEvaluatorLM
 
             evaluator = RunEvaluatorLM.from_run(args.evaluator)
         report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress)
@@ -349,7 +350,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from maskdiff.cli_text import TEXT_HANDLERS
+    from maskdiff.cli.text import TEXT_HANDLERS
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo, "experiment": cmd_experiment,
                 "exponents": cmd_exponents, **TEXT_HANDLERS}
@@ -375,7 +376,7 @@ def cmd_exponents(args) -> int:
     import maskdiff
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
-    if pipe.kind != "genmd4":
+    if not pipe.objective.learns_schedule:
         raise MaskdiffError(f"{args.run_dir} is a {pipe.kind} run; exponents exist only for --objective genmd4")
     w = pipe.objective.exponents.exponents.detach()
     labels = [repr(pipe.tokenizer.decode([i])) for i in range(w.numel())]
@@ -393,7 +394,7 @@ def cmd_exponents(args) -> int:
 
 
 def _demo(args) -> int:
-    from maskdiff.demo import run_demo
+    from maskdiff.cli.demo import run_demo
 
     return run_demo(args.run_dir, steps=args.steps, progress=not args.no_progress, budget_s=args.budget)
 

@@ -68,8 +68,9 @@ def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True, 
     import torch
 
     import maskdiff
-    from maskdiff.evaluate import unigram_entropy_bits
-    from maskdiff.pipeline import eval_chunks, read_run_config, split_stream
+    from maskdiff.evaluation.nelbo import unigram_entropy_bits
+    from maskdiff.modalities.text import split_stream
+    from maskdiff.pipeline import eval_chunks, read_run_config
     from maskdiff.presets import tiny
     from maskdiff.train import train
 
