@@ -13,6 +13,7 @@ part are one flat dict: the network's own names (so checkpoints of masked runs k
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
@@ -200,7 +201,7 @@ class GenMD4(Objective):
         u = torch.rand(tuple(x0.shape), generator=generator, dtype=torch.float64)
         x_t = genmd4_mask(x0, t0, w, self.vocab_size, u, valid=valid)
         masked = x_t == self.vocab_size
-        recon = masked_cross_entropy(self.denoiser(x_t, t0.float()), x0, masked) if bool(masked.any()) else torch.zeros(x0.shape[0])
+        recon = masked_cross_entropy(self.denoiser(x_t, t0.float(), valid=valid), x0, masked) if bool(masked.any()) else torch.zeros(x0.shape[0])
         return NELBOTerms(diffusion.float(), recon.float(), torch.zeros(x0.shape[0]), token_counts(x0, valid))
 
 
@@ -216,6 +217,12 @@ class ScoreEntropy(Objective):
 
     def __init__(self, config: RunConfig, vocab_size: int):
         super().__init__(config, vocab_size)
+        # The output layer starts at zero, so every log score would start at 0 and Z = sum_v e^{l_v} = V:
+        # the gap Z - 1 - log Z (about 5e4 per masked token with GPT-2's vocabulary) would dominate the
+        # first steps. Its bias starts at -log V instead: Z = 1, normalised scores, the masked-diffusion
+        # bound of the uniform mu (docs/math.md#sedd). Only the initial value changes, not the layout.
+        with torch.no_grad():
+            self.network.head.bias.fill_(-math.log(vocab_size))
         self.schedule = get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
         self.model = self.denoiser = SUBSDenoiser(
             self.network, vocab_size, time_conditioned=config.model.time_conditioned, max_length=config.data.length
