@@ -111,3 +111,20 @@ def test_sedd_scores_start_normalised_at_gpt2_vocabulary():
     masked = (noise >= obj.schedule.alpha(t.double())[:, None]).sum(-1).double()
     torch.testing.assert_close(md4.double(), 0.999 * obj.schedule.weight(t.double()) * masked * math.log(V),
                                rtol=1e-5, atol=1e-4)
+
+
+def test_ablation_charges_the_tokens_masked_at_t_0():
+    """Carry-over on, zero-mask off, geometric schedule with alpha_0 = e^{-0.3}: the evaluation's t = 0
+    term is the decoder's cost of the tokens already masked then (uniform mu at init: log V each), not 0."""
+    cfg = micro_config()
+    cfg.diffusion.zero_mask, cfg.diffusion.discrete_steps = False, 4
+    cfg.diffusion.schedule, cfg.diffusion.schedule_args = "geometric", {"s_min": 0.3, "s_max": 3.0}
+    obj = build_objective(cfg, 20)
+    x0 = torch.randint(0, 20, (64, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        terms = obj.eval_terms(x0, torch.full((64,), 0.5), torch.Generator().manual_seed(1))
+    per_token = float(terms.reconstruction.sum()) / x0.numel()
+    expected = (1 - math.exp(-0.3)) * math.log(21)  # masked share at t = 0, times -log x_theta = log(V + 1)
+    assert abs(per_token - expected) < 0.05 * expected, (per_token, expected)
+    loss, logged = obj.train_loss(x0, torch.full((64,), 0.5), torch.rand((1, 64, 32), dtype=torch.float64))
+    assert bool(torch.isfinite(loss).all())

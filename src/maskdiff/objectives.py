@@ -23,7 +23,7 @@ from maskdiff.config import OBJECTIVES, RunConfig
 from maskdiff.denoiser import BoundCondition, CausalLM, SUBSDenoiser
 from maskdiff.errors import MaskdiffError
 from maskdiff.loss import NELBOTerms, continuous_diffusion_term, discrete_diffusion_term, discrete_step, nelbo, prior_term, token_counts
-from maskdiff.loss.ablation import clean_reconstruction_term, full_kl_discrete_term
+from maskdiff.loss.ablation import decoder_term, full_kl_discrete_term
 from maskdiff.loss.autoregressive import autoregressive_nll
 from maskdiff.loss.genmd4 import LearnableExponents, genmd4_loss, genmd4_mask
 from maskdiff.loss.masked import masked_cross_entropy, reconstruction_term
@@ -150,10 +150,17 @@ class MaskedDiffusion(Objective):
         return continuous_diffusion_term(den, x0, t, self.schedule, generator, t_min=d.t_min, valid=valid, noise=noise,
                                          masked_only=self.masked_only)
 
+    def _decoder(self, x0, valid, generator=None, noise=None) -> Tensor:
+        """The ablation's t = 0 term (loss/ablation.py): zero only with carry-over and alpha_0 = 1."""
+        if self.config.diffusion.carry_over and self.schedule.alpha_0 == 1.0:
+            return torch.zeros(x0.shape[0])
+        return decoder_term(self.denoiser.full_log_probs, x0, self.schedule, self.vocab_size, generator,
+                            valid=valid, noise=noise)
+
     def train_loss(self, x0, t, noise, valid=None, labels=None):
         per_seq = self._diffusion(x0, t, noise[0], valid, self.config.diffusion.discrete_steps or None, labels=labels)
-        if self.ablated and not self.config.diffusion.carry_over:
-            per_seq = per_seq + clean_reconstruction_term(self.denoiser.full_log_probs, x0, valid=valid)
+        if self.ablated:
+            per_seq = per_seq + self._decoder(x0, valid, noise=noise[0])  # same uniforms: each term stays unbiased
         return per_seq, per_seq.detach()
 
     def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None):
@@ -163,8 +170,7 @@ class MaskedDiffusion(Objective):
             return nelbo(self.denoiser, x0, t, self.schedule, generator, t_min=d.t_min, discrete_steps=steps, valid=valid,
                          masked_only=self.masked_only)
         diffusion = self._diffusion(x0, t, None, valid, steps, generator)
-        recon = (torch.zeros(x0.shape[0]) if d.carry_over
-                 else clean_reconstruction_term(self.denoiser.full_log_probs, x0, valid=valid))
+        recon = self._decoder(x0, valid, generator)
         return NELBOTerms(diffusion.float(), recon.float(), prior_term(x0, self.schedule, self.vocab_size, valid=valid).float(),
                           token_counts(x0, valid))
 
