@@ -2,6 +2,7 @@
 rows, and SEDD's scores at initialisation with GPT-2's vocabulary (docs/math.md#genmd4, #sedd)."""
 import math
 
+import pytest
 import torch
 
 from helpers import micro_config
@@ -128,3 +129,41 @@ def test_ablation_charges_the_tokens_masked_at_t_0():
     assert abs(per_token - expected) < 0.05 * expected, (per_token, expected)
     loss, logged = obj.train_loss(x0, torch.full((64,), 0.5), torch.rand((1, 64, 32), dtype=torch.float64))
     assert bool(torch.isfinite(loss).all())
+
+
+def test_pad_runs_charge_the_row_length(tmp_path, monkeypatch):
+    """'pad' packing tells the network each row's length, so the diffusion terms bound -log p(x | length);
+    evaluation adds -log p(length) under the training split's row lengths with add-one smoothing over
+    1..L (docs/math.md#packing), recomputed here from the training rows."""
+    from maskdiff.evaluate import evaluate
+    from maskdiff.pipeline import Pipeline, build_tokenizer, eval_chunks, split_rows
+
+    monkeypatch.setenv("MASKDIFF_HOME", str(tmp_path / "home"))
+    cfg = micro_config()
+    cfg.data.packing = "pad"
+    tok = build_tokenizer(cfg)
+    pipe = Pipeline(cfg, tok, build_objective(cfg, tok.vocab_size))
+    tokens, valid = eval_chunks(cfg, tok, "validation")
+    short = (~valid).any(-1)
+    assert bool(short.any())
+    rows = torch.cat([torch.nonzero(short)[:3, 0], torch.nonzero(~short)[:3, 0]])
+    tokens, valid = tokens[rows], valid[rows]
+    res = pipe.evaluate(tokens, valid, seed=0)
+
+    def terms(x, t, gen, v):
+        return pipe.objective.eval_terms(x, t, gen, v)
+
+    with torch.no_grad():
+        plain = evaluate(terms, tokens, valid, t_min=cfg.diffusion.t_min, seed=0).nelbo
+    _, train_valid = split_rows(cfg, tok, "train")
+    L = cfg.data.length
+    counts = [int((train_valid.sum(-1) == n).sum()) for n in range(L + 1)]
+    p = [(counts[n] + 1) / (train_valid.shape[0] + L) for n in range(L + 1)]
+    expected = torch.tensor([-math.log(p[int(n)]) for n in valid.sum(-1)], dtype=torch.float64)
+    assert abs(sum(p[1:]) - 1.0) < 1e-12
+    torch.testing.assert_close(res.length, expected)
+    torch.testing.assert_close(res.nelbo, plain + expected)
+    assert res.to_dict()["length_nats"] == pytest.approx(float(expected.sum()))
+    # wrap runs are not charged: their rows carry no length information
+    cfg.data.packing = "wrap"
+    assert Pipeline(cfg, tok, build_objective(cfg, tok.vocab_size)).evaluate(tokens, valid, seed=0).length is None

@@ -90,6 +90,7 @@ class EvalResult:
     nelbo: Tensor
     tokens: Tensor
     bound: bool = True  # False for an exact likelihood (the autoregressive baseline): print "=", not "<="
+    length: Optional[Tensor] = None  # -log p(row length) per row, included in nelbo ('pad' packing), or None
 
     @property
     def nats_per_token(self) -> float:
@@ -139,6 +140,7 @@ class EvalResult:
             "perplexity_bound": ppl[0],
             "perplexity_ci95": [ppl[1], ppl[2]],
             "bound": self.bound,
+            "length_nats": None if self.length is None else float(self.length.sum()),
         }
 
 
