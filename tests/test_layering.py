@@ -1,4 +1,4 @@
-"""The math layer imports nothing from config, data, train, networks or cli (STYLE.md layering)."""
+"""The math layer imports nothing from config, data, train, networks or cli: the import arrows point one way."""
 import ast
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""Evaluation: the NELBO over a whole split with a 95% interval, as BPC, bits per token or PPL.
+"""Evaluation: the NELBO over a whole split with a 95% interval, as BPC, bits per token or PPL
+(docs/math.md#metrics).
 
 A diffusion NELBO is an upper bound on -log p, so every figure is printed as "<=". It is also a
 Monte-Carlo estimate: each sequence gets its own estimate (averaged over ``passes`` draws of t and

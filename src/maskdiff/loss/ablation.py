@@ -1,4 +1,5 @@
-"""The discrete-time NELBO without the SUBS simplifications: MDLM's parameterization ablation.
+"""The discrete-time NELBO without the SUBS simplifications: MDLM's parameterization ablation
+(docs/math.md#ablation).
 
 SUBS (MDLM Sec. 3.2) makes two choices: the network gives the mask zero probability as a clean token,
 and an unmasked input position is carried over unchanged. Switching either off gives back the general

@@ -2,7 +2,7 @@
 an unbiased gradient for the exponents w.
 
 A position holding v is masked at time t with probability t^{w_v}, so alpha'_{t,v}/(1 - alpha_{t,v}) =
--w_v / t and the integrand of the NELBO (MATH.md, "GenMD4") at a masked position n with x_0^n = c is
+-w_v / t and the integrand of the NELBO (docs/math.md (eq. 13)) at a masked position n with x_0^n = c is
 
     (1/t) [ w_c (-log mu_c) + sum_v w_v mu_v - w_c ],
 
