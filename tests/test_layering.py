@@ -1,4 +1,4 @@
-"""The package's layers import only downward (STYLE.md layering), checked by parsing every module's
+"""The package's layers import only downward (the import arrows point one way), checked by parsing every module's
 imports (lazy ones inside functions included) with ``ast``; and no module imports itself back
 through a chain of imports."""
 import ast

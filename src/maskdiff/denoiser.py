@@ -175,10 +175,11 @@ class SUBSDenoiser(nn.Module):
         the log scores of the score-entropy objective (loss/score_entropy.py)."""
         return self._logits(x_t, t, cond, valid=valid, positions=masked)[..., : self.vocab_size]  # (N, V)
 
-    def full_log_probs(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def full_log_probs(self, x_t: Tensor, t: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
         """log x_theta over the V + 1 values, mask last: (B, L, V + 1). The mask column is -inf with
-        zero_mask on; unmasked positions are one-hot with carry_over on (MDLM's ablation loss)."""
-        logits = self._logits(x_t, t)
+        zero_mask on; unmasked positions are one-hot with carry_over on (MDLM's ablation loss).
+        valid: (B, L) real positions (the network does not attend to padding)."""
+        logits = self._logits(x_t, t, valid=valid)
         if self.zero_mask or logits.shape[-1] == self.vocab_size:
             if not self.zero_mask:
                 raise MaskdiffError("zero_mask off needs a network that outputs the mask logit (V + 1 columns)")

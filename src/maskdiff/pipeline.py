@@ -120,7 +120,30 @@ class Pipeline:
         with torch.no_grad():
             result = evaluate(terms, tokens, valid, t_min=self.config.diffusion.t_min, **kwargs)
         result.bound = not self.objective.exact_likelihood
+        if valid is not None and self.charges_length:
+            # 'pad' rows tell the network (and the AR model) where each row ends: the terms above bound
+            # -log p(x | length); adding -log p(length) makes the figure a bound on -log p(x) again.
+            from maskdiff.data.packing import length_nll
+
+            result.length = length_nll(valid, self.length_log_probs())
+            result.nelbo = result.nelbo + result.length
         return result
+
+    @property
+    def charges_length(self) -> bool:
+        """Whether evaluation adds -log p(length) to each row (text runs with 'pad' packing)."""
+        return self.config.data.modality == "text" and self.config.data.packing == "pad"
+
+    def length_log_probs(self) -> Tensor:
+        """log p(row length), (L + 1,): the training split's row lengths with add-one smoothing, computed
+        once per pipeline from the training data (deterministic, so nothing is stored in the run)."""
+        if getattr(self, "_length_log_probs", None) is None:
+            from maskdiff.data.packing import length_log_probs
+            from maskdiff.modalities.text import split_rows
+
+            _, valid = split_rows(self.config, self.tokenizer, "train")
+            self._length_log_probs = length_log_probs(valid, self.config.data.length)
+        return self._length_log_probs
 
     def describe_estimate(self, discrete_steps: Optional[int] = None) -> str:
         """What :meth:`evaluate` computes, in words."""

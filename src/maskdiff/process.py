@@ -65,7 +65,7 @@ def sample_categorical(log_probs: Tensor, generator: Optional[torch.Generator] =
     """Gumbel-max draw over the last axis with float64 noise.
 
     float32 Gumbel noise is capped near 16.6, so values below about 6e-8 of the largest probability
-    would be drawn too rarely (Zheng et al. 2024; MATH.md "Samplers"). float64 removes that cap.
+    would be drawn too rarely (Zheng et al. 2024; docs/math.md#samplers). float64 removes that cap.
     """
     u = torch.rand(log_probs.shape, generator=generator, dtype=torch.float64, device=log_probs.device)
     gumbel = -torch.log(-torch.log(u.clamp_(min=torch.finfo(torch.float64).tiny)))

@@ -268,6 +268,9 @@ def cmd_eval(args) -> int:
     print(f"{corpus} {args.split}: {result.summary(unit)}")
     print(f"  {int(result.tokens.sum())} {words} in {result.nelbo.numel()} sequences, {kind}, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
+    if result.length is not None:
+        print(f"  includes -log p(length) = {float(result.length.sum()) / float(result.tokens.sum()):.4f} nats per token "
+              "(row lengths of the training split, add-one smoothing): a bound on -log p(x), not -log p(x | length)")
     if args.json:
         record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, passes=args.passes,
                       discrete_steps=args.discrete_steps, weights=pipe.weights, step=pipe.step, seconds=seconds)

@@ -1,4 +1,5 @@
-"""Negative ELBO of masked diffusion, continuous and discrete time (MD4 Sec. 3, MDLM Sec. 3).
+"""Negative ELBO of masked diffusion, continuous and discrete time (MD4 Sec. 3, MDLM Sec. 3;
+docs/math.md#continuous-nelbo, docs/math.md#discrete-nelbo).
 
 Per sequence, with C_t the masked cross-entropy  sum_{n masked in x_t} -log mu_theta(x_t, t)[n, x_0^n]:
 

@@ -1,4 +1,5 @@
-"""SEDD's score-entropy loss for the absorbing (masking) process, the baseline both papers compare with.
+"""SEDD's score-entropy loss for the absorbing (masking) process, the baseline both papers compare with
+(docs/math.md#sedd).
 
 SEDD (Lou et al., 2024, "Discrete diffusion modeling by estimating the ratios of the data
 distribution") learns the concrete score instead of the clean-data posterior: at a masked position n,

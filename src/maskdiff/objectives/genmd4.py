@@ -61,5 +61,5 @@ class GenMD4(Objective):
         u = torch.rand(tuple(x0.shape), generator=generator, dtype=torch.float64)
         x_t = genmd4_mask(x0, t0, w, self.vocab_size, u, valid=valid)
         masked = x_t == self.vocab_size
-        recon = masked_cross_entropy(self.denoiser(x_t, t0.float()), x0, masked) if bool(masked.any()) else torch.zeros(x0.shape[0])
+        recon = masked_cross_entropy(self.denoiser(x_t, t0.float(), valid=valid), x0, masked) if bool(masked.any()) else torch.zeros(x0.shape[0])
         return NELBOTerms(diffusion.float(), recon.float(), torch.zeros(x0.shape[0]), token_counts(x0, valid))

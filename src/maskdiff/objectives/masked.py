@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch import Tensor
 
 from maskdiff.config import RunConfig
 from maskdiff.denoiser import BoundCondition, SUBSDenoiser
 from maskdiff.loss import NELBOTerms, continuous_diffusion_term, discrete_diffusion_term, discrete_step, nelbo, prior_term, token_counts
-from maskdiff.loss.ablation import clean_reconstruction_term, full_kl_discrete_term
+from maskdiff.loss.ablation import decoder_term, full_kl_discrete_term
 from maskdiff.objectives.base import Objective
 from maskdiff.schedules import get_schedule
 
@@ -56,11 +57,18 @@ class MaskedDiffusion(Objective):
         return continuous_diffusion_term(den, x0, t, self.schedule, generator, t_min=d.t_min, valid=valid, noise=noise,
                                          masked_only=self.masked_only, time_sampler=time_sampler)
 
+    def _decoder(self, x0, valid, generator=None, noise=None) -> Tensor:
+        """The ablation's t = 0 term (loss/ablation.py): zero only with carry-over and alpha_0 = 1."""
+        if self.config.diffusion.carry_over and self.schedule.alpha_0 == 1.0:
+            return torch.zeros(x0.shape[0], device=x0.device)
+        return decoder_term(self.denoiser.full_log_probs, x0, self.schedule, self.vocab_size, generator,
+                            valid=valid, noise=noise)
+
     def train_loss(self, x0, t, noise, valid=None, labels=None):
         d = self.config.diffusion
         per_seq = self._diffusion(x0, t, noise[0], valid, d.discrete_steps or None, labels=labels, time_sampler=d.time_sampler)
-        if self.ablated and not self.config.diffusion.carry_over:
-            per_seq = per_seq + clean_reconstruction_term(self.denoiser.full_log_probs, x0, valid=valid)
+        if self.ablated:
+            per_seq = per_seq + self._decoder(x0, valid, noise=noise[0])  # same uniforms: each term stays unbiased
         return per_seq, per_seq.detach()
 
     def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None):
@@ -70,7 +78,6 @@ class MaskedDiffusion(Objective):
             return nelbo(self.denoiser, x0, t, self.schedule, generator, t_min=d.t_min, discrete_steps=steps, valid=valid,
                          masked_only=self.masked_only)
         diffusion = self._diffusion(x0, t, None, valid, steps, generator)
-        recon = (torch.zeros(x0.shape[0]) if d.carry_over
-                 else clean_reconstruction_term(self.denoiser.full_log_probs, x0, valid=valid))
+        recon = self._decoder(x0, valid, generator)
         return NELBOTerms(diffusion.float(), recon.float(), prior_term(x0, self.schedule, self.vocab_size, valid=valid).float(),
                           token_counts(x0, valid))

@@ -1,6 +1,10 @@
 """SEDD's score-entropy objective on the same network (absorbing process; the papers' baseline)."""
 from __future__ import annotations
 
+import math
+
+import torch
+
 from maskdiff.config import RunConfig
 from maskdiff.denoiser import SUBSDenoiser
 from maskdiff.errors import MaskdiffError
@@ -27,6 +31,12 @@ class ScoreEntropy(Objective):
 
     def __init__(self, config: RunConfig, vocab_size: int):
         super().__init__(config, vocab_size)
+        # The output layer starts at zero, so every log score would start at 0 and Z = sum_v e^{l_v} = V:
+        # the gap Z - 1 - log Z (about 5e4 per masked token with GPT-2's vocabulary) would dominate the
+        # first steps. Its bias starts at -log V instead: Z = 1, normalised scores, the masked-diffusion
+        # bound of the uniform mu (docs/math.md#sedd). Only the initial value changes, not the layout.
+        with torch.no_grad():
+            self.network.head.bias.fill_(-math.log(vocab_size))
         self.schedule = get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
         self.model = self.denoiser = SUBSDenoiser(
             self.network, vocab_size, time_conditioned=config.model.time_conditioned, max_length=config.data.length

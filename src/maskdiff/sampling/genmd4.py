@@ -1,7 +1,7 @@
 """Sampling GenMD4 (MD4 Sec. 5), where the masking schedule depends on the token value.
 
 For s < t a masked position becomes v with probability mu_v (alpha_{s,v} - alpha_{t,v})/(1 - alpha_{t,v})
-and stays masked with the rest, sum_v mu_v (1 - alpha_{s,v})/(1 - alpha_{t,v}) (MATH.md). The denoiser
+and stays masked with the rest, sum_v mu_v (1 - alpha_{s,v})/(1 - alpha_{t,v}) (docs/math.md#genmd4). The denoiser
 must see t: the posterior over x_0 given x_t depends on t when the schedule depends on the value.
 First-hitting and caching do not apply.
 """

@@ -2,7 +2,7 @@
 
 mean: each masked position unmasks with an independent Bernoulli((alpha_s - alpha_t)/(1 - alpha_t))
 and, if it does, takes a value drawn from mu. This is the same per-step law as the ancestral sampler
-(MATH.md), drawn in two stages. greedy: the same unmasking, but the value is argmax mu (biased).
+(docs/math.md#samplers), drawn in two stages. greedy: the same unmasking, but the value is argmax mu (biased).
 """
 from __future__ import annotations
 
