@@ -22,7 +22,8 @@ def test_dna_train_eval_probe_sample(tmp_path):
     record = json.loads(out.read_text())
     assert 1.0 < record["bits_per_token"] < 3.0  # an untrained model is near log2(5) = 2.32; the data is ~1.8 bits
     assert record["probe_kmer_accuracy"] > 0.95  # GC 25% against GC 75%: composition alone separates them
-    assert 0.0 <= record["probe_model_accuracy"] <= 1.0 and record["probe_chance"] == 0.5
+    # the model's mean-pooled features carry the base composition even after 4 steps (measured 0.996)
+    assert record["probe_model_accuracy"] > 0.9 and record["probe_chance"] == 0.5
     proc = run_cli("sample", run, "--num", "2", "--steps", "8", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     lines = [l for l in proc.stdout.splitlines() if len(l) == 32]
