@@ -183,6 +183,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--shakespeare-variants", nargs="+", default=["ar", "md-before", "md-after"], choices=list(VARIANTS),
+                   help="the variants run on shakespeare (default: ar, md-before, md-after; the ablations run on markov2)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--eval-every", type=int, default=250)
@@ -205,7 +207,8 @@ def main() -> int:
     for source in args.sources:  # write the data once, before the runs start in parallel
         if source != "shakespeare":
             source_file(Path(args.workdir), source)
-    jobs = [(s, v, k) for k in range(args.seeds) for s in args.sources for v in args.variants]
+    jobs = [(s, v, k) for k in range(args.seeds) for s in args.sources for v in args.variants
+            if s != "shakespeare" or v in args.shakespeare_variants]
     threads = args.threads or (1 if args.jobs > 1 else 2)
     base = [sys.executable, __file__, "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--passes",
             str(args.passes), "--device", args.device, "--workdir", args.workdir, "--threads", str(threads)]
