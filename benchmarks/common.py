@@ -22,14 +22,9 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    from maskdiff.cli.demo import cpu_name
+
+    return cpu_name() or "unknown"
 
 
 def machine_info(device: str = "cpu") -> Dict[str, Any]:
