@@ -74,6 +74,8 @@ TRAIN_OVERRIDES = [
     ("--threads", "train", "threads", _nonneg_int),
     ("--device", "train", "device", str),
     ("--parallel", "train", "parallel", str),
+    ("--precision", "train", "precision", str),
+    ("--compile", "train", "compile", str),
     ("--max-bad-steps", "train", "max_bad_steps", _positive_int),
     ("--checkpoint-every", "train", "checkpoint_every", _positive_int),
     ("--log-every", "train", "log_every", _positive_int),
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="cpu", help=f"budget: {', '.join(SCALES)} (default: cpu, minutes per variant on 2 cores; gpu is bigger)")
     p.add_argument("--seeds", type=_positive_int, help="seeds per variant (default: 3)")
     p.add_argument("--out", type=Path, help="output folder (default: experiments/NAME-SCALE)")
+    _device_arg(p)
 
     p = sub.add_parser("exponents", help="list (and plot) a GenMD4 run's learned per-token exponents",
                        description="Print the learned exponent w_v of every token of a GenMD4 run (alpha_{t,v} = 1 - t^w_v: a larger "
@@ -183,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from maskdiff.cli_text import add_text_commands
 
-    add_text_commands(sub, _positive_int)
+    add_text_commands(sub, _positive_int, _device_arg)
 
     p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir), report validation BPC with a 95% interval beside the unigram baseline, and print samples from the EMA weights.")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
@@ -192,7 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the model runs: auto (a GPU when PyTorch sees one, else the CPU), cpu or cuda (default: auto)")
+
+
 def _weights_args(p: argparse.ArgumentParser) -> None:
+    _device_arg(p)
     p.add_argument("--checkpoint", type=Path, help="a checkpoint directory (default: the run's newest valid one)")
     p.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of their EMA")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -243,7 +252,7 @@ def cmd_eval(args) -> int:
     import maskdiff
     from maskdiff.pipeline import eval_chunks
 
-    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
     from maskdiff.modalities import TOKEN_WORDS, UNITS
 
     modality = pipe.config.data.modality
@@ -286,7 +295,7 @@ def cmd_sample(args) -> int:
     get_sampler(args.sampler)  # fail on a bad name before loading anything
     if args.evaluator and not args.evaluate:
         raise MaskdiffError("--evaluator chooses the LM of --evaluate; add --evaluate")
-    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
     kwargs = {}
     if args.temperature != 1.0 or args.top_p != 1.0:
         kwargs.update(temperature=args.temperature, top_p=args.top_p)
@@ -334,8 +343,9 @@ def cmd_sample(args) -> int:
         if args.evaluator:
             from maskdiff.quality import RunEvaluatorLM
 
-            evaluator = RunEvaluatorLM.from_run(args.evaluator)
-        report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress)
+            evaluator = RunEvaluatorLM.from_run(args.evaluator, device=args.device)
+        report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress,
+                                    device=pipe.device)
         print(report.summary())
     return 0
 
@@ -364,14 +374,14 @@ def cmd_experiment(args) -> int:
     from maskdiff.experiments import get_experiment, get_scale, run_experiment
 
     get_experiment(args.name), get_scale(args.scale)  # fail on a bad name before any work
-    run_experiment(args.name, args.scale, args.out, seeds=args.seeds)
+    run_experiment(args.name, args.scale, args.out, seeds=args.seeds, device=args.device)
     return 0
 
 
 def cmd_exponents(args) -> int:
     import maskdiff
 
-    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
     if pipe.kind != "genmd4":
         raise MaskdiffError(f"{args.run_dir} is a {pipe.kind} run; exponents exist only for --objective genmd4")
     w = pipe.objective.exponents.exponents.detach()

@@ -28,6 +28,7 @@ from maskdiff.loss.genmd4 import LearnableExponents, genmd4_loss, genmd4_mask
 from maskdiff.loss.masked import masked_cross_entropy, reconstruction_term
 from maskdiff.loss.score_entropy import score_entropy_term
 from maskdiff.networks.transformer import DiT
+from maskdiff.process import uniform
 from maskdiff.schedules import get_schedule
 
 
@@ -162,7 +163,7 @@ class MaskedDiffusion(Objective):
             return nelbo(self.denoiser, x0, t, self.schedule, generator, t_min=d.t_min, discrete_steps=steps, valid=valid,
                          masked_only=self.masked_only)
         diffusion = self._diffusion(x0, t, None, valid, steps, generator)
-        recon = (torch.zeros(x0.shape[0]) if d.carry_over
+        recon = (torch.zeros(x0.shape[0], device=x0.device) if d.carry_over
                  else clean_reconstruction_term(self.denoiser.full_log_probs, x0, valid=valid))
         return NELBOTerms(diffusion.float(), recon.float(), prior_term(x0, self.schedule, self.vocab_size, valid=valid).float(),
                           token_counts(x0, valid))
@@ -193,15 +194,15 @@ class GenMD4(Objective):
             raise MaskdiffError("GenMD4 is evaluated in continuous time only; leave out --discrete-steps")
         d = self.config.diffusion
         w = self.exponents.exponents.detach()
-        noise = torch.rand((1,) + tuple(x0.shape), generator=generator, dtype=torch.float64)
+        noise = uniform((1,) + tuple(x0.shape), generator, x0.device)
         diffusion = genmd4_loss(self.denoiser, x0, t, w, noise, t_min=d.t_min, valid=valid).nelbo
         # R(t_min): the slice [0, t_min] of the integral, as the masked objective reports it.
-        t0 = torch.full((x0.shape[0],), d.t_min, dtype=torch.float64)
-        u = torch.rand(tuple(x0.shape), generator=generator, dtype=torch.float64)
+        t0 = torch.full((x0.shape[0],), d.t_min, dtype=torch.float64, device=x0.device)
+        u = uniform(tuple(x0.shape), generator, x0.device)
         x_t = genmd4_mask(x0, t0, w, self.vocab_size, u, valid=valid)
         masked = x_t == self.vocab_size
-        recon = masked_cross_entropy(self.denoiser(x_t, t0.float()), x0, masked) if bool(masked.any()) else torch.zeros(x0.shape[0])
-        return NELBOTerms(diffusion.float(), recon.float(), torch.zeros(x0.shape[0]), token_counts(x0, valid))
+        recon = masked_cross_entropy(self.denoiser(x_t, t0.float()), x0, masked) if bool(masked.any()) else torch.zeros(x0.shape[0], device=x0.device)
+        return NELBOTerms(diffusion.float(), recon.float(), torch.zeros(x0.shape[0], device=x0.device), token_counts(x0, valid))
 
 
 class ScoreEntropy(Objective):
@@ -252,7 +253,7 @@ class Autoregressive(Objective):
         if discrete_steps:
             raise MaskdiffError("the autoregressive baseline has an exact likelihood; leave out --discrete-steps")
         nll = autoregressive_nll(self.lm, x0, self.lm.bos_id, valid=valid).float()
-        zero = torch.zeros(x0.shape[0])
+        zero = torch.zeros(x0.shape[0], device=x0.device)
         return NELBOTerms(nll, zero, zero, token_counts(x0, valid))
 
 

@@ -76,7 +76,7 @@ def full_kl_discrete_term(
 
 def clean_reconstruction_term(log_probs: FullLogProbs, x0: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
     """-log x_theta(x_0 | z_0 = x_0) summed over real positions: what carry-over makes zero. (B,)."""
-    t = torch.zeros(x0.shape[0])
+    t = torch.zeros(x0.shape[0], device=x0.device)
     log_x = log_probs(x0, t)
     nll = -log_x.gather(-1, x0[..., None]).squeeze(-1)
     if valid is not None:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, reverse_step
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, reverse_step, nfe_counter
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -39,7 +39,7 @@ def ancestral_sample(
     times = time_grid(steps, grid)
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
-        nfe = torch.zeros(x.shape[0], dtype=torch.long)
+        nfe = nfe_counter(x.shape[0])
         report = StepReporter(steps, progress, "ancestral", callback)
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]

@@ -14,13 +14,13 @@ from torch import Tensor
 
 from maskdiff.process import sample_categorical
 from maskdiff.schedules import PerTokenPolynomial, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, nfe_counter
 
 
 def genmd4_step_log_probs(log_mu: Tensor, schedule: PerTokenPolynomial, s: float, t: float) -> Tensor:
     """(N, V) log mu of masked positions -> (N, V + 1) log-probabilities of x_s (mask last), float64."""
-    oma_s = schedule.one_minus_alpha(torch.tensor(s, dtype=torch.float64))  # (V,)
-    oma_t = schedule.one_minus_alpha(torch.tensor(t, dtype=torch.float64))
+    oma_s = schedule.one_minus_alpha(torch.tensor(s, dtype=torch.float64, device=log_mu.device))  # (V,)
+    oma_t = schedule.one_minus_alpha(torch.tensor(t, dtype=torch.float64, device=log_mu.device))
     stay = oma_s / oma_t  # (1 - alpha_s)/(1 - alpha_t) per value
     lm = log_mu.to(torch.float64)
     log_unmask = lm + torch.log1p(-stay)
@@ -46,7 +46,7 @@ def genmd4_sample(
     times = time_grid(steps, "uniform")
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
-        nfe = torch.zeros(x.shape[0], dtype=torch.long)
+        nfe = nfe_counter(x.shape[0])
         report = StepReporter(steps, progress, "genmd4", callback)
         for k in range(steps, 0, -1):
             t, s = float(times[k]), float(times[k - 1])

@@ -11,15 +11,15 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from maskdiff.process import sample_categorical
+from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, nfe_counter
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
 def mean_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask_id: int, generator, *, last: bool, greedy: bool = False) -> Tensor:
     """x: (B, L), log mu: (B, L, V). The uniforms are float64 and drawn for every position."""
-    u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device)
+    u = uniform(x.shape, generator, x.device)
     p_unmask = 1.0 if last else (alpha_s - alpha_t) / (1.0 - alpha_t)
     unmask = (x == mask_id) & (u < p_unmask)
     if not bool(unmask.any()):
@@ -54,7 +54,7 @@ def mean_sample(
     times = time_grid(steps, grid)
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
-        nfe = torch.zeros(x.shape[0], dtype=torch.long)
+        nfe = nfe_counter(x.shape[0])
         report = StepReporter(steps, progress, "greedy" if greedy else "mean", callback)
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]
