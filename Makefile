@@ -10,11 +10,12 @@ EVAL_STAMP := $(VENV)/.maskdiff-eval-installed
 TEXT_STAMP := $(VENV)/.maskdiff-text-installed
 RUN ?= runs/demo
 
-.PHONY: demo test install install-eval install-media install-text clean help
+.PHONY: demo test test-gpu install install-eval install-media install-text clean help
 
 help:
 	@echo "make demo   train the tiny preset on Shakespeare, report BPC with a 95% interval, print samples"
 	@echo "make test   run the test suite"
+	@echo "make test-gpu  run the CUDA suite (tests/gpu; needs a GPU and a CUDA build of torch)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +60,11 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
+
+# The CUDA suite. The pinned torch wheel from PyPI is the CUDA build on Linux x86-64; on a machine
+# where the venv holds a CPU-only torch every test here is skipped with the reason.
+test-gpu: $(TEST_STAMP)
+	$(PY) -m pytest -q tests/gpu
 
 clean:
 	rm -rf runs

@@ -333,7 +333,7 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
     """
     from maskdiff.distributed import pick_device
 
-    device = pick_device(device) if isinstance(device, str) and device in ("auto", "cpu", "cuda") else torch.device(device)
+    device = pick_device(device) if isinstance(device, str) and device in ("auto", "cpu", "cuda") else torch.device(device)  # fail first
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     tokenizer = read_tokenizer(run_dir)
