@@ -61,8 +61,8 @@ demo: $(STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
 
-# The CUDA suite. The pinned torch wheel from PyPI is the CUDA build on Linux x86-64; on a machine
-# where the venv holds a CPU-only torch every test here is skipped with the reason.
+# The CUDA suite (needs a torch that sees the GPU; with a CPU-only torch every test is skipped, with the
+# reason). benchmarks/gpu_check.sh runs it and the GPU benchmark in one go.
 test-gpu: $(TEST_STAMP)
 	$(PY) -m pytest -q tests/gpu
 
