@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_run_result  # noqa: E402
 
 import maskdiff  # noqa: E402
-from maskdiff.media_eval import fid_reference, image_fid  # noqa: E402
+from maskdiff.cli.media import fid_reference, image_fid  # noqa: E402
 
 
 def main() -> None:

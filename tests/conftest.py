@@ -1,4 +1,4 @@
-"""Shared fixtures: the exact toy problem of the exactness tests (MATH.md; STYLE.md "Tests").
+"""Shared fixtures: the exact toy problem of the exactness tests (docs/math.md; exact statements on enumerable problems).
 
 V = 3 real tokens, L = 3, Dirichlet(0.3) weights over all 27 sequences: strong dependencies between
 positions, so a test that ignores them fails (a product distribution would make every test pass).

@@ -1,6 +1,6 @@
 """Device correctness that a CPU can check (the CUDA runs are in tests/gpu/).
 
-A static check: in sampling/, loss/ and evaluate.py every tensor factory names its device, taken from
+A static check: in sampling/, loss/, objectives/ and evaluation/nelbo.py every tensor factory names its device, taken from
 its inputs (a ``*_like`` call inherits it), so nothing is silently made on the CPU next to a CUDA
 denoiser. And the GPU knobs of training on the CPU: their validation, and bf16 autocast against float32
 on a fixed batch.
@@ -16,7 +16,8 @@ from maskdiff.errors import MaskdiffError
 from maskdiff.objectives import build_objective
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "maskdiff"
-CHECKED = sorted((SRC / "sampling").glob("*.py")) + sorted((SRC / "loss").glob("*.py")) + [SRC / "evaluate.py"]
+CHECKED = (sorted((SRC / "sampling").glob("*.py")) + sorted((SRC / "loss").glob("*.py")) + sorted((SRC / "objectives").glob("*.py"))
+           + [SRC / "evaluation" / "nelbo.py"])
 FACTORIES = {"zeros", "ones", "full", "empty", "arange", "rand", "randn", "randint", "randperm", "tensor", "as_tensor",
              "linspace", "logspace", "eye", "empty_strided", "Generator"}
 # CPU on purpose: parameters made at construction, which move with their module.

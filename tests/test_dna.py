@@ -9,8 +9,8 @@ from maskdiff.data import dna
 from maskdiff.data.dna import directory_genomes, genome_windows, nucleotide_tokenizer, split_genomes
 from maskdiff.data.fasta import read_fasta
 from maskdiff.errors import MaskdiffError
-from maskdiff.evaluate import EvalResult
-from maskdiff.probe import kmer_frequencies, logistic_regression_accuracy
+from maskdiff.evaluation.nelbo import EvalResult
+from maskdiff.evaluation.probe import kmer_frequencies, logistic_regression_accuracy
 
 MULTI = ">chr1 first record\nACGTacgt\n\n   \nNNNNnnnnAC\n>plasmid2\nggccTTAA\n  \n>chr3\nRYacgN\n"
 

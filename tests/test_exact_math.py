@@ -2,7 +2,7 @@
 
 The reference values come from maskdiff.exact: enumeration of every sequence and mask pattern plus
 Gauss-Legendre quadrature in float64, no Monte Carlo. The Monte-Carlo losses of maskdiff.loss are
-checked against them within 4 standard errors (fixed seeds). Facts and notation: /work/shared/MATH.md.
+checked against them within 4 standard errors (fixed seeds). Facts and notation: docs/math.md.
 """
 import math
 
@@ -369,7 +369,7 @@ SCHEDULE_CASES = [
 
 
 def _endpoints(name, kwargs):
-    """(alpha_0, alpha_1) from MATH.md's table."""
+    """(alpha_0, alpha_1) from the table of docs/math.md#schedules."""
     if name == "loglinear":
         return 1.0, kwargs.get("eps", 1e-3)
     if name == "mdlm-cosine":
@@ -380,7 +380,7 @@ def _endpoints(name, kwargs):
 
 
 def test_schedule_cases_cover_every_schedule():
-    """Every schedule in SCHEDULES is checked below (MATH.md "Schedules")."""
+    """Every schedule in SCHEDULES is checked below (docs/math.md#schedules)."""
     assert {name for name, _ in SCHEDULE_CASES} == set(SCHEDULES)
 
 
@@ -405,7 +405,7 @@ def test_schedule_derivative_inverse_weight(name, kwargs):
 
 @pytest.mark.parametrize("name,kwargs", SCHEDULE_CASES)
 def test_schedule_endpoints(name, kwargs):
-    """alpha_0 and alpha_1 as in MATH.md: exactly 1 and 0 for linear, polynomial and cosine only (MD4 Sec. 2)."""
+    """alpha_0 and alpha_1 as in docs/math.md#schedules: exactly 1 and 0 for linear, polynomial and cosine only (MD4 Sec. 2)."""
     s = get_schedule(name, **kwargs)
     a0, a1 = _endpoints(name, kwargs)
     if name in ("linear", "polynomial", "cosine"):
@@ -433,7 +433,7 @@ def test_polynomial_near_zero(w):
 
 
 def test_unknown_schedule_names_the_choices():
-    """get_schedule('cosin') raises MaskdiffError listing every valid name (STYLE.md habit 7)."""
+    """get_schedule('cosin') raises MaskdiffError listing every valid name: errors name the valid choices."""
     with pytest.raises(MaskdiffError) as err:
         get_schedule("cosin")
     assert "cosin" in str(err.value)

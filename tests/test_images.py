@@ -11,8 +11,8 @@ from maskdiff.data import images
 from maskdiff.data.images import PixelTokenizer, dequantize, load_images, quantize, save_grid
 from maskdiff.denoiser import BoundCondition, SUBSDenoiser
 from maskdiff.errors import MaskdiffError
-from maskdiff.evaluate import EvalResult
-from maskdiff.fid import frechet_distance
+from maskdiff.evaluation.nelbo import EvalResult
+from maskdiff.evaluation.fid import frechet_distance
 from maskdiff.networks.transformer import DiT
 from maskdiff.sampling.guidance import GuidedDenoiser
 

@@ -1,33 +1,137 @@
-"""The math layer imports nothing from config, data, train, networks or cli (STYLE.md layering)."""
+"""The package's layers import only downward (the import arrows point one way), checked by parsing every module's
+imports (lazy ones inside functions included) with ``ast``; and no module imports itself back
+through a chain of imports."""
 import ast
 from pathlib import Path
 
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "maskdiff"
-MATH = ["schedules.py", "process.py", "denoiser.py", "exact.py"] + [f"{d}/{p.name}" for d in ("sampling", "loss") for p in (SRC / d).glob("*.py")]
-FORBIDDEN = ("maskdiff.config", "maskdiff.presets", "maskdiff.data", "maskdiff.train", "maskdiff.networks", "maskdiff.cli", "maskdiff.pipeline", "maskdiff.evaluate")
+
+# layer -> (the modules it holds, the layers it may import besides its own). Bottom up.
+LAYERS = {
+    "errors": (["maskdiff.errors"], []),
+    "config": (["maskdiff.config", "maskdiff.presets"], ["errors"]),
+    "math": (["maskdiff.schedules", "maskdiff.process", "maskdiff.denoiser", "maskdiff.exact", "maskdiff.loss", "maskdiff.sampling"],
+             ["errors"]),
+    "networks": (["maskdiff.networks"], []),
+    "io": (["maskdiff.checkpoint", "maskdiff.distributed", "maskdiff.visualize"], ["errors"]),
+    "estimate": (["maskdiff.evaluation.nelbo"], ["errors", "math"]),
+    "data": (["maskdiff.data"], ["errors", "io"]),
+    "modalities": (["maskdiff.modalities"], ["errors", "config", "math", "data"]),
+    "objectives": (["maskdiff.objectives"], ["errors", "config", "math", "networks"]),
+    "model": (["maskdiff.pipeline", "maskdiff.validation"],
+              ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives"]),
+    "api": (["maskdiff"], ["errors", "math", "model"]),
+    "train": (["maskdiff.train"], ["errors", "config", "math", "io", "data", "modalities", "objectives", "model"]),
+    "evaluation": (["maskdiff.evaluation"],
+                   ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
+    "experiments": (["maskdiff.experiments"],
+                    ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "model", "api", "train", "evaluation"]),
+    "cli": (["maskdiff.cli"], [name for name in ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities",
+                                                "objectives", "model", "api", "train", "evaluation", "experiments"]]),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = ("maskdiff",) + path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(SRC.rglob("*.py"))}
 
 
 def imports(path):
+    """Every maskdiff module that ``path`` imports, at the top or inside a function."""
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             yield node.module
+            for a in node.names:  # `from maskdiff.data import subword` imports the module maskdiff.data.subword
+                if f"{node.module}.{a.name}" in MODULES:
+                    yield f"{node.module}.{a.name}"
 
 
-@pytest.mark.parametrize("rel", MATH)
-def test_math_layer_imports(rel):
-    bad = [m for m in imports(SRC / rel) if m.startswith(FORBIDDEN)]
-    assert not bad, f"{rel} imports {bad}"
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def layer_of(module: str) -> str:
+    """The layer whose longest module prefix holds ``module``."""
+    best = max(((len(p), layer) for layer, (prefixes, _) in LAYERS.items() for p in prefixes if _within(module, p)), default=None)
+    assert best is not None, f"{module} belongs to no layer; add it to LAYERS"
+    return best[1]
+
+
+def graph():
+    return {m: sorted({i for i in imports(p) if i in MODULES and i != m}) for m, p in MODULES.items()}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_layer_imports_only_what_it_may(module):
+    layer = layer_of(module)
+    allowed = {layer, *LAYERS[layer][1]}
+    bad = [i for i in graph()[module] if layer_of(i) not in allowed]
+    assert not bad, f"{module} (layer {layer}) imports {[(b, layer_of(b)) for b in bad]}; it may import: {sorted(allowed)}"
+
+
+def test_layers_are_listed_bottom_up():
+    order = list(LAYERS)
+    for layer, (_, below) in LAYERS.items():
+        assert all(order.index(b) < order.index(layer) for b in below), layer
+
+
+def test_no_import_cycle():
+    edges = graph()
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for n in edges[m]:
+            if state.get(n) == "open":
+                cycle = stack[stack.index(n):] + [n]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m)
+
+
+def test_config_is_a_leaf():
+    assert graph()["maskdiff.config"] == ["maskdiff.errors"]
+
+
+def test_math_layer_imports_no_config_data_train_or_networks():
+    for module in MODULES:
+        if layer_of(module) == "math":
+            assert all(layer_of(i) in ("math", "errors") for i in graph()[module]), module
 
 
 def test_networks_hold_architecture_only():
     for path in (SRC / "networks").glob("*.py"):
         bad = [m for m in imports(path) if m.startswith("maskdiff.")]
         assert not bad, f"{path.name} imports {bad}"
+
+
+def test_registries_match_the_config_names():
+    from maskdiff import config
+    from maskdiff.modalities import MODALITIES
+    from maskdiff.objectives import OBJECTIVES
+
+    from maskdiff.loss import TIME_SAMPLERS
+    from maskdiff.networks.transformer import INITS
+
+    assert tuple(OBJECTIVES) == config.OBJECTIVES
+    assert tuple(MODALITIES) == config.MODALITIES
+    assert TIME_SAMPLERS == config.TIME_SAMPLERS
+    assert INITS == config.INITS
 
 
 def test_no_pickle_anywhere():

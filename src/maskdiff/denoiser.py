@@ -25,11 +25,47 @@ from maskdiff.errors import MaskdiffError
 
 @runtime_checkable
 class Denoiser(Protocol):
+    """What every loss and sampler needs. The optional capabilities below are declared here too; code
+    asks for one with :func:`supports` and falls back (or fails with a clear error) without it."""
+
     vocab_size: int
     time_independent: bool
 
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:  # (B, L), (B,) -> (B, L, V)
         ...
+
+
+@runtime_checkable
+class MaskedLogProbs(Protocol):
+    """Optional: log mu at the masked positions only, (N, V) for the N True entries of ``masked`` (B, L):
+    the same values as the full call, without the output layer at unmasked positions (loss/masked.py)."""
+
+    def masked_log_probs(self, x_t: Tensor, t: Tensor, masked: Tensor, **kwargs) -> Tensor:
+        ...
+
+
+@runtime_checkable
+class FullLogProbs(Protocol):
+    """Optional: (B, L, V + 1) log-probabilities including the mask column and without carry-over, for
+    MDLM's SUBS ablation (loss/ablation.py)."""
+
+    def full_log_probs(self, x_t: Tensor, t: Tensor) -> Tensor:
+        ...
+
+
+CAPABILITIES = {
+    "masked_log_probs": "a method: log mu at masked positions only (MaskedLogProbs)",
+    "full_log_probs": "a method: log-probabilities with the mask column, no carry-over (FullLogProbs)",
+    "accepts_valid": "a flag: the call and masked_log_probs take valid= (B, L), and the network does not attend to padding",
+}
+
+
+def supports(denoise, capability: str) -> bool:
+    """Whether ``denoise`` has one of the optional :data:`CAPABILITIES`."""
+    if capability not in CAPABILITIES:
+        raise MaskdiffError(f"unknown denoiser capability {capability!r}; choose one of: {', '.join(CAPABILITIES)}")
+    value = getattr(denoise, capability, None)
+    return callable(value) if capability.endswith("log_probs") else bool(value)
 
 
 def check_tokens(x: Tensor, vocab_size: int, *, allow_mask: bool = True, max_length: Optional[int] = None) -> None:
@@ -139,10 +175,11 @@ class SUBSDenoiser(nn.Module):
         the log scores of the score-entropy objective (loss/score_entropy.py)."""
         return self._logits(x_t, t, cond, valid=valid, positions=masked)[..., : self.vocab_size]  # (N, V)
 
-    def full_log_probs(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def full_log_probs(self, x_t: Tensor, t: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
         """log x_theta over the V + 1 values, mask last: (B, L, V + 1). The mask column is -inf with
-        zero_mask on; unmasked positions are one-hot with carry_over on (MDLM's ablation loss)."""
-        logits = self._logits(x_t, t)
+        zero_mask on; unmasked positions are one-hot with carry_over on (MDLM's ablation loss).
+        valid: (B, L) real positions (the network does not attend to padding)."""
+        logits = self._logits(x_t, t, valid=valid)
         if self.zero_mask or logits.shape[-1] == self.vocab_size:
             if not self.zero_mask:
                 raise MaskdiffError("zero_mask off needs a network that outputs the mask logit (V + 1 columns)")
@@ -196,7 +233,7 @@ class BoundCondition:
         self.vocab_size = denoise.vocab_size
         self.mask_id = denoise.vocab_size
         self.time_independent = getattr(denoise, "time_independent", False)
-        self.accepts_valid = getattr(denoise, "accepts_valid", False)
+        self.accepts_valid = supports(denoise, "accepts_valid")
 
     def __call__(self, x_t: Tensor, t: Tensor, **kwargs) -> Tensor:
         return self.denoise(x_t, t, cond=self.cond, **kwargs)

@@ -18,44 +18,20 @@ from torch import Tensor
 
 from maskdiff.checkpoint import latest_valid_checkpoint, read_tensors, verify_checkpoint
 from maskdiff.config import RunConfig
-from maskdiff.data.chunking import contiguous_chunks
-from maskdiff.data.corpora import load_split_texts
 from maskdiff.data.subword import tokenizer_from_config
-from maskdiff.data.tokenizers import CharTokenizer, tokenizer_for
 from maskdiff.denoiser import SUBSDenoiser, check_tokens
 from maskdiff.errors import MaskdiffError
+from maskdiff.modalities import get_modality
 from maskdiff.objectives import Objective, build_objective
 from maskdiff.schedules import Schedule, get_schedule
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 
-DOC_SEPARATOR = {"text8": " ", "chars": "\n\n"}
-
 
 def build_tokenizer(config: RunConfig):
-    """The tokenizer of a run: DNA and image runs have their own; text uses data.tokenizer (or, when that
-    is empty, the character form data.form)."""
-    if config.data.modality != "text":
-        from maskdiff.modalities import modality_tokenizer
-
-        return modality_tokenizer(config)
-    from maskdiff.data import subword
-
-    name = config.data.tokenizer or config.data.form
-    if name == "bytes":
-        return subword.ByteTokenizer()
-    if name == "gpt2":
-        return subword.gpt2_tokenizer()
-    if name == "bert":
-        return subword.bert_tokenizer()
-    if name not in ("text8", "chars"):
-        return subword.local_tokenizer(Path(name))
-    if name == "text8":
-        return tokenizer_for("text8")
-    # 'chars': the alphabet of the whole corpus (all splits), so held-out text has no unknown symbol.
-    texts = [t for split in ("train", "validation", "test") for t in load_split_texts(config.data.corpus, split)]
-    return tokenizer_for("chars", "".join(texts))
+    """The tokenizer of a run, built by its modality (text: data.tokenizer, or data.form when that is empty)."""
+    return get_modality(config).tokenizer(config)
 
 
 def build_denoiser(config: RunConfig, vocab_size: int) -> SUBSDenoiser:
@@ -67,57 +43,10 @@ def build_schedule(config: RunConfig) -> Schedule:
     return get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
 
 
-def split_stream(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None) -> Tensor:
-    """One split of the corpus as a single 1-D token stream (``wrap`` packing).
-
-    Character tokenizers join the documents' text with a separator and encode it at once; the others
-    wrap each tokenized document (through the token cache) in BOS/EOS (see :mod:`maskdiff.data.packing`).
-    """
-    texts = load_split_texts(corpus or config.data.corpus, split)
-    if isinstance(tokenizer, CharTokenizer):
-        text8 = tokenizer.normalize == "text8"
-        text = DOC_SEPARATOR["text8" if text8 else "chars"].join(tokenizer.prepare(t) for t in texts)
-        if text8:
-            text = " ".join(text.split())  # one space between words, none at the ends
-        stream = tokenizer.encode(text)
-    else:
-        from maskdiff.data.sources import packed_stream, token_documents
-
-        stream = packed_stream(tokenizer, token_documents(tokenizer, texts, corpus=corpus or config.data.corpus, split=split))
-    if stream.numel() == 0:
-        raise MaskdiffError(f"the {split} split of {corpus or config.data.corpus} has no characters after normalization")
-    return stream
-
-
-def split_rows(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None):
-    """One split as padded rows, one document per row (``pad`` packing): (tokens, valid)."""
-    from maskdiff.data.sources import padded_rows, token_documents
-
-    texts = load_split_texts(corpus or config.data.corpus, split)
-    docs = token_documents(tokenizer, texts, corpus=corpus or config.data.corpus, split=split)
-    return padded_rows(tokenizer, docs, config.data.length)
-
-
 def eval_chunks(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None):
-    """The split as sequences of the training length, every token exactly once: (tokens, valid).
-    ``wrap``: the stream cut into consecutive rows; ``pad``: the padded rows."""
-    if config.data.modality != "text":
-        from maskdiff.modalities import eval_data
-
-        return eval_data(config, tokenizer, split, corpus)
-    if config.data.packing == "pad":
-        return split_rows(config, tokenizer, split, corpus)
-    return contiguous_chunks(split_stream(config, tokenizer, split, corpus), config.data.length)
-
-
-def text_source(config: RunConfig, tokenizer):
-    """Where text training batches come from: ``draw(batch, generator) -> (x0, valid or None, None)``
-    (see :func:`maskdiff.modalities.training_source`)."""
-    from maskdiff.data.sources import RowSource, WindowSource
-
-    if config.data.packing == "pad":
-        return RowSource(*split_rows(config, tokenizer, "train"))
-    return WindowSource(split_stream(config, tokenizer, "train"), config.data.length)
+    """The split as sequences of the training length, every token exactly once: (tokens, valid)
+    (see :meth:`maskdiff.modalities.base.Modality.eval_chunks`)."""
+    return get_modality(config).eval_chunks(config, tokenizer, split, corpus)
 
 
 def read_run_config(run_dir: Path) -> RunConfig:
@@ -179,7 +108,7 @@ class Pipeline:
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.objective = objective.to(self.device).eval()
-        self.denoiser = objective.model  # a SUBS denoiser, or the next-token model of the 'ar' objective
+        self.denoiser = objective.model  # a SUBS denoiser, or the next-token model of the autoregressive baseline
         self.schedule = getattr(objective, "schedule", None)  # GenMD4: the learned per-token schedule
         self.checkpoint = checkpoint
         self.step = None
@@ -189,26 +118,43 @@ class Pipeline:
         return self.objective.kind
 
     def evaluate(self, tokens: Tensor, valid: Optional[Tensor], *, discrete_steps: Optional[int] = None, **kwargs):
-        """NELBO (an exact NLL for 'ar') of every row: an EvalResult. kwargs: passes, batch_size, seed, progress."""
-        from maskdiff.evaluate import evaluate
+        """NELBO (an exact NLL for the autoregressive baseline) of every row: an EvalResult. kwargs: passes, batch_size, seed, progress."""
+        from maskdiff.evaluation.nelbo import evaluate
 
         def terms(x, t, gen, v):
             return self.objective.eval_terms(x, t, gen, v, discrete_steps=discrete_steps)
 
         with torch.no_grad():
             result = evaluate(terms, tokens, valid, t_min=self.config.diffusion.t_min, device=self.device, **kwargs)
-        result.bound = self.kind != "ar"
+        result.bound = not self.objective.exact_likelihood
+        if valid is not None and self.charges_length:
+            # 'pad' rows tell the network (and the AR model) where each row ends: the terms above bound
+            # -log p(x | length); adding -log p(length) makes the figure a bound on -log p(x) again.
+            from maskdiff.data.packing import length_nll
+
+            result.length = length_nll(valid, self.length_log_probs())
+            result.nelbo = result.nelbo + result.length
         return result
+
+    @property
+    def charges_length(self) -> bool:
+        """Whether evaluation adds -log p(length) to each row (text runs with 'pad' packing)."""
+        return self.config.data.modality == "text" and self.config.data.packing == "pad"
+
+    def length_log_probs(self) -> Tensor:
+        """log p(row length), (L + 1,): the training split's row lengths with add-one smoothing, computed
+        once per pipeline from the training data (deterministic, so nothing is stored in the run)."""
+        if getattr(self, "_length_log_probs", None) is None:
+            from maskdiff.data.packing import length_log_probs
+            from maskdiff.modalities.text import split_rows
+
+            _, valid = split_rows(self.config, self.tokenizer, "train")
+            self._length_log_probs = length_log_probs(valid, self.config.data.length)
+        return self._length_log_probs
 
     def describe_estimate(self, discrete_steps: Optional[int] = None) -> str:
         """What :meth:`evaluate` computes, in words."""
-        d = self.config.diffusion
-        if self.kind == "ar":
-            return "exact NLL"
-        if self.kind == "sedd":
-            return "continuous score-entropy NELBO"
-        steps = discrete_steps or (d.discrete_steps if not (d.carry_over and d.zero_mask) else None)
-        return f"discrete T={steps} NELBO" if steps else "continuous NELBO"
+        return self.objective.describe_estimate(discrete_steps)
 
     def encode(self, text: Union[str, List[str]]) -> Tensor:
         rows = [self.tokenizer.encode(t) for t in ([text] if isinstance(text, str) else text)]
@@ -270,7 +216,7 @@ class Pipeline:
         L = self.config.data.length
         gen = torch.Generator(device=self.device).manual_seed(seed)
         sampler_kwargs["device"] = self.device
-        if self.kind not in ("masked", "sedd"):  # SEDD's network read as a softmax samples as masked diffusion
+        if self.objective.samples_with is not None:  # SEDD's network read as a softmax samples as masked diffusion
             return self._sample_other(num, length, steps, sampler, gen, prompt, template, block, progress, **sampler_kwargs)
         fn = get_sampler(sampler)
         if prompt is not None and template is not None:
@@ -300,10 +246,9 @@ class Pipeline:
 
     def _sample_other(self, num, length, steps, sampler, gen, prompt, template, block, progress, **kwargs) -> Samples:
         """GenMD4 (its own sampler, MD4 Sec. 5) and the autoregressive baseline (left to right)."""
-        from maskdiff.sampling import autoregressive_sample, genmd4_sample
         from maskdiff.sampling.conditioning import prompt_state
 
-        own = {"genmd4": "genmd4", "ar": "autoregressive"}[self.kind]
+        own = self.objective.samples_with
         if sampler not in (own, "cached", "ancestral"):
             raise MaskdiffError(f"a {self.kind} model samples with its own sampler ({own}); leave out --sampler")
         if template is not None or block is not None or kwargs.get("grid", "uniform") != "uniform":
@@ -316,11 +261,7 @@ class Pipeline:
         if prefix is not None and prefix.numel() >= length:
             raise MaskdiffError(f"the prompt has {prefix.numel()} tokens; the sample length {length} leaves nothing to generate")
         x_init = prompt_state(prefix, length, self.tokenizer.mask_id, num) if prefix is not None else None
-        if self.kind == "ar":
-            out = autoregressive_sample(self.denoiser, (num, length), generator=gen, x_init=x_init, progress=progress, **kwargs)
-        else:
-            out = genmd4_sample(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, x_init=x_init,
-                                progress=progress, **kwargs)
+        out = self.objective.own_sample((num, length), steps=steps, generator=gen, x_init=x_init, progress=progress, **kwargs)
         tokens = out.tokens.cpu()
         return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, own, out.steps)
 

@@ -13,7 +13,7 @@ def tiny() -> RunConfig:
         preset="tiny",
         model=ModelConfig(width=128, depth=4, heads=4),
         data=DataConfig(corpus="shakespeare", form="text8", length=128),
-        diffusion=DiffusionConfig(schedule="linear"),
+        diffusion=DiffusionConfig(schedule="linear", time_sampler="importance"),
         train=TrainConfig(steps=1000, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=200, threads=2),
     )
 
@@ -24,7 +24,7 @@ def small() -> RunConfig:
         preset="small",
         model=ModelConfig(width=768, depth=12, heads=12, cond_dim=128, dropout=0.1),
         data=DataConfig(corpus="shakespeare", form="text8", length=256),
-        diffusion=DiffusionConfig(schedule="linear"),
+        diffusion=DiffusionConfig(schedule="linear", time_sampler="importance"),
         train=TrainConfig(steps=20000, batch_size=256, lr=3e-4, warmup_steps=2500, lr_schedule="constant", ema_decay=0.9999, checkpoint_every=1000),
     )
 
@@ -74,7 +74,7 @@ def shakespeare_bpe() -> RunConfig:
         preset="shakespeare-bpe",
         model=ModelConfig(width=128, depth=4, heads=4, masked_logits=True),
         data=DataConfig(corpus="shakespeare", tokenizer="gpt2", packing="wrap", length=128),
-        diffusion=DiffusionConfig(schedule="linear"),
+        diffusion=DiffusionConfig(schedule="linear", time_sampler="importance"),
         train=TrainConfig(steps=600, batch_size=16, lr=2e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=200, threads=2),
     )
 

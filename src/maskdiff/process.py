@@ -20,7 +20,7 @@ def uniform(shape: Union[int, Sequence[int]], generator: Optional[torch.Generato
     A CUDA generator draws on the GPU with no copy (the fast path; ``Pipeline`` makes its generators on
     the model's device); a CPU generator gives the same uniforms on every device, so the same seed
     gives the same masks on a CPU and a GPU (the evaluator uses this). Without a generator the default
-    generator of ``device`` draws. float64 throughout (MATH.md "Samplers").
+    generator of ``device`` draws. float64 throughout (docs/math.md#samplers).
     """
     where = device if generator is None else generator.device
     u = torch.rand(shape, generator=generator, dtype=torch.float64, device=where)
@@ -79,7 +79,7 @@ def sample_categorical(log_probs: Tensor, generator: Optional[torch.Generator] =
     """Gumbel-max draw over the last axis with float64 noise.
 
     float32 Gumbel noise is capped near 16.6, so values below about 6e-8 of the largest probability
-    would be drawn too rarely (Zheng et al. 2024; MATH.md "Samplers"). float64 removes that cap.
+    would be drawn too rarely (Zheng et al. 2024; docs/math.md#samplers). float64 removes that cap.
     """
     u = uniform(log_probs.shape, generator, log_probs.device)
     gumbel = -torch.log(-torch.log(u.clamp_(min=torch.finfo(torch.float64).tiny)))

@@ -1,4 +1,4 @@
-"""Masking schedules: alpha_t, its derivative, its inverse, and the ELBO weights.
+"""Masking schedules: alpha_t, its derivative, its inverse, and the ELBO weights (docs/math.md#schedules).
 
 alpha_t is the probability that a token is still unmasked at time t (MD4 Sec. 2, MDLM Sec. 3).
 A schedule is the single place where the ELBO weights are computed:

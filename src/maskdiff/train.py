@@ -54,6 +54,7 @@ from maskdiff.loss import low_discrepancy_times
 from maskdiff.objectives import build_objective
 from maskdiff.pipeline import CONFIG_FILE, TOKENIZER_FILE, build_tokenizer, load_weights, read_run_config
 from maskdiff.modalities import training_source
+from maskdiff.validation import validate_config
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -210,7 +211,7 @@ def train(
     stop_after: stop (with a checkpoint) once this step is reached, as if interrupted; for tests and
     for splitting a run across sessions.
     """
-    config.validate()
+    validate_config(config)
     run_dir = Path(run_dir)
     tc = config.train
     if tc.threads:

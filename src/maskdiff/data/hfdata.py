@@ -35,7 +35,7 @@ def _datasets():
 
 def dataset_split_texts(corpus: str, split: str) -> List[str]:
     """The documents of one split of ``corpus`` (see the module docstring)."""
-    from maskdiff.data.catalog import split_of
+    from maskdiff.data.splits import split_of
 
     if corpus.startswith("hf:"):
         return _hub_split(corpus[3:], split)

@@ -92,3 +92,19 @@ def pad_id_for(tokenizer) -> int:
     """The id written into padding (never seen by the loss): EOS where there is one, else 0."""
     eos = getattr(tokenizer, "eos_id", None)
     return int(eos) if eos is not None else 0
+
+
+def length_log_probs(valid: Tensor, length: int) -> Tensor:
+    """log p(n) of a row length n in 1..L: the lengths of the rows ``valid`` (N, L) (a training split),
+    with one pseudo-count for every length (add-one smoothing), so that no length has probability 0.
+    Returns (L + 1,) float64; entry 0 is -inf (a row holds at least one token). docs/math.md#packing."""
+    counts = torch.bincount(valid.sum(-1).long(), minlength=length + 1)[: length + 1].double()
+    counts[1:] += 1.0
+    counts[0] = 0.0
+    return torch.log(counts / counts.sum())
+
+
+def length_nll(valid: Tensor, log_probs: Tensor) -> Tensor:
+    """-log p(length of each row) in nats, (N,) float64: what a pad run's bound adds so that it bounds
+    -log p(x) rather than -log p(x | length) (the network is told each row's length)."""
+    return -log_probs[valid.sum(-1).long()]

@@ -8,10 +8,12 @@
 """
 from maskdiff.loss.masked import (
     DEFAULT_T_MIN,
+    TIME_SAMPLERS,
     NELBOTerms,
     continuous_diffusion_term,
     discrete_diffusion_term,
     discrete_step,
+    importance_times,
     low_discrepancy_times,
     masked_cross_entropy,
     nelbo,
@@ -22,10 +24,12 @@ from maskdiff.loss.masked import (
 
 __all__ = [
     "DEFAULT_T_MIN",
+    "TIME_SAMPLERS",
     "NELBOTerms",
     "continuous_diffusion_term",
     "discrete_diffusion_term",
     "discrete_step",
+    "importance_times",
     "low_discrepancy_times",
     "masked_cross_entropy",
     "nelbo",

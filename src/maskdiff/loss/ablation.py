@@ -1,4 +1,5 @@
-"""The discrete-time NELBO without the SUBS simplifications: MDLM's parameterization ablation.
+"""The discrete-time NELBO without the SUBS simplifications: MDLM's parameterization ablation
+(docs/math.md#ablation).
 
 SUBS (MDLM Sec. 3.2) makes two choices: the network gives the mask zero probability as a clean token,
 and an unmasked input position is carried over unchanged. Switching either off gives back the general
@@ -18,6 +19,11 @@ With x_m = 0 this is a * (-log x_{x_0}): exactly the SUBS discrete term. Unmaske
 (the forward process never changes them). Without carry-over the network must also predict the
 unmasked tokens at t = 0: the reconstruction term -log x_theta(x_0 | z_0 = x_0) over every position,
 which carry-over makes exactly 0.
+
+When alpha_0 < 1 (the geometric schedule: alpha_0 = exp(-s_min)) z_0 is not x_0: each token is already
+masked with probability 1 - alpha_0, and the bound needs the decoder term E_{z_0 ~ q(z_0|x_0)}[-log
+x_theta(z_0, 0)[x_0]] summed over every position (:func:`decoder_term`; docs/math.md (eq. 12)). With
+carry-over it is the sum over the positions masked at t = 0 only; with alpha_0 = 1 it is the term above.
 """
 from __future__ import annotations
 
@@ -70,14 +76,46 @@ def full_kl_discrete_term(
     alpha_t, alpha_s = schedule.alpha(t), schedule.alpha(s)
     fixed = None if valid is None else ~valid
     x_t = forward_mask(x0, alpha_t, mask_id, generator, fixed=fixed, noise=noise)
-    kl = full_kl(log_probs(x_t, t.float()), x0, x_t == mask_id, alpha_s, alpha_t)
+    kl = full_kl(_call(log_probs, x_t, t.float(), valid), x0, x_t == mask_id, alpha_s, alpha_t)
     return (steps * kl).float()
+
+
+def _call(log_probs: FullLogProbs, x_t: Tensor, t: Tensor, valid: Optional[Tensor]) -> Tensor:
+    """log_probs(x_t, t), told which positions are padding when there is any (it is then not attended to)."""
+    return log_probs(x_t, t) if valid is None else log_probs(x_t, t, valid=valid)
+
+
+def decoder_term(
+    log_probs: FullLogProbs,
+    x0: Tensor,
+    schedule: Schedule,
+    mask_id: int,
+    generator: Optional[torch.Generator] = None,
+    *,
+    valid: Optional[Tensor] = None,
+    noise: Optional[Tensor] = None,
+) -> Tensor:
+    """One-sample estimate of E_{z_0 ~ q(z_0 | x_0)}[-log x_theta(z_0, 0)[n, x_0^n]] summed over the real
+    positions: the t = 0 end of the discrete bound. (B,).
+
+    z_0 keeps each token with probability alpha_0 (masks are drawn as :func:`forward_mask` draws them;
+    ``noise`` (B, L) uniforms fix them). With alpha_0 = 1, z_0 = x_0 and this is
+    :func:`clean_reconstruction_term`; carry-over makes the unmasked positions contribute 0.
+    """
+    alpha_0 = schedule.alpha(torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device))
+    fixed = None if valid is None else ~valid
+    z0 = forward_mask(x0, alpha_0, mask_id, generator, fixed=fixed, noise=noise)
+    log_x = _call(log_probs, z0, torch.zeros(x0.shape[0], device=x0.device), valid)
+    nll = -log_x.to(torch.float64).gather(-1, x0[..., None]).squeeze(-1)
+    if valid is not None:
+        nll = torch.where(valid, nll, torch.zeros_like(nll))
+    return nll.sum(-1).float()
 
 
 def clean_reconstruction_term(log_probs: FullLogProbs, x0: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
     """-log x_theta(x_0 | z_0 = x_0) summed over real positions: what carry-over makes zero. (B,)."""
     t = torch.zeros(x0.shape[0], device=x0.device)
-    log_x = log_probs(x0, t)
+    log_x = _call(log_probs, x0, t, valid)
     nll = -log_x.gather(-1, x0[..., None]).squeeze(-1)
     if valid is not None:
         nll = torch.where(valid, nll, torch.zeros_like(nll))

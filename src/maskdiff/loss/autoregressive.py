@@ -1,4 +1,5 @@
-"""The autoregressive baseline's loss: exact negative log-likelihood, sum_n -log p(x^n | x^{<n}).
+"""The autoregressive baseline's loss: exact negative log-likelihood, sum_n -log p(x^n | x^{<n})
+(docs/math.md (eq. 17)).
 
 The network reads [BOS, x^1, ..., x^{L-1}] with causal attention and predicts x^1..x^L, so the figure
 covers all L tokens and is directly comparable with a diffusion NELBO over the same sequences.

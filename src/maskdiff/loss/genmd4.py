@@ -2,7 +2,7 @@
 an unbiased gradient for the exponents w.
 
 A position holding v is masked at time t with probability t^{w_v}, so alpha'_{t,v}/(1 - alpha_{t,v}) =
--w_v / t and the integrand of the NELBO (MATH.md, "GenMD4") at a masked position n with x_0^n = c is
+-w_v / t and the integrand of the NELBO (docs/math.md (eq. 13)) at a masked position n with x_0^n = c is
 
     (1/t) [ w_c (-log mu_c) + sum_v w_v mu_v - w_c ],
 
@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from maskdiff.loss.masked import _valid_kwarg
 from maskdiff.schedules import PerTokenPolynomial
 
 
@@ -61,15 +62,22 @@ def genmd4_integrand(log_mu: Tensor, x0: Tensor, masked: Tensor, t: Tensor, w: T
 
 
 def genmd4_log_q(x0: Tensor, masked: Tensor, t: Tensor, w: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
-    """log q(x_t | x_0) = sum_n [masked] w_c log t + [unmasked] log(1 - t^{w_c}).  Returns (B,)."""
-    log_t = torch.log(t.to(w.dtype))[:, None]
-    w_c = w[x0]
-    log_masked = w_c * log_t
-    log_kept = torch.log(-torch.expm1(log_masked))  # log(1 - t^w), exact near t^w -> 1
+    """log q(x_t | x_0) = sum_n [masked] w_c log t + [unmasked] log(1 - t^{w_c}).  Returns (B,) in w's dtype.
+
+    Computed in float64. At t = 1 (a float32 t within 6e-8 of 1 rounds there) every position is masked
+    and log(1 - t^w) = -inf at the unmasked branch: it is evaluated at a harmless t^w there, since
+    ``torch.where`` would otherwise pass 0 * inf = NaN back into the gradient of w.
+    """
+    log_t = torch.log(t.to(torch.float64))[:, None]
+    w_c = w.to(torch.float64)[x0]
+    log_masked = w_c * log_t  # log t^{w_c} <= 0
+    kept = ~masked if valid is None else ~masked & valid
+    safe = torch.where(kept, log_masked, torch.full_like(log_masked, -1.0))
+    log_kept = torch.log(-torch.expm1(safe))  # log(1 - t^w), exact near t^w -> 1
     out = torch.where(masked, log_masked, log_kept)
     if valid is not None:
         out = torch.where(valid, out, torch.zeros_like(out))
-    return out.sum(-1)
+    return out.sum(-1).to(w.dtype)
 
 
 @dataclass
@@ -100,7 +108,7 @@ def genmd4_loss(
     v_rep = None if valid is None else valid.repeat(k, 1)
     x_t = genmd4_mask(x_rep, t_rep, exponents, V, noise.reshape(k * B, -1), valid=v_rep)
     masked = x_t == V
-    log_mu = denoise(x_t, t_rep.float())
+    log_mu = denoise(x_t, t_rep.float(), **_valid_kwarg(denoise, v_rep))  # padding is not attended to
     f = (1.0 - t_min) * genmd4_integrand(log_mu, x_rep, masked, t_rep.to(log_mu.dtype), exponents.to(log_mu.dtype))
     f = f.reshape(k, B)
     log_q = genmd4_log_q(x_rep, masked, t_rep, exponents, valid=v_rep).reshape(k, B)

@@ -1,4 +1,5 @@
-"""SEDD's score-entropy loss for the absorbing (masking) process, the baseline both papers compare with.
+"""SEDD's score-entropy loss for the absorbing (masking) process, the baseline both papers compare with
+(docs/math.md#sedd).
 
 SEDD (Lou et al., 2024, "Discrete diffusion modeling by estimating the ratios of the data
 distribution") learns the concrete score instead of the clean-data posterior: at a masked position n,
@@ -57,6 +58,7 @@ def score_entropy_term(
     t_min: float = DEFAULT_T_MIN,
     valid: Optional[Tensor] = None,
     noise: Optional[Tensor] = None,
+    time_sampler: str = "uniform",
 ) -> Tensor:
     """One-sample estimate of int_{t_min}^1 w(t) E_q[sum_{n masked} (Z - 1 - l[n, x0^n])] dt, (B,).
 
@@ -68,4 +70,4 @@ def score_entropy_term(
     if not hasattr(scores, "masked_logits"):
         raise MaskdiffError("the score-entropy loss needs unnormalised logits (a denoiser with masked_logits)")
     return continuous_diffusion_term(scores, x0, t, schedule, generator, t_min=t_min, valid=valid, noise=noise,
-                                     cost=masked_score_entropy)
+                                     cost=masked_score_entropy, time_sampler=time_sampler)

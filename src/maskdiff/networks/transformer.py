@@ -89,6 +89,9 @@ class Block(nn.Module):
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
+INITS = ("default", "gpt2")
+
+
 class DiT(nn.Module):
     """Transformer mapping token ids (B, L) in [0, V] (V = mask) and optional t (B,) to logits (B, L, V).
 
@@ -96,6 +99,7 @@ class DiT(nn.Module):
         drops the mask logit anyway). ``output_mask_logit`` adds the mask column for ablations.
     time_conditioned: adaLN conditioning on t; otherwise t is ignored.
     causal: causal attention (the autoregressive baseline uses the same network).
+    init: 'default' (PyTorch's linear-layer init, as MDLM's reference) or 'gpt2' (normal, std 0.02).
     num_classes: class conditioning (> 0): the label is embedded as one extra token in front of the
         sequence (its output is dropped); label ``num_classes`` is the null class, the default when
         ``forward`` gets no labels.
@@ -115,8 +119,12 @@ class DiT(nn.Module):
         dropout: float = 0.0,
         output_mask_logit: bool = False,
         num_classes: int = 0,
+        init: str = "default",
     ):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+        self.init = init
         if width % heads or (width // heads) % 2:
             raise ValueError(f"width {width} must split into {heads} heads of even size")
         self.vocab_size, self.max_length = vocab_size, max_length
@@ -134,11 +142,20 @@ class DiT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        # PyTorch's default for linear layers (uniform, std 1/sqrt(3 fan_in)) and the same bound,
+        # 1/sqrt(width), for the embeddings, as MDLM's reference DiT. GPT-2's fixed std of 0.02 suits
+        # width 768 (1/sqrt(3 * 768) = 0.021) but is 2.5x too small at width 128, where it kept small
+        # models longer on the plateau before they learn to attend to their neighbours (docs/results.md).
+        width = self.embed.weight.shape[1]
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
+            if isinstance(m, (nn.Linear, nn.Embedding)) and self.init == "gpt2":
                 nn.init.normal_(m.weight, std=0.02)
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                m.reset_parameters()
+            elif isinstance(m, nn.Embedding):
+                nn.init.uniform_(m.weight, -1.0 / math.sqrt(width), 1.0 / math.sqrt(width))
         # adaLN-zero (DiT) and a zero output layer: at initialisation every block is the identity in
         # its residual branch gates and mu is uniform.
         for m in [b.adaln for b in self.blocks] + [self.adaln_out, self.head]:

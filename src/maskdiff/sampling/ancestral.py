@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, reverse_step, nfe_counter
+from maskdiff.sampling.common import SampleOutput, reverse_step
+from maskdiff.sampling.loop import grid_sample
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -36,22 +37,10 @@ def ancestral_sample(
     """
     check_transform(temperature, top_p)
     mask_id = denoise.vocab_size
-    times = time_grid(steps, grid)
-    with Timer() as timer, torch.no_grad():
-        x = initial_state(denoise, shape, x_init, device)
-        nfe = nfe_counter(x.shape[0])
-        report = StepReporter(steps, progress, "ancestral", callback)
-        for k in range(steps, 0, -1):
-            t, s = times[k], times[k - 1]
-            active = (x == mask_id).any(-1)
-            if not bool(active.any()):
-                break
-            rows = active.nonzero().squeeze(-1)
-            log_mu = adjust_log_probs(call_denoiser(denoise, x, float(t), rows, cond), temperature, top_p)
-            nfe[rows.cpu()] += 1
-            x[rows] = reverse_step(
-                x[rows], log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1
-            )
-            report.step(x)
-        report.close()
-    return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="ancestral")
+
+    def step(x: Tensor, log_mu: Tensor, s, t, *, last: bool) -> Tensor:
+        log_mu = adjust_log_probs(log_mu, temperature, top_p)
+        return reverse_step(x, log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=last)
+
+    return grid_sample(denoise, step, shape, time_grid(steps, grid), name="ancestral", x_init=x_init, cond=cond,
+                       device=device, progress=progress, callback=callback)

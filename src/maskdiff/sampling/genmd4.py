@@ -1,7 +1,7 @@
 """Sampling GenMD4 (MD4 Sec. 5), where the masking schedule depends on the token value.
 
 For s < t a masked position becomes v with probability mu_v (alpha_{s,v} - alpha_{t,v})/(1 - alpha_{t,v})
-and stays masked with the rest, sum_v mu_v (1 - alpha_{s,v})/(1 - alpha_{t,v}) (MATH.md). The denoiser
+and stays masked with the rest, sum_v mu_v (1 - alpha_{s,v})/(1 - alpha_{t,v}) (docs/math.md#genmd4). The denoiser
 must see t: the posterior over x_0 given x_t depends on t when the schedule depends on the value.
 First-hitting and caching do not apply.
 """
@@ -14,7 +14,8 @@ from torch import Tensor
 
 from maskdiff.process import sample_categorical
 from maskdiff.schedules import PerTokenPolynomial, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, nfe_counter
+from maskdiff.sampling.common import SampleOutput
+from maskdiff.sampling.loop import grid_sample
 
 
 def genmd4_step_log_probs(log_mu: Tensor, schedule: PerTokenPolynomial, s: float, t: float) -> Tensor:
@@ -43,26 +44,14 @@ def genmd4_sample(
 ) -> SampleOutput:
     """T steps on the uniform grid; the last step fills every remaining mask from mu."""
     mask_id = denoise.vocab_size
-    times = time_grid(steps, "uniform")
-    with Timer() as timer, torch.no_grad():
-        x = initial_state(denoise, shape, x_init, device)
-        nfe = nfe_counter(x.shape[0])
-        report = StepReporter(steps, progress, "genmd4", callback)
-        for k in range(steps, 0, -1):
-            t, s = float(times[k]), float(times[k - 1])
-            active = (x == mask_id).any(-1)
-            if not bool(active.any()):
-                break
-            rows = active.nonzero().squeeze(-1)
-            log_mu = call_denoiser(denoise, x, t, rows, cond)
-            nfe[rows.cpu()] += 1
-            xr = x[rows]
-            masked = xr == mask_id
-            if k == 1:
-                xr[masked] = sample_categorical(log_mu[masked], generator)
-            else:
-                xr[masked] = sample_categorical(genmd4_step_log_probs(log_mu[masked], schedule, s, t), generator)
-            x[rows] = xr
-            report.step(x)
-        report.close()
-    return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="genmd4")
+
+    def step(x: Tensor, log_mu: Tensor, s, t, *, last: bool) -> Tensor:
+        masked = x == mask_id
+        if last:
+            x[masked] = sample_categorical(log_mu[masked], generator)
+        else:
+            x[masked] = sample_categorical(genmd4_step_log_probs(log_mu[masked], schedule, float(s), float(t)), generator)
+        return x
+
+    return grid_sample(denoise, step, shape, time_grid(steps, "uniform"), name="genmd4", x_init=x_init, cond=cond,
+                       device=device, progress=progress, callback=callback)

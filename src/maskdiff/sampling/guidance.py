@@ -1,4 +1,4 @@
-"""Classifier-free guidance for class-conditional denoisers (Ho & Salimans 2022; MATH.md).
+"""Classifier-free guidance for class-conditional denoisers (Ho & Salimans 2022; docs/math.md#samplers).
 
     log mu_guided = (1 + w) log mu(. | c) - w log mu(. | no class),   renormalized over the V values.
 

@@ -2,7 +2,7 @@
 
 mean: each masked position unmasks with an independent Bernoulli((alpha_s - alpha_t)/(1 - alpha_t))
 and, if it does, takes a value drawn from mu. This is the same per-step law as the ancestral sampler
-(MATH.md), drawn in two stages. greedy: the same unmasking, but the value is argmax mu (biased).
+(docs/math.md#samplers), drawn in two stages. greedy: the same unmasking, but the value is argmax mu (biased).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from torch import Tensor
 
 from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, nfe_counter
+from maskdiff.sampling.common import SampleOutput
+from maskdiff.sampling.loop import grid_sample
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -51,23 +52,13 @@ def mean_sample(
     """T-step reverse chain with the two-stage draw; ``greedy`` takes argmax mu for each unmasked value."""
     check_transform(temperature, top_p)
     mask_id = denoise.vocab_size
-    times = time_grid(steps, grid)
-    with Timer() as timer, torch.no_grad():
-        x = initial_state(denoise, shape, x_init, device)
-        nfe = nfe_counter(x.shape[0])
-        report = StepReporter(steps, progress, "greedy" if greedy else "mean", callback)
-        for k in range(steps, 0, -1):
-            t, s = times[k], times[k - 1]
-            active = (x == mask_id).any(-1)
-            if not bool(active.any()):
-                break
-            rows = active.nonzero().squeeze(-1)
-            log_mu = adjust_log_probs(call_denoiser(denoise, x, float(t), rows, cond), temperature, top_p)
-            nfe[rows.cpu()] += 1
-            x[rows] = mean_step(x[rows], log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1, greedy=greedy)
-            report.step(x)
-        report.close()
-    return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="greedy" if greedy else "mean")
+
+    def step(x: Tensor, log_mu: Tensor, s, t, *, last: bool) -> Tensor:
+        log_mu = adjust_log_probs(log_mu, temperature, top_p)
+        return mean_step(x, log_mu, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=last, greedy=greedy)
+
+    return grid_sample(denoise, step, shape, time_grid(steps, grid), name="greedy" if greedy else "mean", x_init=x_init,
+                       cond=cond, device=device, progress=progress, callback=callback)
 
 
 def greedy_sample(denoise, schedule, shape, **kwargs) -> SampleOutput:

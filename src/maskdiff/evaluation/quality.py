@@ -330,7 +330,7 @@ class RunEvaluatorLM(EvaluatorLM):
         import maskdiff
 
         pipe = maskdiff.load(run_dir, device=device)
-        if pipe.kind != "ar":
+        if not pipe.objective.causal:
             raise MaskdiffError(f"{run_dir} is a {pipe.kind} run; the evaluator must be an autoregressive run (--objective ar)")
         return cls(pipe, f"maskdiff-ar:{Path(run_dir).name}")
 

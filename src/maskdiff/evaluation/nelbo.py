@@ -1,4 +1,5 @@
-"""Evaluation: the NELBO over a whole split with a 95% interval, as BPC, bits per token or PPL.
+"""Evaluation: the NELBO over a whole split with a 95% interval, as BPC, bits per token or PPL
+(docs/math.md#metrics).
 
 A diffusion NELBO is an upper bound on -log p, so every figure is printed as "<=". It is also a
 Monte-Carlo estimate: each sequence gets its own estimate (averaged over ``passes`` draws of t and
@@ -96,6 +97,7 @@ class EvalResult:
     nelbo: Tensor
     tokens: Tensor
     bound: bool = True  # False for an exact likelihood (the autoregressive baseline): print "=", not "<="
+    length: Optional[Tensor] = None  # -log p(row length) per row, included in nelbo ('pad' packing), or None
 
     @property
     def nats_per_token(self) -> float:
@@ -145,6 +147,7 @@ class EvalResult:
             "perplexity_bound": ppl[0],
             "perplexity_ci95": [ppl[1], ppl[2]],
             "bound": self.bound,
+            "length_nats": None if self.length is None else float(self.length.sum()),
         }
 
 

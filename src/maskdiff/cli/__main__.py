@@ -1,0 +1,5 @@
+import sys
+
+from maskdiff.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""The base of every objective: the network it trains, its parts' weights in one flat namespace, the
+two loss entry points, and the class attributes that tell the trainer, the evaluator, the samplers and
+the command line what a run of this objective supports."""
+from __future__ import annotations
+
+from typing import Dict, Iterator, Optional, Tuple, Type
+
+import torch
+from torch import Tensor, nn
+
+from maskdiff.config import RunConfig
+from maskdiff.errors import MaskdiffError
+from maskdiff.loss import NELBOTerms
+from maskdiff.networks.transformer import DiT
+
+
+def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective"]) -> DiT:
+    """The transformer of a run, shaped by what the objective needs (causal attention, a mask logit)."""
+    m = config.model
+    return DiT(
+        vocab_size,
+        config.data.length,
+        width=m.width,
+        depth=m.depth,
+        heads=m.heads,
+        mlp_ratio=m.mlp_ratio,
+        cond_dim=m.cond_dim,
+        time_conditioned=m.time_conditioned and objective.time_conditioning_allowed,
+        causal=objective.causal,
+        dropout=m.dropout,
+        output_mask_logit=objective.predicts_mask(config),
+        num_classes=m.num_classes,
+        init=m.init,
+    )
+
+
+class Objective:
+    """Base: a network, optional extra trainable modules, and the two loss entry points.
+
+    The class attributes say what the rest of the library may do with a run of this objective; nothing
+    outside this package compares an objective's name."""
+
+    name = "?"
+    """The name in config.diffusion.objective (and in the registry OBJECTIVES)."""
+    noise_draws = 1
+    """How many (B, L) sets of mask uniforms one training step needs."""
+    uses_time = True
+    """Whether the trainer's t matters."""
+    causal = False
+    """The network attends left to right (the autoregressive baseline)."""
+    time_conditioning_allowed = True
+    """Whether model.time_conditioned may switch on adaLN time conditioning."""
+    exact_likelihood = False
+    """Evaluation gives an exact NLL, not an upper bound (NELBO)."""
+    continuous_time_only = False
+    """Trains in continuous time only: config.diffusion.discrete_steps must be 0."""
+    discrete_time_eval = False
+    """Evaluation can also compute the discrete-time NELBO with T steps (eval --discrete-steps)."""
+    subs_switches = False
+    """carry_over and zero_mask may be switched off (MDLM's SUBS ablation)."""
+    class_conditional = False
+    """Class-conditional training (model.num_classes) is supported."""
+    learns_schedule = False
+    """The masking schedule is trained with the network (GenMD4's per-token exponents)."""
+    samples_with: Optional[str] = None
+    """None: every masked-diffusion sampler applies; otherwise the name of the objective's own sampler
+    (run by :meth:`own_sample`)."""
+
+    def __init__(self, config: RunConfig, vocab_size: int):
+        self.config = config
+        self.vocab_size = vocab_size
+        self.network = build_network(config, vocab_size, type(self))
+        self.extras: Dict[str, nn.Module] = {}
+
+    @property
+    def kind(self) -> str:
+        return self.name
+
+    # --- what a config of this objective may hold ---------------------------------------------
+    @classmethod
+    def predicts_mask(cls, config: RunConfig) -> bool:
+        """Whether the network has an output logit for the mask token (MDLM's zero-masking ablation)."""
+        return False
+
+    @classmethod
+    def validate(cls, config: RunConfig) -> None:
+        """The objective's own rules on a config; raise MaskdiffError."""
+        dc, m = config.diffusion, config.model
+        ablated = not (dc.carry_over and dc.zero_mask)
+        if ablated:
+            if not cls.subs_switches:
+                raise MaskdiffError("carry_over and zero_mask are switches of the masked objective only")
+            if not dc.discrete_steps:
+                raise MaskdiffError("the SUBS ablation (carry_over or zero_mask off) is defined in discrete time: "
+                                    "set discrete_steps, e.g. --discrete-steps 1000 as MDLM")
+        if m.num_classes and (not cls.class_conditional or ablated):
+            raise MaskdiffError("class-conditional training (num_classes) works with the masked objective and SUBS only")
+        if cls.continuous_time_only and dc.discrete_steps:
+            raise MaskdiffError(f"{cls.name} trains in continuous time; set discrete_steps to 0")
+
+    def describe_estimate(self, discrete_steps: Optional[int] = None) -> str:
+        """What :meth:`eval_terms` computes, in words."""
+        return "continuous NELBO"
+
+    def own_sample(self, shape: Tuple[int, int], *, steps: int, generator: torch.Generator, x_init: Optional[Tensor] = None,
+                   progress: bool = False, **kwargs):
+        """Sample with the objective's own sampler (when ``samples_with`` is set): a SampleOutput."""
+        raise NotImplementedError
+
+    # --- parameters and weights, one flat namespace -------------------------------------------
+    def named_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
+        yield from self.network.named_parameters()
+        for prefix, module in self.extras.items():
+            for n, p in module.named_parameters():
+                yield f"{prefix}.{n}", p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def state_dict(self) -> Dict[str, Tensor]:
+        out = dict(self.network.state_dict())
+        for prefix, module in self.extras.items():
+            out.update({f"{prefix}.{n}": v for n, v in module.state_dict().items()})
+        return out
+
+    def load_state_dict(self, weights: Dict[str, Tensor], source) -> None:
+        """Load a flat dict, with a clear error on any missing, unexpected or wrongly shaped entry."""
+        own = self.state_dict()
+        missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+        wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+        if missing or unexpected or wrong:
+            detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"shape of {wrong[:3]}"
+            raise MaskdiffError(f"{source} does not fit this model's architecture ({detail})")
+        self.network.load_state_dict({k: v for k, v in weights.items() if k in self.network.state_dict()})
+        for prefix, module in self.extras.items():
+            module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in weights.items() if k.startswith(prefix + ".")})
+
+    def train(self, mode: bool = True) -> "Objective":
+        self.network.train(mode)
+        for m in self.extras.values():
+            m.train(mode)
+        return self
+
+    def eval(self) -> "Objective":
+        return self.train(False)
+
+    def to(self, device) -> "Objective":
+        self.network.to(device)
+        for m in self.extras.values():
+            m.to(device)
+        return self
+
+    def set_check_inputs(self, on: bool) -> None:
+        self.model.check_inputs = on
+
+    # --- losses ---------------------------------------------------------------------------------
+    def train_loss(self, x0: Tensor, t: Tensor, noise: Tensor, valid: Optional[Tensor] = None,
+                   labels: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """(what to backpropagate (B,), the NELBO estimate to log (B,)), in nats per sequence.
+
+        t: (B,) on [t_min, 1]; noise: (noise_draws, B, L) float64 uniforms for the masks; labels: (B,)
+        class labels of a class-conditional masked model (the null class included)."""
+        raise NotImplementedError
+
+    def eval_terms(self, x0: Tensor, t: Tensor, generator: torch.Generator, valid: Optional[Tensor] = None,
+                   discrete_steps: Optional[int] = None) -> NELBOTerms:
+        raise NotImplementedError

@@ -1,0 +1,18 @@
+"""The whole check of a RunConfig before any work: the config's own values (``RunConfig.validate``),
+then what needs a higher layer: the schedule's arguments, the objective's own rules and the
+modality's data (an image corpus's size, class labels)."""
+from __future__ import annotations
+
+from maskdiff.config import RunConfig
+from maskdiff.modalities import get_modality
+from maskdiff.objectives import get_objective
+from maskdiff.schedules import get_schedule
+
+
+def validate_config(config: RunConfig) -> RunConfig:
+    """Raise MaskdiffError naming the first bad value; return the config unchanged."""
+    get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
+    config.validate()
+    get_modality(config).validate(config)
+    get_objective(config.diffusion.objective).validate(config)
+    return config
