@@ -10,11 +10,12 @@ EVAL_STAMP := $(VENV)/.maskdiff-eval-installed
 TEXT_STAMP := $(VENV)/.maskdiff-text-installed
 RUN ?= runs/demo
 
-.PHONY: demo test install install-eval install-media install-text clean help
+.PHONY: demo test test-gpu install install-eval install-media install-text clean help
 
 help:
 	@echo "make demo   train the tiny preset on Shakespeare, report BPC with a 95% interval, print samples"
 	@echo "make test   run the test suite"
+	@echo "make test-gpu  run the CUDA suite (tests/gpu; needs a GPU and a CUDA build of torch)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +60,11 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
+
+# The CUDA suite (needs a torch that sees the GPU; with a CPU-only torch every test is skipped, with the
+# reason). benchmarks/gpu_check.sh runs it and the GPU benchmark in one go.
+test-gpu: $(TEST_STAMP)
+	$(PY) -m pytest -q tests/gpu
 
 clean:
 	rm -rf runs

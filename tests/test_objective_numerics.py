@@ -135,8 +135,9 @@ def test_pad_runs_charge_the_row_length(tmp_path, monkeypatch):
     """'pad' packing tells the network each row's length, so the diffusion terms bound -log p(x | length);
     evaluation adds -log p(length) under the training split's row lengths with add-one smoothing over
     1..L (docs/math.md#packing), recomputed here from the training rows."""
-    from maskdiff.evaluate import evaluate
-    from maskdiff.pipeline import Pipeline, build_tokenizer, eval_chunks, split_rows
+    from maskdiff.evaluation.nelbo import evaluate
+    from maskdiff.modalities.text import split_rows
+    from maskdiff.pipeline import Pipeline, build_tokenizer, eval_chunks
 
     monkeypatch.setenv("MASKDIFF_HOME", str(tmp_path / "home"))
     cfg = micro_config()

@@ -12,6 +12,8 @@ TOKENIZERS = ("text8", "chars", "bytes", "gpt2", "bert")
 OBJECTIVES = ("masked", "genmd4", "sedd", "ar")  # the keys of maskdiff.objectives.OBJECTIVES (a test checks it)
 TIME_SAMPLERS = ("uniform", "importance")  # maskdiff.loss.TIME_SAMPLERS (a test checks it)
 INITS = ("default", "gpt2")  # maskdiff.networks.transformer.INITS (a test checks it)
+PRECISIONS = ("fp32", "bf16")  # train.precision
+COMPILE_MODES = ("auto", "on", "off")  # train.compile
 
 
 @dataclass
@@ -136,6 +138,13 @@ class TrainConfig:
     """torch CPU threads (0: leave torch's default)."""
     device: str = "auto"
     """'auto' (a GPU when PyTorch sees one, else the CPU), 'cpu' or 'cuda'."""
+    precision: str = "fp32"
+    """'fp32' or 'bf16': bf16 runs the forward pass and the loss under autocast (matrix products in
+    bfloat16; float32 master weights, optimizer and log-softmax; what the math wants in float64 stays
+    float64). It changes what a step computes, so a run keeps the precision it started with."""
+    compile: str = "auto"
+    """torch.compile the network's transformer blocks: 'auto' (on for CUDA, off on the CPU), 'on' or 'off'.
+    The same arithmetic up to rounding, like the device, so a run may resume with another setting."""
     parallel: str = "ddp"
     """Under torchrun with several processes: 'ddp' (replicated weights) or 'fsdp' (FSDP2, sharded weights)."""
     max_bad_steps: int = 5
@@ -205,6 +214,10 @@ class RunConfig:
             raise MaskdiffError(f"unknown parallel mode {t.parallel!r}; choose one of: ddp, fsdp")
         if t.device not in ("auto", "cpu", "cuda"):
             raise MaskdiffError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda")
+        if t.precision not in PRECISIONS:
+            raise MaskdiffError(f"unknown precision {t.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if t.compile not in COMPILE_MODES:
+            raise MaskdiffError(f"unknown compile mode {t.compile!r}; choose one of: {', '.join(COMPILE_MODES)}")
         if t.max_bad_steps < 1:
             raise MaskdiffError(f"max_bad_steps must be at least 1, got {t.max_bad_steps}")
         if not 0.0 <= t.ema_decay < 1.0:
@@ -226,8 +239,9 @@ def _build(klass, values: Dict[str, Any], section: str):
     return klass(**values)
 
 
-# Fields that may change when a run is resumed: they do not change what a step computes.
-RESUMABLE = ("train.steps", "train.threads", "train.device", "train.parallel", "train.micro_batch_size", "train.max_bad_steps",
+# Fields that may change when a run is resumed: they do not change what a step computes (the device and
+# compilation change its rounding only; the precision changes more and is not here).
+RESUMABLE = ("train.steps", "train.threads", "train.device", "train.compile", "train.parallel", "train.micro_batch_size", "train.max_bad_steps",
              "train.log_every", "train.checkpoint_every", "train.keep_checkpoints")
 
 

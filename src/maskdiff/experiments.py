@@ -210,7 +210,7 @@ def _eval_key(steps: Optional[int]) -> str:
     return "own" if steps is None else f"T{steps}"
 
 
-def run_variant(variant: Variant, scale: Scale, seed: int, out: Path, *, log=print) -> dict:
+def run_variant(variant: Variant, scale: Scale, seed: int, out: Path, *, log=print, device: str = "auto") -> dict:
     """Train (or reuse) one variant for one seed and evaluate it; returns a record (cached as JSON)."""
     import maskdiff
     from maskdiff.objectives import build_objective
@@ -224,6 +224,7 @@ def run_variant(variant: Variant, scale: Scale, seed: int, out: Path, *, log=pri
         return json.loads(record_path.read_text(encoding="utf-8"))
     cfg = base_config(scale, seed)
     variant.edit(cfg)
+    cfg.train.device = device
     cfg.train.steps *= variant.budget
     validate_config(cfg)
     t0 = time.perf_counter()
@@ -231,7 +232,7 @@ def run_variant(variant: Variant, scale: Scale, seed: int, out: Path, *, log=pri
     if result.interrupted:
         raise KeyboardInterrupt
     train_s = time.perf_counter() - t0
-    pipe = maskdiff.load(run_dir)
+    pipe = maskdiff.load(run_dir, device=device)
     tokens, valid = eval_chunks(cfg, pipe.tokenizer, "validation")
     tokens, valid = tokens[: scale.eval_sequences], valid[: scale.eval_sequences]
     evals = {}
@@ -304,7 +305,8 @@ def verdict(trend: Trend, records: List[dict]) -> dict:
             "ci95": [lo, hi], "verdict": word, "seeds": len(diffs), "equivalence_margin": BPC_MARGIN if trend.equal else None}
 
 
-def run_experiment(name: str, scale_name: str = "cpu", out=None, *, seeds: Optional[int] = None, log=print) -> dict:
+def run_experiment(name: str, scale_name: str = "cpu", out=None, *, seeds: Optional[int] = None, log=print,
+                   device: str = "auto") -> dict:
     """Run every variant of an experiment for every seed; write results.json and results.md into ``out``."""
     from maskdiff.checkpoint import atomic_write_text
 
@@ -315,7 +317,7 @@ def run_experiment(name: str, scale_name: str = "cpu", out=None, *, seeds: Optio
     out = Path(out or Path("experiments") / f"{name}-{scale_name}")
     out.mkdir(parents=True, exist_ok=True)
     log(f"experiment {name} at scale {scale_name}: {len(exp.variants)} variants x {n_seeds} seeds -> {out}")
-    records = [run_variant(v, scale, s, out, log=log) for v in exp.variants for s in range(n_seeds)]
+    records = [run_variant(v, scale, s, out, log=log, device=device) for v in exp.variants for s in range(n_seeds)]
     summary = {"experiment": name, "question": exp.question, "scale": scale_name, "scale_config": scale.__dict__,
                "seeds": n_seeds, "machine": _machine(), "commit": _commit(), "variants": {}, "trends": []}
     for v in exp.variants:

@@ -95,12 +95,19 @@ class Samples:
 
 
 class Pipeline:
-    """A trained model: config, tokenizer, schedule and denoiser, with NELBO and sampling helpers."""
+    """A trained model: config, tokenizer, schedule and denoiser, with NELBO and sampling helpers.
 
-    def __init__(self, config: RunConfig, tokenizer, objective: Objective, checkpoint: Optional[Path] = None):
+    ``device``: where the model lives and runs (see :func:`load`). Inputs are moved there and results
+    come back on the CPU. Sampling draws from a generator on this device (so a seed gives the same samples
+    as before on the CPU, and other samples on a GPU); evaluation draws t and masks from CPU generators,
+    so its estimate is the same on every device up to the network's arithmetic.
+    """
+
+    def __init__(self, config: RunConfig, tokenizer, objective: Objective, checkpoint: Optional[Path] = None, device="cpu"):
         self.config = config
         self.tokenizer = tokenizer
-        self.objective = objective.eval()
+        self.device = torch.device(device)
+        self.objective = objective.to(self.device).eval()
         self.denoiser = objective.model  # a SUBS denoiser, or the next-token model of the autoregressive baseline
         self.schedule = getattr(objective, "schedule", None)  # GenMD4: the learned per-token schedule
         self.checkpoint = checkpoint
@@ -118,7 +125,7 @@ class Pipeline:
             return self.objective.eval_terms(x, t, gen, v, discrete_steps=discrete_steps)
 
         with torch.no_grad():
-            result = evaluate(terms, tokens, valid, t_min=self.config.diffusion.t_min, **kwargs)
+            result = evaluate(terms, tokens, valid, t_min=self.config.diffusion.t_min, device=self.device, **kwargs)
         result.bound = not self.objective.exact_likelihood
         if valid is not None and self.charges_length:
             # 'pad' rows tell the network (and the AR model) where each row ends: the terms above bound
@@ -207,7 +214,8 @@ class Pipeline:
         from maskdiff.sampling.conditioning import prompt_state
 
         L = self.config.data.length
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        sampler_kwargs["device"] = self.device
         if self.objective.samples_with is not None:  # SEDD's network read as a softmax samples as masked diffusion
             return self._sample_other(num, length, steps, sampler, gen, prompt, template, block, progress, **sampler_kwargs)
         fn = get_sampler(sampler)
@@ -233,7 +241,8 @@ class Pipeline:
             else:
                 x_init = prompt_state(prefix, length, self.tokenizer.mask_id, num) if prefix is not None else None
                 out = fn(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, x_init=x_init, progress=progress, **sampler_kwargs)
-        return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds, sampler, steps)
+        tokens = out.tokens.cpu()
+        return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, sampler, steps)
 
     def _sample_other(self, num, length, steps, sampler, gen, prompt, template, block, progress, **kwargs) -> Samples:
         """GenMD4 (its own sampler, MD4 Sec. 5) and the autoregressive baseline (left to right)."""
@@ -253,14 +262,19 @@ class Pipeline:
             raise MaskdiffError(f"the prompt has {prefix.numel()} tokens; the sample length {length} leaves nothing to generate")
         x_init = prompt_state(prefix, length, self.tokenizer.mask_id, num) if prefix is not None else None
         out = self.objective.own_sample((num, length), steps=steps, generator=gen, x_init=x_init, progress=progress, **kwargs)
-        return Samples(out.tokens, self.tokenizer.decode_batch(out.tokens), out.nfe, out.seconds, own, out.steps)
+        tokens = out.tokens.cpu()
+        return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, own, out.steps)
 
 
-def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = True) -> Pipeline:
+def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = True, device: str = "cpu") -> Pipeline:
     """Load a run directory: its config, tokenizer and the weights of a checkpoint (default: newest valid).
 
     ema: use the exponential moving average of the weights (the default for evaluation and sampling).
+    device: 'cpu' (the default), 'cuda' or 'auto' (a GPU when PyTorch sees one), or a torch.device.
     """
+    from maskdiff.distributed import pick_device
+
+    device = pick_device(device) if isinstance(device, str) and device in ("auto", "cpu", "cuda") else torch.device(device)  # fail first
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     tokenizer = read_tokenizer(run_dir)
@@ -276,7 +290,7 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
     objective = build_objective(config, tokenizer.vocab_size)
     prefix = "ema" if ema and any(k.startswith("ema.") for k in tensors) else "model"
     load_weights(objective, tensors, prefix, path)
-    pipe = Pipeline(config, tokenizer, objective, path)
+    pipe = Pipeline(config, tokenizer, objective, path, device=device)
     pipe.step = state.get("step")
     pipe.weights = prefix
     return pipe

@@ -7,10 +7,24 @@ and becomes x_0 otherwise; replacing the one-hot x_0 by mu_theta gives the model
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+
+
+def uniform(shape: Union[int, Sequence[int]], generator: Optional[torch.Generator], device) -> Tensor:
+    """float64 uniforms on [0, 1) of ``shape``, returned on ``device``: every random draw of maskdiff.
+
+    The rule: a draw is made where its generator lives and then moved to ``device`` (the denoiser's).
+    A CUDA generator draws on the GPU with no copy (the fast path; ``Pipeline`` makes its generators on
+    the model's device); a CPU generator gives the same uniforms on every device, so the same seed
+    gives the same masks on a CPU and a GPU (the evaluator uses this). Without a generator the default
+    generator of ``device`` draws. float64 throughout (docs/math.md#samplers).
+    """
+    where = device if generator is None else generator.device
+    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=where)
+    return u.to(device)
 
 
 def forward_mask(
@@ -32,8 +46,8 @@ def forward_mask(
     """
     if alpha_t.dim() == 1:
         alpha_t = alpha_t[:, None]
-    u = noise if noise is not None else torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
-    masked = u >= alpha_t.to(torch.float64)  # P(masked) = 1 - alpha_t
+    u = noise if noise is not None else uniform(x0.shape, generator, x0.device)
+    masked = u >= alpha_t.to(u.device, torch.float64)  # P(masked) = 1 - alpha_t
     if fixed is not None:
         masked &= ~fixed
     return torch.where(masked, torch.full_like(x0, mask_id), x0)
@@ -67,6 +81,6 @@ def sample_categorical(log_probs: Tensor, generator: Optional[torch.Generator] =
     float32 Gumbel noise is capped near 16.6, so values below about 6e-8 of the largest probability
     would be drawn too rarely (Zheng et al. 2024; docs/math.md#samplers). float64 removes that cap.
     """
-    u = torch.rand(log_probs.shape, generator=generator, dtype=torch.float64, device=log_probs.device)
+    u = uniform(log_probs.shape, generator, log_probs.device)
     gumbel = -torch.log(-torch.log(u.clamp_(min=torch.finfo(torch.float64).tiny)))
     return torch.argmax(log_probs.to(torch.float64) + gumbel, dim=-1)

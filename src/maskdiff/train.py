@@ -4,6 +4,12 @@ atomic safetensors checkpoints, exact resume, a progress bar and a JSONL log.
 Everything random at step k (the data windows or rows, the stratified t, the mask uniforms) is drawn from a
 generator seeded by (seed, k) for the whole global batch, so resuming at step k replays exactly what
 an uninterrupted run would have done, and micro-batching does not change what a step computes.
+
+On a GPU (docs/performance.md, "GPU"): TF32 matrix products, fused AdamW, ``train.precision`` 'bf16'
+(autocast around the forward pass and the loss, float32 master weights), ``train.compile`` (the
+transformer blocks through torch.compile), and the next step's batch drawn on the CPU and copied from
+pinned memory while the GPU still works on the current one. These draws stay on CPU generators, so the
+data, t and masks of a step are the same on every device.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import json
 import math
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -68,11 +74,69 @@ def learning_rate(step: int, cfg) -> float:
 
 
 def make_optimizer(model, cfg) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only; ``model`` is anything with named_parameters()."""
+    """AdamW with weight decay on matrices only; ``model`` is anything with named_parameters().
+    Fused (one kernel for all parameters) when every parameter is a plain CUDA tensor."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    params = decay + rest
+    fused = bool(params) and all(p.is_cuda and type(p) is torch.nn.Parameter for p in params)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **({"fused": True} if fused else {}))
+
+
+def use_compile(mode: str, device: torch.device) -> bool:
+    """train.compile: 'on', 'off', or 'auto' (on for CUDA only: compiling on the CPU costs more than it gives)."""
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+def compile_blocks(network) -> None:
+    """torch.compile each transformer block in place (parameter names and checkpoints unchanged). The
+    blocks hold nearly all the FLOPs and have no data-dependent shapes; the output layer, which runs at
+    the masked positions only, stays eager."""
+    for block in getattr(network, "blocks", []):
+        block.compile()
+
+
+def autocast(precision: str, device: torch.device):
+    """The context of the forward pass and the loss: bfloat16 autocast for 'bf16', nothing for 'fp32'."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def set_fast_matmul(device: torch.device) -> None:
+    """On CUDA, float32 matrix products in TF32 (float32 range, 10-bit mantissa), as is usual for training."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+
+
+@dataclass
+class StepBatch:
+    """What step k draws from its generator, for the global batch; ``x0``, ``valid``, ``labels`` and
+    ``noise`` already on the training device (copied from pinned memory on CUDA)."""
+
+    x0: Tensor
+    valid: Optional[Tensor]
+    labels: Optional[Tensor]
+    n_tokens: int
+    u: float
+    u_all: Optional[Tensor]
+    noise: Tensor
+
+
+def draw_step(source, seed: int, step: int, B: int, L: int, noise_draws: int, low_discrepancy: bool, device) -> StepBatch:
+    """Draw step ``step``'s batch, t and masks from its generator (in a fixed order) and send them to ``device``."""
+    gen = step_generator(seed, step)
+    x0, valid, labels = source.draw(B, gen)  # the global batch (B, L); padding mask, class labels or None
+    n_tokens = B * L if valid is None else max(1, int(valid.sum()))  # real tokens
+    u = float(torch.rand((), generator=gen, dtype=torch.float64))
+    u_all = None if low_discrepancy else torch.rand(B, generator=gen, dtype=torch.float64)
+    # mask uniforms for the global batch (GenMD4 draws several x_t per sequence)
+    noise = torch.rand((noise_draws, B, L), generator=gen, dtype=torch.float64)
+    move = (lambda v: v) if device.type == "cpu" else (lambda v: None if v is None else v.pin_memory().to(device, non_blocking=True))
+    return StepBatch(move(x0), move(valid), move(labels), n_tokens, u, u_all, move(noise))
 
 
 @dataclass
@@ -187,6 +251,9 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
         opt_saved = (read_tensors(path / "optimizer.safetensors"), state["optimizer"])
         start = resumed_from = int(state["step"])
     objective.to(ctx.device)
+    set_fast_matmul(ctx.device)
+    if use_compile(tc.compile, ctx.device):
+        compile_blocks(objective.network)
     step_module = StepModule(objective)
     model = wrap(step_module, ctx)
     params = [p for _, p in objective.named_parameters()]  # after wrapping: DTensor shards under FSDP2
@@ -244,22 +311,23 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
     objective.train()
     window_start, window_tokens = time.perf_counter(), 0
     dev = ctx.device
+
+    def draw(at: int) -> StepBatch:
+        return draw_step(source, tc.seed, at, B, L, objective.noise_draws, config.diffusion.low_discrepancy, dev)
+
+    nxt: Optional[StepBatch] = None
     try:
         with stopper.installed(), _open_log(log_path, ctx) as logf:
             while step < tc.steps:
-                gen = step_generator(tc.seed, step)
-                x0, valid, labels = source.draw(B, gen)  # the global batch (B, L); padding mask, class labels or None
-                n_tokens = tokens_per_step if valid is None else max(1, int(valid.sum()))  # real tokens
-                u = float(torch.rand((), generator=gen, dtype=torch.float64))
-                if not config.diffusion.low_discrepancy:
-                    u_all = torch.rand(B, generator=gen, dtype=torch.float64)
-                # mask uniforms for the global batch (GenMD4 draws several x_t per sequence)
-                noise = torch.rand((objective.noise_draws, B, L), generator=gen, dtype=torch.float64)
+                batch, nxt = (nxt if nxt is not None else draw(step)), None
+                x0, valid, labels, noise = batch.x0, batch.valid, batch.labels, batch.noise
+                n_tokens, u, u_all = batch.n_tokens, batch.u, batch.u_all
                 lr = learning_rate(step, tc)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = 0.0  # the NELBO estimate, nats per token (not GenMD4's surrogate)
+                logged: List[Tensor] = []
                 for lo in range(first, first + per_rank, micro):
                     sl = slice(lo, lo + micro)
                     if config.diffusion.low_discrepancy:
@@ -267,13 +335,18 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
                     else:
                         t = (config.diffusion.t_min + (1 - config.diffusion.t_min) * u_all[sl]).float()
                     with no_sync(model, ctx, last=lo + micro >= first + per_rank):
-                        lab = None if labels is None else labels[sl].to(dev)
-                        v = None if valid is None else valid[sl].to(dev)
-                        out = model(x0[sl].to(dev), t.to(dev), noise[:, sl].to(dev), v, lab)  # (2, micro)
+                        lab = None if labels is None else labels[sl]
+                        v = None if valid is None else valid[sl]
+                        with autocast(tc.precision, dev):
+                            out = model(x0[sl], t.to(dev), noise[:, sl], v, lab)  # (2, micro)
                         # nats per real token over the global batch; x world size: DDP/FSDP average over ranks
-                        loss = out[0].sum() * (ctx.world / n_tokens)
+                        loss = out[0].float().sum() * (ctx.world / n_tokens)
                         loss.backward()
-                    loss_sum += float(out[1].detach().sum()) / n_tokens
+                    logged.append(out[1].detach())
+                if dev.type != "cpu" and step + 1 < tc.steps:
+                    nxt = draw(step + 1)  # the CPU prepares the next batch while the GPU works on this one
+                for o in logged:
+                    loss_sum += float(o.sum()) / n_tokens
                 loss_sum = sum_all(loss_sum, ctx)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else float("inf"))
                 grad_norm = float(full(grad_norm)) if isinstance(grad_norm, Tensor) else float(grad_norm)

@@ -107,7 +107,7 @@ def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True, 
         return 130
     train_s = time.perf_counter() - t0
 
-    pipe = maskdiff.load(run_dir)
+    pipe = maskdiff.load(run_dir, device=config.train.device)  # where it trained
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, "validation")
     t1 = time.perf_counter()
     res = pipe.evaluate(tokens, valid, progress=progress)

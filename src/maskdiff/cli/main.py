@@ -74,6 +74,8 @@ TRAIN_OVERRIDES = [
     ("--threads", "train", "threads", _nonneg_int),
     ("--device", "train", "device", str),
     ("--parallel", "train", "parallel", str),
+    ("--precision", "train", "precision", str),
+    ("--compile", "train", "compile", str),
     ("--max-bad-steps", "train", "max_bad_steps", _positive_int),
     ("--checkpoint-every", "train", "checkpoint_every", _positive_int),
     ("--log-every", "train", "log_every", _positive_int),
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="cpu", help=f"budget: {', '.join(SCALES)} (default: cpu, minutes per variant on 2 cores; gpu is bigger)")
     p.add_argument("--seeds", type=_positive_int, help="seeds per variant (default: 3)")
     p.add_argument("--out", type=Path, help="output folder (default: experiments/NAME-SCALE)")
+    _device_arg(p)
 
     p = sub.add_parser("exponents", help="list (and plot) a GenMD4 run's learned per-token exponents",
                        description="Print the learned exponent w_v of every token of a GenMD4 run (alpha_{t,v} = 1 - t^w_v: a larger "
@@ -185,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from maskdiff.cli.text import add_text_commands
 
-    add_text_commands(sub, _positive_int)
+    add_text_commands(sub, _positive_int, _device_arg)
 
     p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir) for a time budget: the machine's throughput is measured on the first steps and the run sized to fit. Then report validation BPC with a 95% interval beside the unigram baseline, print samples from the EMA weights and draw the learning curve (learning_curve.png in the run directory).")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
@@ -195,7 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the model runs: auto (a GPU when PyTorch sees one, else the CPU), cpu or cuda (default: auto)")
+
+
 def _weights_args(p: argparse.ArgumentParser) -> None:
+    _device_arg(p)
     p.add_argument("--checkpoint", type=Path, help="a checkpoint directory (default: the run's newest valid one)")
     p.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of their EMA")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -247,7 +256,7 @@ def cmd_eval(args) -> int:
     import maskdiff
     from maskdiff.pipeline import eval_chunks
 
-    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
     from maskdiff.modalities import get_modality
 
     modality = get_modality(pipe.config)
@@ -291,7 +300,7 @@ def cmd_sample(args) -> int:
     get_sampler(args.sampler)  # fail on a bad name before loading anything
     if args.evaluator and not args.evaluate:
         raise MaskdiffError("--evaluator chooses the LM of --evaluate; add --evaluate")
-    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
     kwargs = {}
     if args.temperature != 1.0 or args.top_p != 1.0:
         kwargs.update(temperature=args.temperature, top_p=args.top_p)
@@ -341,8 +350,9 @@ def cmd_sample(args) -> int:
         if args.evaluator:
             from maskdiff.evaluation.quality import RunEvaluatorLM
 
-            evaluator = RunEvaluatorLM.from_run(args.evaluator)
-        report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress)
+            evaluator = RunEvaluatorLM.from_run(args.evaluator, device=args.device)
+        report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress,
+                                    device=pipe.device)
         print(report.summary())
     return 0
 
@@ -371,14 +381,14 @@ def cmd_experiment(args) -> int:
     from maskdiff.experiments import get_experiment, get_scale, run_experiment
 
     get_experiment(args.name), get_scale(args.scale)  # fail on a bad name before any work
-    run_experiment(args.name, args.scale, args.out, seeds=args.seeds)
+    run_experiment(args.name, args.scale, args.out, seeds=args.seeds, device=args.device)
     return 0
 
 
 def cmd_exponents(args) -> int:
     import maskdiff
 
-    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights)
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
     if not pipe.objective.learns_schedule:
         raise MaskdiffError(f"{args.run_dir} is a {pipe.kind} run; exponents exist only for --objective genmd4")
     w = pipe.objective.exponents.exponents.detach()

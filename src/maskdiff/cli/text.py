@@ -7,7 +7,7 @@ from pathlib import Path
 from maskdiff.errors import MaskdiffError
 
 
-def add_text_commands(sub, positive_int) -> None:
+def add_text_commands(sub, positive_int, device_arg=None) -> None:
     from maskdiff.data.catalog import SOURCES
     from maskdiff.evaluation.zeroshot import DEFAULT_CORPORA
 
@@ -27,6 +27,8 @@ def add_text_commands(sub, positive_int) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--json", type=Path, help="also write the table as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if device_arg is not None:
+        device_arg(p)
 
 
 def cmd_data(args) -> int:
@@ -56,8 +58,12 @@ def cmd_zero_shot(args) -> int:
     corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
     if not corpora:
         raise MaskdiffError("--corpora is empty; give a comma-separated list, e.g. shakespeare,brown")
+    import maskdiff
+
+    device = getattr(args, "device", "cpu")
     columns = zero_shot_table(args.run_dirs, corpora, split=args.split, limit=args.limit, passes=args.passes,
-                              batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+                              batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+                              load=lambda run_dir: maskdiff.load(run_dir, device=device))
     print(f"PPL bounds on the {args.split} split (first {args.limit} rows of each corpus, {args.passes} pass(es)):\n")
     print(format_markdown(columns, corpora))
     if args.json:

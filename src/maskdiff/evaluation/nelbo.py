@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from maskdiff.loss import DEFAULT_T_MIN, NELBOTerms, low_discrepancy_times, nelbo
+from maskdiff.process import uniform
 from maskdiff.schedules import Schedule
 
 # (x0 (B, L), t (B,) on [t_min, 1], generator, valid (B, L) or None) -> per-sequence NELBO terms
@@ -37,10 +38,12 @@ Z95 = 1.959963984540054
 
 
 def _generator(seed: int, *keys: int) -> torch.Generator:
+    """The generator of one (pass, batch): a CPU generator whatever the model's device, so that t and the
+    masks, hence the estimate up to the network's arithmetic, are the same on every device."""
     value = seed
     for k in keys:
         value = (value * 1_000_003 + k) % (2**63 - 1)
-    return torch.Generator().manual_seed(value)
+    return torch.Generator(device="cpu").manual_seed(value)
 
 
 @torch.no_grad()
@@ -54,16 +57,19 @@ def nelbo_estimates(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = False,
+    device=None,
 ) -> Tensor:
     """NELBO in nats of each row of ``tokens`` (N, L), averaged over ``passes`` estimates: (N,) float64.
 
     ``terms`` gives the per-sequence terms (see :func:`masked_terms`, or an objective's ``eval_terms``).
     Each pass draws stratified t over each batch (MDLM Sec. 3.4) and one mask per sequence; the
     reconstruction and prior terms are included. ``valid`` (N, L) marks real tokens (padding is never
-    masked or counted, and the network does not attend to it).
+    masked or counted, and the network does not attend to it). ``device``: where the batches go (the
+    model's; default: where ``tokens`` are); the estimates come back on the CPU.
     """
     N = tokens.shape[0]
-    total = torch.zeros(N, dtype=torch.float64)
+    device = tokens.device if device is None else torch.device(device)
+    total = torch.zeros(N, dtype=torch.float64, device="cpu")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -71,12 +77,12 @@ def nelbo_estimates(
         bar = tqdm(total=passes * N, desc="eval", unit="seq", leave=False, dynamic_ncols=True)
     for p in range(passes):
         for b, lo in enumerate(range(0, N, batch_size)):
-            x = tokens[lo : lo + batch_size]
-            v = None if valid is None else valid[lo : lo + batch_size]
+            x = tokens[lo : lo + batch_size].to(device, non_blocking=True)
+            v = None if valid is None else valid[lo : lo + batch_size].to(device, non_blocking=True)
             gen = _generator(seed, p, b)
-            u = float(torch.rand((), generator=gen, dtype=torch.float64))
-            t = low_discrepancy_times(x.shape[0], u, t_min)
-            total[lo : lo + batch_size] += terms(x, t, gen, v).total.double()
+            u = float(uniform((), gen, "cpu"))
+            t = low_discrepancy_times(x.shape[0], u, t_min, device=device)
+            total[lo : lo + batch_size] += terms(x, t, gen, v).total.double().cpu()
             if bar is not None:
                 bar.update(x.shape[0])
     if bar is not None:
@@ -148,7 +154,8 @@ class EvalResult:
 def evaluate(terms: TermsFn, tokens: Tensor, valid: Optional[Tensor], **kwargs) -> EvalResult:
     """NELBO of every sequence of a split: see :func:`nelbo_estimates` for the arguments."""
     est = nelbo_estimates(terms, tokens, valid, **kwargs)
-    counts = valid.sum(-1).double() if valid is not None else torch.full((tokens.shape[0],), float(tokens.shape[1]), dtype=torch.float64)
+    counts = (valid.sum(-1).double().cpu() if valid is not None
+              else torch.full((tokens.shape[0],), float(tokens.shape[1]), dtype=torch.float64, device="cpu"))
     return EvalResult(est, counts)
 
 

@@ -83,8 +83,9 @@ def species_windows(genomes, streams: List[Tensor], species: List[str], length: 
 def model_features(network, windows: Tensor, batch_size: int = 64) -> Tensor:
     """Mean over positions of the network's final hidden states on clean windows: (N, W) float64."""
     out = []
+    device = next(network.parameters()).device
     for lo in range(0, windows.shape[0], batch_size):
-        out.append(network.features(windows[lo : lo + batch_size]).mean(1).double())
+        out.append(network.features(windows[lo : lo + batch_size].to(device)).mean(1).double().cpu())
     return torch.cat(out)
 
 

@@ -326,10 +326,10 @@ class RunEvaluatorLM(EvaluatorLM):
         self.pipeline = pipeline
 
     @classmethod
-    def from_run(cls, run_dir) -> "RunEvaluatorLM":
+    def from_run(cls, run_dir, device: str = "cpu") -> "RunEvaluatorLM":
         import maskdiff
 
-        pipe = maskdiff.load(run_dir)
+        pipe = maskdiff.load(run_dir, device=device)
         if not pipe.objective.causal:
             raise MaskdiffError(f"{run_dir} is a {pipe.kind} run; the evaluator must be an autoregressive run (--objective ar)")
         return cls(pipe, f"maskdiff-ar:{Path(run_dir).name}")
@@ -347,7 +347,7 @@ class RunEvaluatorLM(EvaluatorLM):
                 ids = self.tokenizer.encode(text)
                 total = 0.0
                 for lo in range(0, ids.numel(), L):
-                    chunk = ids[lo : lo + L][None]
+                    chunk = ids[lo : lo + L][None].to(self.pipeline.device)
                     total += float(autoregressive_nll(lm, chunk, lm.bos_id)[0])
                 sums.append(total)
                 counts.append(int(ids.numel()))
@@ -357,7 +357,7 @@ class RunEvaluatorLM(EvaluatorLM):
 
 
 def report_for_samples(samples, sampler: str, steps: int, *, evaluator: Optional[EvaluatorLM] = None,
-                       batch_size: int = 8, progress: bool = False) -> QualityReport:
+                       batch_size: int = 8, progress: bool = False, device=None) -> QualityReport:
     """QualityReport of sampler output with ``tokens`` (N, L), ``texts``, ``nfe`` (N,) and ``seconds``.
 
     Loads SmolLM2 (:meth:`EvaluatorLM.smollm2`) when no evaluator is given. Token statistics are
@@ -370,6 +370,8 @@ def report_for_samples(samples, sampler: str, steps: int, *, evaluator: Optional
         if progress:
             print("loading the evaluator LM (SmolLM2-135M-Instruct, about 30 s) ...", file=sys.stderr, flush=True)
         evaluator = EvaluatorLM.smollm2()
+        if device is not None:
+            evaluator.model.to(device)  # nll() sends each batch where the model is
     ppl, _ = evaluator.perplexity(samples.texts, batch_size=batch_size, progress=progress)
     try:
         words = repeated_word_ngram_rate(samples.texts, 4)

@@ -102,10 +102,10 @@ def decoder_term(
     ``noise`` (B, L) uniforms fix them). With alpha_0 = 1, z_0 = x_0 and this is
     :func:`clean_reconstruction_term`; carry-over makes the unmasked positions contribute 0.
     """
-    alpha_0 = schedule.alpha(torch.zeros(x0.shape[0], dtype=torch.float64))
+    alpha_0 = schedule.alpha(torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device))
     fixed = None if valid is None else ~valid
     z0 = forward_mask(x0, alpha_0, mask_id, generator, fixed=fixed, noise=noise)
-    log_x = _call(log_probs, z0, torch.zeros(x0.shape[0]), valid)
+    log_x = _call(log_probs, z0, torch.zeros(x0.shape[0], device=x0.device), valid)
     nll = -log_x.to(torch.float64).gather(-1, x0[..., None]).squeeze(-1)
     if valid is not None:
         nll = torch.where(valid, nll, torch.zeros_like(nll))
@@ -114,7 +114,7 @@ def decoder_term(
 
 def clean_reconstruction_term(log_probs: FullLogProbs, x0: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
     """-log x_theta(x_0 | z_0 = x_0) summed over real positions: what carry-over makes zero. (B,)."""
-    t = torch.zeros(x0.shape[0])
+    t = torch.zeros(x0.shape[0], device=x0.device)
     log_x = _call(log_probs, x0, t, valid)
     nll = -log_x.gather(-1, x0[..., None]).squeeze(-1)
     if valid is not None:

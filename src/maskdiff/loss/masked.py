@@ -67,14 +67,15 @@ def _cross_entropy(denoise, x_t: Tensor, t: Tensor, x0: Tensor, valid: Optional[
     return masked_cross_entropy(log_mu, x0, x_t == denoise.vocab_size)
 
 
-def low_discrepancy_times(batch: int, u: float, t_min: float = DEFAULT_T_MIN, *, offset: int = 0, global_batch: Optional[int] = None, dtype=torch.float32) -> Tensor:
+def low_discrepancy_times(batch: int, u: float, t_min: float = DEFAULT_T_MIN, *, offset: int = 0, global_batch: Optional[int] = None, dtype=torch.float32,
+                          device=None) -> Tensor:
     """Stratified times t_i = t_min + (1 - t_min) ((u + i/B) mod 1) over the global batch (MDLM Sec. 3.4).
 
     ``offset`` and ``global_batch`` select this process's slice, so t depends on an example's global
-    index only, never on how the batch is split.
+    index only, never on how the batch is split. ``device``: where t is made (default: the CPU).
     """
     global_batch = batch if global_batch is None else global_batch
-    i = torch.arange(offset, offset + batch, dtype=torch.float64)
+    i = torch.arange(offset, offset + batch, dtype=torch.float64, device=device)
     frac = torch.remainder(u + i / global_batch, 1.0)
     return (t_min + (1.0 - t_min) * frac).to(dtype)
 
@@ -95,7 +96,7 @@ def importance_times(t: Tensor, schedule: Schedule, t_min: float = DEFAULT_T_MIN
     and the factor that replaces (1 - t_min) w(t) in :func:`continuous_diffusion_term`.
     """
     v = (t.to(torch.float64) - t_min) / (1.0 - t_min)  # uniform on [0, 1)
-    lo = math.sqrt(float(schedule.one_minus_alpha(torch.tensor(t_min, dtype=torch.float64))))
+    lo = math.sqrt(float(schedule.one_minus_alpha(torch.tensor(t_min, dtype=torch.float64, device=t.device))))
     hi = math.sqrt(1.0 - schedule.alpha_1)
     root = lo + (hi - lo) * v  # sqrt(a), uniform on [lo, hi)
     t_new = schedule.inverse(1.0 - root * root).clamp(t_min, 1.0)
@@ -183,11 +184,11 @@ def reconstruction_term(
 
     With alpha_{t_min} = 1 (t_min = 0 on an exact schedule) nothing is masked and it is exactly 0.
     """
-    t = torch.full((x0.shape[0],), t_min, dtype=torch.float64)
+    t = torch.full((x0.shape[0],), t_min, dtype=torch.float64, device=x0.device)
     x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=_fixed(valid))
     masked = x_t == denoise.vocab_size
     if not bool(masked.any()):
-        return torch.zeros(x0.shape[0])
+        return torch.zeros(x0.shape[0], device=x0.device)
     return _cross_entropy(denoise, x_t, t.float(), x0, valid, masked_only)
 
 
@@ -199,7 +200,7 @@ def prior_term(x0: Tensor, schedule: Schedule, vocab_size: int, *, valid: Option
 def token_counts(x0: Tensor, valid: Optional[Tensor] = None) -> Tensor:
     """Number of real (non-padding) tokens per sequence, float (B,)."""
     if valid is None:
-        return torch.full((x0.shape[0],), float(x0.shape[1]))
+        return torch.full((x0.shape[0],), float(x0.shape[1]), device=x0.device)
     return valid.sum(-1).float()
 
 

@@ -44,6 +44,11 @@ def sample_images(pipe, num: int, *, labels: Optional[Tensor] = None, guidance: 
         denoise, cond = GuidedDenoiser(pipe.denoiser, guidance, null_class=classes), labels
     elif guidance:
         raise MaskdiffError("guidance needs class labels to guide towards")
-    gen = torch.Generator().manual_seed(seed)
+    device = getattr(pipe, "device", torch.device("cpu"))
+    gen = torch.Generator(device=device).manual_seed(seed)
     shape = (num, pipe.config.data.length)
-    return fn(denoise, pipe.schedule, shape, steps=steps or shape[1], generator=gen, cond=cond, progress=progress, **sampler_kwargs)
+    cond = None if cond is None else cond.to(device)
+    out = fn(denoise, pipe.schedule, shape, steps=steps or shape[1], generator=gen, cond=cond, progress=progress, device=device,
+             **sampler_kwargs)
+    out.tokens = out.tokens.cpu()
+    return out

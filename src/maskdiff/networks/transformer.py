@@ -27,11 +27,12 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, H, L, D)
+        """Rotated in float32 (the tables are float32) and returned in the dtype of x (bfloat16 under autocast)."""
         L = x.shape[-2]
-        cos, sin = self.cos[:L].to(x.dtype), self.sin[:L].to(x.dtype)
-        x1, x2 = x[..., 0::2], x[..., 1::2]
+        cos, sin = self.cos[:L], self.sin[:L]
+        x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
         out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-        return out.flatten(-2)
+        return out.flatten(-2).to(x.dtype)
 
 
 class TimestepEmbedding(nn.Module):
@@ -191,6 +192,8 @@ class DiT(nn.Module):
                 raise ValueError("this network is time-conditioned: pass t")
             cond = F.silu(self.time_embed(t))
         attn_mask = None
+        if valid is not None and tokens.is_cuda and bool(valid.all()):
+            valid = None  # no padding in this batch: no mask, so SDPA may take the flash kernel
         if valid is not None:
             keys = valid | ~valid.any(-1, keepdim=True)  # a row with no valid position attends everywhere
             if self.class_embed is not None:

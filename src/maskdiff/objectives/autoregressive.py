@@ -41,5 +41,5 @@ class Autoregressive(Objective):
         if discrete_steps:
             raise MaskdiffError("the autoregressive baseline has an exact likelihood; leave out --discrete-steps")
         nll = autoregressive_nll(self.lm, x0, self.lm.bos_id, valid=valid).float()
-        zero = torch.zeros(x0.shape[0])
+        zero = torch.zeros(x0.shape[0], device=x0.device)
         return NELBOTerms(nll, zero, zero, token_counts(x0, valid))

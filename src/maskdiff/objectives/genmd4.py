@@ -10,6 +10,7 @@ from maskdiff.loss import NELBOTerms, token_counts
 from maskdiff.loss.genmd4 import LearnableExponents, genmd4_loss, genmd4_mask
 from maskdiff.loss.masked import masked_cross_entropy
 from maskdiff.objectives.base import Objective
+from maskdiff.process import uniform
 
 
 class GenMD4(Objective):
@@ -54,12 +55,12 @@ class GenMD4(Objective):
             raise MaskdiffError("GenMD4 is evaluated in continuous time only; leave out --discrete-steps")
         d = self.config.diffusion
         w = self.exponents.exponents.detach()
-        noise = torch.rand((1,) + tuple(x0.shape), generator=generator, dtype=torch.float64)
+        noise = uniform((1,) + tuple(x0.shape), generator, x0.device)
         diffusion = genmd4_loss(self.denoiser, x0, t, w, noise, t_min=d.t_min, valid=valid).nelbo
         # R(t_min): the slice [0, t_min] of the integral, as the masked objective reports it.
-        t0 = torch.full((x0.shape[0],), d.t_min, dtype=torch.float64)
-        u = torch.rand(tuple(x0.shape), generator=generator, dtype=torch.float64)
+        t0 = torch.full((x0.shape[0],), d.t_min, dtype=torch.float64, device=x0.device)
+        u = uniform(tuple(x0.shape), generator, x0.device)
         x_t = genmd4_mask(x0, t0, w, self.vocab_size, u, valid=valid)
         masked = x_t == self.vocab_size
-        recon = masked_cross_entropy(self.denoiser(x_t, t0.float(), valid=valid), x0, masked) if bool(masked.any()) else torch.zeros(x0.shape[0])
-        return NELBOTerms(diffusion.float(), recon.float(), torch.zeros(x0.shape[0]), token_counts(x0, valid))
+        recon = masked_cross_entropy(self.denoiser(x_t, t0.float(), valid=valid), x0, masked) if bool(masked.any()) else torch.zeros(x0.shape[0], device=x0.device)
+        return NELBOTerms(diffusion.float(), recon.float(), torch.zeros(x0.shape[0], device=x0.device), token_counts(x0, valid))

@@ -14,7 +14,7 @@ from torch import Tensor
 from maskdiff.errors import MaskdiffError
 from maskdiff.loss.autoregressive import shift_right
 from maskdiff.process import sample_categorical
-from maskdiff.sampling.common import SampleOutput, StepReporter, Timer, initial_state
+from maskdiff.sampling.common import SampleOutput, StepReporter, Timer, initial_state, nfe_counter
 from maskdiff.sampling.transforms import adjust_log_probs
 
 
@@ -42,7 +42,7 @@ def autoregressive_sample(
         if bool(((x != mask_id).sum(-1) != filled).any()):
             raise MaskdiffError("autoregressive sampling can only continue a prefix; fixed tokens after a gap are not supported")
         start = int(filled.min())
-        nfe = torch.zeros(x.shape[0], dtype=torch.long)
+        nfe = nfe_counter(x.shape[0])
         report = StepReporter(L - start, progress, "autoregressive", callback)
         for n in range(start, L):
             rows = (x[:, n] == mask_id).nonzero().squeeze(-1)

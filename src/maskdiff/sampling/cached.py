@@ -15,7 +15,7 @@ from torch import Tensor
 
 from maskdiff.denoiser import require_time_independent
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, reverse_step
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, reverse_step, nfe_counter
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -43,7 +43,7 @@ def cached_sample(
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
         B = x.shape[0]
-        nfe = torch.zeros(B, dtype=torch.long)
+        nfe = nfe_counter(B)
         cache: Optional[Tensor] = None  # (B, L, V) log mu of each sample's current state
         stale = torch.ones(B, dtype=torch.bool, device=x.device)
         report = StepReporter(steps, progress, "cached", callback)

@@ -10,10 +10,17 @@ from torch import Tensor
 
 from maskdiff.denoiser import check_tokens
 from maskdiff.errors import MaskdiffError
+from maskdiff.process import uniform
 
 
 # Every sampler also takes ``progress`` (a tqdm bar) and ``callback``: called with the (B, L) state after
 # each step, e.g. to record the unmasking for a picture or to draw it live in a terminal.
+#
+# Devices: the state lives on ``device`` (or x_init's device), the denoiser's; every tensor a sampler
+# makes is made there, except the per-sample NFE counters, which stay on the CPU. Random draws follow
+# :func:`maskdiff.process.uniform`: made where the generator lives, then moved to the state's device, so
+# a CPU generator works with a CUDA denoiser (and gives the same draws as on the CPU), and a generator
+# on the denoiser's device avoids the copies.
 
 
 @dataclass
@@ -36,7 +43,12 @@ def initial_state(denoise, shape: Tuple[int, int], x_init: Optional[Tensor], dev
             raise MaskdiffError(f"sample shape must be (batch, length) with both >= 1, got {tuple(shape)}")
         return torch.full(tuple(shape), mask_id, dtype=torch.long, device=device)
     check_tokens(x_init, denoise.vocab_size, allow_mask=True)
-    return x_init.clone().long()
+    return x_init.to(device).clone().long() if device is not None else x_init.clone().long()
+
+
+def nfe_counter(batch: int) -> Tensor:
+    """(B,) network calls per sample, counted on the CPU (read back after every step)."""
+    return torch.zeros(batch, dtype=torch.long, device="cpu")
 
 
 def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask_id: int, generator, *, last: bool) -> Tensor:
@@ -54,7 +66,7 @@ def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask
     if not bool(masked.any()):
         return x
     n = int(masked.sum())
-    u = torch.rand(n, generator=generator, dtype=torch.float64, device=x.device)
+    u = uniform(n, generator, x.device)
     p_stay = 0.0 if last else (1.0 - alpha_s) / (1.0 - alpha_t)
     unmask = u >= p_stay
     if not bool(unmask.any()):

@@ -24,7 +24,7 @@ def prompt_state(prefix: Tensor, length: int, mask_id: int, batch: int = 1) -> T
         prefix = prefix[None].expand(batch, -1)
     if prefix.shape[1] > length:
         raise MaskdiffError(f"the prompt has {prefix.shape[1]} tokens, more than the sample length {length}")
-    x = torch.full((prefix.shape[0], length), mask_id, dtype=torch.long)
+    x = torch.full((prefix.shape[0], length), mask_id, dtype=torch.long, device=prefix.device)
     x[:, : prefix.shape[1]] = prefix
     return x
 
@@ -58,7 +58,7 @@ def semi_autoregressive_sample(
     if prompt is not None:
         x_init = prompt_state(prompt, first_len, mask_id, batch)
     else:
-        x_init = torch.full((batch, first_len), mask_id, dtype=torch.long)
+        x_init = torch.full((batch, first_len), mask_id, dtype=torch.long, device=sampler_kwargs.get("device"))
     out = sampler(denoise, schedule, (batch, first_len), x_init=x_init, generator=generator, **sampler_kwargs)
     tokens, nfe = out.tokens, out.nfe.clone()
     contexts: List[Tensor] = []
@@ -66,7 +66,7 @@ def semi_autoregressive_sample(
         new = min(block, total_length - tokens.shape[1])
         context = tokens[:, -(window - new):] if window > new else tokens[:, :0]
         contexts.append(context.clone())
-        x_init = torch.cat([context, torch.full((batch, new), mask_id, dtype=torch.long)], dim=1)
+        x_init = torch.cat([context, torch.full((batch, new), mask_id, dtype=torch.long, device=tokens.device)], dim=1)
         out = sampler(denoise, schedule, tuple(x_init.shape), x_init=x_init, generator=generator, **sampler_kwargs)
         tokens = torch.cat([tokens, out.tokens[:, -new:]], dim=1)
         nfe += out.nfe

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.process import sample_categorical
+from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter
+from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, nfe_counter
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -47,7 +47,7 @@ def confidence_sample(
     times = time_grid(steps, grid)
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
-        nfe = torch.zeros(x.shape[0], dtype=torch.long)
+        nfe = nfe_counter(x.shape[0])
         report = StepReporter(steps, progress, "confidence", callback)
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]
@@ -67,7 +67,7 @@ def confidence_sample(
                 cand = log_mu.argmax(-1) if choose == "argmax" else sample_categorical(log_mu, generator)
                 conf = log_mu.gather(-1, cand[..., None]).squeeze(-1).to(torch.float64)
                 if confidence_noise > 0:
-                    u = torch.rand(conf.shape, generator=generator, dtype=torch.float64).clamp_(min=1e-300)
+                    u = uniform(conf.shape, generator, conf.device).clamp_(min=1e-300)
                     conf = conf + confidence_noise * (k / steps) * -torch.log(-torch.log(u))
                 conf = conf.masked_fill(~masked, -torch.inf)
                 rank = conf.argsort(-1, descending=True).argsort(-1)

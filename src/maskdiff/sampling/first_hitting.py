@@ -15,9 +15,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from maskdiff.process import sample_categorical
+from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule
-from maskdiff.sampling.common import SampleOutput, Timer, initial_state, StepReporter
+from maskdiff.sampling.common import SampleOutput, Timer, initial_state, StepReporter, nfe_counter
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -43,15 +43,15 @@ def first_hitting_sample(
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
         B, L = x.shape
-        nfe = torch.zeros(B, dtype=torch.long)
-        one_minus_alpha = torch.full((B,), 1.0 - schedule.alpha_1, dtype=torch.float64)  # at t = 1
+        nfe = nfe_counter(B)
+        one_minus_alpha = torch.full((B,), 1.0 - schedule.alpha_1, dtype=torch.float64, device=x.device)  # at t = 1
         report = StepReporter(int((x == mask_id).sum(-1).max()), progress, "first-hitting", callback)
         while True:
             n = (x == mask_id).sum(-1)
             rows = (n > 0).nonzero().squeeze(-1)
             if len(rows) == 0:
                 break
-            u = torch.rand(len(rows), generator=generator, dtype=torch.float64)
+            u = uniform(len(rows), generator, x.device)
             oma = one_minus_alpha[rows] * u ** (1.0 / n[rows].to(torch.float64))
             one_minus_alpha[rows] = oma
             fill_all = oma < 1.0 - alpha_0  # past t = 0: fill every remaining mask
@@ -63,7 +63,7 @@ def first_hitting_sample(
             xr = x[rows]
             masked = xr == mask_id
             # one uniformly chosen masked position per row (float64 Gumbel over the masked positions)
-            scores = torch.where(masked, torch.zeros(masked.shape, dtype=torch.float64), torch.full(masked.shape, -torch.inf, dtype=torch.float64))
+            scores = torch.zeros(masked.shape, dtype=torch.float64, device=x.device).masked_fill_(~masked, -torch.inf)
             pick = sample_categorical(scores, generator)  # (R,)
             chosen = torch.zeros_like(masked).scatter_(-1, pick[:, None], True)
             update = torch.where(fill_all[:, None], masked, chosen & masked)

@@ -20,8 +20,8 @@ from maskdiff.sampling.loop import grid_sample
 
 def genmd4_step_log_probs(log_mu: Tensor, schedule: PerTokenPolynomial, s: float, t: float) -> Tensor:
     """(N, V) log mu of masked positions -> (N, V + 1) log-probabilities of x_s (mask last), float64."""
-    oma_s = schedule.one_minus_alpha(torch.tensor(s, dtype=torch.float64))  # (V,)
-    oma_t = schedule.one_minus_alpha(torch.tensor(t, dtype=torch.float64))
+    oma_s = schedule.one_minus_alpha(torch.tensor(s, dtype=torch.float64, device=log_mu.device))  # (V,)
+    oma_t = schedule.one_minus_alpha(torch.tensor(t, dtype=torch.float64, device=log_mu.device))
     stay = oma_s / oma_t  # (1 - alpha_s)/(1 - alpha_t) per value
     lm = log_mu.to(torch.float64)
     log_unmask = lm + torch.log1p(-stay)

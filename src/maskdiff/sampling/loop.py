@@ -13,7 +13,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from maskdiff.sampling.common import SampleOutput, StepReporter, Timer, call_denoiser, initial_state
+from maskdiff.sampling.common import SampleOutput, StepReporter, Timer, call_denoiser, initial_state, nfe_counter
 
 StepFn = Callable[..., Tensor]
 
@@ -34,12 +34,13 @@ def grid_sample(
     """Run ``step`` over the grid ``times`` (T + 1 points, times[0] = 0, times[T] = 1), newest state first.
 
     Each step calls the network on every sample that still has a mask, so NFE per sample is at most T;
-    the chain stops early once nothing is masked."""
+    the chain stops early once nothing is masked. The state lives on ``device`` (or ``x_init``'s, moved
+    there), the denoiser's; the NFE counters stay on the CPU (sampling/common.py, "Devices")."""
     mask_id = denoise.vocab_size
     steps = len(times) - 1
     with Timer() as timer, torch.no_grad():
         x = initial_state(denoise, shape, x_init, device)
-        nfe = torch.zeros(x.shape[0], dtype=torch.long)
+        nfe = nfe_counter(x.shape[0])
         report = StepReporter(steps, progress, name, callback)
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from maskdiff.process import sample_categorical
+from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule, time_grid
 from maskdiff.sampling.common import SampleOutput
 from maskdiff.sampling.loop import grid_sample
@@ -20,7 +20,7 @@ from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 def mean_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask_id: int, generator, *, last: bool, greedy: bool = False) -> Tensor:
     """x: (B, L), log mu: (B, L, V). The uniforms are float64 and drawn for every position."""
-    u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device)
+    u = uniform(x.shape, generator, x.device)
     p_unmask = 1.0 if last else (alpha_s - alpha_t) / (1.0 - alpha_t)
     unmask = (x == mask_id) & (u < p_unmask)
     if not bool(unmask.any()):
