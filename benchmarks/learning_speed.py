@@ -194,6 +194,7 @@ def main() -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--workdir", default=str(REPO_ROOT / "runs" / "learning_speed"))
     p.add_argument("--out", default=None, help="result JSON path (default: benchmarks/results/...)")
+    p.add_argument("--summarise-only", action="store_true", help="aggregate the finished runs in --workdir, start none")
     p.add_argument("--only", nargs=3, metavar=("SOURCE", "VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -213,7 +214,7 @@ def main() -> int:
     base = [sys.executable, __file__, "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--passes",
             str(args.passes), "--device", args.device, "--workdir", args.workdir, "--threads", str(threads)]
     running, t0 = [], time.perf_counter()
-    for job in jobs:
+    for job in [] if args.summarise_only else jobs:
         while len(running) >= args.jobs:
             running = [r for r in running if r[1].poll() is None]
             time.sleep(0.5)
