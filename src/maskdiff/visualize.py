@@ -184,7 +184,9 @@ def save_line_chart(series, path: Path, *, title: str = "", xlabel: str = "", yl
         raise MaskdiffError("nothing to plot")
     font, (cw, ch) = _font_and_cell()
     W, H = size
-    left, right, top, bottom = cw * 8, 20, ch * 3, ch * 3
+    legend_h = (ch + 4) * len(series) + 6  # the legend goes under the axis label, off the curves
+    H += legend_h
+    left, right, top, bottom = cw * 8, 20, ch * 3, ch * 3 + legend_h
     xs = [x for x, _ in points]
     ys = [y for _, y in points] + list(hlines.values())
     x0, x1 = min(xs + [0]), max(xs) or 1
@@ -204,12 +206,12 @@ def save_line_chart(series, path: Path, *, title: str = "", xlabel: str = "", yl
         x = x0 + (x1 - x0) * k / 4
         draw.line([px(x), H - bottom, px(x), H - bottom + 4], fill="black")
         draw.text((px(x) - cw * 2, H - bottom + 6), f"{x:.0f}", fill="black", font=font)
-    draw.text((W // 2 - cw * len(xlabel) // 2, H - ch - 4), xlabel, fill="black", font=font)
+    draw.text((W // 2 - cw * len(xlabel) // 2, H - bottom + ch + 6), xlabel, fill="black", font=font)
     draw.text((4, top - ch - 4), ylabel, fill="black", font=font)
     if title:
         draw.text((left, 4), title, fill="black", font=font)
     colours = [(40, 90, 180), (200, 60, 30), (30, 140, 60), (140, 60, 160), (200, 150, 0)]
-    legend_y = top + 6
+    legend_y = H - legend_h + 4
     for k, (label, pts) in enumerate(series.items()):
         colour = colours[k % len(colours)]
         pts = sorted(pts)
@@ -217,7 +219,8 @@ def save_line_chart(series, path: Path, *, title: str = "", xlabel: str = "", yl
             draw.line([(px(x), py(y)) for x, y in pts], fill=colour, width=2)
         for x, y in pts[-1:] if len(pts) > 1 else pts:
             draw.ellipse([px(x) - 4, py(y) - 4, px(x) + 4, py(y) + 4], fill=colour)
-        draw.text((W - right - cw * (len(label) + 3), legend_y), label, fill=colour, font=font)
+        draw.line([left, legend_y + ch // 2, left + 24, legend_y + ch // 2], fill=colour, width=3)
+        draw.text((left + 32, legend_y), label, fill=colour, font=font)
         legend_y += ch + 4
     for label, y in hlines.items():
         for xa in range(int(left), int(W - right), 12):
