@@ -9,7 +9,7 @@ beta2, the initialisation (``--init default|STD``, ``--emb-std``, ``--qk-std``, 
 conditioning, heads, and two architectural probes (``--abspos`` learned absolute positions, ``--shift``
 a mix of each token's neighbours' embeddings). It prints and saves the validation NELBO (bits/char, raw
 weights, 256 windows x 2 passes) at fixed steps. The sweep and its results:
-benchmarks/results/diagnose_learning_*.json, docs/results.md ("Why masked diffusion learned slowly").
+benchmarks/results/diagnose_learning_*.json, docs/results.md ("Learning speed").
 
     python benchmarks/diagnose_learning.py --file corpus.txt --variant base --tpow 2 --init default --name x
 """
