@@ -15,7 +15,8 @@ from torch import Tensor
 
 from maskdiff.denoiser import require_time_independent
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, reverse_step, nfe_counter
+from maskdiff.sampling.common import SampleOutput, reverse_step
+from maskdiff.sampling.loop import Chain
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -40,13 +41,11 @@ def cached_sample(
     check_transform(temperature, top_p)
     mask_id = denoise.vocab_size
     times = time_grid(steps, grid)
-    with Timer() as timer, torch.no_grad():
-        x = initial_state(denoise, shape, x_init, device)
+    with Chain(denoise, shape, steps, "cached", x_init=x_init, device=device, progress=progress, callback=callback) as chain:
+        x = chain.x
         B = x.shape[0]
-        nfe = nfe_counter(B)
         cache: Optional[Tensor] = None  # (B, L, V) log mu of each sample's current state
         stale = torch.ones(B, dtype=torch.bool, device=x.device)
-        report = StepReporter(steps, progress, "cached", callback)
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]
             active = (x == mask_id).any(-1)
@@ -54,18 +53,16 @@ def cached_sample(
                 break
             need = (stale & active).nonzero().squeeze(-1)
             if len(need):
-                fresh = adjust_log_probs(call_denoiser(denoise, x, float(t), need, cond), temperature, top_p)
+                fresh = adjust_log_probs(chain.call(need, t, cond), temperature, top_p)
                 if cache is None:
                     cache = torch.empty((B,) + fresh.shape[1:], dtype=fresh.dtype, device=fresh.device)
                 cache[need] = fresh
                 stale[need] = False
-                nfe[need.cpu()] += 1
             rows = active.nonzero().squeeze(-1)
             new = reverse_step(
                 x[rows], cache[rows], float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1
             )
             stale[rows] |= (new != x[rows]).any(-1)
             x[rows] = new
-            report.step(x)
-        report.close()
-    return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="cached")
+            chain.report.step(x)
+    return chain.output()

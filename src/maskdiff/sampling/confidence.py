@@ -16,7 +16,8 @@ from torch import Tensor
 from maskdiff.errors import MaskdiffError
 from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, Timer, call_denoiser, initial_state, StepReporter, nfe_counter
+from maskdiff.sampling.common import SampleOutput
+from maskdiff.sampling.loop import Chain
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
 
@@ -45,10 +46,8 @@ def confidence_sample(
     check_transform(temperature, top_p)
     mask_id = denoise.vocab_size
     times = time_grid(steps, grid)
-    with Timer() as timer, torch.no_grad():
-        x = initial_state(denoise, shape, x_init, device)
-        nfe = nfe_counter(x.shape[0])
-        report = StepReporter(steps, progress, "confidence", callback)
+    with Chain(denoise, shape, steps, "confidence", x_init=x_init, device=device, progress=progress, callback=callback) as chain:
+        x = chain.x
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]
             n_t = (x == mask_id).sum(-1)
@@ -60,8 +59,7 @@ def confidence_sample(
             k_unmask = n_t - n_s
             rows = (k_unmask > 0).nonzero().squeeze(-1)
             if len(rows):
-                log_mu = adjust_log_probs(call_denoiser(denoise, x, float(t), rows, cond), temperature, top_p)
-                nfe[rows.cpu()] += 1
+                log_mu = adjust_log_probs(chain.call(rows, t, cond), temperature, top_p)
                 xr = x[rows]
                 masked = xr == mask_id
                 cand = log_mu.argmax(-1) if choose == "argmax" else sample_categorical(log_mu, generator)
@@ -74,6 +72,5 @@ def confidence_sample(
                 update = masked & (rank < k_unmask[rows, None])
                 xr[update] = cand[update]
                 x[rows] = xr
-            report.step(x)
-        report.close()
-    return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=steps, sampler="confidence")
+            chain.report.step(x)
+    return chain.output()
