@@ -139,7 +139,7 @@ class Pipeline:
     @property
     def charges_length(self) -> bool:
         """Whether evaluation adds -log p(length) to each row (text runs with 'pad' packing)."""
-        return self.config.data.modality == "text" and self.config.data.packing == "pad"
+        return get_modality(self.config).charges_length(self.config)
 
     def length_log_probs(self) -> Tensor:
         """log p(row length), (L + 1,): the training split's row lengths with add-one smoothing, computed

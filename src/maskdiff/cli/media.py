@@ -13,19 +13,21 @@ from maskdiff.errors import MaskdiffError
 
 
 def extra_evaluations(args, pipe) -> dict:
-    modality = pipe.config.data.modality
+    from maskdiff.modalities import get_modality
+
+    modality = get_modality(pipe.config)
     out = {}
     if args.probe:
-        if modality != "dna":
-            raise MaskdiffError(f"--probe is for DNA runs; this run's modality is {modality!r}")
+        if not modality.has_species_probe:
+            raise MaskdiffError(f"--probe is for DNA runs; this run's modality is {modality.name!r}")
         from maskdiff.evaluation.probe import species_probe
 
         result = species_probe(pipe, args.corpus or pipe.config.data.corpus)
         print(result.summary())
         out.update(result.to_dict())
     if args.fid:
-        if modality != "image":
-            raise MaskdiffError(f"--fid is for image runs; this run's modality is {modality!r}")
+        if not modality.renders_images:
+            raise MaskdiffError(f"--fid is for image runs; this run's modality is {modality.name!r}")
         out.update(image_fid(args, pipe))
     return out
 
@@ -80,7 +82,9 @@ def sample_images_command(args, pipe, sampler_kwargs) -> int:
     from maskdiff.data.images import save_grid
     from maskdiff.modalities.image_sampling import class_labels, sample_images
 
-    if pipe.config.data.modality != "image":
+    from maskdiff.modalities import get_modality
+
+    if not get_modality(pipe.config).renders_images:
         raise MaskdiffError("--label and --guidance are for class-conditional image runs")
     for flag in ("prompt", "template", "length", "block"):
         if getattr(args, flag) is not None:

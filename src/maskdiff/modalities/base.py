@@ -29,7 +29,11 @@ class Modality:
     token_word = "tokens"
     """What one token is, in words, for reports."""
     renders_images = False
-    """Samples are images (a PNG grid) rather than text."""
+    """Samples are images (a PNG grid) rather than text; ``eval --fid`` applies."""
+    has_species_probe = False
+    """Held-out sequences come from labelled genomes; ``eval --probe`` applies."""
+    labelled = False
+    """Training examples carry class labels (class-conditional training, guidance)."""
 
     def validate(self, config: RunConfig) -> None:
         """Checks that need this modality's data or only make sense for it; raise MaskdiffError."""
@@ -38,8 +42,13 @@ class Modality:
             raise MaskdiffError(f"num_classes must be 0 (unconditional) or positive, got {m.num_classes}")
         if not 0.0 <= config.train.class_dropout < 1.0:
             raise MaskdiffError(f"class_dropout must be in [0, 1), got {config.train.class_dropout}")
-        if m.num_classes and d.modality != "image":
+        if m.num_classes and not self.labelled:
             raise MaskdiffError(f"class-conditional training needs labelled data (modality 'image'), not {d.modality!r}")
+
+    def charges_length(self, config: RunConfig) -> bool:
+        """Whether each row's length is visible to the network (padded rows), so that evaluation adds
+        -log p(length) to keep the figure a bound on -log p(x) (docs/math.md#packing)."""
+        return False
 
     def tokenizer(self, config: RunConfig):
         raise NotImplementedError

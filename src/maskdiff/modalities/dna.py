@@ -24,6 +24,7 @@ class GenomeSource:
 
 class DNA(Modality):
     name = "dna"
+    has_species_probe = True
     unit = "bits/base"
     token_word = "bases"
 

@@ -33,6 +33,7 @@ class Image(Modality):
     unit = "BPD"
     token_word = "pixels"
     renders_images = True
+    labelled = True
 
     def validate(self, config: RunConfig) -> None:
         super().validate(config)

@@ -77,6 +77,9 @@ class Text(Modality):
     unit = "BPC"
     token_word = "characters"
 
+    def charges_length(self, config: RunConfig) -> bool:
+        return config.data.packing == "pad"
+
     def validate(self, config: RunConfig) -> None:
         if config.model.num_classes:  # the class checks; text has no other data-dependent check
             super().validate(config)
