@@ -11,7 +11,7 @@ from maskdiff.denoiser import FunctionDenoiser, carry_over
 from maskdiff.exact import (enumerate_sequences, exact_discrete_nelbo, exact_genmd4_nelbo, exact_nelbo, toy_distribution,
                             true_denoiser, true_genmd4_denoiser)
 from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term
-from maskdiff.loss.ablation import clean_reconstruction_term, decoder_term, full_kl, full_kl_discrete_term
+from maskdiff.loss.ablation import decoder_term, full_kl, full_kl_discrete_term
 from maskdiff.loss.masked import prior_term
 from maskdiff.loss.autoregressive import autoregressive_nll
 from maskdiff.loss.genmd4 import genmd4_loss
@@ -145,13 +145,17 @@ def test_full_kl_without_mask_mass_is_the_subs_discrete_term(toy, wrong_denoiser
     torch.testing.assert_close(got.double(), ref.double(), rtol=1e-5, atol=1e-5)
 
 
-def _ablated(carry, zero_mask, seed=0):
-    """A network distribution over V + 1 values with either SUBS choice switched off."""
+def _ablated(carry, zero_mask, seed=0, length=3, time_bias=False):
+    """A network distribution over V + 1 values with either SUBS choice switched off, on sequences of
+    ``length``; with ``time_bias`` its logits also move with t (a time-conditioned network)."""
     g = torch.Generator().manual_seed(seed)
-    table = torch.randn(V + 1, 3, 3, V + 1, generator=g, dtype=torch.float64)
+    table = torch.randn(V + 1, length, length, V + 1, generator=g, dtype=torch.float64)
+    bias = torch.randn(length, V + 1, generator=g, dtype=torch.float64) if time_bias else None
 
     def full(x_t, t):
-        logits = table[x_t, torch.arange(3)].sum(1)
+        logits = table[x_t, torch.arange(length)].sum(1)
+        if bias is not None:
+            logits = logits + t.double()[:, None, None] * bias
         if zero_mask:
             logits[..., V] = -torch.inf
         log_x = torch.log_softmax(logits, -1)
@@ -181,7 +185,7 @@ def _exact_ablated_loss(full, seqs, sched, T, with_reconstruction):
                          a_s.expand(seqs.shape[0]), a_t.expand(seqs.shape[0]))
             total += prob * kl
     if with_reconstruction:
-        total += clean_reconstruction_term(full, seqs).double()
+        total += decoder_term(full, seqs, sched, V).double()  # alpha_0 = 1 here: -log x_theta(x_0 | x_0)
     return total
 
 
@@ -299,24 +303,6 @@ def _code_ablated_nelbo(full, seqs, sched, T):
     return total + prior_term(seqs, sched, V).double()
 
 
-def _two_position_ablated(carry, zero_mask, seed):
-    g = torch.Generator().manual_seed(seed)
-    table = torch.randn(V + 1, 2, 2, V + 1, generator=g, dtype=torch.float64)
-    bias = torch.randn(2, V + 1, generator=g, dtype=torch.float64)
-
-    def full(x_t, t):
-        logits = table[x_t, torch.arange(2)].sum(1) + t.double()[:, None, None] * bias
-        if zero_mask:
-            logits[..., V] = -torch.inf
-        log_x = torch.log_softmax(logits, -1)
-        if carry:
-            one_hot = torch.full_like(log_x, -torch.inf).scatter_(-1, x_t[..., None], 0.0)
-            log_x = torch.where((x_t != V)[..., None], one_hot, log_x)
-        return log_x
-
-    return full
-
-
 @pytest.mark.parametrize("carry,zero_mask", [(False, True), (True, False), (False, False)])
 @pytest.mark.parametrize("schedule", [("linear", {}), ("geometric", {"s_min": 0.3, "s_max": 3.0})])
 def test_ablated_terms_are_the_trajectory_bound_also_when_alpha_0_is_below_one(carry, zero_mask, schedule):
@@ -324,7 +310,7 @@ def test_ablated_terms_are_the_trajectory_bound_also_when_alpha_0_is_below_one(c
     schedule with alpha_0 = 1 and one with alpha_0 = e^{-0.3} (tokens already masked at t = 0), V=3, L=2, T=3."""
     seqs = enumerate_sequences(V, 2)
     sched, T = get_schedule(schedule[0], **schedule[1]), 3
-    full = _two_position_ablated(carry, zero_mask, seed=5)
+    full = _ablated(carry, zero_mask, seed=5, length=2, time_bias=True)
     torch.testing.assert_close(_code_ablated_nelbo(full, seqs, sched, T), _trajectory_nelbo(full, seqs, sched, T),
                                rtol=1e-6, atol=1e-6)  # the loss functions return float32
     if sched.alpha_0 < 1:  # the t = 0 end as it was (clean reconstruction, or nothing with carry-over) misses it

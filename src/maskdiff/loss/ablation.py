@@ -99,8 +99,8 @@ def decoder_term(
     positions: the t = 0 end of the discrete bound. (B,).
 
     z_0 keeps each token with probability alpha_0 (masks are drawn as :func:`forward_mask` draws them;
-    ``noise`` (B, L) uniforms fix them). With alpha_0 = 1, z_0 = x_0 and this is
-    :func:`clean_reconstruction_term`; carry-over makes the unmasked positions contribute 0.
+    ``noise`` (B, L) uniforms fix them). With alpha_0 = 1, z_0 = x_0 and this is -log x_theta(x_0 | x_0),
+    the reconstruction that carry-over makes exactly 0; carry-over makes the unmasked positions contribute 0.
     """
     alpha_0 = schedule.alpha(torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device))
     fixed = None if valid is None else ~valid
@@ -110,13 +110,3 @@ def decoder_term(
     if valid is not None:
         nll = torch.where(valid, nll, torch.zeros_like(nll))
     return nll.sum(-1).float()
-
-
-def clean_reconstruction_term(log_probs: FullLogProbs, x0: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
-    """-log x_theta(x_0 | z_0 = x_0) summed over real positions: what carry-over makes zero. (B,)."""
-    t = torch.zeros(x0.shape[0], device=x0.device)
-    log_x = _call(log_probs, x0, t, valid)
-    nll = -log_x.gather(-1, x0[..., None]).squeeze(-1)
-    if valid is not None:
-        nll = torch.where(valid, nll, torch.zeros_like(nll))
-    return nll.sum(-1)
