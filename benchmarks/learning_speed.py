@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import subprocess
 import sys
 import time
@@ -114,18 +113,9 @@ def run_one(source: str, variant: str, seed: int, args) -> dict:
     return out
 
 
-def mean_ci(values):
-    """Mean and Student-t 95% interval half-width over seeds (0 with one seed)."""
-    n = len(values)
-    m = statistics.fmean(values)
-    if n < 2:
-        return m, 0.0
-    from scipy import stats
-
-    return m, float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-
-
 def summarise(results, args) -> dict:
+    from maskdiff.experiments import t_interval
+
     table = {}
     for source in args.sources:
         rows = {}
@@ -138,7 +128,8 @@ def summarise(results, args) -> dict:
             for s in steps:
                 vals = [p["bits"] for r in runs for p in r["curve"] if p["step"] == s]
                 if len(vals) == len(runs):
-                    m, h = mean_ci(vals)
+                    m, lo, hi = t_interval(vals)  # the experiments' Student-t interval over seeds
+                    h = hi - m if len(vals) > 1 else 0.0
                     curve.append({"step": s, "mean_bits": m, "ci95_halfwidth": h, "per_seed": vals})
             rows[variant] = {"seeds": len(runs), "curve": curve}
         table[source] = {"variants": rows, "entropies_bits": source_entropies(source, 128)}
