@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -124,39 +125,35 @@ def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True, 
     for text in out.texts:
         print(f"  | {text}")
     bpc, lo, hi = res.bits_per_token()
-    curve = draw_learning_curve(run_dir, bpc, pipe.step, baseline)
-    total = time.perf_counter() - t0
     records = _log_records(run_dir)
+    curve = draw_learning_curve(records, run_dir / "learning_curve.png", bpc, pipe.step, baseline)
+    total = time.perf_counter() - t0
     tok_s = [r["tokens_per_s"] for r in records[2:]] or [r["tokens_per_s"] for r in records]
+    median_tok_s = statistics.median_high(tok_s) if tok_s else math.nan
     record = {"step": pipe.step, "bpc": bpc, "bpc_ci95": [lo, hi], "unigram_bpc": baseline, "machine": machine,
-              "budget_s": budget_s if budget_note else None, "median_tokens_per_s": _median(tok_s),
+              "budget_s": budget_s if budget_note else None, "median_tokens_per_s": median_tok_s,
               "train_and_load_s": train_s, "eval_s": eval_s, "total_s": total, "samples": out.texts}
     (run_dir / "demo.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     print(f"\nlearning curve: {curve}")
-    print(f"done in {total:.0f} s on {machine} (train {train_s:.0f} s at a median {_median(tok_s):,.0f} tokens/s, "
+    print(f"done in {total:.0f} s on {machine} (train {train_s:.0f} s at a median {median_tok_s:,.0f} tokens/s, "
           f"eval {eval_s:.0f} s); results in {run_dir}/demo.json")
     print(f"next: maskdiff sample {run_dir} --num 8 --steps 512   |   maskdiff eval {run_dir} --split test --passes 4")
     return 0
 
 
-def _median(values: List[float]) -> float:
-    values = sorted(values)
-    return values[len(values) // 2] if values else math.nan
-
-
-def draw_learning_curve(run_dir: Path, final_bpc: float, final_step: int, unigram_bpc: float) -> Path:
-    """learning_curve.png: the training NELBO estimate (bits per character, averaged over windows of
-    50 steps) against the step, the validation bound of the final EMA weights and the unigram line."""
+def draw_learning_curve(records: List[dict], path: Path, final_bpc: float, final_step: int, unigram_bpc: float) -> Path:
+    """A PNG of the training NELBO estimate of the log ``records`` (bits per character, averaged over
+    windows of 50 steps) against the step, the validation bound of the final EMA weights and the unigram line."""
     from maskdiff.visualize import save_line_chart
 
-    records = _log_records(run_dir)
-    points = [(r["step"], r["loss_bits_per_token"]) for r in records]
     window = max(1, 50 // max(1, records[1]["step"] - records[0]["step"])) if len(records) > 1 else 1
-    smooth = [(points[i][0], sum(v for _, v in points[max(0, i - window + 1): i + 1]) / len(points[max(0, i - window + 1): i + 1]))
-              for i in range(len(points))]
+    smooth = []
+    for i, r in enumerate(records):
+        recent = records[max(0, i - window + 1): i + 1]
+        smooth.append((r["step"], sum(x["loss_bits_per_token"] for x in recent) / len(recent)))
     return save_line_chart(
         {"training NELBO (bits/char, 50-step mean)": smooth, "validation bound, EMA weights": [(final_step, final_bpc)]},
-        run_dir / "learning_curve.png",
+        path,
         title="maskdiff demo: tiny preset on text8-style Shakespeare",
         xlabel="step", ylabel="bits per character",
         hlines={f"unigram entropy {unigram_bpc:.2f}": unigram_bpc},
