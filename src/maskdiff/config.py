@@ -38,6 +38,10 @@ class ModelConfig:
     init: str = "default"
     """Weight initialisation: 'default' (PyTorch's for linear layers, std 1/sqrt(3 fan_in), as MDLM's
     reference) or 'gpt2' (normal, std 0.02, the choice before; 2.5x smaller at width 128)."""
+    local_mixing: int = 0
+    """Kernel size (odd; 0 = none) of a depthwise convolution over positions at the start of every block:
+    a masked position sees its neighbours' tokens without first learning to aim attention at them, which
+    shortens the plateau at the start of training (docs/results.md, "Learning speed"). Causal for AR."""
     masked_logits: bool = False
     """Compute output logits only at masked positions in training and evaluation: the same loss and
     gradients, much less memory and time with a large vocabulary (GPT-2's 50,257)."""
@@ -203,6 +207,8 @@ class RunConfig:
             raise MaskdiffError(f"t_min must be in [0, 1), got {self.diffusion.t_min}")
         if m.init not in INITS:
             raise MaskdiffError(f"unknown init {m.init!r}; choose one of: {', '.join(INITS)}")
+        if m.local_mixing < 0 or m.local_mixing % 2 == 0 and m.local_mixing:
+            raise MaskdiffError(f"local_mixing must be 0 (none) or an odd kernel size (3, 5, ...), got {m.local_mixing}")
         if self.diffusion.time_sampler not in TIME_SAMPLERS:
             raise MaskdiffError(f"unknown time sampler {self.diffusion.time_sampler!r}; choose one of: {', '.join(TIME_SAMPLERS)}")
         if self.diffusion.discrete_steps < 0:

@@ -95,6 +95,7 @@ TRAIN_OVERRIDES = [
     ("--depth", "model", "depth", _positive_int),
     ("--heads", "model", "heads", _positive_int),
     ("--init", "model", "init", str),
+    ("--local-mixing", "model", "local_mixing", _nonneg_int),
     ("--modality", "data", "modality", str),
     ("--levels", "data", "levels", _nonneg_int),
     ("--image-size", "data", "image_size", _nonneg_int),

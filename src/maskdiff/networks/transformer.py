@@ -54,9 +54,36 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1.0 + scale[:, None]) + shift[:, None]
 
 
-class Block(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float, cond_dim: Optional[int], rotary: RotaryEmbedding, causal: bool, dropout: float):
+class LocalMixing(nn.Module):
+    """A depthwise convolution over positions, added to the residual stream: each channel of position n
+    receives a learned mix of the same channel at its ``kernel`` nearest positions (centred; for a causal
+    network, n and the kernel - 1 positions before it). A masked position's only route to its neighbours'
+    tokens is otherwise attention, which a small network takes long to learn to aim (docs/results.md,
+    "Learning speed"); the same idea as the "Canon layers" of Allen-Zhu (2025), here bidirectional.
+
+    keep: optional (B, L) bool; positions where it is False (padding) contribute nothing, so a padded row
+    gives the same outputs at its real positions as the unpadded row.
+    """
+
+    def __init__(self, width: int, kernel: int, causal: bool):
         super().__init__()
+        if kernel < 1 or (not causal and kernel % 2 == 0):
+            raise ValueError(f"local mixing kernel must be a positive odd number, got {kernel}")
+        self.kernel, self.causal = kernel, causal
+        self.conv = nn.Conv1d(width, width, kernel, groups=width, bias=False)
+
+    def forward(self, x: Tensor, keep: Optional[Tensor] = None) -> Tensor:  # (B, L, W)
+        h = x if keep is None else x * keep[..., None].to(x.dtype)
+        pad = (self.kernel - 1, 0) if self.causal else (self.kernel // 2, self.kernel // 2)
+        h = F.pad(h.transpose(1, 2), pad)  # (B, W, L + kernel - 1)
+        return x + self.conv(h).transpose(1, 2)
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, cond_dim: Optional[int], rotary: RotaryEmbedding, causal: bool, dropout: float,
+                 local_mixing: int = 0):
+        super().__init__()
+        self.mix = LocalMixing(width, local_mixing, causal) if local_mixing else None
         self.heads = heads
         self.causal = causal
         self.dropout = dropout
@@ -80,7 +107,9 @@ class Block(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=self.causal and attn_mask is None)
         return self.proj(out.transpose(1, 2).reshape(B, L, W))
 
-    def forward(self, x: Tensor, cond: Optional[Tensor], attn_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Optional[Tensor], attn_mask: Optional[Tensor] = None, keep: Optional[Tensor] = None) -> Tensor:
+        if self.mix is not None:
+            x = self.mix(x, keep)
         if self.adaln is None:
             x = x + self.attention(self.norm1(x), attn_mask)
             return x + self.mlp(self.norm2(x))
@@ -103,6 +132,8 @@ class DiT(nn.Module):
     num_classes: class conditioning (> 0): the label is embedded as one extra token in front of the
         sequence (its output is dropped); label ``num_classes`` is the null class, the default when
         ``forward`` gets no labels.
+    local_mixing: kernel size (odd) of a depthwise convolution over positions at the start of every
+        block (``LocalMixing``); 0 = none.
     """
 
     def __init__(
@@ -120,6 +151,7 @@ class DiT(nn.Module):
         output_mask_logit: bool = False,
         num_classes: int = 0,
         init: str = "default",
+        local_mixing: int = 0,
     ):
         super().__init__()
         if init not in INITS:
@@ -135,7 +167,8 @@ class DiT(nn.Module):
         self.rotary = RotaryEmbedding(width // heads, max_length + int(num_classes > 0))
         cond = cond_dim if time_conditioned else None
         self.time_embed = TimestepEmbedding(cond_dim) if time_conditioned else None
-        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, cond, self.rotary, causal, dropout) for _ in range(depth))
+        self.local_mixing = local_mixing
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, cond, self.rotary, causal, dropout, local_mixing) for _ in range(depth))
         self.norm_out = nn.LayerNorm(width, elementwise_affine=not time_conditioned)
         self.adaln_out = nn.Linear(cond_dim, 2 * width) if time_conditioned else None
         self.head = nn.Linear(width, vocab_size + int(output_mask_logit))
@@ -191,7 +224,7 @@ class DiT(nn.Module):
             if t is None:
                 raise ValueError("this network is time-conditioned: pass t")
             cond = F.silu(self.time_embed(t))
-        attn_mask = None
+        attn_mask = keys = None
         if valid is not None and tokens.is_cuda and bool(valid.all()):
             valid = None  # no padding in this batch: no mask, so SDPA may take the flash kernel
         if valid is not None:
@@ -200,7 +233,7 @@ class DiT(nn.Module):
                 keys = torch.cat([torch.ones_like(keys[:, :1]), keys], dim=1)  # the class token is always seen
             attn_mask = keys[:, None, None, :]  # (B, 1, 1, L): True = may attend
         for block in self.blocks:
-            x = block(x, cond, attn_mask)
+            x = block(x, cond, attn_mask, keys)
         x = self.norm_out(x)
         if self.adaln_out is not None:
             shift, scale = self.adaln_out(cond).chunk(2, dim=-1)  # (B, W) each

@@ -31,6 +31,7 @@ def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective
         output_mask_logit=objective.predicts_mask(config),
         num_classes=m.num_classes,
         init=m.init,
+        local_mixing=m.local_mixing,
     )
 
 
