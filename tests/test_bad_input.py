@@ -30,6 +30,7 @@ def _digest(path):
         (["train", "--lr", "nan"], ["positive finite"]),
         (["train", "--form", "bytes"], ["unknown text form", "text8", "chars"]),
         (["train", "--width", "30", "--heads", "4"], ["heads"]),
+        (["train", "--local-mixing", "4"], ["local_mixing", "odd kernel size"]),
         (["train", "--schedule", "polynomial", "--schedule-arg", "q=2"], ["bad arguments for schedule"]),
         (["train", "--bogus-flag"], ["unrecognized arguments"]),
         (["eval", "/no/such/run"], ["does not exist"]),

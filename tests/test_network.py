@@ -47,3 +47,59 @@ def test_zero_init_gives_uniform_mu():
     net = DiT(7, 8, width=16, depth=1, heads=2)
     log_mu = SUBSDenoiser(net, 7)(torch.full((2, 8), 7), torch.rand(2))
     assert torch.allclose(log_mu, torch.full_like(log_mu, -torch.log(torch.tensor(7.0))))
+
+
+def test_local_mixing_reaches_only_its_kernel():
+    """The depthwise mixing at position n reads positions n - k//2 .. n + k//2 (n - k + 1 .. n when
+    causal) and nothing else; padding (keep False) contributes nothing."""
+    from maskdiff.networks.transformer import LocalMixing
+
+    torch.manual_seed(0)
+    L, W = 12, 6
+    for causal, reach in ((False, range(-2, 3)), (True, range(-4, 1))):
+        mix = LocalMixing(W, 5, causal)
+        x = torch.randn(1, L, W, requires_grad=True)
+        n = 6
+        mix(x)[0, n].sum().backward()
+        touched = {int(i) - n for i in x.grad[0].abs().sum(-1).nonzero().flatten()}
+        assert touched == set(reach), (causal, touched)
+    mix = LocalMixing(W, 3, False)
+    x = torch.randn(1, L, W)
+    keep = torch.ones(1, L, dtype=torch.bool)
+    keep[0, 8:] = False
+    y = x.clone()
+    y[0, 8:] = 100.0  # whatever sits in the padding
+    assert torch.equal(mix(x, keep)[0, :8], mix(y, keep)[0, :8])
+    assert torch.equal(mix(x[:, :8])[0], mix(x, keep)[0, :8])
+
+
+def test_local_mixing_network_padding_and_causality():
+    torch.manual_seed(0)
+    x = torch.randint(0, 12, (2, 16))
+    net = DiT(11, 16, width=32, depth=2, heads=2, local_mixing=3)
+    torch.nn.init.normal_(net.head.weight)  # the output layer starts at zero: make outputs differ
+    valid = torch.ones(2, 16, dtype=torch.bool)
+    valid[0, 10:] = False
+    padded = x.clone()
+    padded[0, 10:] = 5
+    assert torch.allclose(net(padded, valid=valid)[0, :10], net(x[:1, :10])[0], atol=1e-5)
+    ar = DiT(11, 16, width=32, depth=2, heads=2, local_mixing=3, causal=True)
+    torch.nn.init.normal_(ar.head.weight)
+    changed = x.clone()
+    changed[:, 8] = (changed[:, 8] + 1) % 11
+    assert torch.equal(ar(changed)[:, :8], ar(x)[:, :8])  # no position reads a later token
+    assert not torch.equal(ar(changed)[:, 8:], ar(x)[:, 8:])
+
+
+def test_local_mixing_kernel_is_checked():
+    import pytest
+
+    from maskdiff.errors import MaskdiffError
+    from maskdiff.presets import tiny
+
+    with pytest.raises(ValueError, match="odd"):
+        DiT(11, 16, width=32, depth=1, heads=2, local_mixing=4)
+    cfg = tiny()
+    cfg.model.local_mixing = 4
+    with pytest.raises(MaskdiffError, match="odd kernel size"):
+        cfg.validate()

@@ -185,6 +185,7 @@ def base_config(scale: Scale, seed: int) -> RunConfig:
     # the papers' estimator: with importance-sampled t a time-independent network sees the same masks and
     # weights under every schedule with the same endpoints, which would empty the schedule comparisons
     cfg.diffusion.time_sampler = "uniform"
+    cfg.model.local_mixing = 0  # the papers' network: attention is a masked position's only route to context
     t = cfg.train
     t.steps, t.batch_size, t.lr, t.seed = scale.steps, scale.batch_size, scale.lr, seed
     t.warmup_steps = max(1, scale.steps // 10)

@@ -8,10 +8,11 @@ from maskdiff.errors import MaskdiffError
 
 
 def tiny() -> RunConfig:
-    """Trains in a few minutes on 2 CPU cores: text8-style Shakespeare, 4 x 128 transformer, L = 128."""
+    """Trains in a few minutes on 2 CPU cores: text8-style Shakespeare, 4 x 128 transformer with local
+    mixing (kernel 5), L = 128."""
     return RunConfig(
         preset="tiny",
-        model=ModelConfig(width=128, depth=4, heads=4),
+        model=ModelConfig(width=128, depth=4, heads=4, local_mixing=5),
         data=DataConfig(corpus="shakespeare", form="text8", length=128),
         diffusion=DiffusionConfig(schedule="linear", time_sampler="importance"),
         train=TrainConfig(steps=1000, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=200, threads=2),

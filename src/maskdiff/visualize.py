@@ -210,7 +210,7 @@ def save_line_chart(series, path: Path, *, title: str = "", xlabel: str = "", yl
     draw.text((4, top - ch - 4), ylabel, fill="black", font=font)
     if title:
         draw.text((left, 4), title, fill="black", font=font)
-    colours = [(40, 90, 180), (200, 60, 30), (30, 140, 60), (140, 60, 160), (200, 150, 0)]
+    colours = [(40, 90, 180), (200, 60, 30), (30, 140, 60), (140, 60, 160), (200, 150, 0), (0, 150, 160), (120, 80, 40), (0, 0, 0)]
     legend_y = H - legend_h + 4
     for k, (label, pts) in enumerate(series.items()):
         colour = colours[k % len(colours)]
