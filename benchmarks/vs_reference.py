@@ -277,7 +277,7 @@ def measurements(args) -> List[Dict[str, Any]]:
         g = dict(SMOKE, vocab=1000) if args.smoke else GPT2
         spec = dict(common, kind="train", **dict(g, batch=args.gpt2_batch), steps=args.gpt2_steps,
                     warmup=args.gpt2_warmup, masked_logits=True)
-        out.append({"part": "gpt2", "label": "gpt2", "spec": spec, "ours": "all", "reference": True})
+        out.append({"part": "gpt2", "label": "gpt2", "spec": spec, "ours": "all", "reference": True, "rounds": args.gpt2_rounds})
     if "sample" in args.parts:
         base = dict(common, kind="sample", **dict(sizes, batch=args.sample_batch), steps=args.sample_steps)
         out.append({"part": "sample", "label": "ddpm_cache", "spec": dict(base, sampler="ddpm_cache"),
@@ -399,6 +399,7 @@ def parse_args(argv=None):
     p.add_argument("--train-steps", type=int, default=10, help="timed steps per baseline measurement (default: 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before them (default: 2)")
     p.add_argument("--gpt2-batch", type=int, default=2, help="batch of the GPT-2-size measurement (default: 2)")
+    p.add_argument("--gpt2-rounds", type=int, default=2, help="rounds of the GPT-2-size measurement (default: 2)")
     p.add_argument("--gpt2-steps", type=int, default=2, help="timed steps per GPT-2-size measurement (default: 2)")
     p.add_argument("--gpt2-warmup", type=int, default=1, help="untimed steps before them (default: 1)")
     p.add_argument("--sample-batch", type=int, default=16)
@@ -416,12 +417,12 @@ def parse_args(argv=None):
     if bad or not args.parts:
         p.error(f"unknown part(s) {bad}; choose from: train, gpt2, sample")
     if args.smoke:
-        args.no_reference, args.rounds, args.sample_rounds = True, 1, 1
+        args.no_reference, args.rounds, args.sample_rounds, args.gpt2_rounds = True, 1, 1, 1
         args.train_steps, args.warmup, args.gpt2_steps, args.gpt2_warmup = 2, 1, 1, 0
         args.sample_batch, args.sample_steps, args.peak_size = 2, 32, 256
     if not args.no_reference and args.peers is None:
         p.error("--peers PATH is required (the set-up peer harness), or pass --no-reference")
-    for name in ("rounds", "sample_rounds", "threads", "train_steps", "gpt2_steps", "gpt2_batch", "sample_batch", "sample_steps"):
+    for name in ("rounds", "sample_rounds", "gpt2_rounds", "threads", "train_steps", "gpt2_steps", "gpt2_batch", "sample_batch", "sample_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     return args
