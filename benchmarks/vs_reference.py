@@ -280,15 +280,16 @@ def measurements(args) -> List[Dict[str, Any]]:
         out.append({"part": "gpt2", "label": "gpt2", "spec": spec, "ours": "all", "reference": True, "rounds": args.gpt2_rounds})
     if "sample" in args.parts:
         base = dict(common, kind="sample", **dict(sizes, batch=args.sample_batch), steps=args.sample_steps)
-        out.append({"part": "sample", "label": "ddpm_cache", "spec": dict(base, sampler="ddpm_cache"),
-                    "ours": None, "reference": True, "rounds": args.sample_rounds})
         for name in ("cached", "first-hitting"):
             out.append({"part": "sample", "label": name, "spec": dict(base, sampler=name), "ours": "all",
                         "reference": False, "rounds": args.sample_rounds})
+        out.append({"part": "sample", "label": "ddpm_cache", "spec": dict(base, sampler="ddpm_cache"),
+                    "ours": None, "reference": True, "rounds": args.sample_rounds})
     return out
 
 
-def run_all(args, impls_ours: List[Ours], reference: Optional[Reference]) -> Dict[str, Any]:
+def run_all(args, impls_ours: List[Ours], reference: Optional[Reference], save=None) -> Dict[str, Any]:
+    """Every round, every measurement; ``save(rows, peaks)`` after each one, so a run cut short keeps its figures."""
     rows: List[Dict[str, Any]] = []
     peaks: List[Dict[str, Any]] = []
     plan = measurements(args)
@@ -326,6 +327,8 @@ def run_all(args, impls_ours: List[Ours], reference: Optional[Reference]) -> Dic
                     print(f"  {m['label']:>13} {impl.name:<26} {row['seconds']:8.1f} s  NFE/sample mean "
                           f"{row['nfe_mean']:.1f} max {row['nfe_max']}  (load {row['load_average_1min']:.1f})", flush=True)
                 rows.append(row)
+                if save is not None:
+                    save(rows, peaks)
     return {"rows": rows, "peaks": peaks}
 
 
@@ -437,34 +440,41 @@ def main(argv=None) -> Optional[Path]:
     from common import machine_info, write_result  # noqa: E402
 
     reference = None if args.no_reference else Reference(args.peers.resolve())
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or str(HERE / "results" / f"vs_reference_cpu_{stamp}.json")
+    machine = machine_info("cpu")
     with tempfile.TemporaryDirectory() as scratch:
         ours = [Ours(rev.strip(), Path(scratch)) for rev in args.ours.split(",") if rev.strip()]
-        machine = machine_info("cpu")
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        measured = run_all(args, ours, reference)
-    peak = max(p["flops_per_s_best"] for p in measured["peaks"])
-    summary = summarise(measured["rows"], peak)
-    text = table(summary, peak)
-    print("\n" + text)
-    payload = {
-        "benchmark": "vs_reference",
-        "started_utc": started,
-        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine,
-        "load_average_after_1_5_15min": list(os.getloadavg()),
-        "implementations": [{"name": o.name, "revision": o.rev, "commit": o.commit, "uncommitted_changes": o.dirty} for o in ours]
-        + ([{"name": reference.name, "commit": reference.commit, "harness": str(reference.peers)}] if reference else []),
-        "config": {k: (v if not isinstance(v, Path) else str(v)) for k, v in vars(args).items() if k not in ("out", "worker")},
-        "flops_formula": "6 (12 depth width^2 + width V) + 12 depth width L per token (both implementations)",
-        "matmul_peak_float32": measured["peaks"],
-        "peak_used": peak,
-        "summary": summary,
-        "rows": measured["rows"],
-        "table_markdown": text,
-        "smoke": args.smoke,
-    }
-    path = write_result("vs_reference", "cpu", payload, args.out)
+
+        def payload(rows, peaks, complete: bool) -> Dict[str, Any]:
+            peak = max(p["flops_per_s_best"] for p in peaks)
+            summary = summarise(rows, peak)
+            return {
+                "benchmark": "vs_reference",
+                "complete": complete,
+                "started_utc": started,
+                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                "machine": machine,
+                "load_average_after_1_5_15min": list(os.getloadavg()),
+                "implementations": [{"name": o.name, "revision": o.rev, "commit": o.commit, "uncommitted_changes": o.dirty}
+                                    for o in ours]
+                + ([{"name": reference.name, "commit": reference.commit, "harness": str(reference.peers)}] if reference else []),
+                "config": {k: (v if not isinstance(v, Path) else str(v)) for k, v in vars(args).items() if k not in ("out", "worker")},
+                "flops_formula": "6 (12 depth width^2 + width V) + 12 depth width L per token (both implementations)",
+                "matmul_peak_float32": peaks,
+                "peak_used": peak,
+                "summary": summary,
+                "rows": rows,
+                "table_markdown": table(summary, peak),
+                "smoke": args.smoke,
+            }
+
+        measured = run_all(args, ours, reference, save=lambda rows, peaks: write_result("vs_reference", "cpu", payload(rows, peaks, False), out))
+        final = payload(measured["rows"], measured["peaks"], True)
+    print("\n" + final["table_markdown"])
+    path = write_result("vs_reference", "cpu", final, out)
     print(f"\nsaved {path}")
     return path
 
