@@ -58,10 +58,11 @@ def cached_sample(
                     cache = torch.empty((B,) + fresh.shape[1:], dtype=fresh.dtype, device=fresh.device)
                 cache[need] = fresh
                 stale[need] = False
-            # every row at once: a row without masks draws nothing and stays as it is, so this is the step
-            # of the active rows, without gathering their (B, L, V) cache into a copy at every step
-            new = reverse_step(x, cache, float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1)
-            stale |= (new != x).any(-1)
-            x.copy_(new)
+            rows = active.nonzero().squeeze(-1)
+            new = reverse_step(
+                x[rows], cache[rows], float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator, last=k == 1
+            )
+            stale[rows] |= (new != x[rows]).any(-1)
+            x[rows] = new
             chain.report.step(x)
     return chain.output()
