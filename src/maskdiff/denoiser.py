@@ -165,7 +165,9 @@ class SUBSDenoiser(nn.Module):
 
         The same values as ``forward(x_t, t)[masked]`` (carry-over concerns unmasked positions only),
         but the network's output layer runs at the N positions instead of all B * L, which is most of
-        the cost with GPT-2's 50,257 tokens. ``masked`` must be ``x_t == mask_id``.
+        the cost with GPT-2's 50,257 tokens. ``masked`` must be True only where x_t is the mask: all of
+        those positions (``x_t == mask_id``, the losses) or some of them (the first-hitting sampler asks
+        for the one position per row that it unmasks next).
         """
         return torch.log_softmax(self.masked_logits(x_t, t, masked, valid=valid, cond=cond), dim=-1)
 

@@ -75,12 +75,13 @@ def learning_rate(step: int, cfg) -> float:
 
 def make_optimizer(model, cfg) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only; ``model`` is anything with named_parameters().
-    Fused (one kernel for all parameters) when every parameter is a plain CUDA tensor."""
+    Fused (one kernel per parameter instead of about ten elementwise passes) when every parameter is a
+    plain tensor on the CPU or a GPU; sharded (FSDP) parameters take the default implementation."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     params = decay + rest
-    fused = bool(params) and all(p.is_cuda and type(p) is torch.nn.Parameter for p in params)
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and type(p) is torch.nn.Parameter for p in params)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **({"fused": True} if fused else {}))
 
 

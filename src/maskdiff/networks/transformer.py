@@ -26,13 +26,19 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, H, L, D)
-        """Rotated in float32 (the tables are float32) and returned in the dtype of x (bfloat16 under autocast)."""
+    def forward(self, x: Tensor) -> Tensor:  # (..., L, D)
+        """Rotate x (..., L, D), positions on the second-to-last axis, in float32 (the tables are float32),
+        returned in the dtype of x (bfloat16 under autocast).
+
+        Each channel pair (x_{2i}, x_{2i+1}) turns by the angle of its position and frequency: as a complex
+        number x_{2i} + j x_{2i+1} times cos + j sin, one elementwise product (and one in the backward pass)
+        instead of slicing the pairs apart and stacking them back, whose strided copies cost as much as
+        the rotation itself on a CPU.
+        """
         L = x.shape[-2]
-        cos, sin = self.cos[:L], self.sin[:L]
-        x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
-        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-        return out.flatten(-2).to(x.dtype)
+        turn = torch.complex(self.cos[:L], self.sin[:L])  # (L, D/2)
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (..., L, D/2)
+        return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
 
 
 class TimestepEmbedding(nn.Module):
@@ -99,8 +105,10 @@ class Block(nn.Module):
 
     def attention(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
         B, L, W = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, D) each
-        q, k = self.rotary(q), self.rotary(k)
+        qkv = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (3, B, H, L, D)
+        qk, v = qkv.split([2, 1])  # a split, not two slices: its backward is one concatenation, not two zero-filled copies
+        q, k = self.rotary(qk)  # q and k rotated in one product, each contiguous (B, H, L, D)
+        v = v.squeeze(0)
         drop = self.dropout if self.training else 0.0
         if attn_mask is not None and self.causal:
             attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()

@@ -58,9 +58,9 @@ def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask
     mu_v (alpha_s - alpha_t)/(1 - alpha_t) and stays masked with probability (1 - alpha_s)/(1 - alpha_t).
     The draw over these V + 1 outcomes is one inverse-CDF draw with a float64 uniform u per masked
     position: u below the stay probability keeps the mask; otherwise the rescaled u picks v from the
-    float64 cumulative sum of mu. The CDF is only built for positions that unmask, which at large T is a
-    small fraction of them. ``last``: the step to s = 0, which fills every remaining mask from mu
-    (needed when alpha_0 < 1).
+    float64 cumulative sum of mu. The CDF is only built (and log_mu only read) at the positions that
+    unmask, which at large T are a small fraction of them. ``last``: the step to s = 0, which fills every
+    remaining mask from mu (needed when alpha_0 < 1).
     """
     masked = x == mask_id
     if not bool(masked.any()):
@@ -72,7 +72,9 @@ def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask
     if not bool(unmask.any()):
         return x
     v = (u[unmask] - p_stay) / (1.0 - p_stay)  # uniform on [0, 1) given that the position unmasks
-    cdf = log_mu[masked][unmask].to(torch.float64).exp().cumsum(-1)  # (N', V)
+    unmasking = masked.clone()
+    unmasking[masked] = unmask  # (B, L): the positions that unmask; log_mu is read there only (N' rows, not N)
+    cdf = log_mu[unmasking].to(torch.float64).exp().cumsum(-1)  # (N', V)
     values = torch.searchsorted(cdf, (v * cdf[:, -1])[:, None]).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
     new = torch.full((n,), mask_id, dtype=x.dtype, device=x.device)
     new[unmask] = values

@@ -3,7 +3,8 @@
 With n masked positions at time t, each stays masked until s with probability
 (1 - alpha_s)/(1 - alpha_t), independently, so the first of them unmasks at the time where
 1 - alpha_next = (1 - alpha_t) u^(1/n), u ~ U(0, 1). At that time one uniformly chosen masked position
-takes a value drawn from mu(x, t_next). Samples of a batch advance together, each at its own time;
+takes a value drawn from mu(x, t_next) (the position is drawn first, so the network's output layer runs
+there only). Samples of a batch advance together, each at its own time;
 every call unmasks one position of every active sample, so a sample of length L with alpha_0 = 1 costs
 exactly L calls. When alpha_next would exceed alpha_0 (alpha_0 < 1), the remaining masks are filled at
 t = 0 in one call.
@@ -15,6 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from maskdiff.denoiser import supports
 from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule
 from maskdiff.sampling.common import SampleOutput, Timer, initial_state, StepReporter, nfe_counter
@@ -57,9 +59,6 @@ def first_hitting_sample(
             fill_all = oma < 1.0 - alpha_0  # past t = 0: fill every remaining mask
             t_next = torch.where(fill_all, torch.zeros_like(oma), schedule.inverse(1.0 - oma).clamp(0.0, 1.0))
             t_rows = t_next.to(torch.float32)
-            log_mu = denoise(x[rows], t_rows) if cond is None else denoise(x[rows], t_rows, cond=cond[rows])
-            log_mu = adjust_log_probs(log_mu, temperature, top_p)
-            nfe[rows.cpu()] += 1
             xr = x[rows]
             masked = xr == mask_id
             # one uniformly chosen masked position per row (float64 Gumbel over the masked positions)
@@ -67,9 +66,23 @@ def first_hitting_sample(
             pick = sample_categorical(scores, generator)  # (R,)
             chosen = torch.zeros_like(masked).scatter_(-1, pick[:, None], True)
             update = torch.where(fill_all[:, None], masked, chosen & masked)
-            values = sample_categorical(log_mu[update], generator)
+            log_mu = adjust_log_probs(_log_probs_at(denoise, xr, t_rows, update, None if cond is None else cond[rows]),
+                                      temperature, top_p)  # (N, V) at the positions that take a value
+            nfe[rows.cpu()] += 1
+            values = sample_categorical(log_mu, generator)
             xr[update] = values
             x[rows] = xr
             report.step(x)
         report.close()
     return SampleOutput(tokens=x, nfe=nfe, seconds=timer.seconds, steps=int(nfe.max()) if B else 0, sampler="first-hitting")
+
+
+def _log_probs_at(denoise, x: Tensor, t: Tensor, update: Tensor, cond: Optional[Tensor]) -> Tensor:
+    """log mu (N, V) at the N positions of ``update`` (B, L), all masked, in row-major order.
+
+    One network call either way; a denoiser with ``masked_log_probs`` (SUBSDenoiser) runs its output layer
+    and softmax at those positions only (one per row here, instead of all B * L), others are called whole."""
+    extra = {} if cond is None else {"cond": cond}
+    if supports(denoise, "masked_log_probs"):
+        return denoise.masked_log_probs(x, t, update, **extra)
+    return denoise(x, t, **extra)[update]
