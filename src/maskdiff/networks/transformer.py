@@ -26,10 +26,11 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, H, L, D)
-        """Rotated in float32 (the tables are float32) and returned in the dtype of x (bfloat16 under autocast)."""
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:  # (B, H, L, D)
+        """Rotated in float32 (the tables are float32) and returned in the dtype of x (bfloat16 under autocast).
+        ``start``: the position of x's first row (a window of a longer sequence)."""
         L = x.shape[-2]
-        cos, sin = self.cos[:L], self.sin[:L]
+        cos, sin = self.cos[start : start + L], self.sin[start : start + L]
         x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
         out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
         return out.flatten(-2).to(x.dtype)
@@ -70,22 +71,32 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
         self.adaln = nn.Linear(cond_dim, 6 * width) if adaln else None
 
-    def attention(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+    def attention(self, x: Tensor, attn_mask: Optional[Tensor] = None, kv: Optional[list] = None, start: int = 0) -> Tensor:
+        """kv: None (the plain call), an empty list (the call appends this layer's keys and values for the
+        whole sequence: a cache), or [(k, v)] of the whole sequence (x is the window at positions
+        start .. start + W - 1; its fresh keys and values replace the cached ones there)."""
         B, L, W = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, D) each
-        q, k = self.rotary(q), self.rotary(k)
+        q, k = self.rotary(q, start), self.rotary(k, start)
+        if kv is not None and kv:
+            k_all, v_all = kv[0]
+            k = torch.cat([k_all[:, :, :start], k, k_all[:, :, start + L :]], dim=2)
+            v = torch.cat([v_all[:, :, :start], v, v_all[:, :, start + L :]], dim=2)
+        elif kv is not None:
+            kv.append((k, v))
         drop = self.dropout if self.training else 0.0
         if attn_mask is not None and self.causal:
             attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=self.causal and attn_mask is None)
         return self.proj(out.transpose(1, 2).reshape(B, L, W))
 
-    def forward(self, x: Tensor, cond: Optional[Tensor], attn_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Optional[Tensor], attn_mask: Optional[Tensor] = None, kv: Optional[list] = None,
+                start: int = 0) -> Tensor:
         if self.adaln is None:
-            x = x + self.attention(self.norm1(x), attn_mask)
+            x = x + self.attention(self.norm1(x), attn_mask, kv, start)
             return x + self.mlp(self.norm2(x))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).chunk(6, dim=-1)
-        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1), attn_mask)
+        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1), attn_mask, kv, start)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -206,6 +217,38 @@ class DiT(nn.Module):
             shift, scale = self.adaln_out(cond).chunk(2, dim=-1)  # (B, W) each
             x = modulate(x, shift, scale)
         return x if self.class_embed is None else x[:, 1:]
+
+    def cached_forward(self, tokens: Tensor, t: Optional[Tensor] = None, *, start: int = 0,
+                       cache: Optional[list] = None):
+        """Logits with a key/value cache (Fast-dLLM's prefix and dual caches, Wu et al. 2025): (logits, cache).
+
+        cache None: ``tokens`` (B, L) is the whole sequence; returns its logits (B, L, V) and every layer's
+        keys and values, [(k, v)] with k, v (B, H, L, D). cache given: ``tokens`` (B, W) is the window at
+        positions start .. start + W - 1; only its positions are computed, attending to their fresh keys and
+        values and to the cached ones elsewhere (stale where the sequence changed since: the approximation),
+        and the cache is returned unchanged. Bidirectional, unconditional networks only.
+        """
+        if self.class_embed is not None or any(b.causal for b in self.blocks):
+            raise ValueError("the key/value cache is for bidirectional networks without class conditioning")
+        if cache is None and start != 0:
+            raise ValueError("a call without a cache computes the whole sequence: start must be 0")
+        x = self.embed(tokens)
+        cond = None
+        if self.time_embed is not None:
+            if t is None:
+                raise ValueError("this network is time-conditioned: pass t")
+            cond = F.silu(self.time_embed(t))
+        fresh = []
+        for i, block in enumerate(self.blocks):
+            kv = [] if cache is None else [cache[i]]
+            x = block(x, cond, None, kv, start)
+            if cache is None:
+                fresh.append(kv[0])
+        x = self.norm_out(x)
+        if self.adaln_out is not None:
+            shift, scale = self.adaln_out(cond).chunk(2, dim=-1)
+            x = modulate(x, shift, scale)
+        return self.head(x), (fresh if cache is None else cache)
 
     def num_parameters(self, exclude_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

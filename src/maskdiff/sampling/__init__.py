@@ -9,6 +9,7 @@
 | first-hitting | exact continuous-time reverse process (Zheng et al. 2024) | exactly L calls when alpha_0 = 1 |
 | confidence | biased (MaskGIT, LLaDA) | unmasks the most confident positions |
 | remdm-cap, remdm-rescale, remdm-conf, remdm-loop | ReMDM's remasking posterior (Wang et al. 2025) | keeps the forward marginals; sigma = 0 is ancestral |
+| threshold | biased (Fast-dLLM, Wu et al. 2025) | fills every position whose confidence exceeds a threshold; prefix / dual caches |
 
 Two more take their own model kinds: ``genmd4_sample`` (GenMD4's per-token schedule) and
 ``autoregressive_sample`` (the autoregressive baseline, left to right).
@@ -27,6 +28,7 @@ from maskdiff.sampling.genmd4 import genmd4_sample
 from maskdiff.sampling.guidance import GuidedDenoiser
 from maskdiff.sampling.mean import greedy_sample, mean_sample
 from maskdiff.sampling.remasking import remdm_sample
+from maskdiff.sampling.threshold import threshold_sample
 
 SAMPLERS = {
     "ancestral": ancestral_sample,
@@ -39,6 +41,7 @@ SAMPLERS = {
     "remdm-rescale": partial(remdm_sample, strategy="rescale"),
     "remdm-conf": partial(remdm_sample, strategy="conf"),
     "remdm-loop": partial(remdm_sample, strategy="loop"),
+    "threshold": threshold_sample,
 }
 
 
@@ -51,5 +54,5 @@ def get_sampler(name: str):
 __all__ = [
     "SAMPLERS", "SampleOutput", "GuidedDenoiser", "ancestral_sample", "autoregressive_sample", "cached_sample", "confidence_sample",
     "first_hitting_sample", "genmd4_sample", "get_sampler", "greedy_sample", "mean_sample", "prompt_state",
-    "remdm_sample", "semi_autoregressive_sample",
+    "remdm_sample", "semi_autoregressive_sample", "threshold_sample",
 ]
