@@ -43,7 +43,7 @@ def _replay(d, states, threshold, block, length):
 def test_each_call_fills_the_confident_positions(toy, threshold, block):
     _, _, d = toy
     states = []
-    out = threshold_sample(d, LIN, (300, L), threshold=threshold, block=block, callback=lambda x: states.append(x.clone()))
+    out = threshold_sample(d, LIN, (300, L), threshold=threshold, block_size=block, callback=lambda x: states.append(x.clone()))
     assert bool((out.tokens < V).all())
     _replay(d, states, threshold, block or L, L)
     before = [torch.full_like(states[0], V)] + states[:-1]
@@ -67,7 +67,7 @@ def test_threshold_zero_fills_a_block_per_call(toy):
     assert bool((out.nfe == 1).all())
     mu = d(torch.full((1, L), V), torch.zeros(1))[0]
     assert torch.equal(out.tokens, mu.argmax(-1).expand(8, L))
-    blocks = threshold_sample(d, LIN, (8, L), threshold=0.0, block=2)
+    blocks = threshold_sample(d, LIN, (8, L), threshold=0.0, block_size=2)
     assert bool((blocks.nfe == 2).all())
     assert torch.equal(blocks.tokens[:, :2], mu[:2].argmax(-1).expand(8, 2))
 
@@ -120,11 +120,11 @@ def test_caches_count_calls_and_positions():
     """Same calls per block, fewer positions computed: dual < prefix < none; tau = 0 makes each block one full
     call, so every cache gives the uncached samples; tau = 1 still costs one call per position."""
     d = _network()
-    runs = {c: threshold_sample(d, LIN, (6, 16), threshold=0.0, block=4, cache=c) for c in ("none", "prefix", "dual")}
+    runs = {c: threshold_sample(d, LIN, (6, 16), threshold=0.0, block_size=4, cache=c) for c in ("none", "prefix", "dual")}
     for c, out in runs.items():
         assert torch.equal(out.tokens, runs["none"].tokens) and bool((out.nfe == 4).all()), c
         assert torch.allclose(out.extra["positions"], torch.full((6,), 4.0, dtype=torch.float64))
-    runs = {c: threshold_sample(d, LIN, (6, 16), threshold=1.0, block=4, cache=c) for c in ("none", "prefix", "dual")}
+    runs = {c: threshold_sample(d, LIN, (6, 16), threshold=1.0, block_size=4, cache=c) for c in ("none", "prefix", "dual")}
     assert all(bool((out.nfe == 16).all()) and bool((out.tokens < 7).all()) for out in runs.values())
     pos = {c: float(out.extra["positions"].mean()) for c, out in runs.items()}
     assert pos["none"] == 16.0 and pos["dual"] < pos["prefix"] < pos["none"]
@@ -142,5 +142,5 @@ def test_registered_and_bad_input(toy):
         threshold_sample(d, LIN, (2, L), choose="top")
     with pytest.raises(MaskdiffError, match="key/value cache"):
         threshold_sample(d, LIN, (2, L), cache="dual")
-    with pytest.raises(MaskdiffError, match="block must be in 1..3"):
-        threshold_sample(d, LIN, (2, L), block=4)
+    with pytest.raises(MaskdiffError, match="block_size must be in 1..3"):
+        threshold_sample(d, LIN, (2, L), block_size=4)

@@ -174,12 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     from maskdiff.experiments import EXPERIMENTS, SCALES
 
     lines = "\n".join(f"  {name:18s} {e.question}" for name, e in EXPERIMENTS.items())
+    lines += ("\n  samplers           Samplers at equal network calls per sample: MDLM ancestral / cached, first-hitting, ReMDM "
+              "(cap, rescale, conf, loop) and threshold decoding (Fast-dLLM); gen-PPL under the project's AR model and "
+              "SmolLM2, entropy, repeats (scales: test, cpu)")
     p = sub.add_parser("experiment", help="re-run one of the papers' comparisons over seeds, with 95%% intervals",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train every variant of a comparison with the same budget for several seeds, evaluate them on the "
                                    "same validation sequences, and write a Markdown + JSON table with 95% intervals over seeds and "
                                    "a verdict per paper trend. An interrupted experiment resumes.\n\nexperiments:\n" + lines)
-    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}, samplers")
     p.add_argument("--scale", default="cpu", help=f"budget: {', '.join(SCALES)} (default: cpu, minutes per variant on 2 cores; gpu is bigger)")
     p.add_argument("--seeds", type=_positive_int, help="seeds per variant (default: 3)")
     p.add_argument("--out", type=Path, help="output folder (default: experiments/NAME-SCALE)")
@@ -367,7 +370,7 @@ def cmd_sample(args) -> int:
 def _sampler_options(args) -> dict:
     """The options of the remasking and threshold samplers, refused with any other sampler."""
     groups = {"remdm-": {"eta": "eta", "t_on": "t_on", "t_off": "t_off"},
-              "threshold": {"threshold": "threshold", "decode_block": "block", "kv_cache": "cache"}}
+              "threshold": {"threshold": "threshold", "decode_block": "block_size", "kv_cache": "cache"}}
     out = {}
     for prefix, options in groups.items():
         for flag, kwarg in options.items():
@@ -404,8 +407,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from maskdiff.experiments import get_experiment, get_scale, run_experiment
+    from maskdiff.experiments import EXPERIMENTS, get_experiment, get_scale, run_experiment
 
+    if args.name not in EXPERIMENTS and args.name != "samplers":
+        raise MaskdiffError(f"unknown experiment {args.name!r}; choose one of: {', '.join(EXPERIMENTS)}, samplers")
+    if args.name == "samplers":
+        from maskdiff.sampler_comparison import get_sampler_scale, run_sampler_experiment
+
+        get_sampler_scale(args.scale)
+        run_sampler_experiment(args.scale, args.out, seeds=args.seeds, device=args.device)
+        return 0
     get_experiment(args.name), get_scale(args.scale)  # fail on a bad name before any work
     run_experiment(args.name, args.scale, args.out, seeds=args.seeds, device=args.device)
     return 0

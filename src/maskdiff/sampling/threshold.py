@@ -1,7 +1,7 @@
 """Parallel decoding by confidence threshold, with Fast-dLLM's approximate key/value caches (Wu et al. 2025,
 "Fast-dLLM: Training-free Acceleration of Diffusion LLM by Enabling KV Cache and Parallel Decoding").
 
-The sequence is generated in blocks of ``block`` positions, left to right (the whole sequence is one
+The sequence is generated in blocks of ``block_size`` positions, left to right (the whole sequence is one
 block by default). Each network call proposes a value at every masked position of the current block
 (argmax mu, or a draw from mu) with its confidence c = mu(value), and fills **every** masked position
 whose confidence exceeds the threshold, c > tau; when none does, the single most confident one is
@@ -60,7 +60,7 @@ def threshold_sample(
     shape: Tuple[int, int],
     *,
     threshold: float = 0.9,
-    block: Optional[int] = None,
+    block_size: Optional[int] = None,
     cache: str = "none",
     choose: str = "argmax",
     steps: Optional[int] = None,
@@ -74,7 +74,7 @@ def threshold_sample(
     callback=None,
 ) -> SampleOutput:
     """Fill every masked position of the current block whose confidence exceeds ``threshold`` (at least one
-    per call). block: positions per block (default: the whole length); cache: 'none', 'prefix' or 'dual';
+    per call). block_size: positions per block (default: the whole length); cache: 'none', 'prefix' or 'dual';
     choose: 'argmax' (Fast-dLLM) or 'sample' (a value drawn from mu, its probability as the confidence).
     ``steps`` is ignored: the threshold sets the number of calls. The time given to a time-conditioned
     denoiser is the one whose masking probability is the row's masked fraction."""
@@ -88,9 +88,9 @@ def threshold_sample(
             raise MaskdiffError("the key/value cache does not take class conditioning; use cache='none'")
     mask_id = denoise.vocab_size
     B, L = (x_init.shape if x_init is not None else shape)
-    size = L if block is None else block
+    size = L if block_size is None else block_size
     if not 1 <= size <= L:
-        raise MaskdiffError(f"block must be in 1..{L} (the sample length), got {block}")
+        raise MaskdiffError(f"block_size must be in 1..{L} (the sample length), got {block_size}")
     n_blocks = -(-L // size)
     name = f"threshold-{cache}" if cache != "none" else "threshold"
     with Chain(denoise, shape, L, name, x_init=x_init, device=device, progress=progress, callback=callback) as chain:
