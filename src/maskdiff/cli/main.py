@@ -314,8 +314,8 @@ def cmd_sample(args) -> int:
     if args.temperature != 1.0 or args.top_p != 1.0:
         kwargs.update(temperature=args.temperature, top_p=args.top_p)
     if args.grid != "uniform":
-        if args.sampler == "first-hitting":
-            raise MaskdiffError("the first-hitting sampler has no time grid; leave out --grid")
+        if args.sampler in ("first-hitting", "threshold"):
+            raise MaskdiffError(f"the {args.sampler} sampler has no time grid; leave out --grid")
         kwargs["grid"] = args.grid
     kwargs.update(_sampler_options(args))
     callbacks = []
