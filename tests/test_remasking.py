@@ -221,3 +221,19 @@ def test_registered_and_bad_input(toy, time_dependent_denoiser):
         remdm_sample(time_dependent_denoiser, lin, (2, L), steps=4, cache=True)
     out = remdm_sample(time_dependent_denoiser, lin, (2, L), steps=4, eta=0.5, generator=torch.Generator().manual_seed(0))
     assert bool((out.tokens < V).all())
+
+
+def test_sigma_zero_on_a_transformer():
+    """The same draw-for-draw identity with a real network (float32 logits) instead of the exact toy."""
+    from maskdiff.denoiser import SUBSDenoiser
+    from maskdiff.networks.transformer import DiT
+
+    torch.manual_seed(0)
+    net = DiT(5, 12, width=32, depth=1, heads=2)
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    d = SUBSDenoiser(net.eval(), 5, max_length=12)
+    sched = get_schedule("cosine")
+    ref = ancestral_sample(d, sched, (6, 12), steps=24, generator=torch.Generator().manual_seed(4))
+    out = remdm_sample(d, sched, (6, 12), steps=24, strategy="rescale", eta=0.0, cache=False,
+                       generator=torch.Generator().manual_seed(4))
+    assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.nfe, ref.nfe)
