@@ -26,7 +26,7 @@ LAYERS = {
     "train": (["maskdiff.train"], ["errors", "config", "math", "io", "data", "modalities", "objectives", "model"]),
     "evaluation": (["maskdiff.evaluation"],
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
-    "experiments": (["maskdiff.experiments"],
+    "experiments": (["maskdiff.experiments", "maskdiff.sampler_comparison"],
                     ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "model", "api", "train", "evaluation"]),
     "cli": (["maskdiff.cli"], [name for name in ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities",
                                                 "objectives", "model", "api", "train", "evaluation", "experiments"]]),

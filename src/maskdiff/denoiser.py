@@ -53,9 +53,32 @@ class FullLogProbs(Protocol):
         ...
 
 
+@runtime_checkable
+class WindowLogProbs(Protocol):
+    """Optional: Fast-dLLM's approximate key/value cache (sampling/threshold.py). ``prefill_log_probs(x_t, t)``
+    returns (log mu (B, L, V), a :class:`KVCache`); ``window_log_probs(x_window, t, start, cache)`` returns
+    log mu (B, W, V) of the window x_window (B, W) at positions start .. start + W - 1, computed against the
+    cached keys and values of every other position."""
+
+    def window_log_probs(self, x_window: Tensor, t: Tensor, start: int, cache) -> Tensor:
+        ...
+
+
+class KVCache:
+    """The keys and values of every layer for a batch of sequences, as a network's ``cached_forward``
+    returns them; ``rows(index)`` keeps the sequences of a sub-batch (samplers pass sub-batches)."""
+
+    def __init__(self, layers: list):
+        self.layers = layers
+
+    def rows(self, index: Tensor) -> "KVCache":
+        return KVCache([(k[index], v[index]) for k, v in self.layers])
+
+
 CAPABILITIES = {
     "masked_log_probs": "a method: log mu at masked positions only (MaskedLogProbs)",
     "full_log_probs": "a method: log-probabilities with the mask column, no carry-over (FullLogProbs)",
+    "window_log_probs": "methods: prefill_log_probs and window_log_probs, an approximate key/value cache (WindowLogProbs)",
     "accepts_valid": "a flag: the call and masked_log_probs take valid= (B, L), and the network does not attend to padding",
 }
 
@@ -176,6 +199,32 @@ class SUBSDenoiser(nn.Module):
         """The network's raw logits over the V real tokens at the masked positions, (N, V), unnormalised:
         the log scores of the score-entropy objective (loss/score_entropy.py)."""
         return self._logits(x_t, t, cond, valid=valid, positions=masked)[..., : self.vocab_size]  # (N, V)
+
+    def prefill_log_probs(self, x_t: Tensor, t: Tensor):
+        """(log mu (B, L, V), :class:`KVCache`): the plain call, keeping every layer's keys and values."""
+        logits, layers = self._cached(x_t, t, 0, None)
+        log_mu = torch.log_softmax(logits, dim=-1)
+        return (carry_over(log_mu, x_t, self.mask_id) if self.carry_over else log_mu), KVCache(layers)
+
+    def window_log_probs(self, x_window: Tensor, t: Tensor, start: int, cache: "KVCache") -> Tensor:
+        """log mu (B, W, V) of the window x_window (B, W) at positions start .. start + W - 1, attending to
+        the cached keys and values elsewhere (Fast-dLLM's approximation: they are stale where the rest of
+        the sequence changed since the cache was filled)."""
+        logits, _ = self._cached(x_window, t, start, cache.layers)
+        log_mu = torch.log_softmax(logits, dim=-1)
+        return carry_over(log_mu, x_window, self.mask_id) if self.carry_over else log_mu
+
+    def _cached(self, x: Tensor, t: Tensor, start: int, layers):
+        if not hasattr(self.network, "cached_forward"):
+            raise MaskdiffError(f"the network {type(self.network).__name__} has no key/value cache (cached_forward)")
+        if self.check_inputs:
+            check_tokens(x, self.vocab_size, allow_mask=True)
+            if self.max_length is not None and start + x.shape[1] > self.max_length:
+                raise MaskdiffError(f"positions up to {start + x.shape[1]} exceed the model's maximum length {self.max_length}")
+        if not self.zero_mask:
+            raise MaskdiffError("the key/value cache serves the SUBS denoiser with zero masking probability only")
+        logits, layers = self.network.cached_forward(x, t if self.time_conditioned else None, start=start, cache=layers)
+        return logits.float()[..., : self.vocab_size], layers
 
     def full_log_probs(self, x_t: Tensor, t: Tensor, *, valid: Optional[Tensor] = None) -> Tensor:
         """log x_theta over the V + 1 values, mask last: (B, L, V + 1). The mask column is -inf with

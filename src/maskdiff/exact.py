@@ -163,25 +163,69 @@ def chain_law(denoise, schedule, length: int, steps: int, grid: str = "uniform",
     times = time_grid(steps, grid)
     dist = torch.zeros(S, dtype=torch.float64)
     dist[-1] = 1.0  # all masks is the last state in lexicographic order
-    masked = (states == V)[..., None]
-    point = torch.nn.functional.one_hot(states, V + 1).to(torch.float64)
     for k in range(steps, 0, -1):
         t, s = times[k], times[k - 1]
-        t_all = torch.full((S,), float(t), dtype=torch.float64)
-        log_mu = denoise(states, t_all) if cond is None else denoise(states, t_all, cond=torch.full((S,), cond))
-        mu = log_mu.to(torch.float64).exp()  # (S, L, V)
         if k == 1:
             stay = torch.zeros(V, dtype=torch.float64)
         else:
             stay = (schedule.one_minus_alpha(s) / schedule.one_minus_alpha(t)).expand(V)  # (V,)
-        per_pos = torch.cat([mu * (1.0 - stay), (mu * stay).sum(-1, keepdim=True)], dim=-1)  # (S, L, V+1)
-        per_pos = torch.where(masked, per_pos, point)
-        trans = per_pos[:, 0]
-        for n in range(1, length):
-            trans = (trans[:, :, None] * per_pos[:, n][:, None, :]).reshape(S, -1)
-        dist = dist @ trans
+        dist = dist @ _transition(denoise, states, float(t), stay, 0.0, cond)
     final = (states < V).all(-1)
     return dist[final]
+
+
+def _transition(denoise, states: Tensor, t: float, stay: Tensor, sigma, cond: Optional[int] = None) -> Tensor:
+    """(S, S) transition matrix of one reverse step over all partially masked states, factorized over
+    positions given mu(state, t): a masked position stays masked w.p. ``stay`` (per value v of x_0, (V,):
+    GenMD4's schedule; a constant otherwise) and else takes v ~ mu; an unmasked one is remasked w.p.
+    ``sigma`` (ReMDM; a float, or (S, L) per state and position)."""
+    S, length = states.shape
+    V = denoise.vocab_size
+    t_all = torch.full((S,), t, dtype=torch.float64)
+    log_mu = denoise(states, t_all) if cond is None else denoise(states, t_all, cond=torch.full((S,), cond))
+    mu = log_mu.to(torch.float64).exp()  # (S, L, V)
+    masked = (states == V)[..., None]
+    per_pos = torch.cat([mu * (1.0 - stay), (mu * stay).sum(-1, keepdim=True)], dim=-1)  # (S, L, V + 1)
+    sig = torch.as_tensor(sigma, dtype=torch.float64)
+    sig = sig[..., None] if sig.dim() else sig
+    point = torch.nn.functional.one_hot(states, V + 1).to(torch.float64)
+    remask = torch.nn.functional.one_hot(torch.full_like(states, V), V + 1).to(torch.float64)
+    per_pos = torch.where(masked, per_pos, point * (1.0 - sig) + remask * sig)
+    trans = per_pos[:, 0]
+    for n in range(1, length):
+        trans = (trans[:, :, None] * per_pos[:, n][:, None, :]).reshape(S, -1)
+    return trans
+
+
+def remasking_chain_laws(denoise, plan, length: int) -> Tensor:
+    """Exact law of the state of a ReMDM chain (:func:`maskdiff.sampling.remasking.remasking_plan`) after
+    every step, from all masks: (T + 1, (V + 1)^L) float64, row j the law after j steps (row 0: all
+    masks), states in :func:`enumerate_sequences` order over V + 1 values (V is the mask). The masked
+    positions use the ReMDM posterior with the plan's sigma, the last step fills every mask; 'conf'
+    (whose sigma depends on the history of each token) is not Markov in the state and is refused."""
+    if plan.strategy == "conf":
+        raise ValueError("the 'conf' strategy's sigma depends on when each token was unmasked: no law over states alone")
+    V = denoise.vocab_size
+    states = enumerate_sequences(V + 1, length)
+    steps = len(plan.sigmas)
+    laws = torch.zeros(steps + 1, states.shape[0], dtype=torch.float64)
+    laws[0, -1] = 1.0
+    for j, k in enumerate(range(steps, 0, -1), start=1):
+        a_s, a_t, sig = float(plan.alphas[k - 1]), float(plan.alphas[k]), float(plan.sigmas[k - 1])
+        stay = 0.0 if k == 1 else (1.0 - a_s - sig * a_t) / (1.0 - a_t)
+        laws[j] = laws[j - 1] @ _transition(denoise, states, float(plan.times[k]), torch.full((V,), stay, dtype=torch.float64), sig)
+    return laws
+
+
+def forward_state_law(sequences: Tensor, probs: Tensor, vocab_size: int, alpha: float) -> Tensor:
+    """Law of x_t under the forward process, sum_x p(x) q(x_t | x) with P(masked) = 1 - alpha per position:
+    ((V + 1)^L,) float64 over :func:`enumerate_sequences` (V + 1 values) order."""
+    states = enumerate_sequences(vocab_size + 1, sequences.shape[1])
+    masked = states == vocab_size  # (S, L)
+    agree = (states[:, None] == sequences[None]) | masked[:, None]  # (S, N, L)
+    a = torch.tensor(float(alpha), dtype=torch.float64)
+    q = torch.where(masked, 1.0 - a, a).prod(-1)  # (S,)
+    return q * (agree.all(-1).to(torch.float64) @ probs.to(torch.float64))
 
 
 def autoregressive_order_nll(denoise, x0: Tensor) -> Tensor:

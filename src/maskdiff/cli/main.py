@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description="Draw samples and print them; they are also saved under RUN_DIR/samples/. Samplers: ancestral (the T-step chain), cached (the same law, reuses the network output while a sample is unchanged: at most min(T, L) calls), mean (MD4's two-stage draw, same law), greedy (argmax values, biased), first-hitting (exact, no grid, exactly L calls), confidence (MaskGIT / LLaDA, biased).")
+    p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description="Draw samples and print them; they are also saved under RUN_DIR/samples/. Samplers: ancestral (the T-step chain), cached (the same law, reuses the network output while a sample is unchanged: at most min(T, L) calls), mean (MD4's two-stage draw, same law), greedy (argmax values, biased), first-hitting (exact, no grid, exactly L calls), confidence (MaskGIT / LLaDA, biased), remdm-cap / remdm-rescale / remdm-conf / remdm-loop (ReMDM's remasking: tokens may be masked again and redrawn; same forward marginals; --eta, --t-on, --t-off), threshold (Fast-dLLM's parallel decoding: fills every position whose confidence exceeds --threshold, at least one per call; --decode-block, --kv-cache).")
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
     p.add_argument("--num", type=_positive_int, default=4, help="number of samples (default: 4)")
     p.add_argument("--length", type=_positive_int, help="tokens per sample (default: the training length L; longer is generated semi-autoregressively)")
@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default="uniform", choices=["uniform", "cosine"], help="time grid: uniform t_k = k/T or MD4's cosine grid")
     p.add_argument("--temperature", type=_positive_float, default=1.0, help="divide log mu by this before drawing (biased unless 1)")
     p.add_argument("--top-p", type=_positive_float, default=1.0, help="nucleus truncation of mu (biased unless 1)")
+    p.add_argument("--eta", type=float, help="remdm-* samplers: eta_cap (remdm-cap, remdm-loop), eta_rescale (remdm-rescale) or the scale of sigma_max shared by confidence (remdm-conf), in [0, 1] (defaults: 0.02, 0.02, 1.0, 0.02)")
+    p.add_argument("--t-on", type=float, help="remdm-loop: the time where the remasking loop starts (alpha is held at alpha(t_on); default 0.55)")
+    p.add_argument("--t-off", type=float, help="remdm-loop: the time where the loop ends and plain unmasking resumes (default 0.05)")
+    p.add_argument("--threshold", type=float, help="threshold sampler: fill every masked position whose confidence exceeds this, in [0, 1] (default 0.9; 1: one position per call, 0: a whole block per call)")
+    p.add_argument("--decode-block", type=_positive_int, help="threshold sampler: decode in blocks of this many positions, left to right (default: the whole sample)")
+    p.add_argument("--kv-cache", choices=["none", "prefix", "dual"], help="threshold sampler: Fast-dLLM's approximate key/value cache within a block (default: none)")
     p.add_argument("--prompt", help="a fixed prefix; the sampler fills what follows")
     p.add_argument("--template", help="text with [N] spans of N characters to fill, e.g. 'to be or [12] to be'")
     p.add_argument("--show", action="store_true", help="draw the first sample live in the terminal as it is unmasked")
@@ -169,12 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     from maskdiff.experiments import EXPERIMENTS, SCALES
 
     lines = "\n".join(f"  {name:18s} {e.question}" for name, e in EXPERIMENTS.items())
+    lines += ("\n  samplers           Samplers at equal network calls per sample: MDLM ancestral / cached, first-hitting, ReMDM "
+              "(cap, rescale, conf, loop) and threshold decoding (Fast-dLLM); gen-PPL under the project's AR model and "
+              "SmolLM2, entropy, repeats (scales: test, cpu)")
     p = sub.add_parser("experiment", help="re-run one of the papers' comparisons over seeds, with 95%% intervals",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train every variant of a comparison with the same budget for several seeds, evaluate them on the "
                                    "same validation sequences, and write a Markdown + JSON table with 95% intervals over seeds and "
                                    "a verdict per paper trend. An interrupted experiment resumes.\n\nexperiments:\n" + lines)
-    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}, samplers")
     p.add_argument("--scale", default="cpu", help=f"budget: {', '.join(SCALES)} (default: cpu, minutes per variant on 2 cores; gpu is bigger)")
     p.add_argument("--seeds", type=_positive_int, help="seeds per variant (default: 3)")
     p.add_argument("--out", type=Path, help="output folder (default: experiments/NAME-SCALE)")
@@ -306,9 +315,10 @@ def cmd_sample(args) -> int:
     if args.temperature != 1.0 or args.top_p != 1.0:
         kwargs.update(temperature=args.temperature, top_p=args.top_p)
     if args.grid != "uniform":
-        if args.sampler == "first-hitting":
-            raise MaskdiffError("the first-hitting sampler has no time grid; leave out --grid")
+        if args.sampler in ("first-hitting", "threshold"):
+            raise MaskdiffError(f"the {args.sampler} sampler has no time grid; leave out --grid")
         kwargs["grid"] = args.grid
+    kwargs.update(_sampler_options(args))
     callbacks = []
     recorder = None
     if args.visualize:
@@ -358,6 +368,25 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _sampler_options(args) -> dict:
+    """The options of the remasking and threshold samplers, refused with any other sampler."""
+    groups = {"remdm-": {"eta": "eta", "t_on": "t_on", "t_off": "t_off"},
+              "threshold": {"threshold": "threshold", "decode_block": "block_size", "kv_cache": "cache"}}
+    out = {}
+    for prefix, options in groups.items():
+        for flag, kwarg in options.items():
+            value = getattr(args, flag)
+            if value is None:
+                continue
+            if not args.sampler.startswith(prefix):
+                which = "the remdm-* samplers" if prefix == "remdm-" else "the threshold sampler"
+                raise MaskdiffError(f"--{flag.replace('_', '-')} applies to {which}, not to {args.sampler}")
+            if flag in ("t_on", "t_off") and args.sampler != "remdm-loop":
+                raise MaskdiffError(f"--{flag.replace('_', '-')} applies to remdm-loop, not to {args.sampler}")
+            out[kwarg] = value
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -379,8 +408,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from maskdiff.experiments import get_experiment, get_scale, run_experiment
+    from maskdiff.experiments import EXPERIMENTS, get_experiment, get_scale, run_experiment
 
+    if args.name not in EXPERIMENTS and args.name != "samplers":
+        raise MaskdiffError(f"unknown experiment {args.name!r}; choose one of: {', '.join(EXPERIMENTS)}, samplers")
+    if args.name == "samplers":
+        from maskdiff.sampler_comparison import get_sampler_scale, run_sampler_experiment
+
+        get_sampler_scale(args.scale)
+        run_sampler_experiment(args.scale, args.out, seeds=args.seeds, device=args.device)
+        return 0
     get_experiment(args.name), get_scale(args.scale)  # fail on a bad name before any work
     run_experiment(args.name, args.scale, args.out, seeds=args.seeds, device=args.device)
     return 0

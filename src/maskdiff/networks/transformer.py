@@ -26,9 +26,10 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:  # (..., L, D)
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:  # (..., L, D)
         """Rotate x (..., L, D), positions on the second-to-last axis, in float32 (the tables are float32),
-        returned in the dtype of x (bfloat16 under autocast).
+        returned in the dtype of x (bfloat16 under autocast). ``start``: the position of x's first row (a
+        window of a longer sequence).
 
         Each channel pair (x_{2i}, x_{2i+1}) turns by the angle of its position and frequency: as a complex
         number x_{2i} + j x_{2i+1} times cos + j sin, one elementwise product (and one in the backward pass)
@@ -36,7 +37,7 @@ class RotaryEmbedding(nn.Module):
         the rotation itself on a CPU.
         """
         L = x.shape[-2]
-        turn = torch.complex(self.cos[:L], self.sin[:L])  # (L, D/2)
+        turn = torch.complex(self.cos[start : start + L], self.sin[start : start + L])  # (L, D/2)
         pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (..., L, D/2)
         return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
 
@@ -103,26 +104,36 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
         self.adaln = nn.Linear(cond_dim, 6 * width) if adaln else None
 
-    def attention(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+    def attention(self, x: Tensor, attn_mask: Optional[Tensor] = None, kv: Optional[list] = None, start: int = 0) -> Tensor:
+        """kv: None (the plain call), an empty list (the call appends this layer's keys and values for the
+        whole sequence: a cache), or [(k, v)] of the whole sequence (x is the window at positions
+        start .. start + W - 1; its fresh keys and values replace the cached ones there)."""
         B, L, W = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (3, B, H, L, D)
         qk, v = qkv.split([2, 1])  # a split, not two slices: its backward is one concatenation, not two zero-filled copies
-        q, k = self.rotary(qk)  # q and k rotated in one product, each contiguous (B, H, L, D)
+        q, k = self.rotary(qk, start)  # q and k rotated in one product, each contiguous (B, H, L, D)
         v = v.squeeze(0)
+        if kv is not None and kv:
+            k_all, v_all = kv[0]
+            k = torch.cat([k_all[:, :, :start], k, k_all[:, :, start + L :]], dim=2)
+            v = torch.cat([v_all[:, :, :start], v, v_all[:, :, start + L :]], dim=2)
+        elif kv is not None:
+            kv.append((k, v))
         drop = self.dropout if self.training else 0.0
         if attn_mask is not None and self.causal:
             attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=self.causal and attn_mask is None)
         return self.proj(out.transpose(1, 2).reshape(B, L, W))
 
-    def forward(self, x: Tensor, cond: Optional[Tensor], attn_mask: Optional[Tensor] = None, keep: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Optional[Tensor], attn_mask: Optional[Tensor] = None, kv: Optional[list] = None,
+                start: int = 0, keep: Optional[Tensor] = None) -> Tensor:
         if self.mix is not None:
             x = self.mix(x, keep)
         if self.adaln is None:
-            x = x + self.attention(self.norm1(x), attn_mask)
+            x = x + self.attention(self.norm1(x), attn_mask, kv, start)
             return x + self.mlp(self.norm2(x))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).chunk(6, dim=-1)
-        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1), attn_mask)
+        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1), attn_mask, kv, start)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -241,12 +252,47 @@ class DiT(nn.Module):
                 keys = torch.cat([torch.ones_like(keys[:, :1]), keys], dim=1)  # the class token is always seen
             attn_mask = keys[:, None, None, :]  # (B, 1, 1, L): True = may attend
         for block in self.blocks:
-            x = block(x, cond, attn_mask, keys)
+            x = block(x, cond, attn_mask, keep=keys)
         x = self.norm_out(x)
         if self.adaln_out is not None:
             shift, scale = self.adaln_out(cond).chunk(2, dim=-1)  # (B, W) each
             x = modulate(x, shift, scale)
         return x if self.class_embed is None else x[:, 1:]
+
+    def cached_forward(self, tokens: Tensor, t: Optional[Tensor] = None, *, start: int = 0,
+                       cache: Optional[list] = None):
+        """Logits with a key/value cache (Fast-dLLM's prefix and dual caches, Wu et al. 2025): (logits, cache).
+
+        cache None: ``tokens`` (B, L) is the whole sequence; returns its logits (B, L, V) and every layer's
+        keys and values, [(k, v)] with k, v (B, H, L, D). cache given: ``tokens`` (B, W) is the window at
+        positions start .. start + W - 1; only its positions are computed, attending to their fresh keys and
+        values and to the cached ones elsewhere (stale where the sequence changed since: the approximation),
+        and the cache is returned unchanged. Bidirectional, unconditional networks only.
+        """
+        if self.class_embed is not None or any(b.causal for b in self.blocks):
+            raise ValueError("the key/value cache is for bidirectional networks without class conditioning")
+        if self.local_mixing:
+            raise ValueError("the key/value cache needs a network without local mixing (a window's edge positions would "
+                             "lose the neighbours it mixes in); sample without the cache")
+        if cache is None and start != 0:
+            raise ValueError("a call without a cache computes the whole sequence: start must be 0")
+        x = self.embed(tokens)
+        cond = None
+        if self.time_embed is not None:
+            if t is None:
+                raise ValueError("this network is time-conditioned: pass t")
+            cond = F.silu(self.time_embed(t))
+        fresh = []
+        for i, block in enumerate(self.blocks):
+            kv = [] if cache is None else [cache[i]]
+            x = block(x, cond, None, kv, start)
+            if cache is None:
+                fresh.append(kv[0])
+        x = self.norm_out(x)
+        if self.adaln_out is not None:
+            shift, scale = self.adaln_out(cond).chunk(2, dim=-1)
+            x = modulate(x, shift, scale)
+        return self.head(x), (fresh if cache is None else cache)
 
     def num_parameters(self, exclude_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -51,11 +51,15 @@ def nfe_counter(batch: int) -> Tensor:
     return torch.zeros(batch, dtype=torch.long, device="cpu")
 
 
-def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask_id: int, generator, *, last: bool) -> Tensor:
+def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask_id: int, generator, *, last: bool,
+                 sigma: float = 0.0) -> Tensor:
     """One ancestral step x_t -> x_s of the model's reverse process (MDLM eq. 7), rows of ``x`` only.
 
     x: (B, L); log_mu: (B, L, V). A masked position becomes v with probability
     mu_v (alpha_s - alpha_t)/(1 - alpha_t) and stays masked with probability (1 - alpha_s)/(1 - alpha_t).
+    ``sigma``: ReMDM's remasking probability (sampling/remasking.py), which raises the chance to unmask to
+    (alpha_s - (1 - sigma) alpha_t)/(1 - alpha_t); only the masked positions are drawn here, the
+    remasking of unmasked ones is the caller's. sigma = 0 (the default) is MDLM's step, draw for draw.
     The draw over these V + 1 outcomes is one inverse-CDF draw with a float64 uniform u per masked
     position: u below the stay probability keeps the mask; otherwise the rescaled u picks v from the
     float64 cumulative sum of mu. The CDF is only built (and log_mu only read) at the positions that
@@ -67,7 +71,7 @@ def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask
         return x
     n = int(masked.sum())
     u = uniform(n, generator, x.device)
-    p_stay = 0.0 if last else (1.0 - alpha_s) / (1.0 - alpha_t)
+    p_stay = 0.0 if last else (1.0 - alpha_s - sigma * alpha_t) / (1.0 - alpha_t)
     unmask = u >= p_stay
     if not bool(unmask.any()):
         return x
