@@ -270,3 +270,29 @@ def test_block_sampler_rejects_a_bad_window():
         block_sample(d, get_schedule("linear"), 2, 10, steps=4, window=4, context=3)
     with pytest.raises(MaskdiffError, match="shorter than one block"):
         block_sample(d, get_schedule("linear"), 2, 10, steps=4, window=1)
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_cli_block_trains_evaluates_and_samples_any_length_with_and_without_the_cache(tmp_path):
+    from helpers import MICRO_FLAGS, assert_clean_error, run_cli
+
+    run = tmp_path / "bd3"
+    proc = run_cli("train", "--run-dir", run, "--steps", "3", "--objective", "block", "--block-size", "8",
+                   "--mask-rate-min", "0.2", "--mask-rate-max", "0.9", *MICRO_FLAGS)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("eval", run, "--limit", "3", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "BPC <= " in proc.stdout and "block NELBO (L' = 8)" in proc.stdout
+    outs = []
+    for extra in ([], ["--no-kv-cache"]):
+        proc = run_cli("sample", run, "--num", "2", "--length", "80", "--steps", "4", "--prompt", "the ", "--no-progress",
+                       "--out", tmp_path / f"s{len(extra)}.txt", *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert "block sampler, 4 steps" in proc.stdout
+        outs.append((tmp_path / f"s{len(extra)}.txt").read_text())
+    texts = outs[0].split("\n\n")
+    assert outs[0] == outs[1] and len(texts) == 2 and all(len(t.strip("\n")) == 80 and t.startswith("the ") for t in texts)
+    masked = tmp_path / "md"
+    assert run_cli("train", "--run-dir", masked, "--steps", "1", *MICRO_FLAGS).returncode == 0
+    assert_clean_error(run_cli("sample", masked, "--num", "1", "--no-kv-cache", "--no-progress"), "block diffusion models")

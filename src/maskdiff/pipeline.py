@@ -216,6 +216,8 @@ class Pipeline:
         L = self.config.data.length
         gen = torch.Generator(device=self.device).manual_seed(seed)
         sampler_kwargs["device"] = self.device
+        if "kv_cache" in sampler_kwargs and not self.objective.any_length:
+            raise MaskdiffError(f"the key-value cache switch applies to block diffusion models, not to a {self.kind} model")
         if self.objective.samples_with is not None:  # SEDD's network read as a softmax samples as masked diffusion
             return self._sample_other(num, length, steps, sampler, gen, prompt, template, block, progress, **sampler_kwargs)
         fn = get_sampler(sampler)
@@ -254,8 +256,6 @@ class Pipeline:
             raise MaskdiffError(f"a {self.kind} model samples with its own sampler ({own}); leave out --sampler")
         if template is not None or block is not None or kwargs.get("grid", "uniform") != "uniform":
             raise MaskdiffError(f"templates, blocks and grids apply to masked diffusion models, not to a {self.kind} model")
-        if "kv_cache" in kwargs and not self.objective.any_length:
-            raise MaskdiffError(f"the key-value cache switch applies to block diffusion models, not to a {self.kind} model")
         L = self.config.data.length
         length = length or L
         if self.objective.any_length:
