@@ -24,6 +24,7 @@ VARIANTS = {
     "sedd": dict(objective="sedd"),
     "no-carry-over": dict(discrete_steps=50, carry_over=False),
     "no-zero-mask": dict(discrete_steps=50, zero_mask=False),
+    "block": dict(objective="block", block_size=4),
 }
 
 
@@ -136,6 +137,11 @@ def test_cli_ar_and_genmd4(tmp_path):
     (["--objective", "ar", "--no-zero-mask", "--discrete-steps", "10"], "masked objective only"),
     (["--objective", "genmd4", "--discrete-steps", "10"], "continuous time"),
     (["--objective", "sedd", "--discrete-steps", "10"], "continuous time"),
+    (["--objective", "block"], "--block-size N"),
+    (["--objective", "block", "--block-size", "5"], "must divide the sequence length 32"),
+    (["--block-size", "4"], "settings of the block objective"),
+    (["--objective", "block", "--block-size", "4", "--mask-rate-min", "0.9", "--mask-rate-max", "0.5"], "0 <= low < high <= 1"),
+    (["--objective", "block", "--block-size", "4", "--time-conditioned"], "not time-conditioned"),
 ])
 def test_bad_objective_flags(tmp_path, flags, needle):
     assert_clean_error(run_cli("train", "--run-dir", tmp_path / "r", *flags, *MICRO_FLAGS), needle)

@@ -9,7 +9,7 @@ from maskdiff.errors import MaskdiffError
 
 MODALITIES = ("text", "dna", "image")  # the keys of maskdiff.modalities.MODALITIES (a test checks it)
 TOKENIZERS = ("text8", "chars", "bytes", "gpt2", "bert")
-OBJECTIVES = ("masked", "genmd4", "sedd", "ar")  # the keys of maskdiff.objectives.OBJECTIVES (a test checks it)
+OBJECTIVES = ("masked", "genmd4", "sedd", "ar", "block")  # the keys of maskdiff.objectives.OBJECTIVES (a test checks it)
 TIME_SAMPLERS = ("uniform", "importance")  # maskdiff.loss.TIME_SAMPLERS (a test checks it)
 INITS = ("default", "gpt2")  # maskdiff.networks.transformer.INITS (a test checks it)
 PRECISIONS = ("fp32", "bf16")  # train.precision
@@ -78,8 +78,9 @@ class DataConfig:
 class DiffusionConfig:
     objective: str = "masked"
     """'masked' (MD4/MDLM masked diffusion), 'genmd4' (learnable per-token schedule, MD4 Sec. 5),
-    'sedd' (SEDD's score-entropy loss, the papers' baseline) or 'ar' (the autoregressive baseline on
-    the same transformer with causal attention)."""
+    'sedd' (SEDD's score-entropy loss, the papers' baseline), 'ar' (the autoregressive baseline on
+    the same transformer with causal attention) or 'block' (block diffusion, BD3-LM: masked diffusion
+    within blocks of block_size tokens, each conditioned on the clean blocks before it)."""
     schedule: str = "linear"
     """Masking schedule: linear, loglinear, polynomial, geometric, cosine, mdlm-cosine."""
     schedule_args: Dict[str, float] = field(default_factory=dict)
@@ -99,6 +100,15 @@ class DiffusionConfig:
     """SUBS carry-over unmasking. Off (MDLM's ablation): the full per-position KL, discrete time only."""
     zero_mask: bool = True
     """SUBS zero masking probability. Off (MDLM's ablation): the network also predicts the mask."""
+    block_size: int = 0
+    """Block objective: the block length L' (a divisor of the sequence length). 1 is an autoregressive
+    model, the sequence length is masked diffusion (BD3-LM, Arriola et al. 2025). 0 for other objectives."""
+    mask_rate_min: float = 0.0
+    """Block objective, training only: the low end of BD3-LM's clipped mask-rate interval. The masked
+    fraction of each block is drawn uniform on [mask_rate_min, mask_rate_max] (a lower-variance loss that
+    is not a bound; evaluation always takes the whole interval). [0, 1]: the NELBO itself."""
+    mask_rate_max: float = 1.0
+    """Block objective, training only: the high end of the clipped mask-rate interval (see mask_rate_min)."""
     genmd4_samples: int = 2
     """GenMD4: draws of x_t per sequence for the REINFORCE leave-one-out gradient (1: no baseline)."""
 

@@ -261,6 +261,66 @@ class CausalLM(nn.Module):
         return torch.log_softmax(logits, dim=-1)
 
 
+class BlockDenoiser(nn.Module):
+    """Block diffusion's denoiser (BD3-LM, Arriola et al. 2025; docs/math.md#block): SUBS over a network
+    with a two-stream mode (``two_stream``, ``extend_cache``, ``cached_logits``, as
+    :class:`~maskdiff.networks.transformer.DiT` with ``block_size``).
+
+    The sequence is cut into blocks of ``block_size`` L' tokens; position n of block b is denoised from
+    the noisy tokens of block b and the clean tokens of the blocks before it, so
+
+    * ``denoise(x_t, x0) -> log mu`` (B, L, V): every block at once (training, evaluation), the output at
+      block b depending only on x_t of block b and x0 of blocks < b;
+    * ``extend(cache, clean, start)``, ``block_log_probs(x_block, cache, start)`` and ``cache_rows(cache,
+      rows)``: the same outputs one block at a time from a cache of the finished blocks (sampling).
+      ``start`` is the position of the block's first token, the number of tokens the cache holds.
+
+    Zero masking probability and carry-over as :class:`SUBSDenoiser`. Not time-conditioned: t is not an
+    argument (each block has its own t in training, and the network ignores it).
+    """
+
+    time_independent = True
+
+    def __init__(self, network: nn.Module, vocab_size: int, block_size: int, *, max_length: Optional[int] = None,
+                 check_inputs: bool = True):
+        super().__init__()
+        if block_size < 1:
+            raise MaskdiffError(f"block_size must be at least 1, got {block_size}")
+        self.network = network
+        self.vocab_size = vocab_size
+        self.mask_id = vocab_size
+        self.block_size = block_size
+        self.max_length = max_length
+        self.check_inputs = check_inputs
+
+    def _log_mu(self, logits: Tensor, x_t: Tensor) -> Tensor:
+        log_mu = torch.log_softmax(logits[..., : self.vocab_size].float(), dim=-1)
+        return carry_over(log_mu, x_t, self.mask_id)
+
+    def forward(self, x_t: Tensor, x0: Tensor) -> Tensor:
+        if self.check_inputs:
+            check_tokens(x_t, self.vocab_size, allow_mask=True, max_length=self.max_length)
+            check_tokens(x0, self.vocab_size, allow_mask=False, max_length=self.max_length)
+            if x0.shape != x_t.shape:
+                raise MaskdiffError(f"x_t and x0 must have the same shape, got {tuple(x_t.shape)} and {tuple(x0.shape)}")
+        return self._log_mu(self.network.two_stream(x_t, x0), x_t)
+
+    def extend(self, cache, clean: Tensor, start: int):
+        """The cache with the clean tokens (B, n) at positions start.. appended (one network call)."""
+        return self.network.extend_cache(cache, clean, start)
+
+    def block_log_probs(self, x_block: Tensor, cache, start: int) -> Tensor:
+        """log mu (B, n, V) of a noisy block at positions start..start+n-1 given the cached blocks before it."""
+        if self.max_length is not None and start + x_block.shape[1] > self.max_length:
+            raise MaskdiffError(f"positions up to {start + x_block.shape[1]} exceed the model's maximum length {self.max_length}")
+        return self._log_mu(self.network.cached_logits(cache, x_block, start), x_block)
+
+    @staticmethod
+    def cache_rows(cache, rows: Tensor):
+        """The cache of the given batch rows."""
+        return None if cache is None else [(k[rows], v[rows]) for k, v in cache]
+
+
 class FunctionDenoiser:
     """A plain function ``fn(x_t, t) -> log mu`` with the two attributes the samplers read."""
 

@@ -216,6 +216,8 @@ class Pipeline:
         L = self.config.data.length
         gen = torch.Generator(device=self.device).manual_seed(seed)
         sampler_kwargs["device"] = self.device
+        if "kv_cache" in sampler_kwargs and not self.objective.any_length:
+            raise MaskdiffError(f"the key-value cache switch applies to block diffusion models, not to a {self.kind} model")
         if self.objective.samples_with is not None:  # SEDD's network read as a softmax samples as masked diffusion
             return self._sample_other(num, length, steps, sampler, gen, prompt, template, block, progress, **sampler_kwargs)
         fn = get_sampler(sampler)
@@ -245,7 +247,8 @@ class Pipeline:
         return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, sampler, steps)
 
     def _sample_other(self, num, length, steps, sampler, gen, prompt, template, block, progress, **kwargs) -> Samples:
-        """GenMD4 (its own sampler, MD4 Sec. 5) and the autoregressive baseline (left to right)."""
+        """GenMD4 (its own sampler, MD4 Sec. 5), the autoregressive baseline (left to right) and block
+        diffusion (block by block, any length, stopping at the tokenizer's end-of-text token)."""
         from maskdiff.sampling.conditioning import prompt_state
 
         own = self.objective.samples_with
@@ -255,7 +258,9 @@ class Pipeline:
             raise MaskdiffError(f"templates, blocks and grids apply to masked diffusion models, not to a {self.kind} model")
         L = self.config.data.length
         length = length or L
-        if length > L:
+        if self.objective.any_length:
+            kwargs["eos_id"] = getattr(self.tokenizer, "eos_id", None)
+        elif length > L:
             raise MaskdiffError(f"a {self.kind} model samples at most its training length {L}")
         prefix = self.tokenizer.encode(prompt) if prompt else None
         if prefix is not None and prefix.numel() >= length:
@@ -263,7 +268,10 @@ class Pipeline:
         x_init = prompt_state(prefix, length, self.tokenizer.mask_id, num) if prefix is not None else None
         out = self.objective.own_sample((num, length), steps=steps, generator=gen, x_init=x_init, progress=progress, **kwargs)
         tokens = out.tokens.cpu()
-        return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, own, out.steps)
+        lengths = out.extra.get("lengths")  # block diffusion: each sample up to and including its end-of-text token
+        texts = (self.tokenizer.decode_batch(tokens) if lengths is None
+                 else [self.tokenizer.decode(row[: int(n)]) for row, n in zip(tokens, lengths)])
+        return Samples(tokens, texts, out.nfe, out.seconds, own, out.steps)
 
 
 def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = True, device: str = "cpu") -> Pipeline:

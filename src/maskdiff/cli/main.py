@@ -21,6 +21,7 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff data list                                     corpora and vocabularies, installed or not
   maskdiff zero-shot runs/a runs/b                       PPL bounds of runs on held-out corpora
   maskdiff experiment subs                               a paper comparison over 3 seeds, with verdicts
+  maskdiff train --objective block --block-size 4        block diffusion (BD3-LM); sample it at any length
   torchrun --nproc_per_node 8 -m maskdiff.cli train ...  the same trainer on several processes (DDP / FSDP2)
 
   DNA:    maskdiff train --preset dna; maskdiff eval runs/dna --probe       (bits per base, genome probe)
@@ -84,6 +85,9 @@ TRAIN_OVERRIDES = [
     ("--schedule", "diffusion", "schedule", str),
     ("--time-sampler", "diffusion", "time_sampler", str),
     ("--genmd4-samples", "diffusion", "genmd4_samples", _positive_int),
+    ("--block-size", "diffusion", "block_size", _positive_int),
+    ("--mask-rate-min", "diffusion", "mask_rate_min", _unit_float),
+    ("--mask-rate-max", "diffusion", "mask_rate_max", _number(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")),
     ("--t-min", "diffusion", "t_min", _unit_float),
     ("--discrete-steps", "diffusion", "discrete_steps", _nonneg_int),
     ("--corpus", "data", "corpus", str),
@@ -144,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description="Draw samples and print them; they are also saved under RUN_DIR/samples/. Samplers: ancestral (the T-step chain), cached (the same law, reuses the network output while a sample is unchanged: at most min(T, L) calls), mean (MD4's two-stage draw, same law), greedy (argmax values, biased), first-hitting (exact, no grid, exactly L calls), confidence (MaskGIT / LLaDA, biased), remdm-cap / remdm-rescale / remdm-conf / remdm-loop (ReMDM's remasking: tokens may be masked again and redrawn; same forward marginals; --eta, --t-on, --t-off), threshold (Fast-dLLM's parallel decoding: fills every position whose confidence exceeds --threshold, at least one per call; --decode-block, --kv-cache).")
+    p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description="Draw samples and print them; they are also saved under RUN_DIR/samples/. Samplers: ancestral (the T-step chain), cached (the same law, reuses the network output while a sample is unchanged: at most min(T, L) calls), mean (MD4's two-stage draw, same law), greedy (argmax values, biased), first-hitting (exact, no grid, exactly L calls), confidence (MaskGIT / LLaDA, biased), remdm-cap / remdm-rescale / remdm-conf / remdm-loop (ReMDM's remasking: tokens may be masked again and redrawn; same forward marginals; --eta, --t-on, --t-off), threshold (Fast-dLLM's parallel decoding: fills every position whose confidence exceeds --threshold, at least one per call; --decode-block, --kv-cache). Block diffusion runs (--objective block) sample with their own sampler: block by block, --steps ancestral steps per block, with a key-value cache of the finished blocks, any --length, stopping at the end-of-text token where the tokenizer has one.")
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
     p.add_argument("--num", type=_positive_int, default=4, help="number of samples (default: 4)")
     p.add_argument("--length", type=_positive_int, help="tokens per sample (default: the training length L; longer is generated semi-autoregressively)")
@@ -169,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="file to write the samples to (default: RUN_DIR/samples/<time>.txt, or .png for images)")
     p.add_argument("--label", type=_nonneg_int, action="append", metavar="CLASS", help="image runs of a class-conditional model: the class of the samples (repeatable, cycled; default: every class in turn)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w: log mu = (1 + w) log mu(.|c) - w log mu(.|no class); 0 (default): the conditional model, -1: the unconditional one")
+    p.add_argument("--no-kv-cache", action="store_true", help="block diffusion runs: recompute the finished blocks at every network call instead of caching their keys and values (the same samples, slower; a check)")
     _weights_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -332,6 +337,8 @@ def cmd_sample(args) -> int:
         callbacks.append(TerminalView(pipe.tokenizer.decode, pipe.tokenizer.mask_id))
     if callbacks:
         kwargs["callback"] = lambda x: [cb(x) for cb in callbacks]
+    if args.no_kv_cache:
+        kwargs["kv_cache"] = False
     from maskdiff.modalities import get_modality
 
     if get_modality(pipe.config).renders_images or args.label or args.guidance:

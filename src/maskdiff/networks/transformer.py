@@ -4,12 +4,17 @@ Pre-norm blocks with rotary position embeddings, bidirectional attention through
 ``torch.nn.functional.scaled_dot_product_attention`` (causal for the autoregressive baseline), and
 optional adaLN time conditioning (shift, scale, gate per sub-layer from an embedding of t). Without
 time conditioning the blocks are plain pre-LayerNorm blocks and ``forward`` ignores t.
+
+With ``block_size`` set the same network also reads block diffusion's two-stream layout (BD3-LM,
+Arriola et al. 2025): :meth:`DiT.two_stream` runs on the concatenation of x_t and x_0 under the mask of
+:func:`block_diffusion_mask`, and :meth:`DiT.extend_cache` / :meth:`DiT.cached_logits` compute the same
+outputs block by block from a key-value cache of the finished blocks.
 Architecture only: no loss, no data, no config parsing.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +31,10 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor, start: int = 0) -> Tensor:  # (..., L, D)
+    def forward(self, x: Tensor, start: int = 0, positions: Optional[Tensor] = None) -> Tensor:  # (..., L, D)
         """Rotate x (..., L, D), positions on the second-to-last axis, in float32 (the tables are float32),
         returned in the dtype of x (bfloat16 under autocast). ``start``: the position of x's first row (a
-        window of a longer sequence).
+        window of a longer sequence); ``positions``: optional (L,) position of each row instead.
 
         Each channel pair (x_{2i}, x_{2i+1}) turns by the angle of its position and frequency: as a complex
         number x_{2i} + j x_{2i+1} times cos + j sin, one elementwise product (and one in the backward pass)
@@ -37,7 +42,10 @@ class RotaryEmbedding(nn.Module):
         the rotation itself on a CPU.
         """
         L = x.shape[-2]
-        turn = torch.complex(self.cos[start : start + L], self.sin[start : start + L])  # (L, D/2)
+        if positions is None:
+            turn = torch.complex(self.cos[start : start + L], self.sin[start : start + L])  # (L, D/2)
+        else:
+            turn = torch.complex(self.cos[positions], self.sin[positions])
         pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (..., L, D/2)
         return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
 
@@ -59,6 +67,26 @@ class TimestepEmbedding(nn.Module):
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1.0 + scale[:, None]) + shift[:, None]
+
+
+KV = Tuple[Tensor, Tensor]  # one layer's rotated keys and values, (B, H, P, D) each
+
+
+def block_diffusion_mask(length: int, block_size: int, device=None) -> Tensor:
+    """BD3-LM's attention mask over the two streams [x_t (L), x_0 (L)] (Arriola et al. 2025), (2L, 2L) bool,
+    True = query row may attend to key column. With b(n) = n // block_size the block of position n:
+
+    * x_t -> x_t: block-diagonal, b(key) = b(query) (the noisy tokens of the query's own block);
+    * x_t -> x_0: offset block-causal, b(key) < b(query) (the clean tokens of the finished blocks);
+    * x_0 -> x_0: block-causal, b(key) <= b(query) (so the clean stream is what a cache of the
+      finished blocks holds at sampling time);
+    * x_0 -> x_t: never.
+    """
+    blocks = torch.arange(length, device=device) // block_size
+    q, k = blocks[:, None], blocks[None, :]
+    top = torch.cat([q == k, k < q], dim=1)  # x_t queries
+    bottom = torch.cat([torch.zeros_like(q == k), k <= q], dim=1)  # x_0 queries
+    return torch.cat([top, bottom], dim=0)
 
 
 class LocalMixing(nn.Module):
@@ -104,14 +132,18 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
         self.adaln = nn.Linear(cond_dim, 6 * width) if adaln else None
 
-    def attention(self, x: Tensor, attn_mask: Optional[Tensor] = None, kv: Optional[list] = None, start: int = 0) -> Tensor:
+    def attention(self, x: Tensor, attn_mask: Optional[Tensor] = None, kv: Optional[list] = None, start: int = 0, *,
+                  positions: Optional[Tensor] = None, past: Optional[KV] = None, kv_out: Optional[List[KV]] = None) -> Tensor:
         """kv: None (the plain call), an empty list (the call appends this layer's keys and values for the
         whole sequence: a cache), or [(k, v)] of the whole sequence (x is the window at positions
-        start .. start + W - 1; its fresh keys and values replace the cached ones there)."""
+        start .. start + W - 1; its fresh keys and values replace the cached ones there).
+        Block diffusion: positions: (L,) rotary positions of x's rows; past: cached (keys, values)
+        (B, H, P, D), already rotated, that the rows of x attend to before their own; kv_out: receives this
+        call's own rotated (keys, values) (B, H, L, D)."""
         B, L, W = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (3, B, H, L, D)
         qk, v = qkv.split([2, 1])  # a split, not two slices: its backward is one concatenation, not two zero-filled copies
-        q, k = self.rotary(qk, start)  # q and k rotated in one product, each contiguous (B, H, L, D)
+        q, k = self.rotary(qk, start, positions)  # q and k rotated in one product, each contiguous (B, H, L, D)
         v = v.squeeze(0)
         if kv is not None and kv:
             k_all, v_all = kv[0]
@@ -119,6 +151,10 @@ class Block(nn.Module):
             v = torch.cat([v_all[:, :, :start], v, v_all[:, :, start + L :]], dim=2)
         elif kv is not None:
             kv.append((k, v))
+        if kv_out is not None:
+            kv_out.append((k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, P + L, D)
         drop = self.dropout if self.training else 0.0
         if attn_mask is not None and self.causal:
             attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
@@ -126,14 +162,15 @@ class Block(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, L, W))
 
     def forward(self, x: Tensor, cond: Optional[Tensor], attn_mask: Optional[Tensor] = None, kv: Optional[list] = None,
-                start: int = 0, keep: Optional[Tensor] = None) -> Tensor:
+                start: int = 0, keep: Optional[Tensor] = None, **block_kv) -> Tensor:
+        """block_kv: ``positions``, ``past`` and ``kv_out`` of :meth:`attention` (block diffusion's two streams and cache)."""
         if self.mix is not None:
             x = self.mix(x, keep)
         if self.adaln is None:
-            x = x + self.attention(self.norm1(x), attn_mask, kv, start)
+            x = x + self.attention(self.norm1(x), attn_mask, kv, start, **block_kv)
             return x + self.mlp(self.norm2(x))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).chunk(6, dim=-1)
-        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1), attn_mask, kv, start)
+        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1), attn_mask, kv, start, **block_kv)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -153,6 +190,9 @@ class DiT(nn.Module):
         ``forward`` gets no labels.
     local_mixing: kernel size (odd) of a depthwise convolution over positions at the start of every
         block (``LocalMixing``); 0 = none.
+    block_size: > 0 for block diffusion (BD3-LM): the block length L' that :meth:`two_stream`,
+        :meth:`extend_cache` and :meth:`cached_logits` use (neither time nor class conditioning, nor local
+        mixing, which would mix the two streams and the blocks).
     """
 
     def __init__(
@@ -171,8 +211,14 @@ class DiT(nn.Module):
         num_classes: int = 0,
         init: str = "default",
         local_mixing: int = 0,
+        block_size: int = 0,
     ):
         super().__init__()
+        if block_size and (time_conditioned or num_classes or causal):
+            raise ValueError("a block-diffusion network (block_size > 0) takes neither time, classes nor causal attention")
+        if block_size and local_mixing:
+            raise ValueError("a block-diffusion network (block_size > 0) has no local mixing: it would mix the two streams")
+        self.block_size = block_size
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
         self.init = init
@@ -293,6 +339,55 @@ class DiT(nn.Module):
             shift, scale = self.adaln_out(cond).chunk(2, dim=-1)
             x = modulate(x, shift, scale)
         return self.head(x), (fresh if cache is None else cache)
+
+    # --- block diffusion (BD3-LM): two streams in training, a key-value cache in sampling ----------------
+    def _check_block_mode(self) -> None:
+        if not self.block_size:
+            raise ValueError("this network was built without block_size; it has no block-diffusion mode")
+
+    def two_stream(self, x_t: Tensor, x0: Tensor) -> Tensor:
+        """Logits (B, L, V) at the x_t positions, from one pass over [x_t, x_0] (B, 2L) under
+        :func:`block_diffusion_mask`: position n of block b sees x_t of block b and x_0 of blocks < b.
+        Both streams carry the positions 0..L-1."""
+        self._check_block_mode()
+        L = x_t.shape[1]
+        positions = torch.arange(L, device=x_t.device).repeat(2)
+        mask = block_diffusion_mask(L, self.block_size, x_t.device)
+        x = self.embed(torch.cat([x_t, x0], dim=1))  # (B, 2L, W)
+        for block in self.blocks:
+            x = block(x, None, mask, positions=positions)
+        return self.head(self.norm_out(x[:, :L]))
+
+    def extend_cache(self, cache: Optional[List[KV]], tokens: Tensor, start: int) -> List[KV]:
+        """The cache with the clean tokens (B, n) at positions start..start+n-1 appended: each layer's keys
+        and values of the x_0 stream, the tokens attending to the cache and to each other block-causally
+        (start a multiple of block_size)."""
+        self._check_block_mode()
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        mask = None
+        if tokens.shape[1] > self.block_size:  # several blocks at once: block-causal among them, every cached key seen
+            blocks = positions // self.block_size
+            own_keys = blocks[None, :] <= blocks[:, None]
+            mask = own_keys if cache is None else torch.cat([own_keys.new_ones((len(blocks), cache[0][0].shape[2])), own_keys], 1)
+        x = self.embed(tokens)
+        out: List[KV] = []
+        for i, block in enumerate(self.blocks):
+            own: List[KV] = []
+            past = None if cache is None else cache[i]
+            x = block(x, None, mask, positions=positions, past=past, kv_out=own)
+            k, v = own[0]
+            out.append((k, v) if past is None else (torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)))
+        return out
+
+    def cached_logits(self, cache: Optional[List[KV]], x_t: Tensor, start: int) -> Tensor:
+        """Logits (B, n, V) of one noisy block x_t (B, n) at positions start..start+n-1: it attends to
+        itself and to the cached clean tokens before it, the x_t rows of :meth:`two_stream`."""
+        self._check_block_mode()
+        positions = torch.arange(start, start + x_t.shape[1], device=x_t.device)
+        x = self.embed(x_t)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None, None, positions=positions, past=None if cache is None else cache[i])
+        return self.head(self.norm_out(x))
 
     def num_parameters(self, exclude_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

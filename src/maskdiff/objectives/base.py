@@ -31,7 +31,9 @@ def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective
         output_mask_logit=objective.predicts_mask(config),
         num_classes=m.num_classes,
         init=m.init,
-        local_mixing=m.local_mixing,
+        # a block-diffusion network has no local mixing: it would mix the two streams and the blocks
+        local_mixing=0 if objective.block_network else m.local_mixing,
+        block_size=config.diffusion.block_size if objective.block_network else 0,
     )
 
 
@@ -63,6 +65,13 @@ class Objective:
     """Class-conditional training (model.num_classes) is supported."""
     learns_schedule = False
     """The masking schedule is trained with the network (GenMD4's per-token exponents)."""
+    block_network = False
+    """The network runs in block diffusion's two-stream mode (diffusion.block_size, BD3-LM)."""
+    streams = 1
+    """Copies of the sequence the network reads per training example (block diffusion's x_t and x_0: 2),
+    for the FLOPs of a run."""
+    any_length = False
+    """Samples of any length, stopping at the tokenizer's end-of-text token where it has one."""
     samples_with: Optional[str] = None
     """None: every masked-diffusion sampler applies; otherwise the name of the objective's own sampler
     (run by :meth:`own_sample`)."""
@@ -96,6 +105,8 @@ class Objective:
                                     "set discrete_steps, e.g. --discrete-steps 1000 as MDLM")
         if m.num_classes and (not cls.class_conditional or ablated):
             raise MaskdiffError("class-conditional training (num_classes) works with the masked objective and SUBS only")
+        if not cls.block_network and (dc.block_size or (dc.mask_rate_min, dc.mask_rate_max) != (0.0, 1.0)):
+            raise MaskdiffError("block_size and the clipped mask rates are settings of the block objective (--objective block)")
         if cls.continuous_time_only and dc.discrete_steps:
             raise MaskdiffError(f"{cls.name} trains in continuous time; set discrete_steps to 0")
 
