@@ -20,7 +20,7 @@ LAYERS = {
     "data": (["maskdiff.data"], ["errors", "io"]),
     "modalities": (["maskdiff.modalities"], ["errors", "config", "math", "data"]),
     "objectives": (["maskdiff.objectives"], ["errors", "config", "math", "networks"]),
-    "model": (["maskdiff.pipeline", "maskdiff.validation"],
+    "model": (["maskdiff.pipeline", "maskdiff.validation", "maskdiff.pretrained", "maskdiff.convert"],
               ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives"]),
     "api": (["maskdiff"], ["errors", "math", "model"]),
     "train": (["maskdiff.train"], ["errors", "config", "math", "io", "data", "modalities", "objectives", "model"]),

@@ -95,6 +95,8 @@ TRAIN_OVERRIDES = [
     ("--depth", "model", "depth", _positive_int),
     ("--heads", "model", "heads", _positive_int),
     ("--init", "model", "init", str),
+    ("--backbone", "model", "backbone", str),
+    ("--pretrained", "model", "pretrained", str),
     ("--modality", "data", "modality", str),
     ("--levels", "data", "levels", _nonneg_int),
     ("--image-size", "data", "image_size", _nonneg_int),
@@ -214,7 +216,7 @@ def cmd_train(args) -> int:
     from maskdiff.config import RunConfig
     from maskdiff.presets import get_preset
     from maskdiff.train import train
-    from maskdiff.validation import validate_config
+    from maskdiff.validation import complete_backbone, validate_config
 
     if args.config:
         try:
@@ -239,6 +241,7 @@ def cmd_train(args) -> int:
         config.diffusion.zero_mask = False
     if args.masked_logits:
         config.model.masked_logits = True
+    complete_backbone(config)
     validate_config(config)
     run_dir = args.run_dir or Path("runs") / config.preset
     result = train(config, run_dir, progress=not args.no_progress)

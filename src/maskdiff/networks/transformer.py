@@ -207,6 +207,9 @@ class DiT(nn.Module):
             x = modulate(x, shift, scale)
         return x if self.class_embed is None else x[:, 1:]
 
+    def output_bias(self) -> nn.Parameter:
+        return self.head.bias
+
     def num_parameters(self, exclude_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n - self.embed.weight.numel() if exclude_embedding else n
