@@ -69,10 +69,11 @@ def resolve(name_or_path, revision: Optional[str] = None) -> Path:
 
 def write_pretrained(out, config: RunConfig, tokenizer, weights: Dict[str, Tensor], *, weights_kind: str,
                      step: Optional[int], evaluation: Optional[Dict[str, Any]] = None, source: str = "",
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, notes: Optional[list] = None) -> Path:
     """Write the folder (see the module docstring). ``weights``: the objective's flat state dict;
     ``weights_kind``: 'ema' or 'model'; ``evaluation``: the measured bound for the card (keys: summary,
-    split, corpus, sequences, tokens, passes, estimate); ``source``: where the weights came from."""
+    split, corpus, sequences, tokens, passes, estimate); ``source``: where the weights came from (a
+    converted checkpoint); ``notes``: lines for the card about the conversion."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -91,6 +92,7 @@ def write_pretrained(out, config: RunConfig, tokenizer, weights: Dict[str, Tenso
         "step": step,
         "source": source,
         "evaluation": evaluation,
+        "notes": list(notes or []),
         "maskdiff": config.to_dict(),
     }
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(out / WEIGHTS_FILE),
@@ -146,7 +148,8 @@ def model_card(config: RunConfig, tokenizer, meta: Dict[str, Any], n_params: int
                f"{m.hf_config.get('hidden_size', '?')} wide) whose own mask token is the absorbing state"
     else:
         arch = f"{'MDLM' if m.backbone == 'mdlm-dit' else 'maskdiff'}'s DiT, {m.depth} layers x {m.width} wide, {m.heads} heads"
-    started = f"initialised from `{m.pretrained}`" if m.pretrained else "trained from scratch"
+    started = f", initialised from `{m.pretrained}`" if m.pretrained else ("" if meta.get("source") else ", trained from scratch")
+    kind = {"ema": "EMA", "model": "raw"}.get(meta.get("weights"), meta.get("weights"))
     data = ("see the source" if meta.get("source") else
             f"corpus `{d.corpus}`, tokenizer `{d.tokenizer or d.form}`, {d.packing} packing, sequences of {d.length} tokens")
     ev = meta.get("evaluation")
@@ -160,13 +163,14 @@ def model_card(config: RunConfig, tokenizer, meta: Dict[str, Any], n_params: int
         "", f"# {name}", "",
         f"A masked diffusion model (MD4, Shi et al. 2024; MDLM, Sahoo et al. 2024) written by maskdiff: objective "
         f"`{dc.objective}`, schedule `{dc.schedule}`, {arch}; {n_params:,} parameters, "
-        f"{'EMA' if meta.get('weights') == 'ema' else 'raw'} weights"
-        + (f" of step {meta['step']}" if meta.get("step") is not None else "") + f", {started}."
+        f"{kind} weights"
+        + (f" of step {meta['step']}" if meta.get("step") is not None else "") + f"{started}."
         + (f" Converted from {meta['source']}." if meta.get("source") else ""), "",
         f"- Vocabulary: {tokenizer.vocab_size:,} tokens; maskdiff's mask token is id {tokenizer.vocab_size}.",
         f"- Time conditioning: {'yes' if m.time_conditioned else 'no (the cached sampler applies)'}.",
         f"- Training data: {data}.",
         f"- Measured: {measured}",
+        *[f"- Conversion: {n}." for n in meta.get("notes") or []],
         "", "## How to sample it", "",
         "```python", "import maskdiff", "",
         f'model = maskdiff.from_pretrained("{name}")          # a local folder, or owner/name on the hub',
