@@ -3,7 +3,7 @@ trained from scratch (MDLM fine-tunes BERT this way; Sahoo et al. 2024).
 
 Both runs are the ``minilm`` preset (all-MiniLM-L6-v2's BERT architecture, 6 x 384, Shakespeare in its
 WordPiece vocabulary, L = 64, lr 1e-4, MDLM objective with the linear schedule) at batch 8 (--batch-size)
-for 120 steps (--steps), a few minutes on 2 idle CPU cores; they differ only in the starting weights:
+for 80 steps (--steps), a few minutes on 2 idle CPU cores; they differ only in the starting weights:
 
     pretrained   the all-MiniLM-L6-v2 encoder (its masked-LM head, which the package does not ship,
                  starts fresh: the output layer is tied to the pretrained input embedding)
@@ -14,7 +14,7 @@ Each is evaluated before training (step 0) and after --steps steps (EMA weights)
 sequence. The result (NELBO per token, PPL bounds with 95% intervals, paired differences, samples,
 machine, commit) goes to benchmarks/results/pretrained_finetune_cpu_<time>.json, with a Markdown table.
 
-    python benchmarks/pretrained_finetune.py --steps 120 --batch-size 8 --eval-rows 128
+    python benchmarks/pretrained_finetune.py --steps 80 --batch-size 8 --eval-rows 128
 """
 from __future__ import annotations
 
@@ -78,10 +78,10 @@ def paired(a, b):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=120, help="training steps of each run (default: 120)")
+    parser.add_argument("--steps", type=int, default=80, help="training steps of each run (default: 80)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per step (default: 8; the preset's is 16)")
     parser.add_argument("--eval-rows", type=int, default=128, help="validation sequences of 64 tokens (default: 128)")
-    parser.add_argument("--passes", type=int, default=2, help="Monte-Carlo passes per sequence (default: 2)")
+    parser.add_argument("--passes", type=int, default=1, help="Monte-Carlo passes per sequence (default: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("runs/pretrained_finetune"), help="run directories (resumed if present)")
     parser.add_argument("--out", help="result JSON (default: benchmarks/results/pretrained_finetune_cpu_<time>.json)")
