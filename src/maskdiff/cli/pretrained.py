@@ -45,7 +45,7 @@ def add_pretrained_commands(sub, positive_int, device_arg) -> None:
                    "bytes, or a tokenizer folder; it must have exactly the checkpoint's tokens minus the mask")
     p.add_argument("--time-conditioned", action="store_true", help="the checkpoint was trained with MDLM's time conditioning "
                    "(sigma of the log-linear noise); mdlm-owt was not")
-    p.add_argument("--allow-pickle", action="store_true", help="read a pickle checkpoint (.ckpt) with torch.load(weights_only=True), "
+    p.add_argument("--allow-pickle", action="store_true", help="read a pickle checkpoint (.ckpt) with PyTorch's tensors-only loader (weights_only), "
                    "taking only the tensors of its state_dict; pickles can run code, so only for files you trust")
     p.add_argument("--overwrite", action="store_true", help="write into OUT even if it is not empty")
 
