@@ -58,7 +58,7 @@ def _transformers():
     try:
         import transformers
     except ImportError:
-        raise ImportError("a Hugging Face backbone needs transformers; pip install 'maskdiff[eval]'") from None
+        raise ImportError("a Hugging Face backbone needs transformers; pip install 'maskdiff[pretrained]'") from None
     return transformers
 
 
