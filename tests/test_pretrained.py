@@ -119,6 +119,17 @@ def test_cached_sampler_follows_the_exact_chain_law_through_bert(bert):
     assert chisquare(obs.numpy(), exp1.numpy() * float(obs.sum() / exp1.sum())).pvalue < 1e-6
 
 
+@pytest.mark.parametrize("sampler", ["ancestral", "cached", "mean", "greedy", "first-hitting", "confidence"])
+@torch.no_grad()
+def test_every_sampler_draws_real_tokens_through_bert(bert, sampler):
+    from maskdiff.sampling import SAMPLERS, get_sampler
+
+    assert set(SAMPLERS) >= {"ancestral", "cached", "mean", "greedy", "first-hitting", "confidence"}
+    _, den = bert
+    out = get_sampler(sampler)(den, get_schedule("linear"), (64, 5), steps=8, generator=torch.Generator().manual_seed(0))
+    assert out.tokens.shape == (64, 5) and bool((out.tokens < 3).all())  # neither [MASK] (3) nor maskdiff's mask (4)
+
+
 def tiny_hf_config(objective: str):
     cfg = micro_config()
     cfg.model.backbone, cfg.model.hf_config = "hf", dict(TINY_BERT)

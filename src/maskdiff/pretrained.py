@@ -138,7 +138,7 @@ def read_pretrained(folder) -> Tuple[RunConfig, Any, Dict[str, Tensor], Dict[str
 def model_card(config: RunConfig, tokenizer, meta: Dict[str, Any], n_params: int, name: str) -> str:
     """The README.md of a model folder: hub metadata in YAML front matter, then prose."""
     m, d, dc = config.model, config.data, config.diffusion
-    base = BASE_MODELS.get(m.pretrained) or (meta.get("source") if meta.get("source", "").count("/") == 1 else None)
+    base = BASE_MODELS.get(m.pretrained)
     front = ["---", "library_name: maskdiff", "tags:", "- masked-diffusion", "- mdlm", "- md4", "pipeline_tag: fill-mask"]
     if base:
         front.append(f"base_model: {base}")
