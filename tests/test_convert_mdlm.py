@@ -118,6 +118,7 @@ def test_converted_logits_equal_mdlm_forward(converted):
     assert torch.all(log_mu[~masked].argmax(-1) == x[~masked]) and torch.all(log_mu[~masked].max(-1).values == 0)
 
 
+@torch.no_grad()
 def test_time_conditioned_conversion_feeds_sigma(tmp_path):
     """--time-conditioned: the network sees sigma(t) = -log(1 - (1 - 1e-3) t) of MDLM's log-linear noise."""
     sd = mdlm_state_dict(seed=3)
