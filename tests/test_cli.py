@@ -7,7 +7,7 @@ import pytest
 from helpers import MICRO_FLAGS, run_cli
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["sample"], ["demo"], ["experiment"], ["exponents"], ["data"], ["data", "fetch"], ["zero-shot"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["sample"], ["demo"], ["experiment"], ["exponents"], ["data"], ["data", "fetch"], ["zero-shot"], ["export"], ["convert"]])
 def test_help_explains_every_command(command):
     """--help exits 0 and describes each flag (no flag without a help text)."""
     proc = run_cli(*command, "--help")

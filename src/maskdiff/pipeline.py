@@ -246,6 +246,32 @@ class Pipeline:
         tokens = out.tokens.cpu()
         return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, sampler, steps)
 
+    def generate(self, prompt: Optional[str] = None, *, infill: Optional[str] = None, num: int = 1, length: Optional[int] = None,
+                 steps: int = 256, sampler: str = "cached", seed: int = 0, **sampler_kwargs) -> List[str]:
+        """Text from the model: ``num`` strings.
+
+        prompt: the text continues it (the prompt's tokens stay fixed and come first in each string);
+        infill: a text with ``[N]`` spans, each filled with N tokens ("to be or [12] to be"); neither:
+        unconditional samples. length: tokens per sample (default the training length; longer is generated
+        semi-autoregressively). Any sampler (see maskdiff.sampling.SAMPLERS) and its keyword arguments
+        (temperature, top_p, grid) apply.
+        """
+        if prompt is not None and infill is not None:
+            raise MaskdiffError("give either a prompt or an infill template, not both")
+        if infill is not None and "[" not in infill:
+            raise MaskdiffError("an infill template needs [N] spans to fill, e.g. 'to be or [12] to be'")
+        out = self.sample(num, length=length, steps=steps, sampler=sampler, seed=seed, prompt=prompt, template=infill, **sampler_kwargs)
+        return out.texts
+
+    def save_pretrained(self, out, *, evaluation: Optional[dict] = None, overwrite: bool = False) -> Path:
+        """Write this model as a folder that Hugging Face tooling recognises (maskdiff.pretrained): config.json,
+        model.safetensors with the weights this pipeline holds (EMA when loaded with ema=True, the default),
+        the tokenizer and a model card. evaluation: the measured bound for the card (see ``maskdiff export``)."""
+        from maskdiff.pretrained import write_pretrained
+
+        return write_pretrained(out, self.config, self.tokenizer, self.objective.state_dict(), weights_kind=getattr(self, "weights", "model"),
+                                step=self.step, evaluation=evaluation, source=getattr(self, "source", ""), overwrite=overwrite)
+
     def _sample_other(self, num, length, steps, sampler, gen, prompt, template, block, progress, **kwargs) -> Samples:
         """GenMD4 (its own sampler, MD4 Sec. 5), the autoregressive baseline (left to right) and block
         diffusion (block by block, any length, stopping at the tokenizer's end-of-text token)."""
@@ -284,6 +310,12 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
 
     device = pick_device(device) if isinstance(device, str) and device in ("auto", "cpu", "cuda") else torch.device(device)  # fail first
     run_dir = Path(run_dir)
+    from maskdiff.pretrained import is_pretrained_folder
+
+    if is_pretrained_folder(run_dir):
+        if checkpoint is not None or not ema:
+            raise MaskdiffError(f"{run_dir} is a model folder with one set of weights; leave out the checkpoint and raw-weights choices")
+        return from_pretrained(run_dir, device=device)
     config = read_run_config(run_dir)
     tokenizer = read_tokenizer(run_dir)
     if checkpoint is None:
@@ -301,4 +333,20 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
     pipe = Pipeline(config, tokenizer, objective, path, device=device)
     pipe.step = state.get("step")
     pipe.weights = prefix
+    return pipe
+
+
+def from_pretrained(name_or_path, *, device: str = "cpu", revision: Optional[str] = None) -> Pipeline:
+    """Load a model folder written by :meth:`Pipeline.save_pretrained`, ``maskdiff export`` or ``maskdiff convert``:
+    a local folder (offline), or a hub name ``owner/name`` where a hub is reachable."""
+    from maskdiff.distributed import pick_device
+    from maskdiff.pretrained import read_pretrained, resolve
+
+    device = pick_device(device) if isinstance(device, str) and device in ("auto", "cpu", "cuda") else torch.device(device)
+    folder = resolve(name_or_path, revision)
+    config, tokenizer, tensors, meta = read_pretrained(folder)
+    objective = build_objective(config, tokenizer.vocab_size)
+    objective.load_state_dict(tensors, folder)
+    pipe = Pipeline(config, tokenizer, objective, None, device=device)
+    pipe.step, pipe.weights, pipe.source = meta.get("step"), meta.get("weights", "model"), meta.get("source", "")
     return pipe

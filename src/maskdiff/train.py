@@ -54,7 +54,7 @@ from maskdiff.loss import low_discrepancy_times
 from maskdiff.objectives import build_objective
 from maskdiff.pipeline import CONFIG_FILE, TOKENIZER_FILE, build_tokenizer, load_weights, read_run_config
 from maskdiff.modalities import training_source
-from maskdiff.validation import validate_config
+from maskdiff.validation import complete_backbone, validate_config
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -212,6 +212,7 @@ def train(
     stop_after: stop (with a checkpoint) once this step is reached, as if interrupted; for tests and
     for splitting a run across sessions.
     """
+    complete_backbone(config)  # a Hugging Face backbone named by model.pretrained: its config and tokenizer
     validate_config(config)
     run_dir = Path(run_dir)
     tc = config.train
@@ -251,6 +252,8 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
         load_weights(objective, tensors, "model", path)  # full weights, before any sharding
         opt_saved = (read_tensors(path / "optimizer.safetensors"), state["optimizer"])
         start = resumed_from = int(state["step"])
+    elif config.model.pretrained:
+        objective.init_from_pretrained(log=log if ctx.main else None)  # the same weights on every rank
     objective.to(ctx.device)
     set_fast_matmul(ctx.device)
     if use_compile(tc.compile, ctx.device):

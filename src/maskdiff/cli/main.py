@@ -22,6 +22,9 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff zero-shot runs/a runs/b                       PPL bounds of runs on held-out corpora
   maskdiff experiment subs                               a paper comparison over 3 seeds, with verdicts
   maskdiff train --objective block --block-size 4        block diffusion (BD3-LM); sample it at any length
+  maskdiff export runs/tiny out/tiny                     a model folder (safetensors, tokenizer, model card)
+  maskdiff convert mdlm mdlm-owt/ out/mdlm-owt           MDLM's released checkpoint as a maskdiff model folder
+  maskdiff train --preset minilm                         fine-tune a pretrained masked LM (all-MiniLM-L6-v2)
   torchrun --nproc_per_node 8 -m maskdiff.cli train ...  the same trainer on several processes (DDP / FSDP2)
 
   DNA:    maskdiff train --preset dna; maskdiff eval runs/dna --probe       (bits per base, genome probe)
@@ -100,6 +103,8 @@ TRAIN_OVERRIDES = [
     ("--heads", "model", "heads", _positive_int),
     ("--init", "model", "init", str),
     ("--local-mixing", "model", "local_mixing", _nonneg_int),
+    ("--backbone", "model", "backbone", str),
+    ("--pretrained", "model", "pretrained", str),
     ("--modality", "data", "modality", str),
     ("--levels", "data", "levels", _nonneg_int),
     ("--image-size", "data", "image_size", _nonneg_int),
@@ -132,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("eval", help="NELBO bound (BPC / PPL) of a split with a 95%% interval", description="Estimate the negative ELBO of every sequence of a split and report bits per character (an upper bound) with a 95% interval over sequences.")
-    p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
+    p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train, or a model folder (maskdiff export / convert)")
     p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
     p.add_argument("--corpus", help="evaluate on another corpus (zero-shot): shakespeare, linux-doc, python-doc, brown, wiki, a text file, a folder or hf:NAME (default: the run's)")
     p.add_argument("--passes", type=_positive_int, default=1, help="Monte-Carlo estimates per sequence, averaged (default: 1)")
@@ -149,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description="Draw samples and print them; they are also saved under RUN_DIR/samples/. Samplers: ancestral (the T-step chain), cached (the same law, reuses the network output while a sample is unchanged: at most min(T, L) calls), mean (MD4's two-stage draw, same law), greedy (argmax values, biased), first-hitting (exact, no grid, exactly L calls), confidence (MaskGIT / LLaDA, biased), remdm-cap / remdm-rescale / remdm-conf / remdm-loop (ReMDM's remasking: tokens may be masked again and redrawn; same forward marginals; --eta, --t-on, --t-off), threshold (Fast-dLLM's parallel decoding: fills every position whose confidence exceeds --threshold, at least one per call; --decode-block, --kv-cache). Block diffusion runs (--objective block) sample with their own sampler: block by block, --steps ancestral steps per block, with a key-value cache of the finished blocks, any --length, stopping at the end-of-text token where the tokenizer has one.")
-    p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train")
+    p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train, or a model folder (maskdiff export / convert)")
     p.add_argument("--num", type=_positive_int, default=4, help="number of samples (default: 4)")
     p.add_argument("--length", type=_positive_int, help="tokens per sample (default: the training length L; longer is generated semi-autoregressively)")
     p.add_argument("--block", type=_positive_int, help="semi-autoregressive block size for lengths beyond L (default: L/4)")
@@ -205,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_text_commands(sub, _positive_int, _device_arg)
 
+    from maskdiff.cli.pretrained import add_pretrained_commands
+
+    add_pretrained_commands(sub, _positive_int, _device_arg)
+
     p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir) for a time budget: the machine's throughput is measured on the first steps and the run sized to fit. Then report validation BPC with a 95% interval beside the unigram baseline, print samples from the EMA weights and draw the learning curve (learning_curve.png in the run directory).")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
     p.add_argument("--budget", type=_positive_float, default=180.0, help="seconds of training a new run is sized to (default: 180)")
@@ -229,7 +238,7 @@ def cmd_train(args) -> int:
     from maskdiff.config import RunConfig
     from maskdiff.presets import get_preset
     from maskdiff.train import train
-    from maskdiff.validation import validate_config
+    from maskdiff.validation import complete_backbone, validate_config
 
     if args.config:
         try:
@@ -254,6 +263,7 @@ def cmd_train(args) -> int:
         config.diffusion.zero_mask = False
     if args.masked_logits:
         config.model.masked_logits = True
+    complete_backbone(config)
     validate_config(config)
     run_dir = args.run_dir or Path("runs") / config.preset
     result = train(config, run_dir, progress=not args.no_progress)
@@ -400,10 +410,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from maskdiff.cli.pretrained import PRETRAINED_HANDLERS
     from maskdiff.cli.text import TEXT_HANDLERS
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo, "experiment": cmd_experiment,
-                "exponents": cmd_exponents, **TEXT_HANDLERS}
+                "exponents": cmd_exponents, **TEXT_HANDLERS, **PRETRAINED_HANDLERS}
     try:
         return handlers[args.command](args)
     except MaskdiffError as err:

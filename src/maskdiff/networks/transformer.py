@@ -388,6 +388,8 @@ class DiT(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, None, None, positions=positions, past=None if cache is None else cache[i])
         return self.head(self.norm_out(x))
+    def output_bias(self) -> nn.Parameter:
+        return self.head.bias
 
     def num_parameters(self, exclude_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

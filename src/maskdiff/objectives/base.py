@@ -3,7 +3,8 @@ two loss entry points, and the class attributes that tell the trainer, the evalu
 the command line what a run of this objective supports."""
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Tuple, Type
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -14,9 +15,25 @@ from maskdiff.loss import NELBOTerms
 from maskdiff.networks.transformer import DiT
 
 
-def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective"]) -> DiT:
-    """The transformer of a run, shaped by what the objective needs (causal attention, a mask logit)."""
+def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective"]) -> nn.Module:
+    """The network of a run (model.backbone), shaped by what the objective needs (causal attention, a mask
+    logit). MDLM's DiT always outputs the mask column; a Hugging Face masked LM never does (its own
+    mask token's column is -inf)."""
     m = config.model
+    time_conditioned = m.time_conditioned and objective.time_conditioning_allowed
+    if m.backbone == "mdlm-dit":
+        from maskdiff.networks.mdlm_dit import MDLMDiT
+
+        return MDLMDiT(vocab_size, config.data.length, width=m.width, depth=m.depth, heads=m.heads, cond_dim=m.cond_dim,
+                       mlp_ratio=int(m.mlp_ratio), dropout=m.dropout, time_conditioned=time_conditioned, causal=objective.causal)
+    if m.backbone == "hf":
+        from maskdiff.networks.masked_lm import HFMaskedLM
+
+        network = HFMaskedLM.from_config(m.hf_config)
+        if network.vocab_size != vocab_size:
+            raise MaskdiffError(f"the Hugging Face backbone has {network.vocab_size} tokens but the tokenizer has {vocab_size}; "
+                                "use the tokenizer the backbone was trained with (e.g. --tokenizer bert for MiniLM)")
+        return network
     return DiT(
         vocab_size,
         config.data.length,
@@ -25,7 +42,7 @@ def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective
         heads=m.heads,
         mlp_ratio=m.mlp_ratio,
         cond_dim=m.cond_dim,
-        time_conditioned=m.time_conditioned and objective.time_conditioning_allowed,
+        time_conditioned=time_conditioned,
         causal=objective.causal,
         dropout=m.dropout,
         output_mask_logit=objective.predicts_mask(config),
@@ -35,6 +52,36 @@ def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective
         local_mixing=0 if objective.block_network else m.local_mixing,
         block_size=config.diffusion.block_size if objective.block_network else 0,
     )
+
+
+def backbone_config(name: str) -> Tuple[Dict[str, Any], str]:
+    """(hf_config, tokenizer) of a Hugging Face masked LM to use as backbone 'hf': a named backbone
+    ('minilm') or a model folder. The tokenizer is 'bert' for a BERT vocabulary of 30,522 tokens,
+    otherwise the folder itself (its tokenizer files). The mask token id is recorded in hf_config."""
+    from maskdiff.networks.masked_lm import pretrained_folder, read_hf_config
+
+    try:
+        folder = pretrained_folder(name)
+        cfg = read_hf_config(folder)
+    except ValueError as err:
+        raise MaskdiffError(str(err)) from None
+    bert = cfg.get("model_type") == "bert" and cfg.get("vocab_size") == 30522
+    if "mask_token_id" not in cfg:
+        ids = _mask_token_in(folder)
+        if ids is None and not bert:
+            raise MaskdiffError(f"{folder} names no mask token (mask_token_id in config.json, or [MASK] / <mask> in tokenizer.json)")
+        cfg["mask_token_id"] = 103 if ids is None else ids
+    return cfg, "bert" if bert else str(folder)
+
+
+def _mask_token_in(folder: Path) -> Optional[int]:
+    import json
+
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    added = json.loads(path.read_text(encoding="utf-8")).get("added_tokens", [])
+    return next((int(a["id"]) for a in added if a.get("content") in ("[MASK]", "<mask>")), None)
 
 
 class Objective:
@@ -107,6 +154,13 @@ class Objective:
             raise MaskdiffError("class-conditional training (num_classes) works with the masked objective and SUBS only")
         if not cls.block_network and (dc.block_size or (dc.mask_rate_min, dc.mask_rate_max) != (0.0, 1.0)):
             raise MaskdiffError("block_size and the clipped mask rates are settings of the block objective (--objective block)")
+        if m.backbone == "hf" and (cls.causal or cls.predicts_mask(config)):
+            raise MaskdiffError(f"a Hugging Face masked LM attends both ways and never predicts its mask token: it cannot train the "
+                                f"{cls.name} objective{' with zero_mask off' if not cls.causal else ''}; use backbone dit or mdlm-dit")
+        if m.backbone == "hf":
+            limit = int(m.hf_config.get("max_position_embeddings", 512))
+            if config.data.length > limit:
+                raise MaskdiffError(f"sequence length {config.data.length} exceeds the backbone's {limit} positions")
         if cls.continuous_time_only and dc.discrete_steps:
             raise MaskdiffError(f"{cls.name} trains in continuous time; set discrete_steps to 0")
 
@@ -161,6 +215,33 @@ class Objective:
         for m in self.extras.values():
             m.to(device)
         return self
+
+    def init_from_pretrained(self, log=None) -> None:
+        """Copy the weights named by model.pretrained into the network (training calls this when it starts a
+        run, not when it resumes one). Backbone 'hf': a Hugging Face model folder or a named backbone;
+        weights it lacks (an encoder saved without its masked-LM head) keep their fresh initialisation and
+        are listed through ``log``. Other backbones: a folder written by save_pretrained, whole."""
+        name = self.config.model.pretrained
+        if self.config.model.backbone == "hf":
+            from maskdiff.networks.masked_lm import pretrained_folder
+
+            try:
+                folder = pretrained_folder(name)
+                info = self.network.load_pretrained(folder)
+            except ValueError as err:
+                raise MaskdiffError(str(err)) from None
+            if log is not None:
+                fresh = f"; freshly initialised: {', '.join(info['missing'])}" if info["missing"] else ""
+                log(f"network initialised from {folder}{fresh}")
+            return
+        from safetensors.torch import load_file
+
+        path = Path(name) / "model.safetensors"
+        if not path.is_file():
+            raise MaskdiffError(f"pretrained {name!r} is not a folder written by save_pretrained / maskdiff export (no {path.name})")
+        self.load_state_dict(load_file(str(path)), path)
+        if log is not None:
+            log(f"network initialised from {path}")
 
     def set_check_inputs(self, on: bool) -> None:
         self.model.check_inputs = on

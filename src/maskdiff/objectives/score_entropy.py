@@ -36,7 +36,7 @@ class ScoreEntropy(Objective):
         # first steps. Its bias starts at -log V instead: Z = 1, normalised scores, the masked-diffusion
         # bound of the uniform mu (docs/math.md#sedd). Only the initial value changes, not the layout.
         with torch.no_grad():
-            self.network.head.bias.fill_(-math.log(vocab_size))
+            self.network.output_bias().fill_(-math.log(vocab_size))
         self.schedule = get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
         self.model = self.denoiser = SUBSDenoiser(
             self.network, vocab_size, time_conditioned=config.model.time_conditioned, max_length=config.data.length

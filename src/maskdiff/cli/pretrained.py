@@ -1,0 +1,85 @@
+"""The ``maskdiff export`` and ``maskdiff convert`` commands: model folders in and out."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from maskdiff.errors import MaskdiffError
+
+
+def add_pretrained_commands(sub, positive_int, device_arg) -> None:
+    p = sub.add_parser("export", help="write a run as a model folder (config.json, model.safetensors, tokenizer, model card)",
+                       description="Write the run's weights (EMA by default) as a folder that Hugging Face tooling recognises: "
+                                   "config.json, model.safetensors, the tokenizer files and a README.md model card stating what "
+                                   "the model was trained on, its validation bound with a 95% interval (measured here unless "
+                                   "--no-eval) and how to sample it. maskdiff.from_pretrained(OUT), maskdiff eval OUT and "
+                                   "maskdiff sample OUT read it.")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="a run directory made by maskdiff train")
+    p.add_argument("out", type=Path, metavar="OUT", help="the folder to write (new, or empty)")
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint directory (default: the run's newest valid one)")
+    p.add_argument("--raw-weights", action="store_true", help="export the raw weights instead of their EMA")
+    p.add_argument("--split", default="validation", help="the split the card's bound is measured on (default: validation)")
+    p.add_argument("--limit", type=positive_int, default=256, help="sequences of length L evaluated for the card (default: 256)")
+    p.add_argument("--passes", type=positive_int, default=1, help="Monte-Carlo estimates per sequence for the card (default: 1)")
+    p.add_argument("--no-eval", action="store_true", help="write the card without measuring the bound")
+    p.add_argument("--overwrite", action="store_true", help="write into OUT even if it is not empty")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    device_arg(p)
+
+    p = sub.add_parser("convert", help="convert a released checkpoint into a maskdiff model folder",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Convert another project's released checkpoint into a maskdiff model folder.\n\n"
+                                   "  mdlm  MDLM's DiT (kuleshov-group/mdlm-owt: 12 x 768, 12 heads, GPT-2 vocabulary plus the\n"
+                                   "        mask, id 50,257), from its model.safetensors or the folder holding it. Every name\n"
+                                   "        and shape is checked; the result evaluates and samples without flash-attn:\n"
+                                   "        maskdiff eval OUT --corpus brown, maskdiff sample OUT --num 4.\n\n"
+                                   "A pickle (.ckpt, .pt, .bin) is read only with --allow-pickle, and then as tensors only.")
+    p.add_argument("format", choices=["mdlm"], help="the checkpoint's format: mdlm")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a .safetensors file or a folder holding model.safetensors "
+                   "(a .ckpt needs --allow-pickle)")
+    p.add_argument("out", type=Path, metavar="OUT", help="the folder to write (new, or empty)")
+    p.add_argument("--heads", type=positive_int, default=12, help="attention heads; shapes do not tell them (default: 12, as mdlm-owt)")
+    p.add_argument("--length", type=positive_int, default=1024, help="sequence length L of the model folder (default: 1024, mdlm-owt's)")
+    p.add_argument("--tokenizer", default="gpt2", help="the vocabulary the checkpoint was trained with: gpt2 (default, mdlm-owt), bert, "
+                   "bytes, or a tokenizer folder; it must have exactly the checkpoint's tokens minus the mask")
+    p.add_argument("--time-conditioned", action="store_true", help="the checkpoint was trained with MDLM's time conditioning "
+                   "(sigma of the log-linear noise); mdlm-owt was not")
+    p.add_argument("--allow-pickle", action="store_true", help="read a pickle checkpoint (.ckpt) with PyTorch's tensors-only loader (weights_only), "
+                   "taking only the tensors of its state_dict; pickles can run code, so only for files you trust")
+    p.add_argument("--overwrite", action="store_true", help="write into OUT even if it is not empty")
+
+
+def cmd_export(args) -> int:
+    import maskdiff
+    from maskdiff.modalities import get_modality
+    from maskdiff.pipeline import eval_chunks
+
+    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise MaskdiffError(f"{args.out} exists and is not empty; choose a new folder or pass --overwrite")
+    evaluation = None
+    if not args.no_eval:
+        unit, _ = get_modality(pipe.config).report_unit(pipe.tokenizer)
+        tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split)
+        tokens, valid = tokens[: args.limit], valid[: args.limit]
+        t0 = time.perf_counter()
+        result = pipe.evaluate(tokens, valid, passes=args.passes, seed=0, progress=not args.no_progress)
+        evaluation = dict(result.to_dict(), summary=result.summary(unit), split=args.split, corpus=pipe.config.data.corpus,
+                          passes=args.passes, estimate=pipe.describe_estimate(), seconds=time.perf_counter() - t0)
+        print(f"{pipe.config.data.corpus} {args.split}: {evaluation['summary']} ({evaluation['sequences']} sequences)")
+    out = pipe.save_pretrained(args.out, evaluation=evaluation, overwrite=args.overwrite)
+    print(f"wrote {out} ({pipe.weights} weights of step {pipe.step}): config.json, model.safetensors, tokenizer, README.md")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from maskdiff.convert import convert_mdlm
+
+    out = convert_mdlm(args.checkpoint, args.out, heads=args.heads, length=args.length, tokenizer=args.tokenizer,
+                       time_conditioned=args.time_conditioned, allow_pickle=args.allow_pickle, overwrite=args.overwrite)
+    print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
+    return 0
+
+
+PRETRAINED_HANDLERS = {"export": cmd_export, "convert": cmd_convert}

@@ -1,0 +1,148 @@
+"""MDLM's released checkpoints as maskdiff model folders.
+
+MDLM (Sahoo et al. 2024) released its OpenWebText model (``kuleshov-group/mdlm-owt``) as a DiT whose
+state dict carries a ``backbone.`` prefix: ``vocab_embed.embedding`` (V + 1 = 50,258 rows, the mask
+last, id 50,257), ``sigma_map.mlp.{0,2}``, ``blocks.{i}.{norm1, attn_qkv, attn_out, norm2, mlp.0, mlp.2,
+adaLN_modulation}``, ``output_layer.{norm_final, linear, adaLN_modulation}`` and the rotary buffer
+``rotary_emb.inv_freq``; 12 blocks x 768, 12 heads. Its output is raw logits over V + 1 columns: SUBS is
+applied outside the network, as maskdiff's SUBS denoiser does. :func:`convert_mdlm` checks every name
+and shape against :class:`~maskdiff.networks.mdlm_dit.MDLMDiT` (the same architecture, attention
+through PyTorch's SDPA, so no flash-attn), and writes a folder that :func:`maskdiff.from_pretrained`,
+``maskdiff eval`` and ``maskdiff sample`` read.
+
+The weights are read from safetensors. A PyTorch Lightning ``.ckpt`` (or any pickle) is read only when
+``allow_pickle`` is given, and then with ``torch.load(weights_only=True)``, which unpickles tensors and
+plain containers only; the tensors of its ``state_dict`` are taken and nothing else.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from maskdiff.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig
+from maskdiff.errors import MaskdiffError
+
+PREFIX = "backbone."
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
+def read_checkpoint(path, *, allow_pickle: bool = False) -> Dict[str, Tensor]:
+    """The tensors of a checkpoint: a .safetensors file, a folder holding model.safetensors (a hub
+    snapshot), or, with ``allow_pickle``, a pickle whose ``state_dict`` (or top level) holds tensors."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise MaskdiffError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise MaskdiffError(f"{path} is not a readable safetensors file ({err})") from None
+    if path.suffix not in PICKLE_SUFFIXES:
+        raise MaskdiffError(f"unknown checkpoint format {path.suffix!r}; give a .safetensors file, a folder holding model.safetensors, "
+                            f"or a pickle ({', '.join(PICKLE_SUFFIXES)}) with --allow-pickle")
+    if not allow_pickle:
+        raise MaskdiffError(f"{path} is a pickle, which can run code when it is read; convert its safetensors instead, or pass "
+                            "--allow-pickle (allow_pickle=True) to read it with torch.load(weights_only=True), tensors only")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # the unpickler's own errors: a forbidden global, a truncated file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MaskdiffError(f"{path} could not be read as tensors only ({first})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise MaskdiffError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, Tensor)}
+
+
+def mdlm_architecture(tensors: Dict[str, Tensor], heads: int) -> Tuple[Dict[str, Tensor], dict]:
+    """(the backbone's tensors without the prefix, the sizes read from their shapes). ``heads`` cannot be
+    read from shapes (mdlm-owt: 12)."""
+    if any(k.startswith(PREFIX) for k in tensors):
+        weights = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+    else:
+        weights = dict(tensors)
+    for key in ("vocab_embed.embedding", "sigma_map.mlp.0.weight", "blocks.0.mlp.0.weight"):
+        if key not in weights:
+            raise MaskdiffError(f"the checkpoint has no {PREFIX}{key}: it is not an MDLM DiT checkpoint")
+    rows, width = weights["vocab_embed.embedding"].shape
+    depth = len({k.split(".")[1] for k in weights if k.startswith("blocks.")})
+    hidden = weights["blocks.0.mlp.0.weight"].shape[0]
+    if hidden % width:
+        raise MaskdiffError(f"{PREFIX}blocks.0.mlp.0.weight has shape {tuple(weights['blocks.0.mlp.0.weight'].shape)}: "
+                            f"its hidden size is not a multiple of the width {width}")
+    if width % heads or (width // heads) % 2:
+        raise MaskdiffError(f"width {width} does not split into {heads} heads of even size; give the checkpoint's --heads")
+    sizes = {"vocab_size": rows - 1, "width": width, "depth": depth, "heads": heads,
+             "cond_dim": weights["sigma_map.mlp.0.weight"].shape[0], "mlp_ratio": hidden // width}
+    return weights, sizes
+
+
+def check_against(weights: Dict[str, Tensor], network) -> List[str]:
+    """Raise MaskdiffError naming the first missing, misshaped or unknown tensor; return the notes
+    (the rotary buffer, recomputed, is checked and dropped)."""
+    own = network.state_dict()
+    notes = []
+    inv = weights.pop("rotary_emb.inv_freq", None)
+    if inv is not None:
+        if inv.shape != network.inv_freq.shape or not torch.allclose(inv.float(), network.inv_freq, rtol=1e-5):
+            raise MaskdiffError(f"{PREFIX}rotary_emb.inv_freq differs from the rotary frequencies with base 10,000 "
+                                f"(shape {tuple(inv.shape)}); this converter knows that base only")
+        notes.append("rotary_emb.inv_freq checked (base 10,000) and recomputed")
+    for name, value in own.items():
+        if name not in weights:
+            raise MaskdiffError(f"the checkpoint lacks {PREFIX}{name} (shape {tuple(value.shape)})")
+        if weights[name].shape != value.shape:
+            raise MaskdiffError(f"{PREFIX}{name} has shape {tuple(weights[name].shape)}; this architecture needs {tuple(value.shape)}")
+    unknown = sorted(set(weights) - set(own))
+    if unknown:
+        raise MaskdiffError(f"the checkpoint has tensors this architecture does not: {', '.join(PREFIX + u for u in unknown[:5])}")
+    return notes
+
+
+def mdlm_config(sizes: dict, *, length: int, tokenizer: str, time_conditioned: bool) -> RunConfig:
+    """A run config for a converted MDLM model: MDLM's log-linear schedule and t_min = 1e-3."""
+    return RunConfig(
+        preset="mdlm-convert",
+        model=ModelConfig(backbone="mdlm-dit", width=sizes["width"], depth=sizes["depth"], heads=sizes["heads"],
+                          cond_dim=sizes["cond_dim"], mlp_ratio=float(sizes["mlp_ratio"]), time_conditioned=time_conditioned,
+                          masked_logits=True),
+        data=DataConfig(corpus="openwebtext", tokenizer=tokenizer, packing="wrap", length=length),
+        diffusion=DiffusionConfig(schedule="loglinear", t_min=1e-3),
+    )
+
+
+def convert_mdlm(checkpoint, out, *, heads: int = 12, length: int = 1024, tokenizer: str = "gpt2",
+                 time_conditioned: bool = False, allow_pickle: bool = False, overwrite: bool = False,
+                 source: Optional[str] = None) -> Path:
+    """Convert an MDLM DiT checkpoint into a maskdiff model folder at ``out``; return ``out``.
+
+    heads: attention heads (not readable from the shapes; mdlm-owt has 12). length: the sequence length
+    written into the config (rotary positions extend to any length; mdlm-owt was trained at 1,024).
+    tokenizer: a maskdiff tokenizer name or folder whose vocabulary has exactly V tokens (mdlm-owt:
+    'gpt2', 50,257). time_conditioned: the checkpoint was trained with MDLM's time conditioning.
+    """
+    from maskdiff.objectives import build_objective
+    from maskdiff.pipeline import build_tokenizer
+    from maskdiff.pretrained import write_pretrained
+
+    tensors = read_checkpoint(checkpoint, allow_pickle=allow_pickle)
+    weights, sizes = mdlm_architecture(tensors, heads)
+    config = mdlm_config(sizes, length=length, tokenizer=tokenizer, time_conditioned=time_conditioned)
+    tok = build_tokenizer(config)
+    if tok.vocab_size != sizes["vocab_size"]:
+        raise MaskdiffError(f"the checkpoint has {sizes['vocab_size']:,} tokens plus the mask, but tokenizer {tokenizer!r} has "
+                            f"{tok.vocab_size:,}; give the tokenizer it was trained with (mdlm-owt: gpt2)")
+    network = build_objective(config, sizes["vocab_size"]).network  # MDLM's DiT, freshly initialised
+    notes = check_against(weights, network)
+    weights = {k: v.float() for k, v in weights.items()}
+    return write_pretrained(out, config, tok, weights, weights_kind="as released", step=None,
+                            source=source or str(checkpoint), overwrite=overwrite, notes=notes)
