@@ -57,7 +57,10 @@ def cmd_serve(args) -> int:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         print(f"serving {args.run_dir} ({pipe.kind}, step {pipe.step}) at http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
-        serve(app, sock, log_level=args.log_level)
+        try:
+            serve(app, sock, log_level=args.log_level)
+        except KeyboardInterrupt:  # uvicorn shuts down gracefully, then passes Ctrl-C on: the normal way to stop
+            print("stopped", flush=True)
     finally:
         sock.close()
     return 0

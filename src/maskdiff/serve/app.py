@@ -22,8 +22,8 @@ from importlib import resources
 from typing import Optional
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.serve import generation
 from maskdiff.serve.generation import Busy, Cancelled, Gate, Limits, Plan, TokenText, max_length, plan, samplers_of
+from maskdiff.serve.generation import run as run_generation
 from maskdiff.serve.schema import ErrorAnswer, ModelAnswer, SampleAnswer, SampleRequest
 
 log = logging.getLogger("maskdiff.serve")
@@ -113,7 +113,7 @@ def create_app(pipe, *, run: str = "", limits: Optional[Limits] = None):
 
         def work():
             try:
-                return generation.run(pipe, the_plan, emit, stop, text)
+                return run_generation(pipe, the_plan, emit, stop, text)
             except Cancelled:
                 return {"type": "cancelled"}
             except MaskdiffError as err:

@@ -86,6 +86,14 @@ def _sampler_function(pipe, name: str):
     return get_sampler(name)
 
 
+def _takes(fn, name: str) -> bool:
+    """Whether a sampler function accepts the keyword ``name`` (a ``**kwargs`` wrapper is given the benefit)."""
+    if fn is None:
+        return False
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def max_length(pipe, limits: Limits) -> int:
     L = pipe.config.data.length
     return min(L, limits.max_length) if limits.max_length else L
@@ -134,8 +142,7 @@ def plan(pipe, request: dict, limits: Limits) -> Plan:
     for name in ("temperature", "top_p"):
         value = request[name]
         if value != 1.0:
-            fn = _sampler_function(pipe, sampler)
-            if fn is None or name not in inspect.signature(fn).parameters:
+            if not _takes(_sampler_function(pipe, sampler), name):
                 raise MaskdiffError(f"the {sampler} sampler takes no {name}; leave it at 1")
             kwargs[name] = value
     return Plan(num=num, sample_kwargs=kwargs, initial=initial, sampler=sampler, steps=steps)
