@@ -216,6 +216,12 @@ def test_image_runs_are_refused_with_a_reason(pipe):
         create_app(image)
 
 
+def test_a_huge_span_is_refused_before_it_is_made(pipe):
+    """Pipeline.template_ids (maskdiff sample --template too) sums the spans before allocating them."""
+    with pytest.raises(maskdiff.MaskdiffError, match="spans ask for 10000000000000 tokens, more than the model's maximum length 32"):
+        pipe.template_ids("to be [10000000000000]")
+
+
 def test_limits_are_checked():
     with pytest.raises(maskdiff.MaskdiffError, match="max_running must be an integer >= 1"):
         create_app(None, limits=Limits(max_running=0))
