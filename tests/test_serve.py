@@ -206,6 +206,25 @@ def test_a_full_queue_answers_busy_and_leaving_clients_stop_their_generation(ser
     assert after["running"] == 0 and after["waiting"] == 0 and after["served"] == before["served"]
 
 
+def test_a_run_with_its_own_sampler_is_served_with_it_only(tmp_path_factory):
+    """The autoregressive baseline: only its own sampler is offered; a prompt is continued left to right
+    (position k after the prompt revealed at step k); templates are refused with the library's reason."""
+    from helpers import micro_config
+    from maskdiff.train import train
+
+    cfg = micro_config(steps=2)
+    cfg.diffusion.objective = "ar"
+    run = tmp_path_factory.mktemp("serve-ar") / "run"
+    train(cfg, run, progress=False)
+    with ServerThread(create_app(maskdiff.load(run))) as url:
+        info = httpx.get(f"{url}/model").json()
+        assert info["samplers"] == [info["default_sampler"]] == ["autoregressive"]
+        got = httpx.post(f"{url}/sample", json=dict(prompt="to be", length=12, sampler="autoregressive", num=2), timeout=60).json()
+        assert got["revealed_at"] == [[0] * 5 + list(range(1, 8))] * 2 and got["nfe"] == [7, 7]
+        refused = httpx.post(f"{url}/sample", json=dict(template=TEMPLATE, sampler="autoregressive"), timeout=60)
+        assert refused.status_code == 422 and "apply to masked diffusion models" in refused.json()["error"]
+
+
 def test_image_runs_are_refused_with_a_reason(pipe):
     from copy import deepcopy
 

@@ -186,7 +186,8 @@ def create_app(pipe, *, run: str = "", limits: Optional[Limits] = None):
     @app.post("/sample/stream", responses={200: {"content": {"text/event-stream": {}}, "description": "queued, start, step..., done | error"},
                                            422: {"model": ErrorAnswer}, 503: {"model": ErrorAnswer}})
     async def sample_stream(req: SampleRequest):
-        """Server-sent events, each ``data`` a JSON object with a ``type``: ``queued`` (position), ``start``
+        """Server-sent events, each ``data`` a JSON object with a ``type``: ``queued`` (position: its place in
+        the queue, 1 = next), ``start``
         (num, length, the fixed tokens: ``initial``, null where masked), ``step`` (step, ``reveal``: [sample,
         position, text] of the tokens unmasked at that step), then ``done`` (as POST /sample) or ``error``."""
         the_plan, refusal = checked(req)
