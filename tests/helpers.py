@@ -44,3 +44,35 @@ def assert_clean_error(proc, *needles):
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+class ServerThread:
+    """``maskdiff serve``'s application under uvicorn in a background thread on a free loopback port:
+    ``with ServerThread(app) as url: ...``. Real sockets, so disconnects and concurrency are real."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __enter__(self) -> str:
+        import threading
+        import time
+
+        import uvicorn
+
+        from maskdiff.serve import listen
+
+        self.sock = listen("127.0.0.1", 0)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()

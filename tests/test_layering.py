@@ -28,8 +28,9 @@ LAYERS = {
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
     "experiments": (["maskdiff.experiments", "maskdiff.sampler_comparison"],
                     ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "model", "api", "train", "evaluation"]),
+    "serve": (["maskdiff.serve"], ["errors", "config", "math", "io", "modalities", "objectives", "model", "api"]),
     "cli": (["maskdiff.cli"], [name for name in ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities",
-                                                "objectives", "model", "api", "train", "evaluation", "experiments"]]),
+                                                "objectives", "model", "api", "train", "evaluation", "experiments", "serve"]]),
 }
 
 

@@ -175,6 +175,9 @@ class Pipeline:
         """Token ids of a template where ``[N]`` stands for N masked positions: "to be or [12] to be"."""
         ids: List[Tensor] = []
         pos = 0
+        spans = sum(int(m.group(1)) for m in re.finditer(r"\[(\d+)\]", template))
+        if spans > self.config.data.length:  # before anything of that size is made
+            raise MaskdiffError(f"the template's [N] spans ask for {spans} tokens, more than the model's maximum length {self.config.data.length}")
         for m in re.finditer(r"\[(\d+)\]", template):
             if m.start() > pos:
                 ids.append(self.tokenizer.encode(template[pos : m.start()]))

@@ -25,6 +25,7 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff export runs/tiny out/tiny                     a model folder (safetensors, tokenizer, model card)
   maskdiff convert mdlm mdlm-owt/ out/mdlm-owt           MDLM's released checkpoint as a maskdiff model folder
   maskdiff train --preset minilm                         fine-tune a pretrained masked LM (all-MiniLM-L6-v2)
+  maskdiff serve  runs/tiny                              a web page to watch and steer generation (JSON API too)
   torchrun --nproc_per_node 8 -m maskdiff.cli train ...  the same trainer on several processes (DDP / FSDP2)
 
   DNA:    maskdiff train --preset dna; maskdiff eval runs/dna --probe       (bits per base, genome probe)
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     from maskdiff.cli.pretrained import add_pretrained_commands
 
     add_pretrained_commands(sub, _positive_int, _device_arg)
+    from maskdiff.cli.serve import add_serve_command
+
+    add_serve_command(sub, _positive_int, _nonneg_int, _device_arg)
 
     p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir) for a time budget: the machine's throughput is measured on the first steps and the run sized to fit. Then report validation BPC with a 95% interval beside the unigram baseline, print samples from the EMA weights and draw the learning curve (learning_curve.png in the run directory).")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
@@ -414,7 +418,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from maskdiff.cli.text import TEXT_HANDLERS
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": _demo, "experiment": cmd_experiment,
-                "exponents": cmd_exponents, **TEXT_HANDLERS, **PRETRAINED_HANDLERS}
+                "exponents": cmd_exponents, **TEXT_HANDLERS, "serve": _serve, **PRETRAINED_HANDLERS}
     try:
         return handlers[args.command](args)
     except MaskdiffError as err:
@@ -460,6 +464,12 @@ def cmd_exponents(args) -> int:
                        title="GenMD4 exponents w_v (alpha = 1 - t^w)", reference=1.0)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _serve(args) -> int:
+    from maskdiff.cli.serve import cmd_serve
+
+    return cmd_serve(args)
 
 
 def _demo(args) -> int:

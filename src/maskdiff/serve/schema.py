@@ -1,0 +1,65 @@
+"""The JSON API's request and answer types (pydantic): they are the schema that ``GET /openapi.json``
+publishes, and they refuse wrong types and unknown fields before anything runs."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SampleRequest(BaseModel):
+    """What to generate. Give a ``template`` (text with ``[N]`` spans of N tokens to fill) or a ``prompt``
+    (a fixed prefix, then ``length`` minus its tokens generated), or neither (``length`` tokens from all
+    masks). Limits (length, steps, samples) are the server's, listed by ``GET /model``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    template: Optional[str] = Field(None, description="text with [N] spans of N masked tokens, e.g. 'to be or [12] to be'")
+    prompt: Optional[str] = Field(None, description="a fixed prefix; the sampler fills what follows")
+    length: Optional[int] = Field(None, ge=1, description="tokens per sample with a prompt or none (default: the server's maximum)")
+    sampler: str = Field("cached", description="one of the samplers GET /model lists")
+    steps: int = Field(64, ge=1, description="reverse steps T (first-hitting has no grid and ignores it)")
+    temperature: float = Field(1.0, gt=0, allow_inf_nan=False, description="divide log mu by this before each draw (biased unless 1)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus truncation of mu (biased unless 1)")
+    num: int = Field(1, ge=1, description="number of samples")
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of the sampler's generator: the same request gives the same samples")
+
+
+class SampleAnswer(BaseModel):
+    """The finished samples: texts and token ids, the network calls each sample cost (NFE), the wall-clock
+    of the sampler, and the step at which every position was revealed (0: a fixed token)."""
+
+    texts: List[str]
+    tokens: List[List[int]]
+    nfe: List[int]
+    seconds: float
+    sampler: str
+    steps: int
+    steps_taken: int = Field(description="how many times the sampler reported a state (its steps, or its network calls for first-hitting)")
+    revealed_at: List[List[int]]
+
+
+class ErrorAnswer(BaseModel):
+    """Every refusal: a message that says what was wrong and what is allowed (4xx), or "busy" (503)."""
+
+    error: str
+
+
+class ModelAnswer(BaseModel):
+    """The loaded model, the samplers it can use and the server's limits."""
+
+    description: str
+    run: str
+    objective: str
+    modality: str
+    vocab_size: int
+    length: int
+    schedule: str
+    parameters: int
+    checkpoint_step: Optional[int]
+    weights: str
+    device: str
+    samplers: List[str]
+    default_sampler: str
+    limits: Dict[str, int]
+    mask_glyph: str
