@@ -217,6 +217,9 @@ class SUBSDenoiser(nn.Module):
     def _cached(self, x: Tensor, t: Tensor, start: int, layers):
         if not hasattr(self.network, "cached_forward"):
             raise MaskdiffError(f"the network {type(self.network).__name__} has no key/value cache (cached_forward)")
+        if getattr(self.network, "local_mixing", 0):
+            raise MaskdiffError("the key/value cache needs a network without local mixing (a window's edge positions would "
+                                "lose the neighbours it mixes in): sample without the cache (--kv-cache none)")
         if self.check_inputs:
             check_tokens(x, self.vocab_size, allow_mask=True)
             if self.max_length is not None and start + x.shape[1] > self.max_length:

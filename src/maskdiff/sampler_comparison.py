@@ -101,6 +101,7 @@ def _config(scale: SamplerScale, objective: str, steps: int):
     cfg.model.width, cfg.model.depth, cfg.model.heads = scale.width, scale.depth, scale.heads
     cfg.model.cond_dim = min(128, scale.width)
     cfg.data.length = scale.length
+    cfg.model.local_mixing = 0  # MDLM's network, as measured; threshold decoding's caches need it
     cfg.diffusion.objective = objective
     t = cfg.train
     t.steps, t.batch_size, t.lr, t.seed = steps, scale.batch_size, scale.lr, 0
