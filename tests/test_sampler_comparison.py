@@ -13,8 +13,11 @@ def test_rows_compare_at_equal_calls():
     scale = SAMPLER_SCALES["cpu"]
     rows = sampler_rows(scale)
     for T in (16, 32, 64, 128):
-        assert {r.sampler for r in rows if r.steps == T} == {"ancestral", "cached", "remdm-cap", "remdm-rescale",
-                                                              "remdm-conf", "remdm-loop"}
+        assert {r.sampler for r in rows if r.steps == T and r.sampler != "block"} == {
+            "ancestral", "cached", "remdm-cap", "remdm-rescale", "remdm-conf", "remdm-loop"}
+        for b in scale.block_sizes:  # T calls at most: T L'/L steps in each of the L/L' blocks
+            (row,) = [r for r in rows if r.label == f"block L'={b} T={T}"]
+            assert row.steps * (scale.length // b) == T and row.kwargs == {"block_size": b}
     assert sum(r.sampler == "threshold" for r in rows) == len(scale.thresholds) + 1
     assert sum(r.sampler == "first-hitting" for r in rows) == 1
 
@@ -35,9 +38,14 @@ def test_runs_and_resumes(tmp_path):
     assert rows["ancestral T=16"]["nfe"] <= 16 and rows["first-hitting"]["nfe"] == 16
     assert rows["threshold 0.5 dual"]["positions"] < rows["threshold 0.5 no cache"]["positions"]
     assert all(r["gen_ppl_ar"][0] > 1 for r in rows.values())
-    assert len(summary["trends"]) == 9 and all("verdict" in t["ar"] for t in summary["trends"])
+    assert len(summary["trends"]) == 11 and all("verdict" in t["ar"] for t in summary["trends"])
+    # block diffusion: its own model; at most T calls, each reading one block of L' = 4 of the L = 16 tokens
+    block = rows["block L'=4 T=16"]
+    assert block["nfe"] <= 16 and block["positions"] <= (16 + 3) * 4 / 16
+    assert "block-4" in summary["validation_bits_per_char"]
     assert json.loads((tmp_path / "results.json").read_text())["experiment"] == "samplers"
-    assert "| remdm-cap | 32 |" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "| remdm-cap | 32 |" in md and "| block L'=4 | 32 |" in md
     again = run_sampler_experiment("test", tmp_path, device="cpu", log=lambda *a: None)
     assert again["rows"] == summary["rows"]
 

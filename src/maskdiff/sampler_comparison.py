@@ -3,9 +3,11 @@
 One masked-diffusion model and one autoregressive evaluator (the project's own, same network and data)
 are trained here, then every sampler draws samples of the training length L with several sampling
 seeds: MDLM's ancestral chain and its cache, first-hitting, ReMDM's four strategies (Wang et al. 2025)
-and Fast-dLLM's threshold decoding (Wu et al. 2025). The grid samplers run T in budgets x L steps, so
-ancestral and ReMDM make (up to) the same T calls; the cache, first-hitting and threshold decoding make
-the calls they need, and the table says how many. Quality is generative perplexity under the project's
+and Fast-dLLM's threshold decoding (Wu et al. 2025); block diffusion (BD3-LM, Arriola et al. 2025) gets its
+own models, one per block size L', trained on the same data for the same steps. The grid samplers run T in
+budgets x L steps, so ancestral and ReMDM make (up to) the same T calls and block diffusion T L'/L steps in
+each of its L/L' blocks (T calls at most); the cache, first-hitting and threshold decoding make the calls
+they need, and the table says how many. Quality is generative perplexity under the project's
 AR model and under SmolLM2-135M (evaluation/quality.py), beside unigram entropy and repeated 4-grams
 (low entropy and many repeats flag text that a judge LM likes for the wrong reason).
 
@@ -13,8 +15,7 @@ Each (sampler, seed) is a record: its gen-PPL is exp of the token-weighted mean 
 samples. Figures are means over seeds with a 95% Student-t interval over seeds (log gen-PPL, transformed
 back), and a trend "a beats b" is judged on the paired per-seed difference of log gen-PPL (same seed,
 same model): reproduced if its interval lies below 0, contradicted if above, otherwise not resolved.
-Block diffusion (BD3-LM) is not part of this comparison. Records are kept under OUT/records, the two
-runs under OUT/runs: an interrupted experiment resumes.
+Records are kept under OUT/records, the runs under OUT/runs: an interrupted experiment resumes.
 """
 from __future__ import annotations
 
@@ -53,22 +54,26 @@ class SamplerScale:
     smollm2: bool
     """Also judge with SmolLM2-135M (about 30 s to load)."""
     eval_sequences: int
-    """Validation sequences for the two models' bounds (context for the table)."""
+    """Validation sequences for the models' bounds (context for the table)."""
+    block_sizes: Tuple[int, ...] = ()
+    """Block diffusion models to train and sample (L' each; each must divide L)."""
 
 
 SAMPLER_SCALES: Dict[str, SamplerScale] = {
     # seconds, for the test suite only: numbers mean nothing
     "test": SamplerScale(width=32, depth=1, heads=2, length=16, batch_size=4, steps=3, ar_steps=3, lr=1e-3, samples=2, seeds=2,
-                         budgets=(1.0, 2.0), thresholds=(0.5,), smollm2=False, eval_sequences=4),
-    # about 15 minutes on 2 CPU cores
+                         budgets=(1.0, 2.0), thresholds=(0.5,), smollm2=False, eval_sequences=4,
+                         block_sizes=(4,)),
+    # about 25 minutes on 2 CPU cores
     "cpu": SamplerScale(width=64, depth=2, heads=4, length=32, batch_size=32, steps=500, ar_steps=300, lr=3e-3, samples=16,
-                        seeds=3, budgets=(0.5, 1.0, 2.0, 4.0), thresholds=(0.9, 0.7, 0.5), smollm2=True, eval_sequences=256),
+                        seeds=3, budgets=(0.5, 1.0, 2.0, 4.0), thresholds=(0.9, 0.7, 0.5), smollm2=True, eval_sequences=256,
+                        block_sizes=(4, 16)),
 }
 
 
 @dataclass
 class Row:
-    """One sampler setting of the table."""
+    """One sampler setting of the table. ``steps`` is the grid's T (per block for block diffusion)."""
 
     label: str
     sampler: str
@@ -84,6 +89,7 @@ def sampler_rows(scale: SamplerScale) -> List[Row]:
         rows.append(Row(f"ancestral T={T}", "ancestral", T, {}))
         rows.append(Row(f"cached T={T}", "cached", T, {}))
         rows += [Row(f"{name} T={T}", name, T, {}) for name in REMDM]
+        rows += [Row(f"block L'={b} T={T}", "block", max(1, T * b // L), {"block_size": b}) for b in scale.block_sizes]
     rows.append(Row("first-hitting", "first-hitting", None, {}))
     block = max(1, L // 4)
     for tau in scale.thresholds:
@@ -93,7 +99,7 @@ def sampler_rows(scale: SamplerScale) -> List[Row]:
     return rows
 
 
-def _config(scale: SamplerScale, objective: str, steps: int):
+def _config(scale: SamplerScale, objective: str, steps: int, block_size: int = 0):
     from maskdiff.presets import tiny
 
     cfg = tiny()
@@ -103,6 +109,7 @@ def _config(scale: SamplerScale, objective: str, steps: int):
     cfg.data.length = scale.length
     cfg.model.local_mixing = 0  # MDLM's network, as measured; threshold decoding's caches need it
     cfg.diffusion.objective = objective
+    cfg.diffusion.block_size = block_size
     t = cfg.train
     t.steps, t.batch_size, t.lr, t.seed = steps, scale.batch_size, scale.lr, 0
     t.warmup_steps = max(1, steps // 10)
@@ -157,7 +164,10 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
     log(f"experiment samplers at scale {scale_name}: {len(rows)} sampler settings x {n_seeds} seeds -> {out}")
     train_s = {"masked": _train(_config(scale, "masked", scale.steps), out / "runs" / "masked", device),
                "ar": _train(_config(scale, "ar", scale.ar_steps), out / "runs" / "ar", device)}
+    for b in scale.block_sizes:  # block diffusion: its own model per L', same data and steps (twice the FLOPs)
+        train_s[f"block-{b}"] = _train(_config(scale, "block", scale.steps, b), out / "runs" / f"block-{b}", device)
     pipe = maskdiff.load(out / "runs" / "masked", device=device)
+    blocks = {b: maskdiff.load(out / "runs" / f"block-{b}", device=device) for b in scale.block_sizes}
     evaluators = {"ar": RunEvaluatorLM.from_run(out / "runs" / "ar", device=device)}
     if scale.smollm2:
         evaluators["smollm2"] = EvaluatorLM.smollm2()
@@ -167,6 +177,8 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
     n = scale.eval_sequences
     bpc["masked"] = pipe.evaluate(tokens[:n], valid[:n], passes=4, seed=0).bits_per_token()
     bpc["ar"] = evaluators["ar"].pipeline.evaluate(tokens[:n], valid[:n], passes=1, seed=0).bits_per_token()
+    for b, block_pipe in blocks.items():
+        bpc[f"block-{b}"] = block_pipe.evaluate(tokens[:n], valid[:n], passes=4, seed=0).bits_per_token()
     records: List[dict] = []
     held = torch.randperm(tokens.shape[0] - 1, generator=torch.Generator().manual_seed(0))
     for seed in range(n_seeds):  # the held-out reference: real validation text of the same length
@@ -181,10 +193,13 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
                 records.append(json.loads(path.read_text(encoding="utf-8")))
                 continue
             g = torch.Generator(device=pipe.device).manual_seed(1000 + seed)
-            sample = get_sampler(row.sampler)(pipe.denoiser, pipe.schedule, (scale.samples, L), steps=row.steps or L,
-                                              generator=g, device=pipe.device, **row.kwargs)
+            if row.sampler == "block":
+                sample, positions = _block_draw(blocks[row.kwargs["block_size"]], scale.samples, L, row.steps, g)
+            else:
+                sample = get_sampler(row.sampler)(pipe.denoiser, pipe.schedule, (scale.samples, L), steps=row.steps or L,
+                                                  generator=g, device=pipe.device, **row.kwargs)
+                positions = sample.extra.get("positions", sample.nfe.to(torch.float64))
             texts = pipe.tokenizer.decode_batch(sample.tokens.cpu())
-            positions = sample.extra.get("positions", sample.nfe.to(torch.float64))
             rec = dict(label=row.label, sampler=row.sampler, steps=row.steps, seed=seed, nfe=float(sample.nfe.float().mean()),
                        positions=float(positions.float().mean()), seconds=sample.seconds / scale.samples,
                        remasked=float(sample.extra["remasked"].float().mean()) if "remasked" in sample.extra else None,
@@ -199,6 +214,20 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
     atomic_write_text(out / "results.md", markdown(summary))
     log(markdown(summary))
     return summary
+
+
+def _block_draw(block_pipe, num: int, length: int, steps: int, generator):
+    """Block diffusion's samples with its key-value cache, and the positions the network computed per
+    sample in units of L (each denoising call reads one block of L' tokens, each cache call one finished
+    block), the figure the table's positions column holds for the other samplers."""
+    import torch
+
+    from maskdiff.sampling.block import block_sample
+
+    d = block_pipe.denoiser
+    sample = block_sample(d, block_pipe.schedule, num, length, steps=steps, generator=generator, device=block_pipe.device)
+    calls = sample.nfe.to(torch.float64) + sample.extra["cache_calls"].to(torch.float64)
+    return sample, calls * d.block_size / length
 
 
 def _interval(values: List[float]) -> Tuple[float, float, float]:
@@ -234,6 +263,10 @@ def summarise(records: List[dict], scale: SamplerScale, evaluators) -> dict:
                                  f"ReMDM: remasking beats MDLM at equal calls past L ({name} vs ancestral, T = {big})"))
         trends.append(_trend(records, keys, f"ancestral T={big}", f"ancestral T={at_l}",
                              f"context: MDLM's ancestral chain at T = {big} vs T = L"))
+    for b in scale.block_sizes:
+        for T in dict.fromkeys((at_l, big)):
+            trends.append(_trend(records, keys, f"block L'={b} T={T}", f"ancestral T={T}",
+                                 f"BD3-LM: block diffusion (L' = {b}) samples better than MDLM at equal calls (T = {T})"))
     return {"rows": table, "trends": trends, "evaluators": {k[4:]: evaluators[k[4:]].name for k in keys}}
 
 
@@ -260,7 +293,7 @@ def markdown(summary: dict) -> str:
              head, "|" + "---|" * (6 + len(evs))]
     for label, e in summary["rows"].items():
         ppl = " | ".join(f"{e['gen_ppl_' + k][0]:.1f} ({_ci(e['gen_ppl_' + k][1:])})" for k in evs)
-        t = "-" if e["steps"] is None else e["steps"]
+        t = label.split(" T=")[1] if " T=" in label else "-"
         lines.append(f"| {label.split(' T=')[0]} | {t} | {e['nfe']:.1f} | {e['positions']:.1f} | {ppl} | "
                      f"{e['unigram_entropy'][0]:.3f} | {e['repeated_4gram_rate'][0]:.3f} |")
     if summary["trends"]:

@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lines = "\n".join(f"  {name:18s} {e.question}" for name, e in EXPERIMENTS.items())
     lines += ("\n  samplers           Samplers at equal network calls per sample: MDLM ancestral / cached, first-hitting, ReMDM "
-              "(cap, rescale, conf, loop) and threshold decoding (Fast-dLLM); gen-PPL under the project's AR model and "
+              "(cap, rescale, conf, loop), threshold decoding (Fast-dLLM) and block diffusion (BD3-LM, L' = 4 and 16, its own "
+              "models); gen-PPL under the project's AR model and "
               "SmolLM2, entropy, repeats (scales: test, cpu)")
     p = sub.add_parser("experiment", help="re-run one of the papers' comparisons over seeds, with 95%% intervals",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
