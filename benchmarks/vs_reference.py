@@ -24,6 +24,9 @@ What is compared (defaults; every size is a flag):
 - training: vocabulary 256 + mask, L 256, width 256, 4 layers, 4 heads, batch 16, float32, 2 threads,
   continuous-time SUBS loss with the loglinear schedule, gradient clipping at 1.0, AdamW, EMA 0.9999
   (what each implementation's trainer does per step), dropout 0; data and t drawn before timing.
+  maskdiff as its CPU presets run (``model.masked_logits``: the output layer, and the last block after
+  its attention, at the masked positions only; the same loss and gradients) and, in the row
+  ``baseline-all``, with every position computed to the end as the reference does.
 - GPT-2 size: vocabulary 50,257 + mask, L 1024, width 768, 12 layers, 12 heads, batch 2; maskdiff with
   its output layer at the masked positions only (``model.masked_logits``), the reference as it is.
 - sampling: batch 16, L 256, 1024 steps, loglinear schedule, random weights (cost and network calls
@@ -271,8 +274,10 @@ def measurements(args) -> List[Dict[str, Any]]:
     sizes = SMOKE if args.smoke else BASELINE
     out = []
     if "train" in args.parts:
-        spec = dict(common, kind="train", **sizes, steps=args.train_steps, warmup=args.warmup, masked_logits=False)
+        spec = dict(common, kind="train", **sizes, steps=args.train_steps, warmup=args.warmup, masked_logits=True)
         out.append({"part": "train", "label": "baseline", "spec": spec, "ours": "all", "reference": True})
+        out.append({"part": "train", "label": "baseline-all", "spec": dict(spec, masked_logits=False), "ours": "all",
+                    "reference": False})
     if "gpt2" in args.parts:
         g = dict(SMOKE, vocab=1000) if args.smoke else GPT2
         spec = dict(common, kind="train", **dict(g, batch=args.gpt2_batch), steps=args.gpt2_steps,

@@ -1,4 +1,5 @@
 """The DiT network and SUBS wrapper: interface, carry-over, row independence, time conditioning."""
+import pytest
 import torch
 
 from maskdiff.denoiser import SUBSDenoiser
@@ -103,3 +104,40 @@ def test_local_mixing_kernel_is_checked():
     cfg.model.local_mixing = 4
     with pytest.raises(MaskdiffError, match="odd kernel size"):
         cfg.validate()
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"time_conditioned": True}, {"time_conditioned": True, "num_classes": 3},
+                                    {"causal": True}, {"local_mixing": 3}])
+def test_positions_compute_the_same_logits_and_gradients(kwargs):
+    """With ``positions`` the last block and the output layer run at those positions only: the logits must
+    be those of the full call there, and so must the gradients of any loss of them."""
+    torch.manual_seed(0)
+    net = DiT(11, 12, width=32, depth=3, heads=2, cond_dim=16, **kwargs)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x, t = torch.randint(0, 12, (4, 12)), torch.rand(4)
+    positions = torch.rand(4, 12) < 0.5
+    positions[2] = False  # a row with no position asked for
+    valid = torch.ones(4, 12, dtype=torch.bool)
+    valid[1, 9:] = False  # and a padded one
+    extra = {"labels": torch.tensor([0, 1, 2, 3])} if kwargs.get("num_classes") else {}
+    params = list(net.parameters())
+
+    def run(subset: bool):
+        logits = net(x, t, valid=valid, positions=positions, **extra) if subset else net(x, t, valid=valid, **extra)[positions]
+        weights = torch.linspace(-1, 1, logits.numel()).view_as(logits)
+        grads = torch.autograd.grad((logits * weights).sum(), params, allow_unused=True)
+        return logits.detach(), grads
+
+    (full, g_full), (part, g_part) = run(False), run(True)
+    assert part.shape == (int(positions.sum()), 11)
+    torch.testing.assert_close(part, full, rtol=0, atol=1e-6)
+    for a, b in zip(g_full, g_part):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_depth_is_checked():
+    with pytest.raises(ValueError, match="depth must be at least 1"):
+        DiT(5, 8, width=16, depth=0, heads=2)

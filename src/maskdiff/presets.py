@@ -12,7 +12,7 @@ def tiny() -> RunConfig:
     mixing (kernel 5), L = 128."""
     return RunConfig(
         preset="tiny",
-        model=ModelConfig(width=128, depth=4, heads=4, local_mixing=5),
+        model=ModelConfig(width=128, depth=4, heads=4, local_mixing=5, masked_logits=True),
         data=DataConfig(corpus="shakespeare", form="text8", length=128),
         diffusion=DiffusionConfig(schedule="linear", time_sampler="importance"),
         train=TrainConfig(steps=1000, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=200, threads=2),
@@ -35,7 +35,7 @@ def dna() -> RunConfig:
     L = 256 bases; minutes on 2 CPU cores. Reports bits per base."""
     return RunConfig(
         preset="dna",
-        model=ModelConfig(width=128, depth=4, heads=4),
+        model=ModelConfig(width=128, depth=4, heads=4, masked_logits=True),
         data=DataConfig(corpus="ragout", modality="dna", length=256),
         diffusion=DiffusionConfig(schedule="linear"),
         train=TrainConfig(steps=1000, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=200, threads=2),
@@ -47,7 +47,7 @@ def digits() -> RunConfig:
     dropped 10% of the time, MD4's cosine schedule; learns in minutes on 2 CPU cores. Reports BPD."""
     return RunConfig(
         preset="digits",
-        model=ModelConfig(width=128, depth=4, heads=4, num_classes=10),
+        model=ModelConfig(width=128, depth=4, heads=4, num_classes=10, masked_logits=True),
         data=DataConfig(corpus="digits", modality="image", length=64, levels=17),
         diffusion=DiffusionConfig(schedule="cosine"),
         train=TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995, checkpoint_every=500,

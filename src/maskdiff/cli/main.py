@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-conditioned", action="store_true", default=None, help=describe_field("model", "time_conditioned"))
     p.add_argument("--no-carry-over", action="store_true", help=describe_field("diffusion", "carry_over"))
     p.add_argument("--no-zero-mask", action="store_true", help=describe_field("diffusion", "zero_mask"))
-    p.add_argument("--masked-logits", action="store_true", default=None, help=describe_field("model", "masked_logits"))
+    p.add_argument("--masked-logits", action=argparse.BooleanOptionalAction, default=None,
+                   help=describe_field("model", "masked_logits") + " (default: the preset's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("eval", help="NELBO bound (BPC / PPL) of a split with a 95%% interval", description="Estimate the negative ELBO of every sequence of a split and report bits per character (an upper bound) with a 95% interval over sequences.")
@@ -266,8 +267,8 @@ def cmd_train(args) -> int:
         config.diffusion.carry_over = False
     if args.no_zero_mask:
         config.diffusion.zero_mask = False
-    if args.masked_logits:
-        config.model.masked_logits = True
+    if args.masked_logits is not None:
+        config.model.masked_logits = args.masked_logits
     complete_backbone(config)
     validate_config(config)
     run_dir = args.run_dir or Path("runs") / config.preset

@@ -66,6 +66,9 @@ class TimestepEmbedding(nn.Module):
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """x (B, L, W) with shift and scale (B, W) per row; or x (N, W) with shift and scale (N, W) per position."""
+    if x.dim() == shift.dim():
+        return x * (1.0 + scale) + shift
     return x * (1.0 + scale[:, None]) + shift[:, None]
 
 
@@ -133,13 +136,15 @@ class Block(nn.Module):
         self.adaln = nn.Linear(cond_dim, 6 * width) if adaln else None
 
     def attention(self, x: Tensor, attn_mask: Optional[Tensor] = None, kv: Optional[list] = None, start: int = 0, *,
-                  positions: Optional[Tensor] = None, past: Optional[KV] = None, kv_out: Optional[List[KV]] = None) -> Tensor:
+                  positions: Optional[Tensor] = None, past: Optional[KV] = None, kv_out: Optional[List[KV]] = None,
+                  rows: Optional[Tensor] = None) -> Tensor:
         """kv: None (the plain call), an empty list (the call appends this layer's keys and values for the
         whole sequence: a cache), or [(k, v)] of the whole sequence (x is the window at positions
         start .. start + W - 1; its fresh keys and values replace the cached ones there).
         Block diffusion: positions: (L,) rotary positions of x's rows; past: cached (keys, values)
         (B, H, P, D), already rotated, that the rows of x attend to before their own; kv_out: receives this
-        call's own rotated (keys, values) (B, H, L, D)."""
+        call's own rotated (keys, values) (B, H, L, D).
+        rows: optional (B, L) bool; the output projection runs at those positions only, (N, W) row-major."""
         B, L, W = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (3, B, H, L, D)
         qk, v = qkv.split([2, 1])  # a split, not two slices: its backward is one concatenation, not two zero-filled copies
@@ -159,19 +164,30 @@ class Block(nn.Module):
         if attn_mask is not None and self.causal:
             attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=self.causal and attn_mask is None)
-        return self.proj(out.transpose(1, 2).reshape(B, L, W))
+        out = out.transpose(1, 2)  # (B, L, H, D)
+        return self.proj(out.reshape(B, L, W) if rows is None else out[rows].reshape(-1, W))
 
     def forward(self, x: Tensor, cond: Optional[Tensor], attn_mask: Optional[Tensor] = None, kv: Optional[list] = None,
-                start: int = 0, keep: Optional[Tensor] = None, **block_kv) -> Tensor:
-        """block_kv: ``positions``, ``past`` and ``kv_out`` of :meth:`attention` (block diffusion's two streams and cache)."""
+                start: int = 0, keep: Optional[Tensor] = None, rows: Optional[Tensor] = None, **block_kv) -> Tensor:
+        """block_kv: ``positions``, ``past`` and ``kv_out`` of :meth:`attention` (block diffusion's two streams and cache).
+
+        rows: optional (B, L) bool; every position still serves as a key and value, but the block's output
+        (after attention: the projection, the residual and the MLP) is computed at those positions only and
+        returned as (N, W) in row-major order: the last block of a network whose loss reads some positions."""
         if self.mix is not None:
             x = self.mix(x, keep)
         if self.adaln is None:
-            x = x + self.attention(self.norm1(x), attn_mask, kv, start, **block_kv)
+            h = self.attention(self.norm1(x), attn_mask, kv, start, rows=rows, **block_kv)
+            x = (x if rows is None else x[rows]) + h
             return x + self.mlp(self.norm2(x))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).chunk(6, dim=-1)
-        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1), attn_mask, kv, start, **block_kv)
-        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        h = self.attention(modulate(self.norm1(x), shift1, scale1), attn_mask, kv, start, rows=rows, **block_kv)
+        if rows is None:
+            x = x + gate1[:, None] * h
+            return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        row = rows.nonzero(as_tuple=True)[0]  # the sequence of each kept position
+        x = x[rows] + gate1[row] * h
+        return x + gate2[row] * self.mlp(modulate(self.norm2(x), shift2[row], scale2[row]))
 
 
 INITS = ("default", "gpt2")
@@ -219,6 +235,8 @@ class DiT(nn.Module):
         if block_size and local_mixing:
             raise ValueError("a block-diffusion network (block_size > 0) has no local mixing: it would mix the two streams")
         self.block_size = block_size
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
         self.init = init
@@ -267,16 +285,17 @@ class DiT(nn.Module):
 
         valid: optional (B, L) bool; attention never looks at positions where it is False (padding), so
             a padded row gives the same outputs at its real positions as the unpadded row.
-        positions: optional (B, L) bool; the output layer runs only there and the result is the logits
-            of those positions in row-major order, (N, V) with N = positions.sum(). With a large
-            vocabulary the output layer dominates, and a loss needs the masked positions only.
+        positions: optional (B, L) bool; the result is the logits of those positions only, in row-major
+            order, (N, V) with N = positions.sum(). The output layer and the last block after its attention
+            then run at those N positions (the other positions are keys and values there, nothing more): with
+            a large vocabulary the output layer dominates, and a loss needs the masked positions only.
         """
-        h = self.features(tokens, t, labels, valid=valid)  # (B, L, W)
-        return self.head(h if positions is None else h[positions])
+        return self.head(self.features(tokens, t, labels, valid=valid, positions=positions))
 
     def features(self, tokens: Tensor, t: Optional[Tensor] = None, labels: Optional[Tensor] = None, *,
-                 valid: Optional[Tensor] = None) -> Tensor:
-        """The final hidden states (B, L, W), before the output layer."""
+                 valid: Optional[Tensor] = None, positions: Optional[Tensor] = None) -> Tensor:
+        """The final hidden states (B, L, W), before the output layer; with ``positions`` (B, L) bool, those
+        positions' only, (N, W) in row-major order (the last block computes no others)."""
         x = self.embed(tokens)  # (B, L, W)
         if self.class_embed is not None:
             if labels is None:
@@ -297,13 +316,20 @@ class DiT(nn.Module):
             if self.class_embed is not None:
                 keys = torch.cat([torch.ones_like(keys[:, :1]), keys], dim=1)  # the class token is always seen
             attn_mask = keys[:, None, None, :]  # (B, 1, 1, L): True = may attend
-        for block in self.blocks:
+        rows = positions
+        if rows is not None and self.class_embed is not None:
+            rows = torch.cat([torch.zeros_like(rows[:, :1]), rows], dim=1)  # never the class token's output
+        *body, last = self.blocks
+        for block in body:
             x = block(x, cond, attn_mask, keep=keys)
-        x = self.norm_out(x)
+        x = self.norm_out(last(x, cond, attn_mask, keep=keys, rows=rows))
         if self.adaln_out is not None:
             shift, scale = self.adaln_out(cond).chunk(2, dim=-1)  # (B, W) each
+            if rows is not None:
+                row = rows.nonzero(as_tuple=True)[0]
+                shift, scale = shift[row], scale[row]
             x = modulate(x, shift, scale)
-        return x if self.class_embed is None else x[:, 1:]
+        return x if self.class_embed is None or rows is not None else x[:, 1:]
 
     def cached_forward(self, tokens: Tensor, t: Optional[Tensor] = None, *, start: int = 0,
                        cache: Optional[list] = None):
