@@ -59,3 +59,20 @@ def test_vs_reference_help_and_bad_input(tmp_path):
     assert bad.returncode != 0 and "choose from: train, gpt2, sample" in bad.stderr
     missing = _run("--peers", str(tmp_path), "--parts", "train")
     assert missing.returncode != 0 and "mdlm_bench.py" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_step_budget_runs_small_and_refuses_bad_input(tmp_path):
+    out = tmp_path / "budget.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "step_budget.py"), "--vocab", "16", "--length", "16",
+                          "--width", "32", "--depth", "2", "--heads", "2", "--batch", "2", "--repeats", "2", "--steps", "2",
+                          "--rounds", "1", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    import json
+
+    med = json.loads(out.read_text())["medians_s"]
+    for key in ("floor_all", "floor_masked", "step_all", "step_masked", "qkv", "attention", "mlp_masked"):
+        assert med[key] > 0, key
+    assert "| **floor** |" in run.stdout
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "step_budget.py"), "--width", "30", "--heads", "4"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "must split into 4 heads" in bad.stderr and "Traceback" not in bad.stderr
