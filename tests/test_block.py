@@ -144,18 +144,22 @@ def test_block_size_one_is_the_autoregressive_nll_and_block_size_l_is_masked_dif
     assert (middle + p.log()).abs().max() > 1e-2  # and none of them is -log p
 
 
-def test_block_loss_with_one_block_is_the_masked_loss_draw_for_draw(block_toy):
+@pytest.mark.parametrize("time_sampler", ["uniform", "importance"])
+def test_block_loss_with_one_block_is_the_masked_loss_draw_for_draw(block_toy, time_sampler):
     """L' = L: one block, whose time is the sequence's t: the same masks, weights and value as
-    continuous_diffusion_term for every draw."""
+    continuous_diffusion_term for every draw, with either time sampler."""
     seqs, _, q = block_toy
     d = TrueBlockDenoiser(seqs, q, V, L)
     g = torch.Generator().manual_seed(0)
     t = 1e-3 + (1 - 1e-3) * torch.rand(81, generator=g, dtype=torch.float64)
     noise = torch.rand((81, L), generator=g, dtype=torch.float64)
     sched = get_schedule("cosine")
-    got = block_diffusion_term(d, seqs, t, sched, noise=noise)
-    ref = continuous_diffusion_term(FunctionDenoiser(lambda x_t, t: d(x_t, seqs), V, True), seqs, t, sched, noise=noise)
+    got = block_diffusion_term(d, seqs, t, sched, noise=noise, time_sampler=time_sampler)
+    ref = continuous_diffusion_term(FunctionDenoiser(lambda x_t, t: d(x_t, seqs), V, True), seqs, t, sched, noise=noise,
+                                    time_sampler=time_sampler)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    if time_sampler == "importance":  # and the sampler changes the draws (this test would not notice a no-op otherwise)
+        assert not torch.allclose(got, block_diffusion_term(d, seqs, t, sched, noise=noise))
 
 
 def _mc_mean(estimate, seqs, n, seed):
@@ -179,19 +183,41 @@ def test_sampled_block_nelbo_is_unbiased(block_toy):
     assert ((mean - exact).abs() <= 4.5 * se).all(), float(((mean - exact).abs() / se).max())
 
 
-def test_clipped_mask_rates_estimate_the_integral_over_their_interval(block_toy):
-    """mask_rates (lo, hi): the masked fraction uniform on [lo, hi], weighted (hi - lo)/a, estimates the
-    diffusion integral over that interval only (linear schedule: a = t), not the NELBO."""
+@pytest.mark.parametrize("time_sampler", ["uniform", "importance"])
+def test_clipped_mask_rates_estimate_the_integral_over_their_interval(block_toy, time_sampler):
+    """mask_rates (lo, hi): the masked fraction uniform on [lo, hi], weighted (hi - lo)/a (or its square
+    root uniform, weighted 2 (sqrt(hi) - sqrt(lo)) / sqrt(a)), estimates the diffusion integral over that
+    interval only (linear schedule: a = t), not the NELBO."""
     seqs, p, _ = block_toy
     d = Sharpened(TrueBlockDenoiser(seqs, p, V, 2))
     lin = get_schedule("linear")
     lo, hi = 0.3, 0.8
     exact = exact_block_nelbo(d, seqs, lin, t_min=lo, t_max=hi, boundary_terms=False)
-    mean, se = _mc_mean(lambda x0, t, g: block_diffusion_term(d, x0, t, lin, g, mask_rates=(lo, hi)), seqs, 1500, 1)
+    mean, se = _mc_mean(lambda x0, t, g: block_diffusion_term(d, x0, t, lin, g, mask_rates=(lo, hi), time_sampler=time_sampler),
+                        seqs, 1500, 1)
     assert ((mean - exact).abs() <= 4.5 * se).all()
     assert (exact < exact_block_nelbo(d, seqs, lin) - 0.1).all()  # it leaves part of the bound out
     with pytest.raises(MaskdiffError, match="0 <= low < high <= 1"):
         block_diffusion_term(d, seqs, torch.full((81,), 0.5), lin, mask_rates=(0.8, 0.3))
+
+
+def test_importance_sampled_block_loss_is_unbiased_with_lower_variance(block_toy):
+    """Each block's time importance-sampled: the training term still averages to the enumerated diffusion
+    integral over [t_min, 1] (a denoiser that is not the truth, several blocks), with a smaller spread
+    than uniform times."""
+    seqs, p, _ = block_toy
+    d = Sharpened(TrueBlockDenoiser(seqs, p, V, 2))
+    sched, t_min = get_schedule("cosine"), 1e-3
+    exact = exact_block_nelbo(d, seqs, sched, t_min=t_min, boundary_terms=False)
+    spread = {}
+    for sampler in ("importance", "uniform"):
+        mean, se = _mc_mean(lambda x0, t, g: block_diffusion_term(d, x0, t, sched, g, t_min=t_min, time_sampler=sampler),
+                            seqs, 1500, 2)
+        assert ((mean - exact).abs() <= 4.5 * se).all(), (sampler, float(((mean - exact).abs() / se).max()))
+        spread[sampler] = se.mean()
+    assert spread["importance"] < spread["uniform"]
+    with pytest.raises(MaskdiffError, match="choose one of: uniform, importance"):
+        block_diffusion_term(d, seqs, torch.full((81,), 0.5), sched, time_sampler="sqrt")
 
 
 # ---------------------------------------------------------------- the block sampler

@@ -108,7 +108,7 @@ class DiffusionConfig:
     low_discrepancy: bool = True
     """Stratified t over the global batch (MDLM Sec. 3.4)."""
     time_sampler: str = "uniform"
-    """How the training loss draws t (continuous time, masked and sedd objectives): 'uniform' on
+    """How the training loss draws t (continuous time, masked, sedd and block objectives): 'uniform' on
     [t_min, 1] (MD4, MDLM) or 'importance' (the square root of the masked fraction uniform, each draw
     weighted by w(t)/q(t): the same NELBO, a gradient of lower variance; the presets' choice, see
     docs/results.md). Evaluation always uses uniform t."""

@@ -16,6 +16,11 @@ sequence's (stratified) t by k/K, so every block's t is uniform and the sum stay
 drawn uniform on [lo, hi] and the cross-entropy weighted by (hi - lo)/a, which estimates the part of the
 integral with a in [lo, hi] (by MD4's invariance it is int E[C | a]/a da whatever the schedule). It is a
 lower-variance training loss, not a bound; evaluation always takes the whole interval.
+
+``time_sampler='importance'`` draws every block's time as the masked objective does (the square root of
+a uniform, loss/masked.py :func:`importance_times`), on [t_min, 1] or, with clipped mask rates, with
+sqrt(a) uniform on [sqrt(lo), sqrt(hi)] and the weight 2 (sqrt(hi) - sqrt(lo)) / sqrt(a): the same
+expectation either way, a gradient of lower variance.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import torch
 from torch import Tensor
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.loss.masked import DEFAULT_T_MIN, NELBOTerms, prior_term, token_counts
+from maskdiff.loss.masked import DEFAULT_T_MIN, TIME_SAMPLERS, NELBOTerms, importance_times, prior_term, token_counts
 from maskdiff.process import forward_mask
 from maskdiff.schedules import Schedule
 
@@ -82,24 +87,36 @@ def block_diffusion_term(
     t_min: float = DEFAULT_T_MIN,
     noise: Optional[Tensor] = None,
     mask_rates: Optional[Tuple[float, float]] = None,
+    time_sampler: str = "uniform",
 ) -> Tensor:
     """One-sample estimate of sum_k int_{t_min}^1 w(t) E_q[C_t^k] dt, one pass of the network. (B,).
 
     x0: (B, L); t: (B,) uniform or stratified on [t_min, 1] (spread over the blocks by :func:`block_times`);
     noise: optional (B, L) float64 mask uniforms. mask_rates: (lo, hi), BD3-LM's clipped interval for
-    training (see the module docstring); None: the NELBO term.
+    training (see the module docstring); None: the NELBO term. time_sampler: 'uniform' or 'importance'
+    (the module docstring).
     """
+    if time_sampler not in TIME_SAMPLERS:
+        raise MaskdiffError(f"unknown time sampler {time_sampler!r}; choose one of: {', '.join(TIME_SAMPLERS)}")
     B, L = x0.shape
     tb = block_times(t, num_blocks(L, denoise.block_size), t_min)  # (B, K)
     if mask_rates is None:
+        if time_sampler == "importance":
+            tb, weight = importance_times(tb, schedule, t_min)
+        else:
+            weight = (1.0 - t_min) * schedule.weight(tb)  # density of U[t_min, 1] is 1/(1 - t_min)
         alpha = schedule.alpha(tb)
-        weight = (1.0 - t_min) * schedule.weight(tb)  # density of U[t_min, 1] is 1/(1 - t_min)
     else:
         check_mask_rates(mask_rates)
         lo, hi = mask_rates
-        a = lo + (hi - lo) * (tb - t_min) / (1.0 - t_min)  # masked fraction, uniform on [lo, hi]
+        v = (tb - t_min) / (1.0 - t_min)  # uniform on [0, 1)
+        if time_sampler == "importance":  # sqrt(a) uniform on [sqrt(lo), sqrt(hi)]: q(a) = 1 / (2 sqrt(a) (sqrt(hi) - sqrt(lo)))
+            root = math.sqrt(lo) + (math.sqrt(hi) - math.sqrt(lo)) * v
+            a, weight = root * root, 2.0 * (math.sqrt(hi) - math.sqrt(lo)) / root
+        else:
+            a = lo + (hi - lo) * v  # masked fraction, uniform on [lo, hi]
+            weight = (hi - lo) / a
         alpha = 1.0 - a
-        weight = (hi - lo) / a
     x_t = forward_mask(x0, _tokens(alpha, denoise.block_size, L), denoise.vocab_size, generator, noise=noise)
     ce = block_cross_entropy(denoise, x_t, x0)  # (B, K)
     return (weight.to(ce.dtype) * ce).sum(-1)

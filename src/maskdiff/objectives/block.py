@@ -57,7 +57,7 @@ class BlockDiffusion(Objective):
     def train_loss(self, x0, t, noise, valid=None, labels=None):
         d = self.config.diffusion
         per_seq = block_diffusion_term(self.denoiser, x0, t, self.schedule, t_min=d.t_min, noise=noise[0],
-                                       mask_rates=self.mask_rates)
+                                       mask_rates=self.mask_rates, time_sampler=d.time_sampler)
         return per_seq, per_seq.detach()  # with clipped mask rates the logged figure is that loss, not a bound
 
     def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None):
