@@ -37,8 +37,8 @@ MFU: model FLOPs per token, the same formula for both implementations, over the 
 rate (an n x n product, best of 5, measured by this process before every round; the best over the
 run). Model FLOPs per token = 6 (12 depth width^2 + width V) + 12 depth width L: every matrix product
 a token goes through, forward and backward (3x forward), and the attention scores; the reference's
-per-sequence adaLN conditioning and maskdiff's skipped output rows are not counted, so the MFU ratio
-equals the tokens/s ratio.
+per-sequence adaLN conditioning and the rows maskdiff skips (output layer, last block) are not counted,
+so the MFU ratio equals the tokens/s ratio.
 """
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.loss.masked import DEFAULT_T_MIN, TIME_SAMPLERS, NELBOTerms, importance_times, prior_term, token_counts
+from maskdiff.loss.masked import (DEFAULT_T_MIN, TIME_SAMPLERS, NELBOTerms, importance_times, prior_term,
+                                  sqrt_uniform_fraction, token_counts)
 from maskdiff.process import forward_mask
 from maskdiff.schedules import Schedule
 
@@ -110,9 +111,8 @@ def block_diffusion_term(
         check_mask_rates(mask_rates)
         lo, hi = mask_rates
         v = (tb - t_min) / (1.0 - t_min)  # uniform on [0, 1)
-        if time_sampler == "importance":  # sqrt(a) uniform on [sqrt(lo), sqrt(hi)]: q(a) = 1 / (2 sqrt(a) (sqrt(hi) - sqrt(lo)))
-            root = math.sqrt(lo) + (math.sqrt(hi) - math.sqrt(lo)) * v
-            a, weight = root * root, 2.0 * (math.sqrt(hi) - math.sqrt(lo)) / root
+        if time_sampler == "importance":
+            a, weight = sqrt_uniform_fraction(v, lo, hi)
         else:
             a = lo + (hi - lo) * v  # masked fraction, uniform on [lo, hi]
             weight = (hi - lo) / a

@@ -96,11 +96,18 @@ def importance_times(t: Tensor, schedule: Schedule, t_min: float = DEFAULT_T_MIN
     and the factor that replaces (1 - t_min) w(t) in :func:`continuous_diffusion_term`.
     """
     v = (t.to(torch.float64) - t_min) / (1.0 - t_min)  # uniform on [0, 1)
-    lo = math.sqrt(float(schedule.one_minus_alpha(torch.tensor(t_min, dtype=torch.float64, device=t.device))))
-    hi = math.sqrt(1.0 - schedule.alpha_1)
+    a_lo = float(schedule.one_minus_alpha(torch.tensor(t_min, dtype=torch.float64, device=t.device)))
+    a, weight = sqrt_uniform_fraction(v, a_lo, 1.0 - schedule.alpha_1)
+    return schedule.inverse(1.0 - a).clamp(t_min, 1.0), weight
+
+
+def sqrt_uniform_fraction(v: Tensor, a_lo: float, a_hi: float) -> tuple[Tensor, Tensor]:
+    """The masked fraction a whose square root is uniform on [sqrt(a_lo), sqrt(a_hi)], at the uniforms v on
+    [0, 1), and the weight 1 / (a q(a)) = 2 (sqrt(a_hi) - sqrt(a_lo)) / sqrt(a): C_a times it estimates
+    int_{a_lo}^{a_hi} E[C | a] / a da (:func:`importance_times`; block diffusion's clipped rates)."""
+    lo, hi = math.sqrt(a_lo), math.sqrt(a_hi)
     root = lo + (hi - lo) * v  # sqrt(a), uniform on [lo, hi)
-    t_new = schedule.inverse(1.0 - root * root).clamp(t_min, 1.0)
-    return t_new, 2.0 * (hi - lo) / root
+    return root * root, 2.0 * (hi - lo) / root
 
 
 def discrete_step(t: Tensor, steps: int, t_min: float = DEFAULT_T_MIN) -> Tensor:
