@@ -15,6 +15,7 @@ LAYERS = {
     "math": (["maskdiff.schedules", "maskdiff.process", "maskdiff.denoiser", "maskdiff.exact", "maskdiff.loss", "maskdiff.sampling"],
              ["errors"]),
     "networks": (["maskdiff.networks"], []),
+    "hf": (["maskdiff.hf"], ["networks"]),  # imports transformers: only a user's `import maskdiff.hf` loads it
     "io": (["maskdiff.checkpoint", "maskdiff.distributed", "maskdiff.visualize"], ["errors"]),
     "estimate": (["maskdiff.evaluation.nelbo"], ["errors", "math"]),
     "data": (["maskdiff.data"], ["errors", "io"]),

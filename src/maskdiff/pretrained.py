@@ -1,9 +1,15 @@
 """The published form of a model: a folder that Hugging Face tooling recognises.
 
     OUT/
-      config.json              model_type "maskdiff", the sizes a reader looks for (vocab_size,
-                               mask_token_id, max_position_embeddings) and the whole run config under "maskdiff"
+      config.json              model_type "maskdiff", the sizes a reader looks for (vocab_size: the input ids,
+                               the mask included; mask_token_id; max_position_embeddings), the network class and
+                               its arguments ("network"), "auto_map" naming the files below, and the whole run
+                               config under "maskdiff"
       model.safetensors        the weights (EMA by default), the network's own parameter names
+      configuration_maskdiff.py, modeling_maskdiff.py, transformer.py, mdlm_dit.py
+                               the code transformers runs with trust_remote_code=True where maskdiff is not
+                               installed: maskdiff.hf's two files and the network files, copied byte for byte
+                               (the dit and mdlm-dit backbones)
       maskdiff_tokenizer.json  the tokenizer as maskdiff reads it (any kind: characters, bytes, subwords)
       tokenizer.json           subword tokenizers also in the tokenizers library's own format, with
       tokenizer_config.json    a config naming PreTrainedTokenizerFast, so AutoTokenizer reads them
@@ -12,7 +18,9 @@
 
 :meth:`maskdiff.pipeline.Pipeline.save_pretrained` writes it (``maskdiff export RUN OUT`` on the command
 line) and :func:`maskdiff.from_pretrained` reads it back, from a local folder or, where a hub is
-reachable, a hub name (downloaded with ``huggingface_hub``). Nothing is unpickled.
+reachable, a hub name (downloaded with ``huggingface_hub``). Nothing is unpickled. Hugging Face's
+``AutoModelForMaskedLM.from_pretrained`` reads it too (after ``import maskdiff.hf``, or with
+``trust_remote_code=True``): see maskdiff.hf.
 """
 from __future__ import annotations
 
@@ -26,6 +34,8 @@ from maskdiff.checkpoint import atomic_write_text, read_tensors
 from maskdiff.config import RunConfig
 from maskdiff.data.subword import tokenizer_from_config
 from maskdiff.errors import MaskdiffError
+from maskdiff.objectives import get_objective
+from maskdiff.objectives.base import network_arguments
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -34,6 +44,12 @@ TOKENIZER_FILE = "maskdiff_tokenizer.json"
 CARD_FILE = "README.md"
 # Where a named starting point came from on the hub, for the card's base_model.
 BASE_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+# The code a folder carries for trust_remote_code=True: its file name -> the package file it is a copy of
+# (relative to the maskdiff package). One source: maskdiff.hf imports the same network files from maskdiff.networks.
+PACKAGE = Path(__file__).resolve().parent
+REMOTE_CODE = {"configuration_maskdiff.py": "hf/configuration_maskdiff.py", "modeling_maskdiff.py": "hf/modeling_maskdiff.py",
+               "transformer.py": "networks/transformer.py", "mdlm_dit.py": "networks/mdlm_dit.py"}
+AUTO_MAP = {"AutoConfig": "configuration_maskdiff.MaskdiffConfig", "AutoModelForMaskedLM": "modeling_maskdiff.MaskdiffForMaskedLM"}
 
 
 def is_pretrained_folder(path) -> bool:
@@ -81,13 +97,17 @@ def write_pretrained(out, config: RunConfig, tokenizer, weights: Dict[str, Tenso
         raise MaskdiffError(f"{out} exists and is not empty; choose a new folder (or pass overwrite=True / --overwrite)")
     out.mkdir(parents=True, exist_ok=True)
     V = int(tokenizer.vocab_size)
+    backbone, arguments = network_arguments(config, V, get_objective(config.diffusion.objective))
+    remote = backbone != "hf"  # a Hugging Face masked LM inside maskdiff's wrapper has no remote code here
     meta = {
         "model_type": "maskdiff",
-        "architectures": [f"maskdiff.{config.diffusion.objective}.{config.model.backbone}"],
+        "architectures": ["MaskdiffForMaskedLM"],
+        **({"auto_map": AUTO_MAP} if remote else {}),
         "maskdiff_format": FORMAT_VERSION,
-        "vocab_size": V,
+        "vocab_size": V + 1,
         "mask_token_id": V,
         "max_position_embeddings": config.data.length,
+        "network": {"backbone": backbone, "arguments": arguments},
         "weights": weights_kind,
         "step": step,
         "source": source,
@@ -99,6 +119,8 @@ def write_pretrained(out, config: RunConfig, tokenizer, weights: Dict[str, Tenso
               metadata={"format": "pt", "maskdiff_weights": weights_kind})
     atomic_write_text(out / CONFIG_FILE, json.dumps(meta, indent=1))
     atomic_write_text(out / TOKENIZER_FILE, json.dumps(tokenizer.config()))
+    for name, source in (REMOTE_CODE.items() if remote else ()):
+        atomic_write_text(out / name, (PACKAGE / source).read_text(encoding="utf-8"))
     backend = getattr(tokenizer, "backend", None)
     if backend is not None:  # a subword tokenizer: also in the format AutoTokenizer reads
         atomic_write_text(out / "tokenizer.json", backend.to_str())

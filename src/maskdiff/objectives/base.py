@@ -15,28 +15,21 @@ from maskdiff.loss import NELBOTerms
 from maskdiff.networks.transformer import DiT
 
 
-def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective"]) -> nn.Module:
-    """The network of a run (model.backbone), shaped by what the objective needs (causal attention, a mask
-    logit). MDLM's DiT always outputs the mask column; a Hugging Face masked LM never does (its own
-    mask token's column is -inf)."""
+def network_arguments(config: RunConfig, vocab_size: int, objective: Type["Objective"]) -> Tuple[str, Dict[str, Any]]:
+    """(backbone, the keyword arguments of its network class) of a run (model.backbone), shaped by what the
+    objective needs (causal attention, a mask logit): what :func:`build_network` builds and what a model
+    folder records for Hugging Face's Auto classes (maskdiff.hf). Backbone 'hf': its hf_config."""
     m = config.model
     time_conditioned = m.time_conditioned and objective.time_conditioning_allowed
     if m.backbone == "mdlm-dit":
-        from maskdiff.networks.mdlm_dit import MDLMDiT
-
-        return MDLMDiT(vocab_size, config.data.length, width=m.width, depth=m.depth, heads=m.heads, cond_dim=m.cond_dim,
-                       mlp_ratio=int(m.mlp_ratio), dropout=m.dropout, time_conditioned=time_conditioned, causal=objective.causal)
+        return "mdlm-dit", dict(vocab_size=vocab_size, max_length=config.data.length, width=m.width, depth=m.depth, heads=m.heads,
+                                cond_dim=m.cond_dim, mlp_ratio=int(m.mlp_ratio), dropout=m.dropout, time_conditioned=time_conditioned,
+                                causal=objective.causal)
     if m.backbone == "hf":
-        from maskdiff.networks.masked_lm import HFMaskedLM
-
-        network = HFMaskedLM.from_config(m.hf_config)
-        if network.vocab_size != vocab_size:
-            raise MaskdiffError(f"the Hugging Face backbone has {network.vocab_size} tokens but the tokenizer has {vocab_size}; "
-                                "use the tokenizer the backbone was trained with (e.g. --tokenizer bert for MiniLM)")
-        return network
-    return DiT(
-        vocab_size,
-        config.data.length,
+        return "hf", dict(m.hf_config)
+    return "dit", dict(
+        vocab_size=vocab_size,
+        max_length=config.data.length,
         width=m.width,
         depth=m.depth,
         heads=m.heads,
@@ -52,6 +45,25 @@ def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective
         local_mixing=0 if objective.block_network else m.local_mixing,
         block_size=config.diffusion.block_size if objective.block_network else 0,
     )
+
+
+def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective"]) -> nn.Module:
+    """The network of a run (:func:`network_arguments`). MDLM's DiT always outputs the mask column; a Hugging
+    Face masked LM never does (its own mask token's column is -inf)."""
+    backbone, arguments = network_arguments(config, vocab_size, objective)
+    if backbone == "mdlm-dit":
+        from maskdiff.networks.mdlm_dit import MDLMDiT
+
+        return MDLMDiT(**arguments)
+    if backbone == "hf":
+        from maskdiff.networks.masked_lm import HFMaskedLM
+
+        network = HFMaskedLM.from_config(arguments)
+        if network.vocab_size != vocab_size:
+            raise MaskdiffError(f"the Hugging Face backbone has {network.vocab_size} tokens but the tokenizer has {vocab_size}; "
+                                "use the tokenizer the backbone was trained with (e.g. --tokenizer bert for MiniLM)")
+        return network
+    return DiT(**arguments)
 
 
 def backbone_config(name: str) -> Tuple[Dict[str, Any], str]:
