@@ -80,6 +80,18 @@ def test_the_folder_carries_its_code_byte_for_byte(folders):
         assert (folder / name).read_bytes() == (PACKAGE / source).read_bytes(), name
 
 
+def test_import_maskdiff_leaves_transformers_alone_and_import_maskdiff_hf_registers():
+    code = ("import sys, maskdiff, maskdiff.pretrained\n"
+            "assert 'transformers' not in sys.modules, 'import maskdiff imported transformers'\n"
+            "import maskdiff.hf\n"
+            "from transformers import CONFIG_MAPPING, MODEL_FOR_MASKED_LM_MAPPING\n"
+            "assert CONFIG_MAPPING['maskdiff'] is maskdiff.hf.MaskdiffConfig\n"
+            "assert MODEL_FOR_MASKED_LM_MAPPING[maskdiff.hf.MaskdiffConfig] is maskdiff.hf.MaskdiffForMaskedLM\n")
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE.parent))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_transformers_refuses_the_folder_without_maskdiff_or_trust(folders):
     """Neither registered nor trusted: transformers asks for trust_remote_code (the folder's code is not run)."""
     code = ("import sys; sys.modules['maskdiff'] = None\n"
