@@ -78,6 +78,7 @@ def test_the_folder_carries_its_code_byte_for_byte(folders):
     assert meta["vocab_size"] == meta["mask_token_id"] + 1 and meta["network"]["backbone"] == "dit"
     for name, source in REMOTE_CODE.items():
         assert (folder / name).read_bytes() == (PACKAGE / source).read_bytes(), name
+    assert "trust_remote_code=True" in (folder / "README.md").read_text()  # the card says how
 
 
 def test_import_maskdiff_leaves_transformers_alone_and_import_maskdiff_hf_registers():

@@ -201,4 +201,11 @@ def model_card(config: RunConfig, tokenizer, meta: Dict[str, Any], n_params: int
         "```", "",
         "On the command line: `maskdiff sample FOLDER --num 4 --sampler first-hitting` and `maskdiff eval FOLDER`.", "",
     ]
+    if meta.get("auto_map"):
+        reads_t = meta["network"]["arguments"].get("time_conditioned")
+        lines += [f"With transformers alone, the network's logits (the mask is id {tokenizer.vocab_size}; `timesteps` is t in [0, 1], "
+                  f"which this network {'reads' if reads_t else 'ignores'}):", "",
+                  "```python", "from transformers import AutoModelForMaskedLM", "",
+                  f'model = AutoModelForMaskedLM.from_pretrained("{name}", trust_remote_code=True)  # or, maskdiff installed: import maskdiff.hf first',
+                  "logits = model(input_ids, timesteps=t).logits", "```", ""]
     return "\n".join(lines)

@@ -67,7 +67,7 @@ class MaskdiffForMaskedLM(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, timesteps: Optional[torch.Tensor] = None,
                 attention_mask: Optional[torch.Tensor] = None, class_labels: Optional[torch.Tensor] = None,
-                return_dict: Optional[bool] = None, **kwargs) -> MaskedLMOutput:
+                return_dict: Optional[bool] = None) -> MaskedLMOutput:
         """input_ids: (B, L) in [0, V], the mask is id V (``config.mask_token_id``). timesteps: (B,) the
         diffusion time t in [0, 1] (t = 1: every token masked); a time-conditioned network needs it, a
         time-independent one ignores it. attention_mask: (B, L), 0 at padding. class_labels: (B,) for a
