@@ -48,7 +48,8 @@ BASE_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 # (relative to the maskdiff package). One source: maskdiff.hf imports the same network files from maskdiff.networks.
 PACKAGE = Path(__file__).resolve().parent
 REMOTE_CODE = {"configuration_maskdiff.py": "hf/configuration_maskdiff.py", "modeling_maskdiff.py": "hf/modeling_maskdiff.py",
-               "transformer.py": "networks/transformer.py", "mdlm_dit.py": "networks/mdlm_dit.py"}
+               "transformer.py": "networks/transformer.py", "layers.py": "networks/layers.py",
+               "mdlm_dit.py": "networks/mdlm_dit.py"}
 AUTO_MAP = {"AutoConfig": "configuration_maskdiff.MaskdiffConfig", "AutoModelForMaskedLM": "modeling_maskdiff.MaskdiffForMaskedLM"}
 
 
