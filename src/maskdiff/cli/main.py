@@ -383,7 +383,7 @@ def cmd_sample(args) -> int:
 
         evaluator = None
         if args.evaluator:
-            from maskdiff.evaluation.quality import RunEvaluatorLM
+            from maskdiff.evaluation.judge import RunEvaluatorLM
 
             evaluator = RunEvaluatorLM.from_run(args.evaluator, device=args.device)
         report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress,
