@@ -39,8 +39,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from maskdiff.errors import MaskdiffError
 from maskdiff.denoiser import Denoiser
+from maskdiff.errors import MaskdiffError
 from maskdiff.process import uniform
 from maskdiff.schedules import Schedule, time_grid
 from maskdiff.sampling.cached import StepCache
