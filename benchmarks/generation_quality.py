@@ -21,7 +21,8 @@ from common import write_run_result  # noqa: E402
 
 import maskdiff  # noqa: E402
 from maskdiff.pipeline import eval_chunks  # noqa: E402
-from maskdiff.evaluation.quality import EvaluatorLM, report_for_samples  # noqa: E402
+from maskdiff.evaluation.judge import EvaluatorLM  # noqa: E402
+from maskdiff.evaluation.quality import report_for_samples  # noqa: E402
 
 
 class _Held:

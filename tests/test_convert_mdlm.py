@@ -46,8 +46,10 @@ def mdlm_state_dict(seed: int = 0):
     return sd
 
 
-def reference_forward(sd, tokens, sigma):
-    """MDLM's DiT forward written from its description, in float32: logits (B, L, V + 1)."""
+def reference_forward(sd, tokens, sigma, drop=lambda z: z):
+    """MDLM's DiT forward written from its description, in float32: logits (B, L, V + 1). ``drop``: the
+    dropout of MDLM's bias_dropout_add, applied to the attention output then the MLP output of each block
+    before the gated residual (the attention probabilities are not dropped)."""
     p = {k[len("backbone."):]: v for k, v in sd.items()}
     B, n = tokens.shape
     x = p["vocab_embed.embedding"][tokens]
@@ -77,11 +79,11 @@ def reference_forward(sd, tokens, sigma):
         qkv = (h @ p[b + "attn_qkv.weight"].T).reshape(B, n, 3, HEADS, D)
         q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))  # (B, H, L, D)
         att = torch.softmax(rope(q) @ rope(k).transpose(-1, -2) / math.sqrt(D), dim=-1) @ v
-        x = x + gate1 * (att.transpose(1, 2).reshape(B, n, W) @ p[b + "attn_out.weight"].T)
+        x = x + gate1 * drop(att.transpose(1, 2).reshape(B, n, W) @ p[b + "attn_out.weight"].T)
         h = norm(x, p[b + "norm2.weight"]) * (1 + scale2) + shift2
         u = h @ p[b + "mlp.0.weight"].T + p[b + "mlp.0.bias"]
         u = 0.5 * u * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))
-        x = x + gate2 * (u @ p[b + "mlp.2.weight"].T + p[b + "mlp.2.bias"])
+        x = x + gate2 * drop(u @ p[b + "mlp.2.weight"].T + p[b + "mlp.2.bias"])
     mods = (c @ p["output_layer.adaLN_modulation.weight"].T + p["output_layer.adaLN_modulation.bias"])[:, None]
     h = norm(x, p["output_layer.norm_final.weight"]) * (1 + mods[..., W:]) + mods[..., :W]
     return h @ p["output_layer.linear.weight"].T + p["output_layer.linear.bias"]
@@ -116,6 +118,24 @@ def test_converted_logits_equal_mdlm_forward(converted):
     expect = torch.log_softmax(ref[..., :V], -1)
     assert torch.allclose(log_mu[masked], expect[masked], atol=1e-4)
     assert torch.all(log_mu[~masked].argmax(-1) == x[~masked]) and torch.all(log_mu[~masked].max(-1).values == 0)
+
+
+@torch.no_grad()
+def test_training_dropout_is_on_the_residual_branches_only(converted):
+    """In train mode with dropout p, the network equals the reference forward with the same dropout masks (the
+    same seed, the same draws in the same order): MDLM drops the attention and MLP outputs, never the
+    attention probabilities (an extra dropout there would change the output and the draws)."""
+    sd, out = converted
+    net = maskdiff.from_pretrained(out).objective.network.train()
+    for block in net.blocks:
+        block.dropout = 0.3
+    x = torch.randint(0, V + 1, (3, L), generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(9)
+    ours = net(x, None)
+    torch.manual_seed(9)
+    ref = reference_forward(sd, x, torch.zeros(3), drop=lambda z: F.dropout(z, 0.3, training=True))
+    assert float((ours - ref).abs().max()) < 2e-5
+    assert float((ref - reference_forward(sd, x, torch.zeros(3))).abs().max()) > 1e-2  # dropout is on
 
 
 @torch.no_grad()

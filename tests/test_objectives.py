@@ -120,7 +120,7 @@ def test_cli_ar_and_genmd4(tmp_path):
     proc = run_cli("sample", gen, "--num", "2", "--length", "24", "--steps", "8", "--evaluate", "--evaluator", run, "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "maskdiff-ar:ar" in proc.stdout
-    from maskdiff.evaluation.quality import RunEvaluatorLM
+    from maskdiff.evaluation.judge import RunEvaluatorLM
 
     lm = RunEvaluatorLM.from_run(run)
     sums, counts = lm.nll(["to be or not to be", "a" * 70])  # the second is longer than L = 32: three windows

@@ -12,14 +12,9 @@ import pytest
 import torch
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.evaluation.quality import (
-    EvaluatorLM,
-    QualityReport,
-    report_for_samples,
-    repeated_ngram_rate,
-    repeated_word_ngram_rate,
-    unigram_entropy,
-)
+from maskdiff.evaluation.judge import EvaluatorLM
+from maskdiff.evaluation.metrics import repeated_ngram_rate, repeated_word_ngram_rate, unigram_entropy
+from maskdiff.evaluation.quality import QualityReport, report_for_samples
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "maskdiff"
 
@@ -128,13 +123,18 @@ def test_quality_report_dict_and_summary():
 # --------------------------------------------------------------------------- optional packages
 
 
-def test_quality_imports_only_errors_and_nothing_optional_at_import():
-    tree = ast.parse((SRC / "evaluation" / "quality.py").read_text())
+@pytest.mark.parametrize("module,own", [("metrics", ["maskdiff.errors"]), ("judge", ["maskdiff.errors"]),
+                                        ("quality", ["maskdiff.errors", "maskdiff.evaluation.judge", "maskdiff.evaluation.metrics"])])
+def test_quality_modules_import_nothing_optional_at_import(module, own):
+    """The sample statistics, the judge and the report import only these maskdiff modules at the top, and no
+    optional package (transformers, gguf, accelerate, tqdm) until a judge is loaded."""
+    tree = ast.parse((SRC / "evaluation" / f"{module}.py").read_text())
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + [n.module for n in top if isinstance(n, ast.ImportFrom)]
-    assert [m for m in names if m.startswith("maskdiff")] == ["maskdiff.errors"]
+    assert [m for m in names if m.startswith("maskdiff")] == own
     assert not [m for m in names if m.split(".")[0] in ("transformers", "gguf", "accelerate", "tqdm")]
-    code = "import sys, maskdiff.evaluation.quality; print(sorted(m for m in ('transformers', 'gguf', 'accelerate') if m in sys.modules))"
+    code = (f"import sys, maskdiff.evaluation.{module}; "
+            "print(sorted(m for m in ('transformers', 'gguf', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

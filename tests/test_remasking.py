@@ -6,13 +6,16 @@ What is exact, and checked by enumeration over all (V + 1)^L partially masked st
 * with the true conditional mu, one step from the forward law q(z_t) gives every position's marginal
   of q(z_s), and the mask pattern of the whole chain follows the forward process at every step;
 * the sampler's draws follow the enumerated law of its chain (chi-square), and sigma = 0 is the
-  ancestral chain draw for draw.
+  ancestral chain draw for draw;
+* ReMDM-loop runs on its own piecewise-linear alpha (ReMDM's alpha_on, docs/math.md (eq. 27)): at eta = 0
+  it is the ancestral chain of that alpha, and fed x_0 its states follow the forward law at that alpha.
 """
 import pytest
 import torch
 from scipy.stats import chisquare
 
 from maskdiff import MaskdiffError, get_schedule
+from maskdiff.schedules import Schedule
 from maskdiff.denoiser import FunctionDenoiser, carry_over
 from maskdiff.exact import (chain_law, empirical_law, enumerate_sequences, forward_state_law, mask_patterns,
                             remasking_chain_laws, sequence_index)
@@ -24,10 +27,21 @@ N = 10000
 P_MIN = 1e-3
 STATES = enumerate_sequences(V + 1, L)
 PLANS = [("cap", 0.3, "linear"), ("rescale", 0.5, "cosine"), ("loop", 0.4, "linear"), ("cap", 1.0, "polynomial")]
+ALPHA_ON = 0.6  # the loop's held alpha in these tests: sigma^max = (1 - 0.6)/0.6 leaves room for eta = 0.4
 
 
 def _plan(strategy, eta, schedule, steps=8):
-    return remasking_plan(get_schedule(schedule), steps, strategy, eta, t_on=0.7, t_off=0.2)
+    return remasking_plan(get_schedule(schedule), steps, strategy, eta, t_on=0.7, t_off=0.2, alpha_on=ALPHA_ON)
+
+
+def published_loop_alpha(t: float, t_on: float, t_off: float, alpha_on: float) -> float:
+    """ReMDM-loop's alpha_t as its paper defines it (Sec. 4.1): linear from 0 at t = 1 to alpha_on at t_on,
+    alpha_on down to t_off, linear from alpha_on at t_off to 1 at t = 0."""
+    if t > t_on:
+        return alpha_on * (1.0 - t) / (1.0 - t_on)
+    if t >= t_off:
+        return alpha_on
+    return 1.0 - (1.0 - alpha_on) * t / t_off
 
 
 def point_denoiser(x0: torch.Tensor) -> FunctionDenoiser:
@@ -51,26 +65,29 @@ def test_plan_follows_the_paper_formulas():
     lin = get_schedule("linear")
     T = 10
     for strategy, eta in [("cap", 0.05), ("rescale", 0.5), ("loop", 0.3), ("conf", 0.7)]:
-        plan = remasking_plan(lin, T, strategy, eta, t_on=0.6, t_off=0.2)
+        plan = remasking_plan(lin, T, strategy, eta, t_on=0.6, t_off=0.2, alpha_on=0.5)
         for k in range(T, 1, -1):
             t, s = k / T, (k - 1) / T
             if strategy == "loop":
-                a = lambda u: 1.0 - (u if u >= 0.6 else 0.6 if u >= 0.2 else u * 3.0)
+                a = lambda u: published_loop_alpha(u, 0.6, 0.2, 0.5)
             else:
                 a = lambda u: 1.0 - u
             a_t, a_s = a(t), a(s)
             assert float(plan.alphas[k]) == pytest.approx(a_t, abs=1e-12)
             smax = min(1.0, (1.0 - a_s) / a_t) if a_t > 0 else 1.0
             want = {"cap": min(eta, smax), "rescale": eta * smax, "conf": eta * smax,
-                    "loop": min(eta, smax) if (s >= 0.2 and t <= 0.6) else 0.0}[strategy]
+                    "loop": eta if (s >= 0.2 and t <= 0.6) else 0.0}[strategy]
             assert float(plan.sigmas[k - 1]) == pytest.approx(want, abs=1e-12), (strategy, k)
             assert float(plan.sigmas[k - 1]) <= smax + 1e-15
         assert float(plan.sigmas[0]) == 0.0  # the last step fills every mask
-    loop = remasking_plan(lin, T, "loop", 0.3, t_on=0.6, t_off=0.2)
-    held = loop.alphas[(loop.times >= 0.2 - 1e-9) & (loop.times <= 0.6 + 1e-9)]
-    assert torch.allclose(held, torch.full_like(held, 0.4))  # alpha is frozen at alpha(t_on) in phase 2
+    loop = remasking_plan(lin, T, "loop", 0.3, t_on=0.6, t_off=0.2, alpha_on=0.5)
+    grid = torch.arange(T + 1, dtype=torch.float64) / T
+    held = loop.alphas[(grid >= 0.2 - 1e-9) & (grid <= 0.6 + 1e-9)]
+    assert len(held) == 5 and torch.equal(held, torch.full_like(held, 0.5))  # alpha is alpha_on in phase 2
     assert float(sigma_max(torch.tensor(0.3), torch.tensor(0.0))) == 1.0
-    assert float(loop_alpha(lin, torch.tensor([0.0]), 0.6, 0.2)) == 1.0
+    assert loop_alpha(torch.tensor([0.0, 1.0]), 0.6, 0.2, 0.5).tolist() == [1.0, 0.0]
+    # a linear schedule's network time is 1 - alpha: the held phase is one noise level, t = 1 - alpha_on
+    assert torch.allclose(loop.times, 1.0 - loop.alphas, atol=1e-15)
 
 
 @pytest.mark.parametrize("strategy,eta,schedule", PLANS)
@@ -135,7 +152,7 @@ def test_sampler_follows_its_exact_chain_law(toy, strategy, eta, schedule):
     final = laws[-1][(STATES < V).all(-1)]
     states = []
     out = remdm_sample(d, get_schedule(schedule), (N, L), steps=8, strategy=strategy, eta=eta, t_on=0.7, t_off=0.2,
-                       generator=torch.Generator().manual_seed(11), callback=lambda x: states.append(x.clone()))
+                       alpha_on=ALPHA_ON, generator=torch.Generator().manual_seed(11), callback=lambda x: states.append(x.clone()))
     assert _pvalue(out.tokens, final) > P_MIN
     mid = torch.bincount(sequence_index(states[4], V + 1), minlength=STATES.shape[0]).double()
     keep = laws[5] > 0
@@ -237,3 +254,92 @@ def test_sigma_zero_on_a_transformer():
     out = remdm_sample(d, sched, (6, 12), steps=24, strategy="rescale", eta=0.0, cache=False,
                        generator=torch.Generator().manual_seed(4))
     assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.nfe, ref.nfe)
+
+
+class PublishedLoopSchedule(Schedule):
+    """ReMDM-loop's alpha (:func:`published_loop_alpha`) as a schedule, for the non-remasking chain on it."""
+
+    def __init__(self, t_on: float, t_off: float, alpha_on: float):
+        self.args = (t_on, t_off, alpha_on)
+
+    def alpha(self, t):
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return torch.tensor([published_loop_alpha(float(u), *self.args) for u in t.reshape(-1)],
+                            dtype=torch.float64).reshape(t.shape)
+
+
+LOOP_ARGS = dict(t_on=0.55, t_off=0.05, alpha_on=0.9)  # ReMDM's published values (scripts/remdm-loop.sh)
+
+
+@pytest.mark.parametrize("steps", [20, 13])  # t_on and t_off on the grid, and between grid points
+def test_loop_at_eta_zero_is_the_ancestral_chain_of_its_alpha(toy, steps):
+    """eta = 0: remdm-loop draws what the ancestral (and caching) sampler draws on the published loop alpha,
+    token for token with the same NFE, and its enumerated law is that chain's law. Nothing of the trained
+    schedule enters but the network's time (irrelevant to this time-independent denoiser)."""
+    seqs, p, d = toy
+    published = PublishedLoopSchedule(**LOOP_ARGS)
+    g = lambda: torch.Generator().manual_seed(7)
+    x_init = torch.full((256, L), V)
+    x_init[::4, 2] = 0
+    ref = ancestral_sample(d, published, (256, L), steps=steps, generator=g(), x_init=x_init)
+    ref_cached = cached_sample(d, published, (256, L), steps=steps, generator=g(), x_init=x_init)
+    for schedule in ("linear", "cosine"):
+        plain = remdm_sample(d, get_schedule(schedule), (256, L), steps=steps, strategy="loop", eta=0.0, cache=False,
+                             generator=g(), x_init=x_init, **LOOP_ARGS)
+        assert torch.equal(plain.tokens, ref.tokens) and torch.equal(plain.nfe, ref.nfe)
+        cached = remdm_sample(d, get_schedule(schedule), (256, L), steps=steps, strategy="loop", eta=0.0, generator=g(),
+                              x_init=x_init, **LOOP_ARGS)
+        assert torch.equal(cached.tokens, ref_cached.tokens) and torch.equal(cached.nfe, ref_cached.nfe)
+    plan = remasking_plan(get_schedule("linear"), steps, "loop", 0.0, **LOOP_ARGS)
+    laws = remasking_chain_laws(d, plan, L)
+    assert torch.allclose(laws[-1][(STATES < V).all(-1)], chain_law(d, published, L, steps), atol=1e-12)
+    # the trained schedule's chain is another law: the loop does not run on it
+    assert float((chain_law(d, get_schedule("linear"), L, steps) - chain_law(d, published, L, steps)).abs().sum()) > 1e-3
+
+
+def test_loop_keeps_the_forward_marginals_at_its_alpha(toy):
+    """At ReMDM's published settings (eta = 0.1 <= (1 - 0.9)/0.9), fed the true x_0 the chain's state after
+    every step has the forward law q(z | x_0) at the published loop alpha (eq. 27), for all 27 x_0; with
+    the true conditional mu the mask pattern follows the forward law at that alpha."""
+    seqs, p, d = toy
+    T = 20
+    plan = remasking_plan(get_schedule("loglinear"), T, "loop", 0.1, **LOOP_ARGS)
+    assert float(plan.sigmas.max()) == pytest.approx(0.1) and int((plan.sigmas > 0).sum()) == 10  # phase 2: 10 steps
+    alpha = [published_loop_alpha(k / T, **LOOP_ARGS) for k in range(T + 1)]
+    for x0 in seqs:
+        laws = remasking_chain_laws(point_denoiser(x0), plan, L)
+        for j in range(1, T + 1):
+            assert torch.allclose(laws[j], _forward_given_x0(x0, alpha[T - j]), atol=1e-12), (x0, j)
+    masked = STATES == V
+    patterns = masked.long() @ (2 ** torch.arange(L - 1, -1, -1))
+    laws = remasking_chain_laws(d, plan, L)
+    for j in range(1, T + 1):
+        a = torch.tensor(alpha[T - j], dtype=torch.float64)
+        got = torch.zeros(2**L, dtype=torch.float64).index_add_(0, patterns, laws[j])
+        assert torch.allclose(got, torch.where(mask_patterns(L), 1.0 - a, a).prod(-1), atol=1e-12), j
+
+
+def test_loop_gives_a_time_conditioned_network_the_time_of_its_alpha(toy, time_dependent_denoiser):
+    """The network sees t = schedule.inverse(alpha_loop(t)): the trained schedule's time of the noise level
+    the chain is at, so one time throughout the held phase."""
+    seen = []
+    d = FunctionDenoiser(lambda x, t: (seen.append(float(t[0])), time_dependent_denoiser(x, t))[1], V,
+                         time_independent=False)
+    cosine = get_schedule("cosine")
+    T = 20
+    remdm_sample(d, cosine, (64, L), steps=T, strategy="loop", eta=0.05, generator=torch.Generator().manual_seed(1),
+                 **LOOP_ARGS)
+    want = [float(cosine.inverse(torch.tensor(published_loop_alpha(k / T, **LOOP_ARGS), dtype=torch.float64)))
+            for k in range(T, T - len(seen), -1)]
+    assert len(seen) >= 15 and seen == pytest.approx(want, abs=1e-6)  # the network's t is float32
+    assert seen[T - 11] == pytest.approx(float(cosine.inverse(torch.tensor(0.9, dtype=torch.float64))), abs=1e-6)
+
+
+def test_loop_refuses_what_the_paper_does_not_define():
+    lin = get_schedule("linear")
+    with pytest.raises(MaskdiffError, match=r"alpha_on"):
+        remasking_plan(lin, 8, "loop", 0.01, alpha_on=1.0)
+    with pytest.raises(MaskdiffError, match=r"at most .*0\.1111.*got 0\.2"):
+        remasking_plan(lin, 8, "loop", 0.2, alpha_on=0.9)
+    with pytest.raises(MaskdiffError, match="0 < t_off < t_on < 1"):
+        remasking_plan(lin, 8, "loop", 0.01, t_on=1.0, t_off=0.1)

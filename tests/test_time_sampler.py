@@ -3,16 +3,22 @@
 Exact on the toy problem (V = 3, L = 3, every mask pattern enumerated, Gauss-Legendre over the uniform
 draw v): the importance estimator's expectation equals the NELBO's diffusion term of every schedule,
 for time-independent and time-conditioned denoisers; its second moment is below the uniform
-estimator's; the sampled training term agrees with the exact value; its weight is bounded.
+estimator's; the sampled training term agrees with the exact value; its weight is bounded. The same
+proposal summed over the steps of discrete time (and the SUBS ablation), and with GenMD4's learned
+schedule, keeps those estimates unbiased too.
 """
 import math
 
 import pytest
 import torch
 
-from maskdiff.exact import _pattern_costs, _pattern_probs, exact_nelbo, gauss_legendre, mask_patterns
-from maskdiff.loss import continuous_diffusion_term, importance_times, low_discrepancy_times
+from maskdiff.exact import _pattern_costs, _pattern_probs, exact_discrete_nelbo, exact_nelbo, gauss_legendre, mask_patterns
+from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term, importance_steps, importance_times, low_discrepancy_times
+from maskdiff.loss.ablation import full_kl_discrete_term
+from maskdiff.loss.genmd4 import genmd4_loss
 from maskdiff.schedules import get_schedule
+
+V = 3  # the toy's vocabulary (conftest)
 
 CASES = [("linear", {}, 1e-3), ("linear", {}, 0.0), ("loglinear", {}, 1e-3), ("cosine", {}, 1e-3), ("cosine", {}, 0.0),
          ("polynomial", {"w": 3.0}, 1e-3), ("geometric", {}, 1e-3), ("mdlm-cosine", {}, 1e-3)]
@@ -103,3 +109,92 @@ def test_unknown_time_sampler_is_a_clear_error(toy):
     seqs, _, true = toy
     with pytest.raises(MaskdiffError, match="choose one of: uniform, importance"):
         continuous_diffusion_term(true, seqs, torch.full((seqs.shape[0],), 0.5), get_schedule("linear"), time_sampler="imp")
+
+
+# ---------------------------------------------------------------- discrete time, the SUBS ablation, GenMD4
+
+ONE = 1.0 - 2.0**-53  # the largest float64 below 1: a mask uniform this high masks whenever alpha_t < 1
+
+
+def _patterned(seqs, patterns):
+    """Every sequence with every mask pattern: x0 (B P, L) and the uniforms that draw exactly that pattern."""
+    B, P = seqs.shape[0], patterns.shape[0]
+    x0 = seqs[:, None].expand(B, P, seqs.shape[1]).reshape(B * P, -1)
+    masks = patterns[None].expand(B, P, -1).reshape(B * P, -1)
+    return x0, masks, torch.where(masks, torch.full(masks.shape, ONE, dtype=torch.float64), torch.zeros(masks.shape, dtype=torch.float64))
+
+
+def _step_law(schedule, steps):
+    """q_i of the definition: the proposal sqrt(1 - alpha) uniform, integrated over step i = 1..T."""
+    roots = [math.sqrt(float(schedule.one_minus_alpha(torch.tensor(i / steps, dtype=torch.float64)))) for i in range(steps + 1)]
+    return torch.tensor([(roots[i] - roots[i - 1]) / (roots[-1] - roots[0]) for i in range(1, steps + 1)], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["linear", "loglinear", "cosine", "geometric"])
+def test_importance_steps_draw_each_step_with_its_probability(name):
+    """The step of a uniform t on [t_min, 1] (a fine grid of midpoints) falls on step i with probability q_i,
+    and the probability returned with it is that q_i."""
+    schedule, steps, n = get_schedule(name), 8, 200_000
+    v = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    step, prob = importance_steps(1e-3 + (1 - 1e-3) * v, steps, schedule, 1e-3)
+    q = _step_law(schedule, steps)
+    freq = torch.bincount(step, minlength=steps + 1)[1:].double() / n
+    assert float((freq - q).abs().max()) <= 2.0 / n
+    assert torch.allclose(prob, q[step - 1], rtol=1e-12, atol=0)
+    assert bool((step[1:] >= step[:-1]).all())  # monotone in t: stratification carries over
+
+
+@pytest.mark.parametrize("denoiser", ["wrong_denoiser", "time_dependent_denoiser"])
+@pytest.mark.parametrize("name", ["linear", "loglinear", "cosine"])
+def test_discrete_importance_estimate_is_unbiased(request, toy, denoiser, name):
+    """E over the step (q_i) and the masks (enumerated) of w_i / q_i C_{t_i} is NELBO_T's diffusion term, as the
+    uniform step's T w_i C_{t_i} is (MDLM eq. 8, docs/math.md (eq. 8)); and the SUBS ablation's full KL term
+    has the same expectation under both step laws."""
+    seqs, _, _ = toy
+    d = request.getfixturevalue(denoiser)
+    schedule, steps = get_schedule(name), 6
+    patterns = mask_patterns(seqs.shape[1])
+    x0, masks, noise = _patterned(seqs, patterns)
+    q = _step_law(schedule, steps)
+
+    def full_log_probs(x_t, t):  # any (B, L, V + 1) log-probabilities will do for the ablation's expectation
+        return torch.cat([d(x_t, t) + math.log(0.8), torch.full(x_t.shape + (1,), math.log(0.2), dtype=torch.float64)], -1)
+
+    expect = {k: torch.zeros(seqs.shape[0], dtype=torch.float64) for k in ("importance", "uniform", "kl-importance", "kl-uniform")}
+    for i in range(1, steps + 1):
+        a = float(schedule.one_minus_alpha(torch.tensor(i / steps, dtype=torch.float64)))
+        p_pattern = torch.where(masks, a, 1.0 - a).prod(-1)  # (B P,)
+        step = torch.full((x0.shape[0],), i)
+        prob = torch.full((x0.shape[0],), float(q[i - 1]), dtype=torch.float64)
+        for key, law, sp in (("importance", q[i - 1], prob), ("uniform", 1.0 / steps, None)):
+            est = discrete_diffusion_term(d, x0, step, steps, schedule, noise=noise, step_prob=sp).to(torch.float64)
+            expect[key] += float(law) * (p_pattern * est).reshape(seqs.shape[0], -1).sum(-1)
+            kl = full_kl_discrete_term(full_log_probs, x0, step, steps, schedule, V, noise=noise, step_prob=sp).to(torch.float64)
+            expect["kl-" + key] += float(law) * (p_pattern * kl).reshape(seqs.shape[0], -1).sum(-1)
+    exact = exact_discrete_nelbo(d, seqs, schedule, steps) - seqs.shape[1] * schedule.alpha_1 * math.log(V)  # R(0) = 0
+    assert torch.allclose(expect["uniform"], exact, rtol=1e-6)
+    assert torch.allclose(expect["importance"], exact, rtol=1e-6)
+    assert torch.allclose(expect["kl-importance"], expect["kl-uniform"], rtol=1e-6)
+    assert not torch.allclose(q, torch.full_like(q, 1.0 / steps), atol=1e-3)  # the law is not the uniform one
+
+
+@pytest.mark.parametrize("denoiser", ["wrong_denoiser", "time_dependent_denoiser"])
+def test_genmd4_importance_estimate_is_unbiased(request, toy, denoiser):
+    """GenMD4 with non-unit exponents: E over t (quadrature in the uniform v) and the masks (enumerated) of
+    its NELBO estimate is the same with t uniform on [t_min, 1] and with sqrt(t) uniform weighted by 1/q(t)."""
+    seqs, _, _ = toy
+    d = request.getfixturevalue(denoiser)
+    w, t_min = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64), 1e-3
+    patterns = mask_patterns(seqs.shape[1])
+    x0, masks, noise = _patterned(seqs, patterns)
+    v, wq = gauss_legendre(0.0, 1.0, panels=32, order=16)
+    expect = {"uniform": 0.0, "importance": 0.0}
+    for vk, wk in zip(v.tolist(), wq.tolist()):
+        t_of = {"uniform": t_min + (1 - t_min) * vk, "importance": (math.sqrt(t_min) + (1 - math.sqrt(t_min)) * vk) ** 2}
+        for sampler in expect:
+            p_mask = t_of[sampler] ** w[x0]  # the time the loss masks at, from the proposal's definition
+            p_pattern = torch.where(masks, p_mask, 1.0 - p_mask).prod(-1)
+            t = torch.full((x0.shape[0],), t_min + (1 - t_min) * vk, dtype=torch.float64)
+            est = genmd4_loss(d, x0, t, w, noise[None], t_min=t_min, time_sampler=sampler).nelbo.to(torch.float64)
+            expect[sampler] = expect[sampler] + wk * (p_pattern * est).reshape(seqs.shape[0], -1).sum(-1)
+    assert torch.allclose(expect["importance"], expect["uniform"], rtol=1e-6)

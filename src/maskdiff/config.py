@@ -108,10 +108,10 @@ class DiffusionConfig:
     low_discrepancy: bool = True
     """Stratified t over the global batch (MDLM Sec. 3.4)."""
     time_sampler: str = "uniform"
-    """How the training loss draws t (continuous time, masked, sedd and block objectives): 'uniform' on
-    [t_min, 1] (MD4, MDLM) or 'importance' (the square root of the masked fraction uniform, each draw
-    weighted by w(t)/q(t): the same NELBO, a gradient of lower variance; the presets' choice, see
-    docs/results.md). Evaluation always uses uniform t."""
+    """How the training loss draws t (masked in continuous and discrete time, the SUBS ablation, genmd4, sedd
+    and block): 'uniform' on [t_min, 1] (MD4, MDLM) or 'importance' (the square root of the masked fraction
+    uniform, each draw weighted by w(t)/q(t): the same NELBO, a gradient of lower variance; the presets'
+    choice, see docs/results.md). Evaluation always uses uniform t."""
     carry_over: bool = True
     """SUBS carry-over unmasking. Off (MDLM's ablation): the full per-position KL, discrete time only."""
     zero_mask: bool = True

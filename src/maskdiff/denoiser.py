@@ -25,8 +25,10 @@ from maskdiff.errors import MaskdiffError
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """What every loss and sampler needs. The optional capabilities below are declared here too; code
-    asks for one with :func:`supports` and falls back (or fails with a clear error) without it."""
+    """The one interface of a denoiser (the module docstring): what every loss and sampler takes as
+    ``denoise``, and what :class:`SUBSDenoiser`, :class:`BlockDenoiser`, :class:`FunctionDenoiser` and the
+    exact toys' denoisers implement. The optional capabilities below are declared here too; code asks for
+    one with :func:`supports` and falls back (or fails with a clear error) without it."""
 
     vocab_size: int
     time_independent: bool

@@ -8,7 +8,7 @@ own models, one per block size L', trained on the same data for the same steps. 
 budgets x L steps, so ancestral and ReMDM make (up to) the same T calls and block diffusion T L'/L steps in
 each of its L/L' blocks (T calls at most); the cache, first-hitting and threshold decoding make the calls
 they need, and the table says how many. Quality is generative perplexity under the project's
-AR model and under SmolLM2-135M (evaluation/quality.py), beside unigram entropy and repeated 4-grams
+AR model and under SmolLM2-135M (evaluation/judge.py), beside unigram entropy and repeated 4-grams
 (low entropy and many repeats flag text that a judge LM likes for the wrong reason).
 
 Each (sampler, seed) is a record: its gen-PPL is exp of the token-weighted mean NLL of that seed's
@@ -133,7 +133,7 @@ def _train(cfg, run_dir: Path, device: str) -> float:
 
 
 def _measure(texts: List[str], evaluators: dict) -> dict:
-    from maskdiff.evaluation.quality import repeated_ngram_rate, unigram_entropy
+    from maskdiff.evaluation.metrics import repeated_ngram_rate, unigram_entropy
 
     out = {"unigram_entropy": unigram_entropy(texts), "repeated_4gram_rate": repeated_ngram_rate(texts, 4)}
     for key, ev in evaluators.items():
@@ -149,7 +149,7 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
 
     import maskdiff
     from maskdiff.checkpoint import atomic_write_text
-    from maskdiff.evaluation.quality import EvaluatorLM, RunEvaluatorLM
+    from maskdiff.evaluation.judge import EvaluatorLM, RunEvaluatorLM
     from maskdiff.experiments import _commit, _machine
     from maskdiff.pipeline import eval_chunks
     from maskdiff.sampling import get_sampler

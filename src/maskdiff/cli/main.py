@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description="Draw samples and print them; they are also saved under RUN_DIR/samples/. Samplers: ancestral (the T-step chain), cached (the same law, reuses the network output while a sample is unchanged: at most min(T, L) calls), mean (MD4's two-stage draw, same law), greedy (argmax values, biased), first-hitting (exact, no grid, exactly L calls), confidence (MaskGIT / LLaDA, biased), remdm-cap / remdm-rescale / remdm-conf / remdm-loop (ReMDM's remasking: tokens may be masked again and redrawn; same forward marginals; --eta, --t-on, --t-off), threshold (Fast-dLLM's parallel decoding: fills every position whose confidence exceeds --threshold, at least one per call; --decode-block, --kv-cache). Block diffusion runs (--objective block) sample with their own sampler: block by block, --steps ancestral steps per block, with a key-value cache of the finished blocks, any --length, stopping at the end-of-text token where the tokenizer has one.")
+    p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description="Draw samples and print them; they are also saved under RUN_DIR/samples/. Samplers: ancestral (the T-step chain), cached (the same law, reuses the network output while a sample is unchanged: at most min(T, L) calls), mean (MD4's two-stage draw, same law), greedy (argmax values, biased), first-hitting (exact, no grid, exactly L calls), confidence (MaskGIT / LLaDA, biased), remdm-cap / remdm-rescale / remdm-conf / remdm-loop (ReMDM's remasking: tokens may be masked again and redrawn; same forward marginals; --eta, --t-on, --t-off, --alpha-on), threshold (Fast-dLLM's parallel decoding: fills every position whose confidence exceeds --threshold, at least one per call; --decode-block, --kv-cache). Block diffusion runs (--objective block) sample with their own sampler: block by block, --steps ancestral steps per block, with a key-value cache of the finished blocks, any --length, stopping at the end-of-text token where the tokenizer has one.")
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train, or a model folder (maskdiff export / convert)")
     p.add_argument("--num", type=_positive_int, default=4, help="number of samples (default: 4)")
     p.add_argument("--length", type=_positive_int, help="tokens per sample (default: the training length L; longer is generated semi-autoregressively)")
@@ -165,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default="uniform", choices=["uniform", "cosine"], help="time grid: uniform t_k = k/T or MD4's cosine grid")
     p.add_argument("--temperature", type=_positive_float, default=1.0, help="divide log mu by this before drawing (biased unless 1)")
     p.add_argument("--top-p", type=_positive_float, default=1.0, help="nucleus truncation of mu (biased unless 1)")
-    p.add_argument("--eta", type=float, help="remdm-* samplers: eta_cap (remdm-cap, remdm-loop), eta_rescale (remdm-rescale) or the scale of sigma_max shared by confidence (remdm-conf), in [0, 1] (defaults: 0.02, 0.02, 1.0, 0.02)")
-    p.add_argument("--t-on", type=float, help="remdm-loop: the time where the remasking loop starts (alpha is held at alpha(t_on); default 0.55)")
+    p.add_argument("--eta", type=float, help="remdm-* samplers: eta_cap (remdm-cap), the held phase's sigma (remdm-loop, at most (1 - alpha_on)/alpha_on), eta_rescale (remdm-rescale) or the scale of sigma_max shared by confidence (remdm-conf), in [0, 1] (defaults: 0.02, 0.02, 1.0, 0.02)")
+    p.add_argument("--t-on", type=float, help="remdm-loop: the time where the remasking loop starts (alpha is held at alpha_on; default 0.55)")
+    p.add_argument("--alpha-on", type=float, help="remdm-loop: alpha held between t_on and t_off, in (0, 1) (default 0.9, ReMDM's)")
     p.add_argument("--t-off", type=float, help="remdm-loop: the time where the loop ends and plain unmasking resumes (default 0.05)")
     p.add_argument("--threshold", type=float, help="threshold sampler: fill every masked position whose confidence exceeds this, in [0, 1] (default 0.9; 1: one position per call, 0: a whole block per call)")
     p.add_argument("--decode-block", type=_positive_int, help="threshold sampler: decode in blocks of this many positions, left to right (default: the whole sample)")
@@ -382,7 +383,7 @@ def cmd_sample(args) -> int:
 
         evaluator = None
         if args.evaluator:
-            from maskdiff.evaluation.quality import RunEvaluatorLM
+            from maskdiff.evaluation.judge import RunEvaluatorLM
 
             evaluator = RunEvaluatorLM.from_run(args.evaluator, device=args.device)
         report = report_for_samples(out, out.sampler, out.steps, evaluator=evaluator, progress=not args.no_progress,
@@ -393,7 +394,7 @@ def cmd_sample(args) -> int:
 
 def _sampler_options(args) -> dict:
     """The options of the remasking and threshold samplers, refused with any other sampler."""
-    groups = {"remdm-": {"eta": "eta", "t_on": "t_on", "t_off": "t_off"},
+    groups = {"remdm-": {"eta": "eta", "t_on": "t_on", "t_off": "t_off", "alpha_on": "alpha_on"},
               "threshold": {"threshold": "threshold", "decode_block": "block_size", "kv_cache": "cache"}}
     out = {}
     for prefix, options in groups.items():
@@ -404,7 +405,7 @@ def _sampler_options(args) -> dict:
             if not args.sampler.startswith(prefix):
                 which = "the remdm-* samplers" if prefix == "remdm-" else "the threshold sampler"
                 raise MaskdiffError(f"--{flag.replace('_', '-')} applies to {which}, not to {args.sampler}")
-            if flag in ("t_on", "t_off") and args.sampler != "remdm-loop":
+            if flag in ("t_on", "t_off", "alpha_on") and args.sampler != "remdm-loop":
                 raise MaskdiffError(f"--{flag.replace('_', '-')} applies to remdm-loop, not to {args.sampler}")
             out[kwarg] = value
     return out

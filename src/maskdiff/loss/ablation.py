@@ -69,14 +69,18 @@ def full_kl_discrete_term(
     *,
     valid: Optional[Tensor] = None,
     noise: Optional[Tensor] = None,
+    step_prob: Optional[Tensor] = None,
 ) -> Tensor:
-    """One-sample estimate of sum_{i=1}^T E_q[sum_n KL_n]: step i (B,) uniform on 1..T, times T. (B,)."""
+    """One-sample estimate of sum_{i=1}^T E_q[sum_n KL_n]: step i (B,) uniform on 1..T, times T; or drawn
+    with probability step_prob (B,) (loss.masked.importance_steps), divided by it. (B,)."""
     t = step.to(torch.float64) / steps
     s = (step.to(torch.float64) - 1.0) / steps
     alpha_t, alpha_s = schedule.alpha(t), schedule.alpha(s)
     fixed = None if valid is None else ~valid
     x_t = forward_mask(x0, alpha_t, mask_id, generator, fixed=fixed, noise=noise)
     kl = full_kl(_call(log_probs, x_t, t.float(), valid), x0, x_t == mask_id, alpha_s, alpha_t)
+    if step_prob is not None:
+        return (kl / step_prob).float()
     return (steps * kl).float()
 
 

@@ -21,8 +21,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from maskdiff.loss.masked import _valid_kwarg
-from maskdiff.schedules import PerTokenPolynomial
+from maskdiff.loss.masked import _valid_kwarg, importance_times
+from maskdiff.schedules import Linear, PerTokenPolynomial
 
 
 class LearnableExponents(nn.Module):
@@ -95,12 +95,20 @@ def genmd4_loss(
     *,
     t_min: float = 1e-3,
     valid: Optional[Tensor] = None,
+    time_sampler: str = "uniform",
 ) -> GenMD4Loss:
     """The continuous diffusion term of GenMD4 for t ~ U[t_min, 1] with k draws of x_t per x_0.
 
     exponents: (V,) w with gradient; noise: (k, B, L) uniforms, one set per draw. The k draws share t.
+    time_sampler 'importance': t mapped by :func:`~maskdiff.loss.masked.importance_times` with the linear
+    schedule (GenMD4 at w = 1, its initialisation: sqrt(t) uniform) and each term weighted by 1/q(t); the
+    proposal does not depend on w, so the NELBO and the gradient stay unbiased.
     """
     k = noise.shape[0]
+    scale = 1.0 - t_min  # 1/q(t) of the uniform draw on [t_min, 1]
+    if time_sampler == "importance":
+        t64, weight = importance_times(t.to(torch.float64), Linear(), t_min)  # weight = w(t)/q(t) = 1/(t q(t))
+        t, scale = t64.to(t.dtype), (weight * t64).repeat(k)  # 1/q(t), laid out as t_rep below
     B = x0.shape[0]
     V = exponents.shape[0]
     x_rep = x0.repeat(k, 1)  # (k B, L)
@@ -109,7 +117,8 @@ def genmd4_loss(
     x_t = genmd4_mask(x_rep, t_rep, exponents, V, noise.reshape(k * B, -1), valid=v_rep)
     masked = x_t == V
     log_mu = denoise(x_t, t_rep.float(), **_valid_kwarg(denoise, v_rep))  # padding is not attended to
-    f = (1.0 - t_min) * genmd4_integrand(log_mu, x_rep, masked, t_rep.to(log_mu.dtype), exponents.to(log_mu.dtype))
+    scale = scale if isinstance(scale, float) else scale.to(log_mu.dtype)
+    f = scale * genmd4_integrand(log_mu, x_rep, masked, t_rep.to(log_mu.dtype), exponents.to(log_mu.dtype))
     f = f.reshape(k, B)
     log_q = genmd4_log_q(x_rep, masked, t_rep, exponents, valid=v_rep).reshape(k, B)
     if k > 1:

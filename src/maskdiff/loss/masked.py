@@ -117,6 +117,19 @@ def discrete_step(t: Tensor, steps: int, t_min: float = DEFAULT_T_MIN) -> Tensor
     return (u * steps).floor().long().clamp(0, steps - 1) + 1
 
 
+def importance_steps(t: Tensor, steps: int, schedule: Schedule, t_min: float = DEFAULT_T_MIN) -> tuple[Tensor, Tensor]:
+    """Discrete time's importance sampling: :func:`importance_times`'s proposal (the square root of the masked
+    fraction a = 1 - alpha uniform) summed over each step, q_i = (sqrt(a_i) - sqrt(a_{i-1})) / (sqrt(a_T) -
+    sqrt(a_0)) with a_i = 1 - alpha_{i/T}. t (B,) on [t_min, 1] as for :func:`discrete_step`. Returns the
+    steps (B,) in 1..T and q_i (B,) float64: the estimate weights the step's term by 1/q_i instead of T
+    (:func:`discrete_diffusion_term`'s ``step_prob``), which keeps it unbiased for NELBO_T."""
+    v = (t.to(torch.float64) - t_min) / (1.0 - t_min)  # uniform on [0, 1)
+    roots = schedule.one_minus_alpha(torch.arange(steps + 1, dtype=torch.float64, device=t.device) / steps).sqrt()  # (T + 1,)
+    root = roots[0] + (roots[-1] - roots[0]) * v
+    step = torch.searchsorted(roots, root, right=True).clamp(1, steps)  # roots[i - 1] <= root < roots[i]
+    return step, (roots[step] - roots[step - 1]) / (roots[-1] - roots[0])
+
+
 def continuous_diffusion_term(
     denoise,
     x0: Tensor,
@@ -164,16 +177,20 @@ def discrete_diffusion_term(
     valid: Optional[Tensor] = None,
     noise: Optional[Tensor] = None,
     masked_only: bool = False,
+    step_prob: Optional[Tensor] = None,
 ) -> Tensor:
     """One-sample estimate of sum_{i=1}^T E_q[(alpha_s - alpha_t)/(1 - alpha_t) C_t] (MDLM eq. 8).
 
     step: (B,) integers in 1..T, drawn uniformly; s = (i - 1)/T, t = i/T. The factor T makes the single
-    sampled step an unbiased estimate of the sum. Returns (B,).
+    sampled step an unbiased estimate of the sum. step_prob: (B,) the probability each step was drawn
+    with when not uniform (:func:`importance_steps`); the factor is then 1/step_prob. Returns (B,).
     """
     t = step.to(torch.float64) / steps
     s = (step.to(torch.float64) - 1.0) / steps
     x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=_fixed(valid), noise=noise)
     ce = _cross_entropy(denoise, x_t, t.float(), x0, valid, masked_only)
+    if step_prob is not None:
+        return (schedule.discrete_weight(s, t) / step_prob).to(ce.dtype) * ce
     return (steps * schedule.discrete_weight(s, t)).to(ce.dtype) * ce
 
 

@@ -13,6 +13,8 @@ released model):
   constant. The modulation splits into (shift, scale, gate) for attention then for the MLP; the final
   layer into (shift, scale);
 * packed q, k, v projection and output projection without bias; MLP with bias and tanh-GELU;
+* dropout (training only) on the attention output and the MLP output before each gated residual, none on
+  the attention probabilities;
 * an output layer over V + 1 columns (the mask last), raw logits: SUBS is applied outside.
 
 The parameter names are MDLM's (``vocab_embed.embedding``, ``blocks.{i}.attn_qkv.weight``, ...), so a
@@ -96,12 +98,13 @@ class MDLMBlock(nn.Module):
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.attn_qkv(h.to(x.dtype)).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, D)
         q, k = rotate_halves(q, cos, sin), rotate_halves(k, cos, sin)
-        drop = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=self.causal and attn_mask is None)
-        a = F.dropout(self.attn_out(a.transpose(1, 2).reshape(B, L, W)), drop, self.training)
+        # dropout as MDLM's bias_dropout_add: on the attention and MLP outputs before the gated residual,
+        # never on the attention probabilities
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=self.causal and attn_mask is None)
+        a = F.dropout(self.attn_out(a.transpose(1, 2).reshape(B, L, W)), self.dropout, self.training)
         x = x + gate1 * a
         h = self.norm2(x) * (1 + scale2) + shift2
-        return x + gate2 * F.dropout(self.mlp(h.to(x.dtype)), drop, self.training)
+        return x + gate2 * F.dropout(self.mlp(h.to(x.dtype)), self.dropout, self.training)
 
 
 class MDLMOutput(nn.Module):

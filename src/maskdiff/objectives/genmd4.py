@@ -47,7 +47,8 @@ class GenMD4(Objective):
         return self.exponents.schedule()
 
     def train_loss(self, x0, t, noise, valid=None, labels=None):
-        out = genmd4_loss(self.denoiser, x0, t, self.exponents.exponents, noise, t_min=self.config.diffusion.t_min, valid=valid)
+        d = self.config.diffusion
+        out = genmd4_loss(self.denoiser, x0, t, self.exponents.exponents, noise, t_min=d.t_min, valid=valid, time_sampler=d.time_sampler)
         return out.surrogate, out.nelbo
 
     def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None):

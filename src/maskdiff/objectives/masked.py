@@ -8,7 +8,8 @@ from torch import Tensor
 
 from maskdiff.config import RunConfig
 from maskdiff.denoiser import BoundCondition, SUBSDenoiser
-from maskdiff.loss import NELBOTerms, continuous_diffusion_term, discrete_diffusion_term, discrete_step, nelbo, prior_term, token_counts
+from maskdiff.loss import (NELBOTerms, continuous_diffusion_term, discrete_diffusion_term, discrete_step, importance_steps, nelbo,
+                          prior_term, token_counts)
 from maskdiff.loss.ablation import decoder_term, full_kl_discrete_term
 from maskdiff.objectives.base import Objective
 from maskdiff.schedules import get_schedule
@@ -48,12 +49,15 @@ class MaskedDiffusion(Objective):
         d = self.config.diffusion
         den = self.denoiser if labels is None else BoundCondition(self.denoiser, labels)
         if steps:
-            i = discrete_step(t, steps, d.t_min)
+            if time_sampler == "importance":
+                i, prob = importance_steps(t, steps, self.schedule, d.t_min)
+            else:
+                i, prob = discrete_step(t, steps, d.t_min), None
             if self.ablated:
                 return full_kl_discrete_term(self.denoiser.full_log_probs, x0, i, steps, self.schedule, self.vocab_size,
-                                             generator, valid=valid, noise=noise)
+                                             generator, valid=valid, noise=noise, step_prob=prob)
             return discrete_diffusion_term(den, x0, i, steps, self.schedule, generator, valid=valid, noise=noise,
-                                           masked_only=self.masked_only)
+                                           masked_only=self.masked_only, step_prob=prob)
         return continuous_diffusion_term(den, x0, t, self.schedule, generator, t_min=d.t_min, valid=valid, noise=noise,
                                          masked_only=self.masked_only, time_sampler=time_sampler)
 

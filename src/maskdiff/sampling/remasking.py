@@ -17,7 +17,11 @@ The strategies choose sigma_t per step (ReMDM Sec. 4.1):
 | cap | min(eta, sigma_t^max) (eta: eta_cap) |
 | rescale | eta sigma_t^max (eta: eta_rescale) |
 | conf | eta sigma_t^max shared among the unmasked positions by softmax(-psi), psi the probability each token had when it was unmasked |
-| loop | 0 outside [t_off, t_on]; inside, alpha is held at alpha(t_on) and sigma_t = min(eta, sigma_t^max) |
+| loop | 0 outside [t_off, t_on]; inside, alpha is held at alpha_on and sigma_t = eta (at most sigma_t^max) |
+
+The loop runs on its own alpha (ReMDM Sec. 4.1, docs/math.md (eq. 27)), piecewise linear in t: from 0 at
+t = 1 to alpha_on at t_on (MDLM steps), alpha_on until t_off (remasking), then to 1 at t = 0 (MDLM steps).
+A time-conditioned network is given the time at which the trained schedule reaches that alpha.
 
 Draws are float64 (docs/math.md#samplers). In each step the masked positions are drawn first, exactly
 as the ancestral sampler draws them (:func:`~maskdiff.sampling.common.reverse_step`), then the unmasked
@@ -35,12 +39,14 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from maskdiff.denoiser import Denoiser
 from maskdiff.errors import MaskdiffError
 from maskdiff.process import uniform
 from maskdiff.schedules import Schedule, time_grid
+from maskdiff.sampling.cached import StepCache
 from maskdiff.sampling.common import SampleOutput, reverse_step
 from maskdiff.sampling.loop import Chain
-from maskdiff.sampling.transforms import adjust_log_probs, check_transform
+from maskdiff.sampling.transforms import check_transform
 
 STRATEGIES = ("cap", "rescale", "conf", "loop")
 DEFAULT_ETA = {"cap": 0.02, "rescale": 0.02, "conf": 1.0, "loop": 0.02}
@@ -49,11 +55,13 @@ DEFAULT_ETA = {"cap": 0.02, "rescale": 0.02, "conf": 1.0, "loop": 0.02}
 
 @dataclass
 class RemaskingPlan:
-    """The numbers a ReMDM chain runs on: step k goes from times[k] to times[k - 1] (k = T .. 1).
+    """The numbers a ReMDM chain runs on: step k goes from grid point k to grid point k - 1 (k = T .. 1).
 
-    times: (T + 1,) the grid; alphas: (T + 1,) alpha at each grid point (the schedule's, or the loop's
-    three-phase alpha); sigmas: (T,) sigma of step k at index k - 1 (the base sigma of 'conf', shared
-    among positions by confidence); 0 for the last step, which fills every remaining mask.
+    times: (T + 1,) the time the network is given at each grid point: the grid itself, or for the loop the
+    time at which the trained schedule reaches the loop's alpha; alphas: (T + 1,) alpha at each grid point
+    (the schedule's, or the loop's three-phase alpha, eq. 27); sigmas: (T,) sigma of step k at index
+    k - 1 (the base sigma of 'conf', shared among positions by confidence); 0 for the last step, which
+    fills every remaining mask.
     """
 
     times: Tensor
@@ -70,41 +78,49 @@ def sigma_max(alpha_s: Tensor, alpha_t: Tensor) -> Tensor:
     return ratio.clamp(max=1.0)
 
 
-def loop_alpha(schedule: Schedule, times: Tensor, t_on: float, t_off: float) -> Tensor:
-    """ReMDM-loop's alpha on ``times``: the schedule's alpha(t) for t >= t_on (phase 1, MDLM), alpha(t_on)
-    held for t_off <= t <= t_on (phase 2, remasking at a fixed noise level), and for t < t_off the rest of
-    the schedule squeezed into [0, t_off]: alpha(t t_on / t_off) (phase 3, MDLM down to alpha_0)."""
+def loop_alpha(times: Tensor, t_on: float, t_off: float, alpha_on: float) -> Tensor:
+    """ReMDM-loop's alpha on ``times`` (docs/math.md (eq. 27)), piecewise linear in t: alpha_on (1 - t)/(1 - t_on)
+    for t > t_on (phase 1, MDLM from alpha = 0 at t = 1), alpha_on for t_off <= t <= t_on (phase 2,
+    remasking at a fixed noise level), 1 - (1 - alpha_on) t / t_off for t < t_off (phase 3, MDLM to 1)."""
     t = times.to(torch.float64)
-    held = schedule.alpha(torch.full_like(t, t_on))
-    late = schedule.alpha(t * (t_on / t_off)) if t_off > 0 else held
-    return torch.where(t >= t_on, schedule.alpha(t), torch.where(t >= t_off, held, late))
+    early = alpha_on * (1.0 - t) / (1.0 - t_on)
+    late = 1.0 - (1.0 - alpha_on) * t / t_off
+    return torch.where(t > t_on, early, torch.where(t < t_off, late, torch.full_like(t, alpha_on)))
 
 
-def check_remasking(strategy: str, eta: float, t_on: float, t_off: float) -> None:
+def check_remasking(strategy: str, eta: float, t_on: float, t_off: float, alpha_on: float) -> None:
     if strategy not in STRATEGIES:
         raise MaskdiffError(f"unknown remasking strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
     if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
         raise MaskdiffError(f"eta must be in [0, 1] (sigma_t may not exceed sigma_t^max), got {eta!r}")
-    if strategy == "loop" and not 0.0 <= t_off < t_on <= 1.0:
-        raise MaskdiffError(f"the loop needs 0 <= t_off < t_on <= 1, got t_on={t_on}, t_off={t_off}")
+    if strategy != "loop":
+        return
+    if not 0.0 < t_off < t_on < 1.0:
+        raise MaskdiffError(f"the loop needs 0 < t_off < t_on < 1, got t_on={t_on}, t_off={t_off}")
+    if not 0.0 < alpha_on < 1.0:
+        raise MaskdiffError(f"the loop needs 0 < alpha_on < 1, got alpha_on={alpha_on}")
+    held_max = min(1.0, (1.0 - alpha_on) / alpha_on)
+    if eta > held_max:
+        raise MaskdiffError(f"remdm-loop's eta must be at most sigma_t^max = min(1, (1 - alpha_on)/alpha_on) = {held_max:.4g} "
+                            f"at alpha_on={alpha_on}, got {eta}")
 
 
 def remasking_plan(schedule: Schedule, steps: int, strategy: str = "cap", eta: Optional[float] = None, *,
-                   grid: str = "uniform", t_on: float = 0.55, t_off: float = 0.05) -> RemaskingPlan:
+                   grid: str = "uniform", t_on: float = 0.55, t_off: float = 0.05, alpha_on: float = 0.9) -> RemaskingPlan:
     """alpha and sigma at every step of a T-step ReMDM chain (the table in the module docstring)."""
     eta = DEFAULT_ETA.get(strategy, 0.0) if eta is None else eta
-    check_remasking(strategy, eta, t_on, t_off)
+    check_remasking(strategy, eta, t_on, t_off, alpha_on)
     times = time_grid(steps, grid)
-    alphas = loop_alpha(schedule, times, t_on, t_off) if strategy == "loop" else schedule.alpha(times).to(torch.float64)
-    a_s, a_t = alphas[:-1], alphas[1:]
-    smax = sigma_max(a_s, a_t)
-    if strategy in ("cap", "loop"):
-        sigmas = smax.clamp(max=eta)
-    else:  # rescale, and conf's base
-        sigmas = eta * smax
     if strategy == "loop":
+        alphas = loop_alpha(times, t_on, t_off, alpha_on)
         in_loop = (times[:-1] >= t_off) & (times[1:] <= t_on)  # both ends of the step in phase 2
-        sigmas = torch.where(in_loop, sigmas, torch.zeros_like(sigmas))
+        sigmas = torch.where(in_loop, torch.full_like(alphas[1:], eta), torch.zeros_like(alphas[1:]))
+        sigmas[0] = 0.0  # the last step fills every mask
+        net_times = schedule.inverse(alphas.clamp(min=schedule.alpha_1, max=schedule.alpha_0))
+        return RemaskingPlan(times=net_times, alphas=alphas, sigmas=sigmas, strategy=strategy)
+    alphas = schedule.alpha(times).to(torch.float64)
+    smax = sigma_max(alphas[:-1], alphas[1:])
+    sigmas = smax.clamp(max=eta) if strategy == "cap" else eta * smax  # rescale, and conf's base
     sigmas[0] = 0.0  # the last step fills every mask
     return RemaskingPlan(times=times, alphas=alphas, sigmas=sigmas, strategy=strategy)
 
@@ -120,7 +136,7 @@ def confidence_sigmas(psi: Tensor, candidates: Tensor, sigma: float) -> Tensor:
 
 
 def remdm_sample(
-    denoise,
+    denoise: Denoiser,
     schedule: Schedule,
     shape: Tuple[int, int],
     *,
@@ -129,6 +145,7 @@ def remdm_sample(
     eta: Optional[float] = None,
     t_on: float = 0.55,
     t_off: float = 0.05,
+    alpha_on: float = 0.9,
     cache: Optional[bool] = None,
     generator: Optional[torch.Generator] = None,
     grid: str = "uniform",
@@ -142,15 +159,16 @@ def remdm_sample(
 ) -> SampleOutput:
     """Sample with ReMDM's remasking posterior on a T-step grid (strategies: see the module docstring).
 
-    eta: the strategy's parameter (eta_cap, eta_rescale, conf's scale of sigma^max, the loop's cap;
-        default :data:`DEFAULT_ETA`); t_on, t_off: the loop's phase-2 interval.
+    eta: the strategy's parameter (eta_cap, eta_rescale, conf's scale of sigma^max, the loop's sigma;
+        default :data:`DEFAULT_ETA`); t_on, t_off: the loop's phase-2 interval; alpha_on: the loop's alpha
+        in phase 2 (ReMDM's 0.9 by default).
     cache: reuse a sample's network output while its state is unchanged; None (default) caches when the
         denoiser is time-independent, True requires it. Positions fixed by ``x_init`` are never remasked.
     ``extra`` of the output: 'strategy', 'eta', 'remasked' (B,) tokens remasked per sample.
     """
     eta = DEFAULT_ETA.get(strategy, 0.0) if eta is None else eta
     check_transform(temperature, top_p)
-    plan = remasking_plan(schedule, steps, strategy, eta, grid=grid, t_on=t_on, t_off=t_off)
+    plan = remasking_plan(schedule, steps, strategy, eta, grid=grid, t_on=t_on, t_off=t_off, alpha_on=alpha_on)
     time_independent = bool(getattr(denoise, "time_independent", False))
     if cache and not time_independent:
         raise MaskdiffError("cache=True reuses the network output across time steps and needs a time-independent denoiser; "
@@ -166,10 +184,8 @@ def remdm_sample(
         fixed = x != mask_id  # prompt / infilling positions: never remasked
         remasked = torch.zeros(B, dtype=torch.long, device=x.device)
         psi = torch.full((B, L), math.inf, dtype=torch.float64, device=x.device)  # confidence when unmasked
-        store: Optional[Tensor] = None  # (B, L, V) log mu of each sample's state at its last call
-        stale = torch.ones(B, dtype=torch.bool, device=x.device)
+        mu_cache = StepCache(chain, temperature, top_p, enabled=use_cache)
         for k in range(steps, 0, -1):
-            t = plan.times[k]
             a_s, a_t, sig = alphas[k - 1], alphas[k], sigmas[k - 1]
             masked = x == mask_id
             active = masked.any(-1)
@@ -178,14 +194,7 @@ def remdm_sample(
             new = x.clone()
             rows = active.nonzero().squeeze(-1)
             if len(rows):
-                need = (stale[rows] | (not use_cache)).nonzero().squeeze(-1)
-                if len(need):
-                    fresh = adjust_log_probs(chain.call(rows[need], t, cond), temperature, top_p)
-                    if store is None:
-                        store = torch.empty((B,) + fresh.shape[1:], dtype=fresh.dtype, device=fresh.device)
-                    store[rows[need]] = fresh
-                    stale[rows[need]] = False
-                log_mu = store[rows]
+                log_mu = mu_cache.log_mu(rows, plan.times[k], cond)
                 sig_masked = 0.0 if strategy == "conf" else sig
                 new[rows] = reverse_step(x[rows], log_mu, a_s, a_t, mask_id, generator, last=k == 1, sigma=sig_masked)
                 if strategy == "conf":
@@ -208,11 +217,11 @@ def remdm_sample(
                     new[hit] = mask_id
                     psi[hit] = math.inf
                     remasked += hit.sum(-1)
-            stale |= (new != x).any(-1)
+            mu_cache.changed(new)
             x.copy_(new)
             chain.report.step(x)
     out = chain.output()
     out.extra.update(strategy=strategy, eta=float(eta), remasked=remasked.cpu())
     if strategy == "loop":
-        out.extra.update(t_on=t_on, t_off=t_off)
+        out.extra.update(t_on=t_on, t_off=t_off, alpha_on=alpha_on)
     return out
