@@ -141,7 +141,8 @@ def tiny_hf_config(objective: str):
 def test_every_diffusion_objective_trains_through_bert(objective):
     from maskdiff.validation import validate_config
 
-    cfg = validate_config(tiny_hf_config(objective))
+    cfg = tiny_hf_config(objective)
+    validate_config(cfg)
     obj = build_objective(cfg, V_HF)
     x0 = torch.randint(0, 3, (4, L), generator=torch.Generator().manual_seed(0))
     t = torch.rand(4, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.05
@@ -249,9 +250,11 @@ def test_minilm_weights_initialise_the_encoder_and_tie_the_head():
 
     from maskdiff.networks.masked_lm import pretrained_folder
     from maskdiff.presets import get_preset
-    from maskdiff.validation import complete_backbone, validate_config
+    from maskdiff.completion import complete_backbone
+    from maskdiff.validation import validate_config
 
-    cfg = validate_config(complete_backbone(get_preset("minilm")))
+    cfg = complete_backbone(get_preset("minilm"))
+    validate_config(cfg)
     assert cfg.data.tokenizer == "bert" and cfg.model.hf_config["hidden_size"] == 384
     obj = build_objective(cfg, 30522)
     obj.init_from_pretrained()
