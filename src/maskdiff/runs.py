@@ -14,6 +14,7 @@ The trainer (:mod:`maskdiff.train`) writes it through :func:`start_run` and :cla
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -94,9 +95,9 @@ def read_log(run_dir) -> List[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def samples_dir(run_dir) -> Path:
-    """Where the samples of a run are written."""
-    return Path(run_dir) / SAMPLES_DIR
+def sample_file(run_dir, sampler: str, steps: int, suffix: str) -> Path:
+    """Where ``maskdiff sample`` saves a draw by default: samples/<date-time>-<sampler>-<steps><suffix>."""
+    return Path(run_dir) / SAMPLES_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{sampler}-{steps}{suffix}"
 
 
 def checkpoint_to_load(run_dir, checkpoint=None) -> Tuple[Path, dict]:
