@@ -5,9 +5,10 @@
       tokenizer.json                   the tokenizer's ``config()``, so the run reads back without its corpus
       checkpoints/step_XXXXXXXX/       atomic safetensors checkpoints (see :mod:`maskdiff.checkpoint`)
       log.jsonl                        one JSON record per logged training step
-      samples/                         what ``maskdiff sample`` writes
+      samples/                         what ``maskdiff sample`` writes (named by :func:`sample_file`)
 
-The trainer (:mod:`maskdiff.train`) writes it through :func:`start_run` and :class:`RunLog`; the loader
+The trainer (:mod:`maskdiff.train`) writes it through :func:`start_run` and :class:`RunLog` (and its
+checkpoints through :mod:`maskdiff.checkpoint`, which names their folder); the loader
 (:func:`maskdiff.pipeline.load`) reads it through :func:`read_run_config`, :func:`read_tokenizer` and
 :func:`checkpoint_to_load`. Both sit above this module; it sits above the checkpoint format and the data.
 """
