@@ -141,14 +141,14 @@ def test_logistic_regression_separates_and_fails_on_noise():
 
 
 def test_dna_eval_chunks_cover_every_base_once_and_interleave_genomes(tmp_path):
-    from maskdiff.modalities import eval_data
+    from maskdiff.modalities import eval_chunks
     from maskdiff.presets import dna as dna_preset
 
     root = genome_dir(tmp_path)
     cfg = dna_preset()
     cfg.data.corpus, cfg.data.length = str(root), 64
     tok = nucleotide_tokenizer()
-    tokens, valid = eval_data(cfg, tok, "test", None)
+    tokens, valid = eval_chunks(cfg, tok, "test", None)
     streams = split_genomes(str(root), "test", tok)
     assert int(valid.sum()) == sum(s.numel() for s in streams) == 6000
     assert tokens.shape == (2 * 47, 64)  # 3000 bases = 46 full chunks + 1 padded, per genome

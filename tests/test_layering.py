@@ -2,6 +2,7 @@
 imports (lazy ones inside functions included) with ``ast``; and no module imports itself back
 through a chain of imports."""
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -21,17 +22,18 @@ LAYERS = {
     "data": (["maskdiff.data"], ["errors", "io"]),
     "modalities": (["maskdiff.modalities"], ["errors", "config", "math", "data"]),
     "objectives": (["maskdiff.objectives"], ["errors", "config", "math", "networks"]),
-    "model": (["maskdiff.pipeline", "maskdiff.validation", "maskdiff.pretrained", "maskdiff.convert"],
-              ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives"]),
+    "runs": (["maskdiff.runs"], ["errors", "config", "io", "data"]),
+    "model": (["maskdiff.pipeline", "maskdiff.validation", "maskdiff.completion", "maskdiff.pretrained", "maskdiff.convert"],
+              ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "runs"]),
     "api": (["maskdiff"], ["errors", "math", "model"]),
-    "train": (["maskdiff.train"], ["errors", "config", "math", "io", "data", "modalities", "objectives", "model"]),
+    "train": (["maskdiff.train"], ["errors", "config", "math", "io", "modalities", "objectives", "runs", "model"]),
     "evaluation": (["maskdiff.evaluation"],
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
     "experiments": (["maskdiff.experiments", "maskdiff.sampler_comparison"],
                     ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "model", "api", "train", "evaluation"]),
     "serve": (["maskdiff.serve"], ["errors", "config", "math", "io", "modalities", "objectives", "model", "api"]),
     "cli": (["maskdiff.cli"], [name for name in ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities",
-                                                "objectives", "model", "api", "train", "evaluation", "experiments", "serve"]]),
+                                                "objectives", "runs", "model", "api", "train", "evaluation", "experiments", "serve"]]),
 }
 
 
@@ -79,6 +81,7 @@ def layer_of(module: str) -> str:
     return best[1]
 
 
+@functools.lru_cache(maxsize=None)
 def graph():
     return {m: sorted({i for i in imports(p) if i in MODULES and i != m}) for m, p in MODULES.items()}
 
@@ -120,6 +123,37 @@ def test_no_import_cycle():
 
 def test_config_is_a_leaf():
     assert graph()["maskdiff.config"] == ["maskdiff.errors"]
+
+
+def test_run_folders_are_read_and_written_below_the_trainer_and_the_loader():
+    """maskdiff.runs is the one module that reads and writes run directories: the trainer and the loader
+    both import it, and the trainer reaches neither the loading facade nor the model-folder format."""
+    edges = graph()
+    assert "maskdiff.runs" in edges["maskdiff.train"] and "maskdiff.runs" in edges["maskdiff.pipeline"]
+    assert not {"maskdiff.pipeline", "maskdiff.pretrained", "maskdiff.convert", "maskdiff"} & set(edges["maskdiff.train"])
+
+
+def test_run_folder_file_names_are_spelled_in_one_module():
+    """The trainer, the loader and the demo name no file of a run directory: maskdiff.runs does (and
+    maskdiff.checkpoint the checkpoints' folder)."""
+    names = {"config.json", "tokenizer.json", "log.jsonl", "checkpoints"}
+
+    def spelled(module):
+        return {n.value for n in ast.walk(ast.parse(MODULES[module].read_text())) if isinstance(n, ast.Constant) and n.value in names}
+
+    for module in ("maskdiff.train", "maskdiff.pipeline", "maskdiff.cli.demo"):
+        assert not spelled(module), f"{module} spells {spelled(module)}; use the constants of maskdiff.runs"
+    assert spelled("maskdiff.runs") == {"config.json", "tokenizer.json", "log.jsonl"}
+    assert spelled("maskdiff.checkpoint") == {"checkpoints"}
+
+
+def test_config_checks_only_check():
+    """validate_config returns nothing (what a config implies is filled in before, by maskdiff.completion)."""
+    import inspect
+
+    from maskdiff import validation
+
+    assert inspect.signature(validation.validate_config).return_annotation in (None, "None")
 
 
 def test_math_layer_imports_no_config_data_train_or_networks():

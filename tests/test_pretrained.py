@@ -150,7 +150,8 @@ def test_every_diffusion_objective_trains_through_bert(objective):
     same noise before and after) by more than a nat, and below log 27 = 3.30 nats, a uniform model's."""
     from maskdiff.validation import validate_config
 
-    cfg = validate_config(tiny_hf_config(objective))
+    cfg = tiny_hf_config(objective)
+    validate_config(cfg)
     torch.manual_seed(0)
     obj = build_objective(cfg, V_HF)
     law, sequences = dependent_law(), real_sequences()
@@ -279,9 +280,11 @@ def test_minilm_weights_initialise_the_encoder_and_tie_the_head():
 
     from maskdiff.networks.masked_lm import pretrained_folder
     from maskdiff.presets import get_preset
-    from maskdiff.validation import complete_backbone, validate_config
+    from maskdiff.completion import complete_backbone
+    from maskdiff.validation import validate_config
 
-    cfg = validate_config(complete_backbone(get_preset("minilm")))
+    cfg = complete_backbone(get_preset("minilm"))
+    validate_config(cfg)
     assert cfg.data.tokenizer == "bert" and cfg.model.hf_config["hidden_size"] == 384
     obj = build_objective(cfg, 30522)
     obj.init_from_pretrained()

@@ -1,10 +1,12 @@
 """Trainer: exact resume, learning, checkpoints, the learning-rate schedule."""
 import json
 
+import pytest
 import torch
 
 from helpers import micro_config
 from maskdiff.checkpoint import list_checkpoints, read_tensors
+from maskdiff.errors import MaskdiffError
 from maskdiff.train import learning_rate, train
 
 
@@ -55,6 +57,20 @@ def test_checkpoints_kept_and_checksummed(tmp_path):
     state = json.loads((ckpts[-1] / "state.json").read_text())
     assert state["step"] == 6 and set(state["sha256"]) == {"model.safetensors", "optimizer.safetensors"}
     assert not list((tmp_path / "r" / "checkpoints").glob(".tmp*"))
+
+
+def test_train_checks_the_config_it_is_given(tmp_path):
+    """The Python API is a boundary too: a bad config given to train() is refused, with the command
+    line's message, before the run directory is made."""
+    cfg = micro_config()
+    cfg.diffusion.schedule = "cosin"
+    with pytest.raises(MaskdiffError, match="unknown schedule 'cosin'; choose one of: .*mdlm-cosine"):
+        train(cfg, tmp_path / "r", progress=False)
+    cfg = micro_config()
+    cfg.diffusion.objective, cfg.diffusion.block_size = "block", 5  # passes RunConfig.validate; the objective refuses it
+    with pytest.raises(MaskdiffError, match="the block size 5 must divide the sequence length 32"):
+        train(cfg, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
 
 
 def test_learning_rate_schedule():

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from maskdiff.errors import MaskdiffError
 
+CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
@@ -96,7 +97,7 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write checkpoint ``step`` atomically and keep only the newest ``keep``."""
-    root = Path(run_dir) / "checkpoints"
+    root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
@@ -120,7 +121,7 @@ def save_checkpoint(
 
 def list_checkpoints(run_dir: Path) -> List[Path]:
     """Checkpoint directories of a run, oldest first (by step)."""
-    root = Path(run_dir) / "checkpoints"
+    root = Path(run_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
     return sorted(p for p in root.glob("step_*") if p.is_dir())
@@ -165,6 +166,15 @@ def read_tensors(path: Path) -> Dict[str, Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise MaskdiffError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def prefixed_weights(tensors: Dict[str, Tensor], prefix: str, source) -> Dict[str, Tensor]:
+    """The ``prefix.*`` tensors of a model file (``model`` or ``ema``) with the prefix taken off; ``source``
+    names the file in the error when there are none."""
+    weights = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    if not weights:
+        raise MaskdiffError(f"{source} has no '{prefix}' weights")
+    return weights
 
 
 def latest_valid_checkpoint(run_dir: Path, warn=print) -> Optional[Tuple[Path, dict]]:

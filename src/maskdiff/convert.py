@@ -131,7 +131,7 @@ def convert_mdlm(checkpoint, out, *, heads: int = 12, length: int = 1024, tokeni
     'gpt2', 50,257). time_conditioned: the checkpoint was trained with MDLM's time conditioning.
     """
     from maskdiff.objectives import build_objective
-    from maskdiff.pipeline import build_tokenizer
+    from maskdiff.modalities import build_tokenizer
     from maskdiff.pretrained import write_pretrained
 
     tensors = read_checkpoint(checkpoint, allow_pickle=allow_pickle)

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,22 +15,14 @@ from typing import List, Optional, Union
 import torch
 from torch import Tensor
 
-from maskdiff.checkpoint import latest_valid_checkpoint, read_tensors, verify_checkpoint
+from maskdiff.checkpoint import prefixed_weights, read_tensors
 from maskdiff.config import RunConfig
-from maskdiff.data.subword import tokenizer_from_config
 from maskdiff.denoiser import SUBSDenoiser, check_tokens
 from maskdiff.errors import MaskdiffError
-from maskdiff.modalities import get_modality
+from maskdiff.modalities import build_tokenizer, eval_chunks, get_modality  # noqa: F401  (build_tokenizer, eval_chunks: re-exported)
 from maskdiff.objectives import Objective, build_objective
+from maskdiff.runs import checkpoint_to_load, read_run_config, read_tokenizer
 from maskdiff.schedules import Schedule, get_schedule
-
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
-
-
-def build_tokenizer(config: RunConfig):
-    """The tokenizer of a run, built by its modality (text: data.tokenizer, or data.form when that is empty)."""
-    return get_modality(config).tokenizer(config)
 
 
 def build_denoiser(config: RunConfig, vocab_size: int) -> SUBSDenoiser:
@@ -41,47 +32,6 @@ def build_denoiser(config: RunConfig, vocab_size: int) -> SUBSDenoiser:
 
 def build_schedule(config: RunConfig) -> Schedule:
     return get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
-
-
-def eval_chunks(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None):
-    """The split as sequences of the training length, every token exactly once: (tokens, valid)
-    (see :meth:`maskdiff.modalities.base.Modality.eval_chunks`)."""
-    return get_modality(config).eval_chunks(config, tokenizer, split, corpus)
-
-
-def read_run_config(run_dir: Path) -> RunConfig:
-    path = Path(run_dir) / CONFIG_FILE
-    if not Path(run_dir).is_dir():
-        raise MaskdiffError(f"run directory {run_dir} does not exist")
-    if not path.exists():
-        raise MaskdiffError(f"{run_dir} is not a maskdiff run directory: {CONFIG_FILE} is missing")
-    try:
-        return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as err:
-        raise MaskdiffError(f"{path} is not valid JSON ({err})") from None
-
-
-def read_tokenizer(run_dir: Path):
-    path = Path(run_dir) / TOKENIZER_FILE
-    if not path.exists():
-        raise MaskdiffError(f"{run_dir} has no {TOKENIZER_FILE}")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise MaskdiffError(f"{path} is not valid JSON ({err})") from None
-    if cfg.get("kind") == "pixels":
-        from maskdiff.data.images import PixelTokenizer
-
-        return PixelTokenizer.from_config(cfg)
-    return tokenizer_from_config(cfg)
-
-
-def load_weights(objective: Objective, tensors: dict, prefix: str, source) -> None:
-    """Load ``prefix.*`` tensors into the objective's parts, with a clear error on any mismatch."""
-    weights = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-    if not weights:
-        raise MaskdiffError(f"{source} has no '{prefix}' weights")
-    objective.load_state_dict(weights, source)
 
 
 @dataclass
@@ -321,18 +271,11 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
         return from_pretrained(run_dir, device=device)
     config = read_run_config(run_dir)
     tokenizer = read_tokenizer(run_dir)
-    if checkpoint is None:
-        found = latest_valid_checkpoint(run_dir)
-        if found is None:
-            raise MaskdiffError(f"{run_dir} has no valid checkpoint; train it first (maskdiff train --run-dir {run_dir})")
-        path, state = found
-    else:
-        path = Path(checkpoint)
-        state = verify_checkpoint(path)
+    path, state = checkpoint_to_load(run_dir, checkpoint)
     tensors = read_tensors(path / "model.safetensors")
     objective = build_objective(config, tokenizer.vocab_size)
     prefix = "ema" if ema and any(k.startswith("ema.") for k in tensors) else "model"
-    load_weights(objective, tensors, prefix, path)
+    objective.load_state_dict(prefixed_weights(tensors, prefix, path), path)
     pipe = Pipeline(config, tokenizer, objective, path, device=device)
     pipe.step = state.get("step")
     pipe.weights = prefix

@@ -149,13 +149,7 @@ def read_pretrained(folder) -> Tuple[RunConfig, Any, Dict[str, Tensor], Dict[str
     if int(meta.get("maskdiff_format", 0)) > FORMAT_VERSION:
         raise MaskdiffError(f"{folder} was written by a newer maskdiff (format {meta['maskdiff_format']}); this one reads {FORMAT_VERSION}")
     config = RunConfig.from_dict(meta["maskdiff"])
-    if tok_cfg.get("kind") == "pixels":
-        from maskdiff.data.images import PixelTokenizer
-
-        tokenizer = PixelTokenizer.from_config(tok_cfg)
-    else:
-        tokenizer = tokenizer_from_config(tok_cfg)
-    return config, tokenizer, read_tensors(folder / WEIGHTS_FILE), meta
+    return config, tokenizer_from_config(tok_cfg), read_tensors(folder / WEIGHTS_FILE), meta
 
 
 def model_card(config: RunConfig, tokenizer, meta: Dict[str, Any], n_params: int, name: str) -> str:

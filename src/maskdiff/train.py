@@ -13,7 +13,6 @@ data, t and masks of a step are the same on every device.
 """
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
@@ -26,14 +25,15 @@ import torch
 from torch import Tensor
 
 from maskdiff.checkpoint import (
-    atomic_write_text,
     latest_valid_checkpoint,
     load_optimizer,
     optimizer_tensors,
+    prefixed_weights,
     read_tensors,
     save_checkpoint,
 )
-from maskdiff.config import RunConfig, differences
+from maskdiff.completion import complete_backbone
+from maskdiff.config import RunConfig
 from maskdiff.errors import MaskdiffError
 from maskdiff.distributed import (
     Context,
@@ -51,10 +51,10 @@ from maskdiff.distributed import (
 from maskdiff.distributed import init as dist_init
 from maskdiff.distributed import shutdown as dist_shutdown
 from maskdiff.loss import low_discrepancy_times
+from maskdiff.modalities import build_tokenizer, training_source
 from maskdiff.objectives import build_objective
-from maskdiff.pipeline import CONFIG_FILE, TOKENIZER_FILE, build_tokenizer, load_weights, read_run_config
-from maskdiff.modalities import training_source
-from maskdiff.validation import complete_backbone, validate_config
+from maskdiff.runs import RunLog, start_run
+from maskdiff.validation import validate_config
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -179,24 +179,6 @@ class _Stop:
                 signal.signal(sig, handler)
 
 
-def prepare_run_dir(config: RunConfig, run_dir: Path, tokenizer) -> RunConfig:
-    """Create the run directory, or check that an existing one was made with the same configuration.
-
-    Only train.steps may differ (to extend a run); anything else is an error naming the fields.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / CONFIG_FILE
-    if cfg_path.exists():
-        old = read_run_config(run_dir)
-        diff = differences(old, config)
-        if diff:
-            shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, b_a in list(diff.items())[:4] for a, b in [b_a])
-            raise MaskdiffError(f"{run_dir} holds a run with a different configuration ({shown}); use another --run-dir")
-    atomic_write_text(cfg_path, json.dumps(config.to_dict(), indent=1))
-    atomic_write_text(run_dir / TOKENIZER_FILE, json.dumps(tokenizer.config(), indent=1))
-    return config
-
-
 def train(
     config: RunConfig,
     run_dir,
@@ -211,6 +193,9 @@ def train(
     distributed.py); the same command resumes with any number of processes.
     stop_after: stop (with a checkpoint) once this step is reached, as if interrupted; for tests and
     for splitting a run across sessions.
+    This is where a config enters training, from the CLI or from Python: it is completed
+    (:func:`~maskdiff.completion.complete_backbone`) and checked (:func:`~maskdiff.validation.validate_config`)
+    here, once, and callers need not check it before.
     """
     complete_backbone(config)  # a Hugging Face backbone named by model.pretrained: its config and tokenizer
     validate_config(config)
@@ -230,7 +215,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
     tc = config.train
     tokenizer = build_tokenizer(config)
     if ctx.main:
-        prepare_run_dir(config, run_dir, tokenizer)
+        start_run(run_dir, config, tokenizer)
     barrier(ctx)
     source = training_source(config, tokenizer)  # draw(B, gen) -> (x0 (B, L), labels (B,) or None)
     L = config.data.length
@@ -249,7 +234,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
     if found is not None:
         path, state = found
         tensors = read_tensors(path / "model.safetensors")
-        load_weights(objective, tensors, "model", path)  # full weights, before any sharding
+        objective.load_state_dict(prefixed_weights(tensors, "model", path), path)  # full weights, before any sharding
         opt_saved = (read_tensors(path / "optimizer.safetensors"), state["optimizer"])
         start = resumed_from = int(state["step"])
     elif config.model.pretrained:
@@ -278,7 +263,6 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
             torch.set_rng_state(opt_t["rng.torch"])
 
     tokens_per_step = B * L
-    log_path = run_dir / "log.jsonl"
     stopper = _Stop(log)
     interrupted = False
     step = start
@@ -321,7 +305,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
 
     nxt: Optional[StepBatch] = None
     try:
-        with stopper.installed(), _open_log(log_path, ctx) as logf:
+        with stopper.installed(), (RunLog(run_dir) if ctx.main else nullcontext()) as run_log:
             while step < tc.steps:
                 batch, nxt = (nxt if nxt is not None else draw(step)), None
                 x0, valid, labels, noise = batch.x0, batch.valid, batch.labels, batch.noise
@@ -377,7 +361,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
                 step += 1
                 last_loss = loss_sum
                 window_tokens += tokens_per_step
-                if logf is not None and (step % tc.log_every == 0 or step == tc.steps):
+                if run_log is not None and (step % tc.log_every == 0 or step == tc.steps):
                     now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_start, 1e-9)
                     window_start, window_tokens = now, 0
@@ -391,8 +375,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
                         "elapsed_s": now - t_begin,
                         "skipped_steps": skipped,
                     }
-                    logf.write(json.dumps(record) + "\n")
-                    logf.flush()
+                    run_log.write(record)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss_sum:.3f}", bits=f"{loss_sum / math.log(2):.3f}", tok_s=f"{tok_s:,.0f}")
                 if bar is not None:
@@ -426,11 +409,3 @@ def like_local(shard: Tensor, param: Tensor) -> Tensor:
         return DTensor.from_local(shard, param.device_mesh, param.placements, shape=param.shape, stride=param.stride())
     return shard
 
-
-@contextmanager
-def _open_log(path: Path, ctx: Context):
-    if not ctx.main:
-        yield None
-        return
-    with open(path, "a", encoding="utf-8") as f:
-        yield f

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from maskdiff.checkpoint import latest_valid_checkpoint
+from maskdiff.runs import CONFIG_FILE, read_log, read_run_config
 
 DEMO_BUDGET_S = 180.0  # seconds of training a fresh demo run is sized to
 PROBE_STEPS = 20  # steps run to measure the machine's throughput (inside the warm-up)
@@ -52,17 +53,10 @@ def _probe_throughput(config, run_dir: Path) -> Tuple[float, float]:
     result = train(config, run_dir, progress=False, log=lambda *a: None, stop_after=PROBE_STEPS)
     if result.step < PROBE_STEPS:  # Ctrl-C during the probe
         raise KeyboardInterrupt
-    records = _log_records(run_dir)
+    records = read_log(run_dir)
     last = records[-1]
     seconds_per_step = config.train.batch_size * config.data.length / last["tokens_per_s"]
     return seconds_per_step, last["tokens_per_s"]
-
-
-def _log_records(run_dir: Path) -> List[dict]:
-    path = run_dir / "log.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True, budget_s: float = DEMO_BUDGET_S) -> int:
@@ -71,13 +65,13 @@ def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True, 
     import maskdiff
     from maskdiff.evaluation.nelbo import unigram_entropy_bits
     from maskdiff.modalities.text import split_stream
-    from maskdiff.pipeline import eval_chunks, read_run_config
+    from maskdiff.modalities import eval_chunks
     from maskdiff.presets import tiny
     from maskdiff.train import train
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
-    existing = (run_dir / "config.json").exists()
+    existing = (run_dir / CONFIG_FILE).exists()
     found = latest_valid_checkpoint(run_dir) if existing else None
     config = read_run_config(run_dir) if found else tiny()
     m, tc = config.model, config.train
@@ -125,7 +119,7 @@ def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True, 
     for text in out.texts:
         print(f"  | {text}")
     bpc, lo, hi = res.bits_per_token()
-    records = _log_records(run_dir)
+    records = read_log(run_dir)
     curve = draw_learning_curve(records, run_dir / "learning_curve.png", bpc, pipe.step, baseline)
     total = time.perf_counter() - t0
     tok_s = [r["tokens_per_s"] for r in records[2:]] or [r["tokens_per_s"] for r in records]

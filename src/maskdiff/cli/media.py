@@ -2,8 +2,6 @@
 (``maskdiff sample`` on an image run writes a PNG grid)."""
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
@@ -83,6 +81,7 @@ def sample_images_command(args, pipe, sampler_kwargs) -> int:
     from maskdiff.modalities.image_sampling import class_labels, sample_images
 
     from maskdiff.modalities import get_modality
+    from maskdiff.runs import sample_file
 
     if not get_modality(pipe.config).renders_images:
         raise MaskdiffError("--label and --guidance are for class-conditional image runs")
@@ -99,7 +98,7 @@ def sample_images_command(args, pipe, sampler_kwargs) -> int:
     print(f"--- sample 0{'' if labels is None else f' (class {int(labels[0])})'}\n{tok.decode(out.tokens[0])}")
     how = "unconditional" if labels is None else f"class-conditional, guidance w = {args.guidance:g}"
     print(f"{args.num} images ({how}), {args.sampler} sampler, {args.steps} steps, mean NFE {out.nfe.float().mean():.1f}, {out.seconds:.1f} s")
-    path = args.out or Path(args.run_dir) / "samples" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.sampler}-{args.steps}.png"
+    path = args.out or sample_file(args.run_dir, args.sampler, args.steps, ".png")
     if path.suffix.lower() != ".png":
         raise MaskdiffError(f"image samples are saved as a PNG grid; give --out a .png name, not {path.name}")
     columns = classes if labels is not None and not args.label else 8

@@ -52,8 +52,7 @@ def add_pretrained_commands(sub, positive_int, device_arg) -> None:
 
 def cmd_export(args) -> int:
     import maskdiff
-    from maskdiff.modalities import get_modality
-    from maskdiff.pipeline import eval_chunks
+    from maskdiff.modalities import eval_chunks, get_modality
 
     pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:

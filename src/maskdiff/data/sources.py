@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from maskdiff.data.chunking import random_windows
-from maskdiff.data.packing import PACKINGS, TokenDocuments, document_bounds, pad_id_for, pad_rows, wrap
+from maskdiff.data.packing import TokenDocuments, document_bounds, pad_id_for, pad_rows, wrap
 from maskdiff.errors import MaskdiffError
 
 
@@ -76,7 +76,3 @@ def padded_rows(tokenizer, docs: TokenDocuments, length: int) -> Tuple[Tensor, T
     prefix, suffix = document_bounds(tokenizer, "pad")
     return pad_rows(docs, length, prefix, suffix, pad_id_for(tokenizer))
 
-
-def check_packing(packing: str) -> None:
-    if packing not in PACKINGS:
-        raise MaskdiffError(f"unknown packing {packing!r}; choose one of: {', '.join(PACKINGS)}")

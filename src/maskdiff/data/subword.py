@@ -203,7 +203,8 @@ def local_tokenizer(path: Path) -> HFTokenizer:
 
 
 def tokenizer_from_config(cfg: dict):
-    """Rebuild any maskdiff tokenizer from its ``config()`` (a run directory's tokenizer.json)."""
+    """Rebuild any maskdiff tokenizer from its ``config()`` (a run directory's tokenizer.json, a model
+    folder's maskdiff_tokenizer.json): the one way back from a stored tokenizer."""
     from maskdiff.data.tokenizers import CharTokenizer
 
     kind = cfg.get("kind") if isinstance(cfg, dict) else None
@@ -213,5 +214,9 @@ def tokenizer_from_config(cfg: dict):
         return ByteTokenizer()
     if kind == "hf":
         return HFTokenizer.from_config(cfg)
-    raise MaskdiffError(f"unknown tokenizer kind {kind!r}; this version knows: char, bytes, hf")
+    if kind == "pixels":
+        from maskdiff.data.images import PixelTokenizer
+
+        return PixelTokenizer.from_config(cfg)
+    raise MaskdiffError(f"unknown tokenizer kind {kind!r}; this version knows: char, bytes, hf, pixels")
 

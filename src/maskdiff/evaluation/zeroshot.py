@@ -36,7 +36,7 @@ def tokenizer_label(pipe) -> str:
 def evaluate_on(pipe, corpus: str, split: str, *, limit: Optional[int], passes: int, batch_size: int, seed: int, progress: bool = False):
     """The NELBO (an exact NLL for an autoregressive run) of the first ``limit`` rows of a corpus split
     under one loaded run: EvalResult."""
-    from maskdiff.pipeline import eval_chunks
+    from maskdiff.modalities import eval_chunks
 
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, split, corpus)
     if limit:

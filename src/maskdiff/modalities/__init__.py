@@ -3,7 +3,9 @@ tokenizer, training batches, evaluation chunks, the unit of the NELBO figure and
 that need the data. ``get_modality(name_or_config)`` returns the one a run uses."""
 from __future__ import annotations
 
-from typing import Dict, Type, Union
+from typing import Dict, Optional, Tuple, Type, Union
+
+from torch import Tensor
 
 from maskdiff.config import RunConfig
 from maskdiff.errors import MaskdiffError
@@ -23,15 +25,23 @@ def get_modality(which: Union[str, RunConfig]) -> Modality:
     return MODALITIES[name]()
 
 
+def build_tokenizer(config: RunConfig):
+    """The tokenizer of a new run, built by its modality from the config (text: data.tokenizer, or
+    data.form when that is empty). A trained run's tokenizer is read back from its folder instead
+    (:func:`maskdiff.runs.read_tokenizer`)."""
+    return get_modality(config).tokenizer(config)
+
+
 def training_source(config: RunConfig, tokenizer):
     """Where training batches come from: ``draw(batch, generator) -> (x0 (B, L), valid (B, L) or None,
     labels (B,) or None)``, every draw from the step's generator."""
     return get_modality(config).training_source(config, tokenizer)
 
 
-def eval_data(config: RunConfig, tokenizer, split: str, corpus=None):
-    """(tokens (N, L), valid (N, L)) of a split: see :meth:`Modality.eval_chunks`."""
+def eval_chunks(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None) -> Tuple[Tensor, Tensor]:
+    """The evaluation data of a split, every token exactly once: (tokens (N, L), valid (N, L)) (see
+    :meth:`Modality.eval_chunks`). corpus: another corpus of the same modality (default data.corpus)."""
     return get_modality(config).eval_chunks(config, tokenizer, split, corpus)
 
 
-__all__ = ["MODALITIES", "Modality", "Text", "DNA", "Image", "get_modality", "training_source", "eval_data"]
+__all__ = ["MODALITIES", "Modality", "Text", "DNA", "Image", "get_modality", "build_tokenizer", "training_source", "eval_chunks"]

@@ -51,6 +51,7 @@ class Modality:
         return False
 
     def tokenizer(self, config: RunConfig):
+        """The tokenizer of a new run of this modality (callers use :func:`maskdiff.modalities.build_tokenizer`)."""
         raise NotImplementedError
 
     def training_source(self, config: RunConfig, tokenizer) -> BatchSource:
@@ -58,7 +59,8 @@ class Modality:
         raise NotImplementedError
 
     def eval_chunks(self, config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None) -> Tuple[Tensor, Tensor]:
-        """The split as sequences of the training length, every token counted once: (tokens (N, L), valid (N, L))."""
+        """The split as sequences of the training length, every token counted once: (tokens (N, L), valid (N, L))
+        (callers use :func:`maskdiff.modalities.eval_chunks`)."""
         raise NotImplementedError
 
     def report_unit(self, tokenizer) -> Tuple[str, str]:

@@ -21,26 +21,6 @@ def is_character_level(tokenizer) -> bool:
     return tokenizer.config().get("kind") == "char"
 
 
-def text_tokenizer(config: RunConfig):
-    """data.tokenizer, or, when that is empty, the character form data.form."""
-    from maskdiff.data import subword
-
-    name = config.data.tokenizer or config.data.form
-    if name == "bytes":
-        return subword.ByteTokenizer()
-    if name == "gpt2":
-        return subword.gpt2_tokenizer()
-    if name == "bert":
-        return subword.bert_tokenizer()
-    if name not in ("text8", "chars"):
-        return subword.local_tokenizer(Path(name))
-    if name == "text8":
-        return tokenizer_for("text8")
-    # 'chars': the alphabet of the whole corpus (all splits), so held-out text has no unknown symbol.
-    texts = [t for split in ("train", "validation", "test") for t in load_split_texts(config.data.corpus, split)]
-    return tokenizer_for("chars", "".join(texts))
-
-
 def split_stream(config: RunConfig, tokenizer, split: str, corpus: Optional[str] = None) -> Tensor:
     """One split of the corpus as a single 1-D token stream (``wrap`` packing).
 
@@ -85,7 +65,23 @@ class Text(Modality):
             super().validate(config)
 
     def tokenizer(self, config: RunConfig):
-        return text_tokenizer(config)
+        """data.tokenizer, or, when that is empty, the character form data.form."""
+        from maskdiff.data import subword
+
+        name = config.data.tokenizer or config.data.form
+        if name == "bytes":
+            return subword.ByteTokenizer()
+        if name == "gpt2":
+            return subword.gpt2_tokenizer()
+        if name == "bert":
+            return subword.bert_tokenizer()
+        if name not in ("text8", "chars"):
+            return subword.local_tokenizer(Path(name))
+        if name == "text8":
+            return tokenizer_for("text8")
+        # 'chars': the alphabet of the whole corpus (all splits), so held-out text has no unknown symbol.
+        texts = [t for split in ("train", "validation", "test") for t in load_split_texts(config.data.corpus, split)]
+        return tokenizer_for("chars", "".join(texts))
 
     def training_source(self, config: RunConfig, tokenizer):
         from maskdiff.data.sources import RowSource, WindowSource

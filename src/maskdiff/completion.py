@@ -1,0 +1,31 @@
+"""What a config implies, filled in once where the config is built, before it is checked: today the
+Hugging Face backbone that model.pretrained names. The trainer applies it (:func:`maskdiff.train.train`)
+right before :func:`maskdiff.validation.validate_config`; nothing else changes a config on its way to the
+first step."""
+from __future__ import annotations
+
+from maskdiff.config import RunConfig
+from maskdiff.errors import MaskdiffError
+
+
+def complete_backbone(config: RunConfig) -> RunConfig:
+    """Fill in what model.pretrained implies, in place: a Hugging Face masked LM (a named backbone such as
+    'minilm', or a model folder) makes the backbone 'hf', records its config in model.hf_config and,
+    when data.tokenizer is empty, takes the backbone's tokenizer. A maskdiff model folder keeps the
+    config's backbone. Returns the config."""
+    from maskdiff.objectives.base import backbone_config
+    from maskdiff.pretrained import is_pretrained_folder
+
+    m = config.model
+    if not m.pretrained or is_pretrained_folder(m.pretrained):
+        return config
+    if m.backbone == "dit":
+        m.backbone = "hf"
+    if m.backbone != "hf":
+        raise MaskdiffError(f"pretrained {m.pretrained!r} is a Hugging Face model; it needs backbone hf, not {m.backbone}")
+    hf_config, tokenizer = backbone_config(m.pretrained)
+    if not m.hf_config:
+        m.hf_config = hf_config
+    if not config.data.tokenizer:
+        config.data.tokenizer = tokenizer
+    return config
