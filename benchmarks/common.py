@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: what machine and commit a figure came from, and where it is written.
+"""Helpers shared by the benchmarks: what machine and commit a figure came from (recorded as every maskdiff
+result records it, ``maskdiff.experiments.provenance``), and where it is written.
 
 Every benchmark writes one JSON file per invocation under ``benchmarks/results/``, named
 ``<benchmark>_<device kind>_<UTC timestamp>.json``, holding the machine, the commit and its figures.
@@ -6,70 +7,24 @@ Every benchmark writes one JSON file per invocation under ``benchmarks/results/`
 from __future__ import annotations
 
 import json
-import os
-import platform
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 
+from maskdiff.experiments.provenance import git_commit as _git_commit
+from maskdiff.experiments.provenance import machine_info  # noqa: F401 (for the benchmarks)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    from maskdiff.cli.demo import cpu_name
-
-    return cpu_name() or "unknown"
-
-
-def machine_info(device: str = "cpu") -> Dict[str, Any]:
-    """CPU model, core count, torch version, torch thread count, load average and, on CUDA, the GPU's name.
-
-    The load average says whether other work shared the CPU while the figures were taken.
-    """
-    info: Dict[str, Any] = {
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_version": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "cuda_available": torch.cuda.is_available(),
-        "load_average_1_5_15min": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-    if torch.cuda.is_available():
-        index = torch.device(device).index if device.startswith("cuda") else None
-        index = torch.cuda.current_device() if index is None else index
-        info["cuda_device"] = torch.cuda.get_device_name(index)
-        info["cuda_version"] = torch.version.cuda
-        info["cuda_capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
-    return info
-
-
 def git_commit() -> Dict[str, Any]:
-    """``git rev-parse HEAD`` of the repository and whether the working tree differs from it.
-
-    Read-only (``git rev-parse``, ``git status --porcelain``); ``None`` fields when git is unavailable.
-    """
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout if out.returncode == 0 else None
-
-    head = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "commit": head.strip() if head else None,
-        "dirty": None if status is None else bool(status.strip()),
-    }
+    """The commit of this repository and whether the working tree differs from it
+    (``maskdiff.experiments.provenance.git_commit``)."""
+    return _git_commit(REPO_ROOT)
 
 
 def device_kind(device: str) -> str:

@@ -148,15 +148,49 @@ def test_bad_objective_flags(tmp_path, flags, needle):
     assert not (tmp_path / "r").exists()
 
 
-def test_verdicts():
-    def recs(a, b):
-        return [{"variant": "a", "seed": s, "evals": {"own": {"bpc": x}}} for s, x in enumerate(a)] + \
-               [{"variant": "b", "seed": s, "evals": {"own": {"bpc": x}}} for s, x in enumerate(b)]
+# the 97.5% quantile of Student's t with 2 degrees of freedom, in closed form: its CDF is
+# 1/2 + t / (2 sqrt(2 + t^2)), so t / sqrt(2 + t^2) = 0.95
+T2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))
 
-    assert verdict(Trend("a", "b", ""), recs([1.0, 1.1, 1.2], [1.5, 1.6, 1.7]))["verdict"] == "reproduced"
-    assert verdict(Trend("a", "b", ""), recs([1.5, 1.6, 1.7], [1.0, 1.1, 1.2]))["verdict"] == "contradicted"
-    assert verdict(Trend("a", "b", ""), recs([1.0, 1.6, 1.2], [1.1, 1.2, 1.5]))["verdict"] == "not resolved at this budget"
-    assert verdict(Trend("a", "b", "", equal=True), recs([1.0, 1.1, 1.2], [1.001, 1.1, 1.199]))["verdict"] == "reproduced"
+
+def _paired_by_hand(a, b):
+    """Mean and 95% interval of the per-seed differences a - b of three seeds."""
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / 3
+    half = T2 * math.sqrt(sum((x - mean) ** 2 for x in d) / 2) / math.sqrt(3)
+    return mean, mean - half, mean + half
+
+
+def _label(lo, hi, margin=None):
+    if margin is not None:
+        return "reproduced" if -margin < lo and hi < margin else \
+            "contradicted" if lo >= margin or hi <= -margin else "not resolved at this budget"
+    return "reproduced" if hi < 0 else "contradicted" if lo > 0 else "not resolved at this budget"
+
+
+@pytest.mark.parametrize("a, b, equal, expected", [
+    ([1.0, 1.1, 1.2], [1.5, 1.7, 1.6], False, "reproduced"),  # differences -0.5, -0.6, -0.4
+    ([1.5, 1.7, 1.6], [1.0, 1.1, 1.2], False, "contradicted"),
+    ([1.0, 1.6, 1.2], [1.1, 1.2, 1.5], False, "not resolved at this budget"),  # -0.1, +0.4, -0.3
+    ([1.0, 1.1, 1.2], [1.001, 1.1, 1.199], True, "reproduced"),  # within +-0.02 BPC
+    ([1.0, 1.1, 1.2], [1.1, 1.21, 1.29], True, "contradicted"),  # -0.1, -0.11, -0.09: outside the margin
+    ([1.0, 1.1, 1.2], [1.0, 1.12, 1.24], True, "not resolved at this budget"),  # 0, -0.02, -0.04: straddles -0.02
+])
+def test_verdicts(a, b, equal, expected):
+    """Records with known per-seed values: the paired difference, its Student-t interval (computed here in
+    closed form) and the verdict they imply. Records are paired by seed, not by their order."""
+    recs = [{"variant": "b", "seed": s, "evals": {"own": {"bpc": x}}} for s, x in reversed(list(enumerate(b)))] + \
+           [{"variant": "a", "seed": s, "evals": {"own": {"bpc": x}}} for s, x in enumerate(a)]
+    v = verdict(Trend("a", "b", "", equal=equal), recs)
+    mean, lo, hi = _paired_by_hand(a, b)
+    assert v["difference_bpc"] == pytest.approx(mean, abs=1e-12) and v["ci95"] == pytest.approx([lo, hi], abs=1e-9)
+    assert v["seeds"] == 3 and v["verdict"] == expected == _label(lo, hi, 0.02 if equal else None)
+
+
+def test_verdict_needs_two_paired_seeds():
+    recs = [{"variant": "a", "seed": 0, "evals": {"own": {"bpc": 1.0}}},
+            {"variant": "b", "seed": 1, "evals": {"own": {"bpc": 2.0}}}, {"variant": "b", "seed": 0, "evals": {"own": {"bpc": 2.0}}}]
+    assert verdict(Trend("a", "b", ""), recs)["verdict"] == "not run" and verdict(Trend("a", "b", ""), recs)["seeds"] == 1
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
@@ -167,8 +201,16 @@ def test_every_experiment_runs_end_to_end(tmp_path, name):
     table = (tmp_path / "results.md").read_text()
     for v in EXPERIMENTS[name].variants:
         assert f"| {v.name} |" in table
-    for t in summary["trends"]:
-        assert t["verdict"] in ("reproduced", "contradicted", "not resolved at this budget")
+    for t in summary["trends"]:  # each verdict is the one its per-seed figures imply
+        sides = [t[k].partition("@") for k in ("better", "worse")]
+        keys = ["own" if ev in ("", "None") else f"T{ev}" for _, _, ev in sides]
+        evals = [data["variants"][name]["evals"].get(key) for (name, _, _), key in zip(sides, keys)]
+        if None in evals:  # a variant without that evaluation (no discrete-time estimate)
+            assert t["verdict"] == "not run"
+            continue
+        mean, lo, hi = _paired_by_hand(evals[0]["per_seed"], evals[1]["per_seed"])
+        assert t["difference_bpc"] == pytest.approx(mean, abs=1e-12) and t["ci95"] == pytest.approx([lo, hi], abs=1e-9)
+        assert t["verdict"] == _label(lo, hi, t["equivalence_margin"])
     budget = {v.name: v.budget for v in EXPERIMENTS[name].variants}
     per_unit = {v["tokens"] // budget[n] for n, v in data["variants"].items()}
     assert len(per_unit) == 1  # equal token budgets (a variant with budget 2 gets exactly twice)
