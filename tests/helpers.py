@@ -76,3 +76,18 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+def run_main(capsys, *args):
+    """Run ``maskdiff ARGS`` in this process through ``maskdiff.cli.main.main`` (argparse's exits
+    included), reading its output from pytest's ``capsys``: a CompletedProcess like :func:`run_cli`'s."""
+    from maskdiff.cli.main import main
+
+    capsys.readouterr()  # what was printed before is not this command's
+    argv = [str(a) for a in args]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)

@@ -1,10 +1,22 @@
-"""Bad input: one clear error line, non-zero exit, no traceback, nothing on disk damaged."""
+"""Bad input: one clear error line, exit status 2, no traceback, nothing written and nothing on disk damaged.
+
+The commands run in this process through ``main(argv)`` (an unexpected exception fails the test outright);
+a few run as real processes: the installed ``maskdiff`` console script, and Ctrl-C.
+"""
 import hashlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import MICRO_FLAGS, assert_clean_error, micro_config, run_cli
+from helpers import MICRO_FLAGS, assert_clean_error, micro_config, run_main
 from maskdiff import MaskdiffError
 from maskdiff.train import train
 
@@ -18,6 +30,22 @@ def trained_run(tmp_path_factory):
 
 def _digest(path):
     return {p.relative_to(path): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def cli(capsys, tmp_path, monkeypatch):
+    """``cli(*args)``: run ``maskdiff ARGS`` in this process, in an empty working directory (``tmp_path / "cwd"``)
+    that a test can check stayed empty."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return lambda *args: run_main(capsys, *args)
+
+
+def refused(proc, *needles):
+    """Exit status 2 and exactly one error line on stderr naming each needle (helpers.assert_clean_error)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    return assert_clean_error(proc, *needles)
 
 
 @pytest.mark.parametrize(
@@ -37,42 +65,41 @@ def _digest(path):
         (["sample", "/no/such/run"], ["does not exist"]),
     ],
 )
-def test_cli_bad_values(tmp_path, args, needles):
-    """Each wrong flag or value names what was wrong (and the valid choices)."""
-    proc = run_cli(*args, *(["--run-dir", tmp_path / "r"] if args[0] == "train" else []))
-    assert_clean_error(proc, *needles)
-    assert not (tmp_path / "r" / "checkpoints").exists()
+def test_cli_bad_values(cli, tmp_path, args, needles):
+    """Each wrong flag or value names what was wrong (and the valid choices), and nothing is written."""
+    refused(cli(*args, *(["--run-dir", tmp_path / "r"] if args[0] == "train" else [])), *needles)
+    assert not (tmp_path / "r").exists() and not any((tmp_path / "cwd").iterdir())
 
 
-def test_missing_and_empty_data_files(tmp_path):
-    """A missing or empty data file is one clear error."""
-    proc = run_cli("train", "--corpus", tmp_path / "nope.txt", "--run-dir", tmp_path / "r1", *MICRO_FLAGS)
-    assert_clean_error(proc, "does not exist")
+def test_missing_and_empty_data_files(cli, tmp_path):
+    """A missing or empty data file is one clear error, and nothing is trained."""
+    refused(cli("train", "--corpus", tmp_path / "nope.txt", "--run-dir", tmp_path / "r1", *MICRO_FLAGS), "does not exist")
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
-    proc = run_cli("train", "--corpus", empty, "--run-dir", tmp_path / "r2", *MICRO_FLAGS)
-    assert_clean_error(proc, "is empty")
+    refused(cli("train", "--corpus", empty, "--run-dir", tmp_path / "r2", *MICRO_FLAGS), "is empty")
     short = tmp_path / "short.txt"
     short.write_text("just a few words")
-    proc = run_cli("train", "--corpus", short, "--run-dir", tmp_path / "r3", *MICRO_FLAGS)
-    assert_clean_error(proc)
+    refused(cli("train", "--corpus", short, "--run-dir", tmp_path / "r3", *MICRO_FLAGS))
+    for r in ["r1", "r2", "r3"]:  # the trainer writes config.json and tokenizer.json before it reads the data
+        assert not (tmp_path / r / "checkpoints").exists() and not (tmp_path / r / "log.jsonl").exists()
+    assert not any((tmp_path / "cwd").iterdir())
 
 
-def test_sample_template_longer_than_model(trained_run):
+def test_sample_template_longer_than_model(cli, trained_run):
     """Lengths beyond L are generated semi-autoregressively, but one template must fit in the model."""
-    proc = run_cli("sample", trained_run, "--template", "[40]", "--no-progress")
-    assert_clean_error(proc, "more than the model's maximum length 32")
-    proc = run_cli("sample", trained_run, "--template", "no spans here", "--no-progress")
-    assert_clean_error(proc, "no [N] span")
-    proc = run_cli("sample", trained_run, "--prompt", "a" * 40, "--length", "20", "--no-progress")
-    assert_clean_error(proc, "leaves nothing to generate")
-    proc = run_cli("sample", trained_run, "--sampler", "first-hitting", "--grid", "cosine", "--no-progress")
-    assert_clean_error(proc, "no time grid")
+    before = _digest(trained_run)
+    refused(cli("sample", trained_run, "--template", "[40]", "--no-progress"), "more than the model's maximum length 32")
+    refused(cli("sample", trained_run, "--template", "no spans here", "--no-progress"), "no [N] span")
+    refused(cli("sample", trained_run, "--prompt", "a" * 40, "--length", "20", "--no-progress"), "leaves nothing to generate")
+    refused(cli("sample", trained_run, "--sampler", "first-hitting", "--grid", "cosine", "--no-progress"), "no time grid")
+    assert _digest(trained_run) == before
 
 
-def test_unknown_sampler_and_split(trained_run):
-    assert_clean_error(run_cli("sample", trained_run, "--sampler", "magic"), "unknown sampler 'magic'", "ancestral", "cached")
-    assert_clean_error(run_cli("eval", trained_run, "--split", "dev"), "unknown split 'dev'", "validation")
+def test_unknown_sampler_and_split(cli, trained_run):
+    before = _digest(trained_run)
+    refused(cli("sample", trained_run, "--sampler", "magic"), "unknown sampler 'magic'", "ancestral", "cached")
+    refused(cli("eval", trained_run, "--split", "dev"), "unknown split 'dev'", "validation")
+    assert _digest(trained_run) == before
 
 
 def test_token_ids_out_of_range(trained_run):
@@ -95,19 +122,16 @@ def test_token_ids_out_of_range(trained_run):
         CharTokenizer("abc").encode("abd")
 
 
-def test_truncated_checkpoint(trained_run, tmp_path):
+def test_truncated_checkpoint(cli, trained_run, tmp_path):
     """A truncated checkpoint is named as such; automatic choice falls back to the previous one."""
-    import shutil
-
     run = tmp_path / "copy"
     shutil.copytree(trained_run, run)
     newest = sorted((run / "checkpoints").glob("step_*"))[-1]
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     before = _digest(run)
-    proc = run_cli("eval", run, "--checkpoint", newest, "--limit", "4", "--no-progress")
-    assert_clean_error(proc, "truncated or corrupted")
-    proc = run_cli("eval", run, "--limit", "4", "--no-progress")
+    refused(cli("eval", run, "--checkpoint", newest, "--limit", "4", "--no-progress"), "truncated or corrupted")
+    proc = cli("eval", run, "--limit", "4", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "truncated or corrupted" in proc.stdout and "step 2" in proc.stdout
     assert _digest(run) == before  # nothing on disk changed
@@ -116,7 +140,6 @@ def test_truncated_checkpoint(trained_run, tmp_path):
 def test_pickle_checkpoint_refused(trained_run, tmp_path):
     """A pickle file in place of safetensors is refused, never unpickled."""
     import pickle
-    import shutil
 
     from maskdiff.checkpoint import read_tensors
 
@@ -164,12 +187,13 @@ MATRIX = [
 
 
 @pytest.mark.parametrize("args, needles", MATRIX, ids=[" ".join(a[:1] + a[2:4]) for a, _ in MATRIX])
-def test_bad_input_matrix_leaves_the_run_intact(trained_run, args, needles):
-    """Every case: non-zero exit, one clear line, no traceback, and the run directory byte for byte unchanged."""
+def test_bad_input_matrix_leaves_the_run_intact(cli, tmp_path, trained_run, args, needles):
+    """Every case: exit status 2, one clear line, no traceback, the run directory byte for byte unchanged and
+    nothing written elsewhere."""
     before = _digest(trained_run)
-    proc = run_cli(*[a.format(run=trained_run) for a in args])
-    assert_clean_error(proc, *needles)
+    refused(cli(*[a.format(run=trained_run) for a in args]), *needles)
     assert _digest(trained_run) == before
+    assert not any((tmp_path / "cwd").iterdir())
 
 
 @pytest.mark.parametrize("header_bytes", [0x4B50, 0x4B50 + 0x10000, 0x80, 0x180])
@@ -196,7 +220,7 @@ def test_safetensors_whose_header_length_looks_like_a_magic_number(tmp_path, hea
     torch.testing.assert_close(read_tensors(path)["w"], torch.arange(4.0))
 
 
-def test_wrong_architecture_checkpoint(trained_run, tmp_path):
+def test_wrong_architecture_checkpoint(cli, trained_run, tmp_path):
     """A checkpoint of another architecture is named as not fitting, and nothing on disk changes."""
     other = tmp_path / "wide"
     cfg = micro_config(steps=1)
@@ -204,6 +228,68 @@ def test_wrong_architecture_checkpoint(trained_run, tmp_path):
     train(cfg, other, progress=False)
     ckpt = sorted((other / "checkpoints").glob("step_*"))[-1]
     before = _digest(trained_run)
-    proc = run_cli("eval", trained_run, "--checkpoint", ckpt, "--limit", "2", "--no-progress")
-    assert_clean_error(proc, "does not fit this model's architecture")
+    refused(cli("eval", trained_run, "--checkpoint", ckpt, "--limit", "2", "--no-progress"), "does not fit this model's architecture")
+    assert _digest(trained_run) == before
+
+
+def test_the_console_script_refuses_bad_input(tmp_path):
+    """The installed ``maskdiff`` script (pyproject's entry point) prints the same one line and exits 2."""
+    script = Path(sys.executable).parent / "maskdiff"
+    assert script.exists(), f"{script} is missing: install maskdiff (make test does) to get the console script"
+    proc = subprocess.run([str(script), "train", "--schedule", "cosin", "--run-dir", str(tmp_path / "r")], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    refused(proc, "maskdiff train: error: unknown schedule 'cosin'", "linear", "mdlm-cosine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _start(*args, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "maskdiff.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+
+
+def _wait(ready, proc, what, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the command ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_stops_training_after_the_step_and_saves_it(tmp_path):
+    """Ctrl-C during ``maskdiff train``: the current step ends, a checkpoint of it is saved, exit status 130."""
+    from maskdiff.checkpoint import latest_valid_checkpoint
+
+    run = tmp_path / "run"
+    proc = _start("train", "--run-dir", run, *MICRO_FLAGS, "--steps", "100000", "--log-every", "1", "--threads", "1", cwd=tmp_path)
+    log = run / "log.jsonl"
+    _wait(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, proc, "two logged steps")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    steps = len(log.read_text().splitlines())
+    assert "stopping after this step and saving a checkpoint" in out
+    assert f"saved step {steps} to {run}; run the same command again to resume" in out
+    assert f"trained {run} to step {steps} (from scratch" in out
+    assert latest_valid_checkpoint(run)[1]["step"] == steps
+
+
+def test_ctrl_c_while_sampling_is_one_line(trained_run, tmp_path):
+    """Ctrl-C anywhere else (here: mid-sampling) prints 'interrupted', exits 130 and writes no samples."""
+    before = _digest(trained_run)
+    proc = _start("sample", trained_run, "--sampler", "ancestral", "--steps", "10000000", "--num", "1", cwd=tmp_path)
+    _wait(lambda: bool(select.select([proc.stderr], [], [], 0)[0]), proc, "progress bar")  # sampling has begun
+    for _ in range(6):  # Python drops a Ctrl-C that lands inside a finalizer (__del__): press it again, as a user would
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=20)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        proc.kill()
+        pytest.fail(f"maskdiff sample ignored six Ctrl-C: {proc.communicate()}")
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].endswith("interrupted")
     assert _digest(trained_run) == before

@@ -1,93 +1,188 @@
-"""The command line: --help of every command, and a tiny end-to-end train / eval / sample run."""
+"""The command line, in this process through ``main(argv)``: the help of every command and every flag,
+and a tiny end-to-end train / eval / sample run whose printed figures are checked against the library's."""
+import argparse
 import json
 import math
 
 import pytest
 
-from helpers import MICRO_FLAGS, run_cli
+from helpers import MICRO_FLAGS, run_main
+from maskdiff.cli.main import build_parser
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["sample"], ["demo"], ["experiment"], ["exponents"], ["data"], ["data", "fetch"], ["zero-shot"], ["export"], ["convert"]])
-def test_help_explains_every_command(command):
-    """--help exits 0 and describes each flag (no flag without a help text)."""
-    proc = run_cli(*command, "--help")
-    assert proc.returncode == 0, proc.stderr
-    assert "usage: maskdiff" in proc.stdout
-    assert "%%" not in proc.stdout  # argparse formats help strings but prints descriptions as written
-    if command == ["train"]:
-        for flag in ["--preset", "--schedule", "--steps", "--run-dir", "--discrete-steps", "--time-conditioned"]:
-            assert flag in proc.stdout
-        assert "linear, loglinear, polynomial, geometric, cosine, mdlm-cosine" in " ".join(proc.stdout.split())
-        for flag in ["--objective", "--no-carry-over", "--no-zero-mask", "--genmd4-samples", "--parallel", "--device", "--max-bad-steps"]:
-            assert flag in proc.stdout
-    if command == ["experiment"]:
-        for name in ["schedules", "time-conditioning", "subs", "discrete-time", "genmd4", "sedd", "ar"]:
-            assert name in proc.stdout
+def _commands(parser=None, path=()):
+    """(command path, parser) for ``maskdiff`` and every subcommand, nested ones (data list / fetch) included."""
+    parser = parser or build_parser()
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, path + (name,))
 
 
-def test_train_eval_sample_end_to_end(tmp_path):
-    """train -> eval -> sample on a micro model; a second train resumes, a third finds nothing to do."""
+COMMANDS = dict(_commands())
+IDS = [" ".join(path) or "maskdiff" for path in COMMANDS]
+
+
+def test_every_command_is_walked():
+    """The walk reaches every command that main.py registers (a command left out would go untested)."""
+    names = {path[0] for path in COMMANDS if path}
+    assert names == {"train", "eval", "sample", "experiment", "exponents", "data", "zero-shot", "export", "convert", "serve", "demo"}
+    assert ("data", "fetch") in COMMANDS and ("data", "list") in COMMANDS
+
+
+@pytest.mark.parametrize("path", list(COMMANDS), ids=IDS)
+def test_every_flag_and_subcommand_has_help(path):
+    """Every option and positional of every command, and every subcommand, says what it is for."""
+    for action in COMMANDS[path]._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                assert choice.help and choice.help.strip(), (path, choice.dest)
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        assert action.help and action.help.strip() and action.help is not argparse.SUPPRESS, (path, name)
+
+
+@pytest.mark.parametrize("path", list(COMMANDS), ids=IDS)
+def test_help_exits_0_and_shows_every_flag(path, capsys):
+    """``maskdiff CMD --help`` exits 0 and prints every flag (help strings formatted: no stray %)."""
+    with pytest.raises(SystemExit) as exit_:
+        from maskdiff.cli.main import main
+
+        main([*path, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: maskdiff" + "".join(f" {p}" for p in path))
+    assert "%%" not in out  # argparse formats help strings but prints descriptions as written
+    for action in COMMANDS[path]._actions:
+        for flag in action.option_strings:
+            assert flag in out, (path, flag)
+    text = " ".join(out.split())
+    if path == ("train",):
+        assert "linear, loglinear, polynomial, geometric, cosine, mdlm-cosine" in text
+    if path == ("experiment",):
+        for name in ["schedules", "time-conditioning", "subs", "discrete-time", "genmd4", "sedd", "ar", "samplers"]:
+            assert f"\n  {name} " in out, name
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    proc = run_main(capsys)
+    assert proc.returncode == 2 and proc.stdout.startswith("usage: maskdiff") and "COMMAND" in proc.stdout
+
+
+def _independent_bits(pipe, limit, seed=0, batch_size=64):
+    """(bits per character, low, high) of the first ``limit`` validation sequences, computed here from
+    the per-sequence NELBOs: the ratio of sums and a delta-method 95% interval (MDLM's reporting)."""
+    from maskdiff.pipeline import eval_chunks
+
+    tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, "validation")
+    result = pipe.evaluate(tokens[:limit], valid[:limit], passes=1, batch_size=batch_size, seed=seed)
+    y, n = result.nelbo.double(), result.tokens.double()
+    assert y.numel() == limit
+    r = float(y.sum() / n.sum())
+    k = y.numel()
+    se = math.sqrt(k / (k - 1) * float(((y - r * n) ** 2).sum())) / float(n.sum())
+    z = 1.959963984540054
+    ln2 = math.log(2)
+    return r / ln2, (r - z * se) / ln2, (r + z * se) / ln2
+
+
+def test_train_eval_sample_end_to_end(tmp_path, capsys):
+    """train -> eval -> sample on a micro model; a second train resumes, a third finds nothing to do; the
+    BPC that eval prints and writes is the bound of the same sequences computed here, with its interval."""
+    import maskdiff
+
     run = tmp_path / "run"
-    proc = run_cli("train", "--run-dir", run, "--steps", "3", *MICRO_FLAGS)
+    proc = run_main(capsys, "train", "--run-dir", run, "--steps", "3", *MICRO_FLAGS)
     assert proc.returncode == 0, proc.stderr
     assert "from scratch" in proc.stdout
     for name in ["config.json", "tokenizer.json", "log.jsonl"]:
         assert (run / name).exists()
     assert len(list((run / "checkpoints").glob("step_*"))) == 1
 
-    proc = run_cli("train", "--run-dir", run, "--steps", "5", *MICRO_FLAGS)
+    proc = run_main(capsys, "train", "--run-dir", run, "--steps", "5", *MICRO_FLAGS)
     assert proc.returncode == 0, proc.stderr
     assert "resumed from step 3" in proc.stdout
-    proc = run_cli("train", "--run-dir", run, "--steps", "5", *MICRO_FLAGS)
+    proc = run_main(capsys, "train", "--run-dir", run, "--steps", "5", *MICRO_FLAGS)
     assert "nothing to do" in proc.stdout
 
     out = tmp_path / "eval.json"
-    proc = run_cli("eval", run, "--limit", "20", "--no-progress", "--json", out)
+    proc = run_main(capsys, "eval", run, "--limit", "20", "--no-progress", "--json", out)
     assert proc.returncode == 0, proc.stderr
-    assert "BPC <=" in proc.stdout and "95% CI" in proc.stdout
     record = json.loads(out.read_text())
-    assert record["sequences"] == 20 and record["step"] == 5
-    lo, hi = record["bits_per_token_ci95"]
-    assert lo <= record["bits_per_token"] <= hi
-    # a 5-step model has learnt nothing worth bounding: this checks the plumbing only; what a trained
-    # model must reach (below the unigram and first-order entropies of known sources) is in test_learning.py
-    assert math.isfinite(record["bits_per_token"]) and record["bits_per_token"] > 0
+    assert record["sequences"] == 20 and record["step"] == 5 and record["weights"] == "ema"
+    bpc, lo, hi = _independent_bits(maskdiff.load(run), 20)
+    assert f"shakespeare validation: BPC <= {bpc:.4f} (95% CI {lo:.4f}-{hi:.4f})" in proc.stdout, proc.stdout
+    assert record["bits_per_token"] == pytest.approx(bpc, rel=1e-12)
+    assert record["bits_per_token_ci95"] == pytest.approx([lo, hi], rel=1e-12)
+    assert "640 characters in 20 sequences" in proc.stdout  # 20 rows of L = 32
+    # the raw weights are another model: the same command with --raw-weights prints another bound
+    proc = run_main(capsys, "eval", run, "--limit", "20", "--no-progress", "--raw-weights")
+    assert proc.returncode == 0 and f"BPC <= {bpc:.4f} " not in proc.stdout and "model weights of step 5" in proc.stdout
 
-    proc = run_cli("sample", run, "--num", "2", "--steps", "16", "--no-progress", "--out", tmp_path / "s.txt")
+    proc = run_main(capsys, "sample", run, "--num", "2", "--steps", "16", "--no-progress", "--out", tmp_path / "s.txt")
     assert proc.returncode == 0, proc.stderr
     texts = (tmp_path / "s.txt").read_text().strip().split("\n\n")
     assert len(texts) == 2 and all(len(t) == 32 for t in texts)
     assert all(set(t) <= set(" abcdefghijklmnopqrstuvwxyz") for t in texts)
+    expected = maskdiff.load(run).sample(2, steps=16, sampler="cached", seed=0)
+    assert texts == expected.texts  # the command draws what the library draws for the same seed
 
-    proc = run_cli("sample", run, "--num", "2", "--steps", "16", "--sampler", "ancestral", "--length", "16", "--no-progress")
+    proc = run_main(capsys, "sample", run, "--num", "2", "--steps", "16", "--sampler", "ancestral", "--length", "16", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "ancestral sampler" in proc.stdout
 
 
-def test_sample_options(tmp_path):
+def test_sample_options(tmp_path, capsys):
     """Prompts, [N] templates, lengths beyond L, every sampler, and the unmasking pictures."""
     run = tmp_path / "run"
-    assert run_cli("train", "--run-dir", run, "--steps", "2", *MICRO_FLAGS).returncode == 0
+    assert run_main(capsys, "train", "--run-dir", run, "--steps", "2", *MICRO_FLAGS).returncode == 0
     common = ["--num", "2", "--steps", "8", "--no-progress"]
-    proc = run_cli("sample", run, "--prompt", "to be or", *common, "--out", tmp_path / "p.txt")
+    proc = run_main(capsys, "sample", run, "--prompt", "to be or", *common, "--out", tmp_path / "p.txt")
     assert proc.returncode == 0, proc.stderr
     assert all(t.startswith("to be or") for t in (tmp_path / "p.txt").read_text().strip().split("\n\n"))
-    proc = run_cli("sample", run, "--template", "to be [5] not [3] be", *common, "--out", tmp_path / "t.txt")
+    proc = run_main(capsys, "sample", run, "--template", "to be [5] not [3] be", *common, "--out", tmp_path / "t.txt")
+    assert proc.returncode == 0, proc.stderr
     for text in (tmp_path / "t.txt").read_text().strip().split("\n\n"):
         assert text[:6] == "to be " and text[11:16] == " not " and text.endswith(" be") and len(text) == 22
-    proc = run_cli("sample", run, "--length", "100", "--sampler", "first-hitting", *common, "--out", tmp_path / "l.txt")
+    proc = run_main(capsys, "sample", run, "--length", "100", "--sampler", "first-hitting", *common, "--out", tmp_path / "l.txt")
     assert proc.returncode == 0, proc.stderr
     assert [len(t) for t in (tmp_path / "l.txt").read_text().strip().split("\n\n")] == [100, 100]
     assert "(100 network calls)" in proc.stdout
     for sampler in ["ancestral", "mean", "greedy", "confidence"]:
-        proc = run_cli("sample", run, "--sampler", sampler, "--top-p", "0.9", "--temperature", "0.8", *common)
+        proc = run_main(capsys, "sample", run, "--sampler", sampler, "--top-p", "0.9", "--temperature", "0.8", *common)
         assert proc.returncode == 0, (sampler, proc.stderr)
-    proc = run_cli("sample", run, "--visualize", tmp_path / "viz", "--num", "1", "--steps", "8", "--no-progress")
+        assert f"2 samples, {sampler} sampler, 8 steps" in proc.stdout
+    proc = run_main(capsys, "sample", run, "--visualize", tmp_path / "viz", "--num", "1", "--steps", "8", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     from PIL import Image
 
     assert Image.open(tmp_path / "viz" / "unmasking.png").size[0] > 100
     gif = Image.open(tmp_path / "viz" / "unmasking.gif")
     assert gif.n_frames >= 2
-    proc = run_cli("sample", run, "--show", "--num", "1", "--steps", "8")
+    proc = run_main(capsys, "sample", run, "--show", "--num", "1", "--steps", "8")
     assert proc.returncode == 0 and "\033[" in proc.stdout
+
+
+def test_sampler_options_go_to_the_sampler_they_name():
+    """The one place that maps sampler flags to keyword arguments: each flag reaches its sampler under the
+    sampler's own name, and a flag given to a sampler that does not take it is an error naming both."""
+    from maskdiff import MaskdiffError
+    from maskdiff.cli.sample import sampler_options
+
+    def options(*argv):
+        return sampler_options(build_parser().parse_args(["sample", "run", *argv]))
+
+    assert options() == {}
+    assert options("--sampler", "remdm-loop", "--eta", "0.1", "--t-on", "0.6", "--t-off", "0.1") == {"eta": 0.1, "t_on": 0.6, "t_off": 0.1}
+    assert options("--sampler", "threshold", "--threshold", "0.5", "--decode-block", "8", "--kv-cache", "dual") == {
+        "threshold": 0.5, "block_size": 8, "cache": "dual"}
+    assert options("--grid", "cosine", "--temperature", "0.5") == {"grid": "cosine", "temperature": 0.5, "top_p": 1.0}
+    assert options("--no-kv-cache") == {"kv_cache": False}
+    for argv, needles in [(["--sampler", "ancestral", "--eta", "0.1"], ["--eta", "remdm-*", "ancestral"]),
+                          (["--sampler", "remdm-cap", "--t-off", "0.1"], ["--t-off", "remdm-loop", "remdm-cap"]),
+                          (["--sampler", "cached", "--decode-block", "4"], ["--decode-block", "threshold", "cached"]),
+                          (["--sampler", "first-hitting", "--grid", "cosine"], ["first-hitting", "no time grid"])]:
+        with pytest.raises(MaskdiffError) as err:
+            options(*argv)
+        assert all(n in str(err.value) for n in needles), (argv, str(err.value))

@@ -29,7 +29,7 @@ LAYERS = {
     "train": (["maskdiff.train"], ["errors", "config", "math", "io", "modalities", "objectives", "runs", "model"]),
     "evaluation": (["maskdiff.evaluation"],
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
-    "experiments": (["maskdiff.experiments", "maskdiff.sampler_comparison"],
+    "experiments": (["maskdiff.experiments"],
                     ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "model", "api", "train", "evaluation"]),
     "serve": (["maskdiff.serve"], ["errors", "config", "math", "io", "modalities", "objectives", "model", "api"]),
     "cli": (["maskdiff.cli"], [name for name in ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities",

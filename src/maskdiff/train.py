@@ -211,34 +211,133 @@ def train(
         dist_shutdown(ctx)
 
 
+@dataclass
+class _Run:
+    """What the steps of one training run share, built by :func:`_start_run`."""
+
+    config: RunConfig
+    """The run's configuration."""
+    run_dir: Path
+    """Where its configuration, checkpoints and log are."""
+    ctx: Context
+    """This process among the processes: rank, world size, device."""
+    source: object
+    """The training data: ``draw(B, gen) -> (x0 (B, L), valid or None, labels (B,) or None)``."""
+    objective: torch.nn.Module
+    """What is trained (maskdiff.objectives)."""
+    model: torch.nn.Module
+    """The objective's training step, wrapped for DDP or FSDP2 (itself on one process)."""
+    names: List[str]
+    """The objective's parameter names, in the order of ``params``."""
+    params: List[Tensor]
+    """Its parameters after wrapping (DTensor shards under FSDP2)."""
+    optimizer: torch.optim.Optimizer
+    """AdamW over ``params``."""
+    ema: Optional[List[Tensor]]
+    """The exponential moving average of ``params`` (local shards), or None without train.ema_decay."""
+    per_rank: int
+    """Rows of the global batch that this process computes."""
+    start: int
+    """The step the run starts from: its checkpoint's, else 0."""
+    resumed_from: Optional[int]
+    """The step of the checkpoint it resumed from, or None for a fresh start."""
+    skipped: int = 0
+    """Steps skipped for a non-finite loss or gradient, in all."""
+    bad_in_row: int = 0
+    """Steps skipped in a row up to now."""
+
+
 def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, stop_after) -> TrainResult:
+    tc = config.train
+    run = _start_run(config, run_dir, ctx, log)
+    tokens_per_step = tc.batch_size * config.data.length
+    stopper = _Stop(log)
+    interrupted = False
+    step = run.start
+    last_loss = None
+    t_begin = time.perf_counter()
+    if run.start >= tc.steps:
+        return TrainResult(run_dir, run.start, run.resumed_from, False, 0.0, None)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tc.steps, initial=run.start, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
+    run.objective.train()
+    window_start, window_tokens = time.perf_counter(), 0
+    dev = ctx.device
+
+    def draw(at: int) -> StepBatch:
+        return draw_step(run.source, tc.seed, at, tc.batch_size, config.data.length, run.objective.noise_draws,
+                         config.diffusion.low_discrepancy, dev)
+
+    nxt: Optional[StepBatch] = None
+    try:
+        with stopper.installed(), (RunLog(run_dir) if ctx.main else nullcontext()) as run_log:
+            while step < tc.steps:
+                batch, nxt = (nxt if nxt is not None else draw(step)), None
+                lr = learning_rate(step, tc)
+                for group in run.optimizer.param_groups:
+                    group["lr"] = lr
+                run.optimizer.zero_grad(set_to_none=True)
+                logged = _forward_backward(run, batch)
+                if dev.type != "cpu" and step + 1 < tc.steps:
+                    nxt = draw(step + 1)  # the CPU prepares the next batch while the GPU works on this one
+                loss_sum = 0.0  # the NELBO estimate, nats per token (not GenMD4's surrogate)
+                for o in logged:
+                    loss_sum += float(o.sum()) / batch.n_tokens
+                loss_sum = sum_all(loss_sum, ctx)
+                grad_norm = _clip_and_update(run, step, loss_sum, log)
+                step += 1
+                last_loss = loss_sum
+                window_tokens += tokens_per_step
+                if run_log is not None and (step % tc.log_every == 0 or step == tc.steps):
+                    now = time.perf_counter()
+                    tok_s = window_tokens / max(now - window_start, 1e-9)
+                    window_start, window_tokens = now, 0
+                    _log_step(run_log, bar, {"step": step, "loss_nats_per_token": loss_sum, "loss_bits_per_token": loss_sum / math.log(2),
+                                          "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s, "elapsed_s": now - t_begin,
+                                          "skipped_steps": run.skipped})
+                if bar is not None:
+                    bar.update(1)
+                if step % tc.checkpoint_every == 0 and step < tc.steps:
+                    _save_checkpoint(run, step)
+                stop_now = stopper.requested or (stop_after is not None and step >= stop_after)
+                if ctx.distributed:  # a signal may reach one rank only: stop together
+                    stop_now = sum_all(float(stop_now), ctx) > 0
+                if stop_now:
+                    interrupted = True
+                    break
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        log(f"\nstopped without saving; the newest checkpoint in {run_dir} is intact")
+        raise
+    if bar is not None:
+        bar.close()
+    _save_checkpoint(run, step)
+    if interrupted:
+        log(f"saved step {step} to {run_dir}; run the same command again to resume")
+    return TrainResult(run_dir, step, run.resumed_from, interrupted, time.perf_counter() - t_begin, last_loss)
+
+
+def _start_run(config: RunConfig, run_dir: Path, ctx: Context, log) -> _Run:
+    """Everything before the first step: the run directory, the data, the objective with the weights it
+    starts from, placed, compiled and wrapped, then the optimizer and the EMA (restored on a resume)."""
     tc = config.train
     tokenizer = build_tokenizer(config)
     if ctx.main:
         start_run(run_dir, config, tokenizer)
     barrier(ctx)
     source = training_source(config, tokenizer)  # draw(B, gen) -> (x0 (B, L), labels (B,) or None)
-    L = config.data.length
-    B = tc.batch_size
-    per_rank = check_batch(B, tc.micro_batch_size, ctx)
-    micro = tc.micro_batch_size or per_rank
-    first = ctx.rank * per_rank  # this process's slice of the global batch
+    per_rank = check_batch(tc.batch_size, tc.micro_batch_size, ctx)
 
     torch.manual_seed(tc.seed)
     objective = build_objective(config, tokenizer.vocab_size)
     objective.set_check_inputs(False)  # the training stream was checked when it was encoded
     names = [n for n, _ in objective.named_parameters()]
-
-    start, resumed_from, found = 0, None, latest_valid_checkpoint(run_dir, warn=log)
-    tensors = opt_saved = None
-    if found is not None:
-        path, state = found
-        tensors = read_tensors(path / "model.safetensors")
-        objective.load_state_dict(prefixed_weights(tensors, "model", path), path)  # full weights, before any sharding
-        opt_saved = (read_tensors(path / "optimizer.safetensors"), state["optimizer"])
-        start = resumed_from = int(state["step"])
-    elif config.model.pretrained:
-        objective.init_from_pretrained(log=log if ctx.main else None)  # the same weights on every rank
+    start, tensors, opt_saved = _load_start(objective, config, run_dir, ctx, log)
     objective.to(ctx.device)
     set_fast_matmul(ctx.device)
     if use_compile(tc.compile, ctx.device):
@@ -253,152 +352,122 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
         if tensors is not None:
             ema = [shard_like(tensors[f"ema.{n}"], p) for n, p in zip(names, params)]
     if opt_saved is not None:
-        opt_t, meta = opt_saved
-        load_optimizer(optimizer, opt_t, meta)
-        for p in params:  # optimizer state saved whole, placed back as each parameter is
-            for key, value in optimizer.state[p].items():
-                if isinstance(value, Tensor) and value.shape == p.shape and value.dim() > 0:
-                    optimizer.state[p][key] = like(value, p)
-        if "rng.torch" in opt_t:
-            torch.set_rng_state(opt_t["rng.torch"])
+        _restore_optimizer(optimizer, params, *opt_saved)
+    return _Run(config, run_dir, ctx, source, objective, model, names, params, optimizer, ema, per_rank,
+                start or 0, start)
 
-    tokens_per_step = B * L
-    stopper = _Stop(log)
-    interrupted = False
-    step = start
-    last_loss = None
-    bad_in_row, skipped = 0, 0
-    t_begin = time.perf_counter()
 
-    def checkpoint(at: int) -> None:
-        # every rank gathers (a collective under FSDP2); rank 0 writes
-        model_t: Dict[str, Tensor] = {f"model.{n}": full(v).detach().cpu() for n, v in objective.state_dict().items()}
-        if ema is not None:
-            model_t.update({f"ema.{n}": full(like_local(e, p)).cpu() for n, e, p in zip(names, ema, params)})
-        opt_t, opt_meta = optimizer_tensors(optimizer, convert=lambda v: full(v).cpu())
-        opt_t["rng.torch"] = torch.get_rng_state()
-        if ctx.main:
-            state = {
-                "optimizer": opt_meta,
-                "data_position": {"kind": getattr(source, "describe", lambda: "draw(seed, step)")(), "next_step": at, "tokens_seen": at * tokens_per_step},
-                "skipped_steps": skipped,
-                "processes": ctx.world,
-                "config": config.to_dict(),
-            }
-            save_checkpoint(run_dir, at, model_t, opt_t, state, keep=tc.keep_checkpoints)
-        barrier(ctx)
+def _load_start(objective, config: RunConfig, run_dir: Path, ctx: Context, log):
+    """The weights the run starts from: the newest valid checkpoint's, else a pretrained network's where
+    model.pretrained names one, else the fresh ones. Returns (the checkpoint's step, its tensors, its
+    optimizer tensors and metadata), all None for a fresh start."""
+    found = latest_valid_checkpoint(run_dir, warn=log)
+    if found is None:
+        if config.model.pretrained:
+            objective.init_from_pretrained(log=log if ctx.main else None)  # the same weights on every rank
+        return None, None, None
+    path, state = found
+    tensors = read_tensors(path / "model.safetensors")
+    objective.load_state_dict(prefixed_weights(tensors, "model", path), path)  # full weights, before any sharding
+    opt_saved = (read_tensors(path / "optimizer.safetensors"), state["optimizer"])
+    return int(state["step"]), tensors, opt_saved
 
-    if start >= tc.steps:
-        return TrainResult(run_dir, start, resumed_from, False, 0.0, None)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+def _restore_optimizer(optimizer, params: List[Tensor], opt_t: Dict[str, Tensor], meta) -> None:
+    """A checkpoint's optimizer state (saved whole), each tensor placed back as its parameter is, and the
+    global random state."""
+    load_optimizer(optimizer, opt_t, meta)
+    for p in params:
+        for key, value in optimizer.state[p].items():
+            if isinstance(value, Tensor) and value.shape == p.shape and value.dim() > 0:
+                optimizer.state[p][key] = like(value, p)
+    if "rng.torch" in opt_t:
+        torch.set_rng_state(opt_t["rng.torch"])
 
-        bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
-    objective.train()
-    window_start, window_tokens = time.perf_counter(), 0
-    dev = ctx.device
 
-    def draw(at: int) -> StepBatch:
-        return draw_step(source, tc.seed, at, B, L, objective.noise_draws, config.diffusion.low_discrepancy, dev)
+def _forward_backward(run: _Run, batch: StepBatch) -> List[Tensor]:
+    """This process's rows of the global batch, forward and backward one micro-batch at a time (gradients
+    synchronised across processes on the last); returns each micro-batch's NELBO terms, still on the device."""
+    tc, d, ctx, dev = run.config.train, run.config.diffusion, run.ctx, run.ctx.device
+    B = tc.batch_size
+    micro = tc.micro_batch_size or run.per_rank
+    first = ctx.rank * run.per_rank  # this process's slice of the global batch
+    logged: List[Tensor] = []
+    for lo in range(first, first + run.per_rank, micro):
+        sl = slice(lo, lo + micro)
+        if d.low_discrepancy:
+            t = low_discrepancy_times(micro, batch.u, d.t_min, offset=lo, global_batch=B)
+        else:
+            t = (d.t_min + (1 - d.t_min) * batch.u_all[sl]).float()
+        with no_sync(run.model, ctx, last=lo + micro >= first + run.per_rank):
+            lab = None if batch.labels is None else batch.labels[sl]
+            v = None if batch.valid is None else batch.valid[sl]
+            with autocast(tc.precision, dev):
+                out = run.model(batch.x0[sl], t.to(dev), batch.noise[:, sl], v, lab)  # (2, micro)
+            # nats per real token over the global batch; x world size: DDP/FSDP average over ranks
+            loss = out[0].float().sum() * (ctx.world / batch.n_tokens)
+            loss.backward()
+        logged.append(out[1].detach())
+    return logged
 
-    nxt: Optional[StepBatch] = None
-    try:
-        with stopper.installed(), (RunLog(run_dir) if ctx.main else nullcontext()) as run_log:
-            while step < tc.steps:
-                batch, nxt = (nxt if nxt is not None else draw(step)), None
-                x0, valid, labels, noise = batch.x0, batch.valid, batch.labels, batch.noise
-                n_tokens, u, u_all = batch.n_tokens, batch.u, batch.u_all
-                lr = learning_rate(step, tc)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = 0.0  # the NELBO estimate, nats per token (not GenMD4's surrogate)
-                logged: List[Tensor] = []
-                for lo in range(first, first + per_rank, micro):
-                    sl = slice(lo, lo + micro)
-                    if config.diffusion.low_discrepancy:
-                        t = low_discrepancy_times(micro, u, config.diffusion.t_min, offset=lo, global_batch=B)
-                    else:
-                        t = (config.diffusion.t_min + (1 - config.diffusion.t_min) * u_all[sl]).float()
-                    with no_sync(model, ctx, last=lo + micro >= first + per_rank):
-                        lab = None if labels is None else labels[sl]
-                        v = None if valid is None else valid[sl]
-                        with autocast(tc.precision, dev):
-                            out = model(x0[sl], t.to(dev), noise[:, sl], v, lab)  # (2, micro)
-                        # nats per real token over the global batch; x world size: DDP/FSDP average over ranks
-                        loss = out[0].float().sum() * (ctx.world / n_tokens)
-                        loss.backward()
-                    logged.append(out[1].detach())
-                if dev.type != "cpu" and step + 1 < tc.steps:
-                    nxt = draw(step + 1)  # the CPU prepares the next batch while the GPU works on this one
-                for o in logged:
-                    loss_sum += float(o.sum()) / n_tokens
-                loss_sum = sum_all(loss_sum, ctx)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else float("inf"))
-                grad_norm = float(full(grad_norm)) if isinstance(grad_norm, Tensor) else float(grad_norm)
-                if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
-                    # numerical guard: leave weights, optimizer state and EMA as they were
-                    optimizer.zero_grad(set_to_none=True)
-                    bad_in_row += 1
-                    skipped += 1
-                    log(f"\nstep {step + 1}: non-finite {'loss' if not math.isfinite(loss_sum) else 'gradient'}; step skipped "
-                        f"({bad_in_row} in a row, {skipped} in all)")
-                    if bad_in_row >= tc.max_bad_steps:
-                        newest = latest_valid_checkpoint(run_dir)
-                        where = f"the newest checkpoint, {newest[0]}, is intact" if newest else "no checkpoint was written yet"
-                        raise MaskdiffError(f"{bad_in_row} steps in a row had a non-finite loss or gradient (steps "
-                                            f"{step + 2 - bad_in_row}-{step + 1}); stopping: {where}. Lower the learning rate "
-                                            "or check the data, then run the same command again to resume")
-                else:
-                    bad_in_row = 0
-                    optimizer.step()
-                    if ema is not None:
-                        decay = min(tc.ema_decay, (1 + step) / (10 + step))
-                        with torch.no_grad():
-                            torch._foreach_lerp_(ema, [local(p).detach() for p in params], 1.0 - decay)
-                step += 1
-                last_loss = loss_sum
-                window_tokens += tokens_per_step
-                if run_log is not None and (step % tc.log_every == 0 or step == tc.steps):
-                    now = time.perf_counter()
-                    tok_s = window_tokens / max(now - window_start, 1e-9)
-                    window_start, window_tokens = now, 0
-                    record = {
-                        "step": step,
-                        "loss_nats_per_token": loss_sum,
-                        "loss_bits_per_token": loss_sum / math.log(2),
-                        "lr": lr,
-                        "grad_norm": grad_norm,
-                        "tokens_per_s": tok_s,
-                        "elapsed_s": now - t_begin,
-                        "skipped_steps": skipped,
-                    }
-                    run_log.write(record)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss_sum:.3f}", bits=f"{loss_sum / math.log(2):.3f}", tok_s=f"{tok_s:,.0f}")
-                if bar is not None:
-                    bar.update(1)
-                if step % tc.checkpoint_every == 0 and step < tc.steps:
-                    checkpoint(step)
-                stop_now = stopper.requested or (stop_after is not None and step >= stop_after)
-                if ctx.distributed:  # a signal may reach one rank only: stop together
-                    stop_now = sum_all(float(stop_now), ctx) > 0
-                if stop_now:
-                    interrupted = True
-                    break
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        log(f"\nstopped without saving; the newest checkpoint in {run_dir} is intact")
-        raise
+
+def _clip_and_update(run: _Run, step: int, loss_sum: float, log) -> float:
+    """Clip the gradient, then step the optimizer and the EMA; returns the gradient norm before clipping.
+    A non-finite loss or gradient skips the step (weights, optimizer state and EMA stay as they were), and
+    train.max_bad_steps of them in a row stop the run with an error."""
+    tc = run.config.train
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, tc.grad_clip if tc.grad_clip else float("inf"))
+    grad_norm = float(full(grad_norm)) if isinstance(grad_norm, Tensor) else float(grad_norm)
+    if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+        run.optimizer.zero_grad(set_to_none=True)
+        run.bad_in_row += 1
+        run.skipped += 1
+        log(f"\nstep {step + 1}: non-finite {'loss' if not math.isfinite(loss_sum) else 'gradient'}; step skipped "
+            f"({run.bad_in_row} in a row, {run.skipped} in all)")
+        if run.bad_in_row >= tc.max_bad_steps:
+            newest = latest_valid_checkpoint(run.run_dir)
+            where = f"the newest checkpoint, {newest[0]}, is intact" if newest else "no checkpoint was written yet"
+            raise MaskdiffError(f"{run.bad_in_row} steps in a row had a non-finite loss or gradient (steps "
+                                f"{step + 2 - run.bad_in_row}-{step + 1}); stopping: {where}. Lower the learning rate "
+                                "or check the data, then run the same command again to resume")
+    else:
+        run.bad_in_row = 0
+        run.optimizer.step()
+        if run.ema is not None:
+            decay = min(tc.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(run.ema, [local(p).detach() for p in run.params], 1.0 - decay)
+    return grad_norm
+
+
+def _log_step(run_log: RunLog, bar, record: dict) -> None:
+    """One record of the run's log, and the loss and throughput beside the progress bar."""
+    run_log.write(record)
     if bar is not None:
-        bar.close()
-    checkpoint(step)
-    if interrupted:
-        log(f"saved step {step} to {run_dir}; run the same command again to resume")
-    return TrainResult(run_dir, step, resumed_from, interrupted, time.perf_counter() - t_begin, last_loss)
+        loss = record["loss_nats_per_token"]
+        bar.set_postfix(loss=f"{loss:.3f}", bits=f"{loss / math.log(2):.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+
+
+def _save_checkpoint(run: _Run, at: int) -> None:
+    """Checkpoint step ``at``: every rank gathers the weights, the EMA and the optimizer state (a collective
+    under FSDP2); rank 0 writes."""
+    model_t: Dict[str, Tensor] = {f"model.{n}": full(v).detach().cpu() for n, v in run.objective.state_dict().items()}
+    if run.ema is not None:
+        model_t.update({f"ema.{n}": full(like_local(e, p)).cpu() for n, e, p in zip(run.names, run.ema, run.params)})
+    opt_t, opt_meta = optimizer_tensors(run.optimizer, convert=lambda v: full(v).cpu())
+    opt_t["rng.torch"] = torch.get_rng_state()
+    if run.ctx.main:
+        tc = run.config.train
+        state = {
+            "optimizer": opt_meta,
+            "data_position": {"kind": getattr(run.source, "describe", lambda: "draw(seed, step)")(), "next_step": at,
+                              "tokens_seen": at * tc.batch_size * run.config.data.length},
+            "skipped_steps": run.skipped,
+            "processes": run.ctx.world,
+            "config": run.config.to_dict(),
+        }
+        save_checkpoint(run.run_dir, at, model_t, opt_t, state, keep=tc.keep_checkpoints)
+    barrier(run.ctx)
 
 
 def like_local(shard: Tensor, param: Tensor) -> Tensor:

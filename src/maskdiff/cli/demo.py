@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -18,22 +17,23 @@ from typing import List, Optional, Tuple
 
 from maskdiff.checkpoint import latest_valid_checkpoint
 from maskdiff.runs import CONFIG_FILE, read_log, read_run_config
+from maskdiff.cli.args import positive_float, positive_int
 
 DEMO_BUDGET_S = 180.0  # seconds of training a fresh demo run is sized to
 PROBE_STEPS = 20  # steps run to measure the machine's throughput (inside the warm-up)
 MIN_STEPS, MAX_STEPS = 100, 4000
 
 
-def cpu_name() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="train tiny on Shakespeare, report BPC, print samples", description="Train the tiny preset on text8-style Shakespeare (reusing or resuming --run-dir) for a time budget: the machine's throughput is measured on the first steps and the run sized to fit. Then report validation BPC with a 95% interval beside the unigram baseline, print samples from the EMA weights and draw the learning curve (learning_curve.png in the run directory).")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
+    p.add_argument("--budget", type=positive_float, default=DEMO_BUDGET_S, help="seconds of training a new run is sized to (default: 180)")
+    p.add_argument("--steps", type=positive_int, help="training steps instead of sizing the run to --budget")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    return run_demo(args.run_dir, steps=args.steps, progress=not args.no_progress, budget_s=args.budget)
 
 
 def size_to_budget(budget_s: float, seconds_per_step: float, done: int) -> int:
@@ -65,6 +65,7 @@ def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True, 
     import maskdiff
     from maskdiff.evaluation.nelbo import unigram_entropy_bits
     from maskdiff.modalities.text import split_stream
+    from maskdiff.experiments.provenance import cpu_name
     from maskdiff.modalities import eval_chunks
     from maskdiff.presets import tiny
     from maskdiff.train import train

@@ -5,10 +5,11 @@ import argparse
 import time
 from pathlib import Path
 
+from maskdiff.cli.args import device_arg, load_run, positive_int
 from maskdiff.errors import MaskdiffError
 
 
-def add_pretrained_commands(sub, positive_int, device_arg) -> None:
+def register(sub) -> None:
     p = sub.add_parser("export", help="write a run as a model folder (config.json, model.safetensors, tokenizer, model card)",
                        description="Write the run's weights (EMA by default) as a folder that Hugging Face tooling recognises: "
                                    "config.json, model.safetensors, the tokenizer files and a README.md model card stating what "
@@ -50,11 +51,14 @@ def add_pretrained_commands(sub, positive_int, device_arg) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into OUT even if it is not empty")
 
 
+def run(args) -> int:
+    return cmd_export(args) if args.command == "export" else cmd_convert(args)
+
+
 def cmd_export(args) -> int:
-    import maskdiff
     from maskdiff.modalities import eval_chunks, get_modality
 
-    pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
+    pipe = load_run(args)
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise MaskdiffError(f"{args.out} exists and is not empty; choose a new folder or pass --overwrite")
     evaluation = None
@@ -79,6 +83,3 @@ def cmd_convert(args) -> int:
                        time_conditioned=args.time_conditioned, allow_pickle=args.allow_pickle, overwrite=args.overwrite)
     print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
     return 0
-
-
-PRETRAINED_HANDLERS = {"export": cmd_export, "convert": cmd_convert}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from maskdiff.cli.args import device_arg, load_run, nonneg_int, positive_int
 from maskdiff.errors import MaskdiffError
 
 DESCRIPTION = """\
@@ -18,7 +19,7 @@ Work is bounded: requests beyond --max-length / --max-steps / --max-samples get 
 """
 
 
-def add_serve_command(sub, positive_int, nonneg_int, device_arg) -> None:
+def register(sub) -> None:
     import argparse
 
     p = sub.add_parser("serve", help="a web page to watch and steer generation (and a JSON API)", description=DESCRIPTION,
@@ -38,13 +39,12 @@ def add_serve_command(sub, positive_int, nonneg_int, device_arg) -> None:
                    help="uvicorn's log level (default: warning; info logs every request)")
 
 
-def cmd_serve(args) -> int:
+def run(args) -> int:
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         raise MaskdiffError("maskdiff serve needs FastAPI and uvicorn: pip install -e '.[serve]'") from None
-    import maskdiff
     from maskdiff.serve import Limits, create_app, listen, serve
 
     limits = Limits(max_length=args.max_length, max_steps=args.max_steps, max_samples=args.max_samples,
@@ -52,7 +52,7 @@ def cmd_serve(args) -> int:
     limits.check()
     sock = listen(args.host, args.port)  # fail on a taken port before loading anything
     try:
-        pipe = maskdiff.load(args.run_dir, checkpoint=args.checkpoint, ema=not args.raw_weights, device=args.device)
+        pipe = load_run(args)
         app = create_app(pipe, run=str(args.run_dir), limits=limits)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from maskdiff.cli.args import device_arg, positive_int
 from maskdiff.errors import MaskdiffError
 
 
-def add_text_commands(sub, positive_int, device_arg=None) -> None:
+def register(sub) -> None:
     from maskdiff.data.catalog import SOURCES
     from maskdiff.evaluation.zeroshot import DEFAULT_CORPORA
 
@@ -27,8 +28,11 @@ def add_text_commands(sub, positive_int, device_arg=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--json", type=Path, help="also write the table as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    if device_arg is not None:
-        device_arg(p)
+    device_arg(p)
+
+
+def run(args) -> int:
+    return cmd_data(args) if args.command == "data" else cmd_zero_shot(args)
 
 
 def cmd_data(args) -> int:
@@ -60,15 +64,11 @@ def cmd_zero_shot(args) -> int:
         raise MaskdiffError("--corpora is empty; give a comma-separated list, e.g. shakespeare,brown")
     import maskdiff
 
-    device = getattr(args, "device", "cpu")
     columns = zero_shot_table(args.run_dirs, corpora, split=args.split, limit=args.limit, passes=args.passes,
                               batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
-                              load=lambda run_dir: maskdiff.load(run_dir, device=device))
+                              load=lambda run_dir: maskdiff.load(run_dir, device=args.device))
     print(f"PPL bounds on the {args.split} split (first {args.limit} rows of each corpus, {args.passes} pass(es)):\n")
     print(format_markdown(columns, corpora))
     if args.json:
         args.json.write_text(json.dumps([c.__dict__ for c in columns], indent=1), encoding="utf-8")
     return 0
-
-
-TEXT_HANDLERS = {"data": cmd_data, "zero-shot": cmd_zero_shot}

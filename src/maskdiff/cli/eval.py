@@ -1,0 +1,66 @@
+"""``maskdiff eval``: the NELBO bound of a split with a 95% interval (and the DNA probe, the image FID)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from maskdiff.cli.args import load_run, positive_int, weights_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="NELBO bound (BPC / PPL) of a split with a 95%% interval", description="Estimate the negative ELBO of every sequence of a split and report bits per character (an upper bound) with a 95% interval over sequences.")
+    p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train, or a model folder (maskdiff export / convert)")
+    p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
+    p.add_argument("--corpus", help="evaluate on another corpus (zero-shot): shakespeare, linux-doc, python-doc, brown, wiki, a text file, a folder or hf:NAME (default: the run's)")
+    p.add_argument("--passes", type=positive_int, default=1, help="Monte-Carlo estimates per sequence, averaged (default: 1)")
+    p.add_argument("--discrete-steps", type=positive_int, help="discrete-time NELBO with T steps instead of continuous time")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per forward pass (default: 64)")
+    p.add_argument("--limit", type=positive_int, help="evaluate only the first N sequences (quick checks)")
+    p.add_argument("--unit", choices=["BPC", "PPL", "BPT", "BPD", "bits/base"], help="BPC (bits per character), PPL, BPT (bits per token), BPD (bits per dimension) or bits/base (default: the run's own: BPC for character text, PPL for subword and byte text, bits/base for DNA, BPD for images)")
+    p.add_argument("--probe", action="store_true", help="DNA runs: classify the species of windows of held-out genomes from the model's mean-pooled features (logistic regression), beside a k-mer count baseline")
+    p.add_argument("--fid", type=positive_int, metavar="N", help="image runs: draw N samples and report a Frechet distance on the features of a classifier trained here on the training images (NOT comparable with the papers' Inception FID)")
+    p.add_argument("--guidance", type=float, default=0.0, help="image runs with --fid: classifier-free guidance weight w (0, the default: the conditional model; -1: unconditional)")
+    p.add_argument("--sample-steps", type=positive_int, help="image runs with --fid: sampler steps (default: one per pixel)")
+    weights_args(p)
+    p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from maskdiff.modalities import get_modality
+    from maskdiff.modalities import eval_chunks
+
+    pipe = load_run(args)
+    modality = get_modality(pipe.config)
+    own_unit, words = modality.report_unit(pipe.tokenizer)
+    unit = args.unit or own_unit
+    modality.check_unit(unit, pipe.tokenizer)
+    tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
+    if args.limit:
+        tokens, valid = tokens[: args.limit], valid[: args.limit]
+    t0 = time.perf_counter()
+    result = pipe.evaluate(
+        tokens, valid, discrete_steps=args.discrete_steps, passes=args.passes,
+        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+    )
+    seconds = time.perf_counter() - t0
+    corpus = args.corpus or pipe.config.data.corpus
+    kind = pipe.describe_estimate(args.discrete_steps)
+    print(f"{corpus} {args.split}: {result.summary(unit)}")
+    print(f"  {int(result.tokens.sum())} {words} in {result.nelbo.numel()} sequences, {kind}, "
+          f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
+    if result.length is not None:
+        print(f"  includes -log p(length) = {float(result.length.sum()) / float(result.tokens.sum()):.4f} nats per token "
+              "(row lengths of the training split, add-one smoothing): a bound on -log p(x), not -log p(x | length)")
+    if args.json:
+        record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, passes=args.passes,
+                      discrete_steps=args.discrete_steps, weights=pipe.weights, step=pipe.step, seconds=seconds)
+        args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    if args.probe or args.fid:
+        from maskdiff.cli.media import extra_evaluations
+
+        extra = extra_evaluations(args, pipe)
+        if args.json:
+            args.json.write_text(json.dumps(dict(record, **extra), indent=1), encoding="utf-8")
+    return 0

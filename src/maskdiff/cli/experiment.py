@@ -1,0 +1,35 @@
+"""``maskdiff experiment``: one of the papers' comparisons (or the samplers' one) over seeds, with verdicts."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from maskdiff.cli.args import device_arg, positive_int
+
+SAMPLERS_LINE = ("\n  samplers           Samplers at equal network calls per sample: MDLM ancestral / cached, first-hitting, ReMDM "
+                 "(cap, rescale, conf, loop), threshold decoding (Fast-dLLM) and block diffusion (BD3-LM, L' = 4 and 16, its own "
+                 "models); gen-PPL under the project's AR model and "
+                 "SmolLM2, entropy, repeats (scales: test, cpu)")
+
+
+def register(sub) -> None:
+    from maskdiff.experiments import EXPERIMENTS, SCALES
+
+    lines = "\n".join(f"  {name:18s} {e.question}" for name, e in EXPERIMENTS.items()) + SAMPLERS_LINE
+    p = sub.add_parser("experiment", help="re-run one of the papers' comparisons over seeds, with 95%% intervals",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train every variant of a comparison with the same budget for several seeds, evaluate them on the "
+                                   "same validation sequences, and write a Markdown + JSON table with 95% intervals over seeds and "
+                                   "a verdict per paper trend. An interrupted experiment resumes.\n\nexperiments:\n" + lines)
+    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}, samplers")
+    p.add_argument("--scale", default="cpu", help=f"budget: {', '.join(SCALES)} (default: cpu, minutes per variant on 2 cores; gpu is bigger)")
+    p.add_argument("--seeds", type=positive_int, help="seeds per variant (default: 3)")
+    p.add_argument("--out", type=Path, help="output folder (default: experiments/NAME-SCALE)")
+    device_arg(p)
+
+
+def run(args) -> int:
+    from maskdiff import experiments
+
+    experiments.run(args.name, args.scale, args.out, seeds=args.seeds, device=args.device)  # checks name and scale first
+    return 0
