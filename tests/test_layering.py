@@ -26,7 +26,7 @@ LAYERS = {
     "model": (["maskdiff.pipeline", "maskdiff.validation", "maskdiff.completion", "maskdiff.pretrained", "maskdiff.convert"],
               ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "runs"]),
     "api": (["maskdiff"], ["errors", "math", "model"]),
-    "train": (["maskdiff.train"], ["errors", "config", "math", "io", "modalities", "objectives", "runs", "model"]),
+    "train": (["maskdiff.train", "maskdiff.step"], ["errors", "config", "math", "io", "modalities", "objectives", "runs", "model"]),
     "evaluation": (["maskdiff.evaluation"],
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
     "experiments": (["maskdiff.experiments"],

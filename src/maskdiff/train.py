@@ -54,90 +54,8 @@ from maskdiff.loss import low_discrepancy_times
 from maskdiff.modalities import build_tokenizer, training_source
 from maskdiff.objectives import build_objective
 from maskdiff.runs import RunLog, start_run
+from maskdiff.step import StepBatch, autocast, compile_blocks, draw_step, learning_rate, make_optimizer, set_fast_matmul, use_compile  # noqa: F401 (also importable from here)
 from maskdiff.validation import validate_config
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The generator of step ``step``: a function of (seed, step) only."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
-
-
-def learning_rate(step: int, cfg) -> float:
-    """Linear warm-up to cfg.lr, then constant or cosine decay to cfg.min_lr_ratio * cfg.lr."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model, cfg) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only; ``model`` is anything with named_parameters().
-    Fused (one kernel per parameter instead of about ten elementwise passes) when every parameter is a
-    plain tensor on the CPU or a GPU; sharded (FSDP) parameters take the default implementation."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    params = decay + rest
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and type(p) is torch.nn.Parameter for p in params)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **({"fused": True} if fused else {}))
-
-
-def use_compile(mode: str, device: torch.device) -> bool:
-    """train.compile: 'on', 'off', or 'auto' (on for CUDA only: compiling on the CPU costs more than it gives)."""
-    return mode == "on" or (mode == "auto" and device.type == "cuda")
-
-
-def compile_blocks(network) -> None:
-    """torch.compile each transformer block in place (parameter names and checkpoints unchanged). The
-    blocks hold nearly all the FLOPs and have no data-dependent shapes; the output layer, which runs at
-    the masked positions only, stays eager."""
-    for block in getattr(network, "blocks", []):
-        block.compile()
-
-
-def autocast(precision: str, device: torch.device):
-    """The context of the forward pass and the loss: bfloat16 autocast for 'bf16', nothing for 'fp32'."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def set_fast_matmul(device: torch.device) -> None:
-    """On CUDA, float32 matrix products in TF32 (float32 range, 10-bit mantissa), as is usual for training."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.set_float32_matmul_precision("high")
-
-
-@dataclass
-class StepBatch:
-    """What step k draws from its generator, for the global batch; ``x0``, ``valid``, ``labels`` and
-    ``noise`` already on the training device (copied from pinned memory on CUDA)."""
-
-    x0: Tensor
-    valid: Optional[Tensor]
-    labels: Optional[Tensor]
-    n_tokens: int
-    u: float
-    u_all: Optional[Tensor]
-    noise: Tensor
-
-
-def draw_step(source, seed: int, step: int, B: int, L: int, noise_draws: int, low_discrepancy: bool, device) -> StepBatch:
-    """Draw step ``step``'s batch, t and masks from its generator (in a fixed order) and send them to ``device``."""
-    gen = step_generator(seed, step)
-    x0, valid, labels = source.draw(B, gen)  # the global batch (B, L); padding mask, class labels or None
-    n_tokens = B * L if valid is None else max(1, int(valid.sum()))  # real tokens
-    u = float(torch.rand((), generator=gen, dtype=torch.float64))
-    u_all = None if low_discrepancy else torch.rand(B, generator=gen, dtype=torch.float64)
-    # mask uniforms for the global batch (GenMD4 draws several x_t per sequence)
-    noise = torch.rand((noise_draws, B, L), generator=gen, dtype=torch.float64)
-    move = (lambda v: v) if device.type == "cpu" else (lambda v: None if v is None else v.pin_memory().to(device, non_blocking=True))
-    return StepBatch(move(x0), move(valid), move(labels), n_tokens, u, u_all, move(noise))
 
 
 @dataclass
@@ -327,10 +245,11 @@ def _start_run(config: RunConfig, run_dir: Path, ctx: Context, log) -> _Run:
     starts from, placed, compiled and wrapped, then the optimizer and the EMA (restored on a resume)."""
     tc = config.train
     tokenizer = build_tokenizer(config)
+    # the data first: a missing, empty or too short corpus is refused before the run folder is written
+    source = training_source(config, tokenizer)  # draw(B, gen) -> (x0 (B, L), labels (B,) or None)
     if ctx.main:
         start_run(run_dir, config, tokenizer)
     barrier(ctx)
-    source = training_source(config, tokenizer)  # draw(B, gen) -> (x0 (B, L), labels (B,) or None)
     per_rank = check_batch(tc.batch_size, tc.micro_batch_size, ctx)
 
     torch.manual_seed(tc.seed)
