@@ -37,7 +37,6 @@ from maskdiff.config import RunConfig, differences
 from maskdiff.errors import MaskdiffError
 from maskdiff.distributed import (
     Context,
-    StepModule,
     barrier,
     check_batch,
     full,
@@ -242,7 +241,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
     torch.manual_seed(tc.seed)
     objective = build_objective(config, tokenizer.vocab_size)
     objective.set_check_inputs(False)  # the training stream was checked when it was encoded
-    names = [n for n, _ in objective.named_parameters()]
+    names = [objective.checkpoint_name(n) for n, _ in objective.named_parameters()]
 
     start, resumed_from, found = 0, None, latest_valid_checkpoint(run_dir, warn=log)
     tensors = opt_saved = None
@@ -258,8 +257,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
     set_fast_matmul(ctx.device)
     if use_compile(tc.compile, ctx.device):
         compile_blocks(objective.network)
-    step_module = StepModule(objective)
-    model = wrap(step_module, ctx)
+    model = wrap(objective, ctx)
     params = [p for _, p in objective.named_parameters()]  # after wrapping: DTensor shards under FSDP2
     optimizer = make_optimizer(objective, tc)
     ema: Optional[List[Tensor]] = None
