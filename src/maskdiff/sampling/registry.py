@@ -118,6 +118,9 @@ class SamplerEntry:
     """The keyword arguments a user may set."""
     bound: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments the entry fixes (ReMDM's strategy, greedy's argmax)."""
+    unused: Tuple[str, ...] = ()
+    """Keyword arguments of the function that do not apply to this entry (the loop's times for the other
+    ReMDM strategies): neither offered nor set."""
     time_grid: bool = True
     """Steps on a grid of times: ``steps`` is T and the ``grid`` option chooses the grid."""
     time_independent: bool = False
@@ -156,20 +159,21 @@ CHOOSE = ("argmax", "sample")
 
 def _remdm(strategy: str, what: str, *extra: Option) -> SamplerEntry:
     return SamplerEntry(f"remdm-{strategy}", remdm_sample, "ReMDM's remasking posterior; keeps the forward marginals",
-                        GRID_OPTIONS + (_eta(strategy, what),) + extra + (REMDM_CACHE,), bound={"strategy": strategy})
+                        GRID_OPTIONS + (_eta(strategy, what),) + extra + (REMDM_CACHE,), bound={"strategy": strategy},
+                        unused=() if extra else ("t_on", "t_off"))
 
 
 _ENTRIES = (
     SamplerEntry("ancestral", ancestral_sample, "the T-step reverse chain (MD4 Alg. 2, MDLM 'ddpm')", GRID_OPTIONS),
     SamplerEntry("cached", cached_sample, "the same chain, reusing the network output while a sample is unchanged",
                  GRID_OPTIONS, time_independent=True),
-    SamplerEntry("mean", mean_sample, "the same chain, MD4's two-stage draw", GRID_OPTIONS),
+    SamplerEntry("mean", mean_sample, "the same chain, MD4's two-stage draw", GRID_OPTIONS, bound={"greedy": False}),
     SamplerEntry("greedy", mean_sample, "argmax values (biased)", GRID_OPTIONS, bound={"greedy": True}),
     SamplerEntry("first-hitting", first_hitting_sample, "the exact continuous-time reverse process (Zheng et al. 2024)", TRANSFORMS,
                  time_grid=False),
     SamplerEntry("confidence", confidence_sample, "unmasks the most confident positions (MaskGIT, LLaDA; biased)", GRID_OPTIONS + (
         Option("choose", str, "sample", "confidence sampler: the candidate value, drawn from mu (LLaDA) or its argmax (MaskGIT)",
-               choices=("sample", "argmax")),
+               choices=CHOOSE),
         Option("confidence_noise", float, 0.0, "confidence sampler: scale of the Gumbel noise on the log-confidence (MaskGIT)", low=0.0))),
     _remdm("cap", "remdm-cap: eta_cap, the cap on sigma_t"),
     _remdm("rescale", "remdm-rescale: eta_rescale, the fraction of sigma_t^max"),
