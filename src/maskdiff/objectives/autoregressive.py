@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from maskdiff.config import RunConfig
 from maskdiff.denoiser import CausalLM
 from maskdiff.errors import MaskdiffError
 from maskdiff.loss import NELBOTerms, token_counts
