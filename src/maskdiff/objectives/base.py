@@ -172,6 +172,7 @@ class Objective(nn.Module):
     def predicts_mask(cls, config: RunConfig) -> bool:
         """Whether the network has an output logit for the mask token (MDLM's zero-masking ablation)."""
         return False
+
     @classmethod
     def validate(cls, config: RunConfig) -> None:
         """The objective's own rules on a config; raise MaskdiffError."""

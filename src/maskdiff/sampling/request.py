@@ -144,7 +144,7 @@ class SampleRequest:
             return out
         out.length = length
         if any(p is not None for p in prefixes):
-            out.x_init = torch.full((self.num, length), model.mask_id, dtype=torch.long)
+            out.x_init = torch.full((self.num, length), model.mask_id, dtype=torch.long, device="cpu")
             for row, p in enumerate(prefixes):
                 if p is not None:
                     out.x_init[row, : p.numel()] = p
@@ -209,7 +209,7 @@ def template_ids(template: str, model: SamplingTarget) -> Tensor:
     for m in SPAN.finditer(template):
         if m.start() > pos:
             ids.append(model.encode(template[pos : m.start()]))
-        ids.append(torch.full((int(m.group(1)),), model.mask_id, dtype=torch.long))
+        ids.append(torch.full((int(m.group(1)),), model.mask_id, dtype=torch.long, device="cpu"))  # as the tokenizer's ids
         pos = m.end()
     if pos < len(template):
         ids.append(model.encode(template[pos:]))
