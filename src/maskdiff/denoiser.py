@@ -251,6 +251,9 @@ class CausalLM(nn.Module):
     """Wrap a causal ``network(tokens, None) -> logits`` into next-token log-probabilities over the V real
     tokens, for the autoregressive baseline. The mask id V serves as the beginning-of-sequence token."""
 
+    time_independent = True
+    """No diffusion time: the next-token model never reads t (the protocol's attribute)."""
+
     def __init__(self, network: nn.Module, vocab_size: int, *, max_length: Optional[int] = None, check_inputs: bool = True):
         super().__init__()
         self.network = network

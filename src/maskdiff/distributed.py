@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -77,29 +76,15 @@ def shutdown(ctx: Context) -> None:
             dist.destroy_process_group()
 
 
-class StepModule(nn.Module):
-    """The unit DDP and FSDP2 wrap: every trainable part as a submodule, and the objective's training
-    loss as forward(x0, t, noise) -> (2, B): the loss to backpropagate and the NELBO to log."""
-
-    def __init__(self, objective):
-        super().__init__()
-        self.network = objective.network
-        self.extras = nn.ModuleDict(objective.extras)
-        self._objective = [objective]  # a list, so it is not registered twice
-
-    def forward(self, x0: Tensor, t: Tensor, noise: Tensor, valid: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> Tensor:
-        loss, nelbo = self._objective[0].train_loss(x0, t, noise, valid=valid, labels=labels)
-        return torch.stack([loss, nelbo.to(loss.dtype)])
-
-
-def wrap(step: StepModule, ctx: Context) -> nn.Module:
-    """DDP or FSDP2 around the step module (each transformer block its own FSDP unit)."""
+def wrap(objective: nn.Module, ctx: Context) -> nn.Module:
+    """DDP or FSDP2 around the objective, a module whose forward(x0, t, noise, valid, labels) is one step's
+    (2, B) losses (objectives/base.py); under FSDP2 each transformer block is its own unit."""
     if not ctx.distributed:
-        return step
+        return objective
     if ctx.mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(step, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        return DistributedDataParallel(objective, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     import warnings
 
     from torch.distributed.fsdp import fully_shard
@@ -107,11 +92,11 @@ def wrap(step: StepModule, ctx: Context) -> nn.Module:
     # The network's output is consumed out of place (SUBS slices and log-softmaxes it), so FSDP2's
     # warning about returned views does not apply.
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view")
-    for block in getattr(step.network, "blocks", []):
+    for block in getattr(objective.network, "blocks", []):
         fully_shard(block)
-    fully_shard(step.network)
-    fully_shard(step)
-    return step
+    fully_shard(objective.network)
+    fully_shard(objective)
+    return objective
 
 
 def full(t: Tensor) -> Tensor:

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Union
@@ -22,12 +21,15 @@ from maskdiff.errors import MaskdiffError
 from maskdiff.modalities import build_tokenizer, eval_chunks, get_modality  # noqa: F401  (build_tokenizer, eval_chunks: re-exported)
 from maskdiff.objectives import Objective, build_objective
 from maskdiff.runs import checkpoint_to_load, read_run_config, read_tokenizer
+from maskdiff.sampling.common import SampleOutput
+from maskdiff.sampling.request import CheckedRequest, SampleRequest, SamplingTarget
+from maskdiff.sampling.request import template_ids as parse_template
 from maskdiff.schedules import Schedule, get_schedule
 
 
 def build_denoiser(config: RunConfig, vocab_size: int) -> SUBSDenoiser:
     """The denoiser of a masked-diffusion config (its network freshly initialised)."""
-    return build_objective(config, vocab_size).model
+    return build_objective(config, vocab_size).denoiser
 
 
 def build_schedule(config: RunConfig) -> Schedule:
@@ -36,12 +38,20 @@ def build_schedule(config: RunConfig) -> Schedule:
 
 @dataclass
 class Samples:
+    """Decoded samples of a request."""
+
     tokens: Tensor
+    """(num, length) token ids on the CPU."""
     texts: List[str]
+    """The decoded rows (block diffusion: each up to and including its end-of-text token)."""
     nfe: Tensor
+    """(num,) network calls each sample cost."""
     seconds: float
+    """Wall-clock of the sampler."""
     sampler: str = ""
+    """The sampler's registry name."""
     steps: int = 0
+    """Reverse steps (the request's T; the own sampler's count for GenMD4, autoregressive and block models)."""
 
 
 class Pipeline:
@@ -58,8 +68,8 @@ class Pipeline:
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.objective = objective.to(self.device).eval()
-        self.denoiser = objective.model  # a SUBS denoiser, or the next-token model of the autoregressive baseline
-        self.schedule = getattr(objective, "schedule", None)  # GenMD4: the learned per-token schedule
+        self.denoiser = objective.denoiser  # a SUBS or block denoiser, or the next-token model of the autoregressive baseline
+        self.schedule = objective.schedule  # GenMD4: the learned per-token schedule; None for the autoregressive baseline
         self.checkpoint = checkpoint
         self.step = None
 
@@ -123,98 +133,75 @@ class Pipeline:
 
     def template_ids(self, template: str) -> Tensor:
         """Token ids of a template where ``[N]`` stands for N masked positions: "to be or [12] to be"."""
-        ids: List[Tensor] = []
-        pos = 0
-        spans = sum(int(m.group(1)) for m in re.finditer(r"\[(\d+)\]", template))
-        if spans > self.config.data.length:  # before anything of that size is made
-            raise MaskdiffError(f"the template's [N] spans ask for {spans} tokens, more than the model's maximum length {self.config.data.length}")
-        for m in re.finditer(r"\[(\d+)\]", template):
-            if m.start() > pos:
-                ids.append(self.tokenizer.encode(template[pos : m.start()]))
-            ids.append(torch.full((int(m.group(1)),), self.tokenizer.mask_id, dtype=torch.long))
-            pos = m.end()
-        if pos < len(template):
-            ids.append(self.tokenizer.encode(template[pos:]))
-        if not ids:
-            raise MaskdiffError("the template is empty")
-        out = torch.cat(ids)
-        if not bool((out == self.tokenizer.mask_id).any()):
-            raise MaskdiffError("the template has no [N] span to fill, e.g. 'to be or [12] to be'")
+        return parse_template(template, self.target())
+
+    def target(self, **limits) -> SamplingTarget:
+        """What a :class:`SampleRequest` is checked against for this model; ``limits`` narrow it (a server's
+        max_length, semi_autoregressive, who)."""
+        obj = self.objective
+        facts = dict(kind=obj.kind, mask_id=self.tokenizer.mask_id, max_length=self.config.data.length, encode=self.tokenizer.encode,
+                     own=obj.samples_with, time_independent=obj.denoiser.time_independent, any_length=obj.any_length,
+                     eos_id=getattr(self.tokenizer, "eos_id", None), num_classes=self.config.model.num_classes)
+        return SamplingTarget(**dict(facts, **limits))
+
+    def draw(self, request: Union[SampleRequest, CheckedRequest], *, progress: bool = False, callback=None) -> SampleOutput:
+        """Run a request (checked here unless it already is) through the objective: a SampleOutput, tokens on the CPU."""
+        checked = request.check(self.target()) if isinstance(request, SampleRequest) else request
+        out = self.objective.sample(checked, progress=progress, callback=callback)
+        out.tokens = out.tokens.cpu()
         return out
 
-    @torch.no_grad()
+    def run(self, request: Union[SampleRequest, CheckedRequest], *, progress: bool = False, callback=None) -> Samples:
+        """Run a request and decode it: :class:`Samples`."""
+        checked = request.check(self.target()) if isinstance(request, SampleRequest) else request
+        out = self.draw(checked, progress=progress, callback=callback)
+        tokens = out.tokens
+        if checked.entry.objective is None:
+            return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, checked.sampler, checked.steps)
+        lengths = out.extra.get("lengths")  # block diffusion: each sample up to and including its end-of-text token
+        texts = (self.tokenizer.decode_batch(tokens) if lengths is None
+                 else [self.tokenizer.decode(row[: int(n)]) for row, n in zip(tokens, lengths)])
+        return Samples(tokens, texts, out.nfe, out.seconds, checked.sampler, out.steps)
+
     def sample(
         self,
         num: int = 4,
         *,
         length: Optional[int] = None,
         steps: int = 256,
-        sampler: str = "cached",
+        sampler: Optional[str] = None,
         seed: int = 0,
         prompt: Optional[str] = None,
         template: Optional[str] = None,
         block: Optional[int] = None,
         progress: bool = False,
-        **sampler_kwargs,
+        callback=None,
+        **options,
     ) -> Samples:
         """Draw ``num`` samples.
 
-        prompt: a fixed prefix; template: text with ``[N]`` spans to fill (infilling); length beyond
-        the training length L is generated semi-autoregressively, ``block`` tokens at a time
-        (default L/4). Extra keyword arguments go to the sampler (temperature, top_p, grid, callback).
+        sampler: a name of maskdiff.sampling.REGISTRY (default: the model's own sampler, else cached for a
+        time-independent network and ancestral otherwise). prompt: a fixed prefix; template: text with
+        ``[N]`` spans to fill (infilling); either may be a list with one text per row. length beyond the
+        training length L is generated semi-autoregressively, ``block`` tokens at a time (default L/4).
+        Other keyword arguments are the sampler's options (temperature, top_p, grid, ...: its registry
+        entry); callback is called with the (num, length) state after each step.
         """
-        from maskdiff.sampling import get_sampler, semi_autoregressive_sample
-        from maskdiff.sampling.conditioning import prompt_state
-
-        L = self.config.data.length
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        sampler_kwargs["device"] = self.device
-        if "kv_cache" in sampler_kwargs and not self.objective.any_length:
-            raise MaskdiffError(f"the key-value cache switch applies to block diffusion models, not to a {self.kind} model")
-        if self.objective.samples_with is not None:  # SEDD's network read as a softmax samples as masked diffusion
-            return self._sample_other(num, length, steps, sampler, gen, prompt, template, block, progress, **sampler_kwargs)
-        fn = get_sampler(sampler)
-        if prompt is not None and template is not None:
-            raise MaskdiffError("give either a prompt or a template, not both")
-        if template is not None:
-            ids = self.template_ids(template)
-            if length is not None and length != ids.numel():
-                raise MaskdiffError(f"the template fixes the length at {ids.numel()}; leave out the length")
-            if ids.numel() > L:
-                raise MaskdiffError(f"the template is {ids.numel()} tokens long, more than the model's maximum length {L}")
-            x_init = ids[None].repeat(num, 1)
-            out = fn(self.denoiser, self.schedule, tuple(x_init.shape), steps=steps, generator=gen, x_init=x_init, progress=progress, **sampler_kwargs)
-        else:
-            length = length or L
-            prefix = self.tokenizer.encode(prompt) if prompt else None
-            if prefix is not None and prefix.numel() >= length:
-                raise MaskdiffError(f"the prompt has {prefix.numel()} tokens; the sample length {length} leaves nothing to generate")
-            if length > L:
-                block = block or max(1, L // 4)
-                out = semi_autoregressive_sample(fn, self.denoiser, self.schedule, batch=num, total_length=length, window=L,
-                                                 block=block, generator=gen, prompt=prefix, steps=steps, progress=progress, **sampler_kwargs)
-            else:
-                x_init = prompt_state(prefix, length, self.tokenizer.mask_id, num) if prefix is not None else None
-                out = fn(self.denoiser, self.schedule, (num, length), steps=steps, generator=gen, x_init=x_init, progress=progress, **sampler_kwargs)
-        tokens = out.tokens.cpu()
-        return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, sampler, steps)
+        request = SampleRequest(num=num, sampler=sampler, steps=steps, seed=seed, length=length, prompt=prompt, template=template,
+                                block=block, options=options)
+        return self.run(request, progress=progress, callback=callback)
 
     def generate(self, prompt: Optional[str] = None, *, infill: Optional[str] = None, num: int = 1, length: Optional[int] = None,
-                 steps: int = 256, sampler: str = "cached", seed: int = 0, **sampler_kwargs) -> List[str]:
+                 steps: int = 256, sampler: Optional[str] = None, seed: int = 0, **options) -> List[str]:
         """Text from the model: ``num`` strings.
 
         prompt: the text continues it (the prompt's tokens stay fixed and come first in each string);
         infill: a text with ``[N]`` spans, each filled with N tokens ("to be or [12] to be"); neither:
         unconditional samples. length: tokens per sample (default the training length; longer is generated
-        semi-autoregressively). Any sampler (see maskdiff.sampling.SAMPLERS) and its keyword arguments
+        semi-autoregressively). Any sampler (see maskdiff.sampling.REGISTRY) and its options
         (temperature, top_p, grid) apply.
         """
-        if prompt is not None and infill is not None:
-            raise MaskdiffError("give either a prompt or an infill template, not both")
-        if infill is not None and "[" not in infill:
-            raise MaskdiffError("an infill template needs [N] spans to fill, e.g. 'to be or [12] to be'")
-        out = self.sample(num, length=length, steps=steps, sampler=sampler, seed=seed, prompt=prompt, template=infill, **sampler_kwargs)
-        return out.texts
+        return self.sample(num, length=length, steps=steps, sampler=sampler, seed=seed, prompt=prompt, template=infill, **options).texts
 
     def save_pretrained(self, out, *, evaluation: Optional[dict] = None, overwrite: bool = False) -> Path:
         """Write this model as a folder that Hugging Face tooling recognises (maskdiff.pretrained): config.json,
@@ -224,33 +211,6 @@ class Pipeline:
 
         return write_pretrained(out, self.config, self.tokenizer, self.objective.state_dict(), weights_kind=getattr(self, "weights", "model"),
                                 step=self.step, evaluation=evaluation, source=getattr(self, "source", ""), overwrite=overwrite)
-
-    def _sample_other(self, num, length, steps, sampler, gen, prompt, template, block, progress, **kwargs) -> Samples:
-        """GenMD4 (its own sampler, MD4 Sec. 5), the autoregressive baseline (left to right) and block
-        diffusion (block by block, any length, stopping at the tokenizer's end-of-text token)."""
-        from maskdiff.sampling.conditioning import prompt_state
-
-        own = self.objective.samples_with
-        if sampler not in (own, "cached", "ancestral"):
-            raise MaskdiffError(f"a {self.kind} model samples with its own sampler ({own}); leave out --sampler")
-        if template is not None or block is not None or kwargs.get("grid", "uniform") != "uniform":
-            raise MaskdiffError(f"templates, blocks and grids apply to masked diffusion models, not to a {self.kind} model")
-        L = self.config.data.length
-        length = length or L
-        if self.objective.any_length:
-            kwargs["eos_id"] = getattr(self.tokenizer, "eos_id", None)
-        elif length > L:
-            raise MaskdiffError(f"a {self.kind} model samples at most its training length {L}")
-        prefix = self.tokenizer.encode(prompt) if prompt else None
-        if prefix is not None and prefix.numel() >= length:
-            raise MaskdiffError(f"the prompt has {prefix.numel()} tokens; the sample length {length} leaves nothing to generate")
-        x_init = prompt_state(prefix, length, self.tokenizer.mask_id, num) if prefix is not None else None
-        out = self.objective.own_sample((num, length), steps=steps, generator=gen, x_init=x_init, progress=progress, **kwargs)
-        tokens = out.tokens.cpu()
-        lengths = out.extra.get("lengths")  # block diffusion: each sample up to and including its end-of-text token
-        texts = (self.tokenizer.decode_batch(tokens) if lengths is None
-                 else [self.tokenizer.decode(row[: int(n)]) for row, n in zip(tokens, lengths)])
-        return Samples(tokens, texts, out.nfe, out.seconds, own, out.steps)
 
 
 def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = True, device: str = "cpu") -> Pipeline:
@@ -275,7 +235,7 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
     tensors = read_tensors(path / "model.safetensors")
     objective = build_objective(config, tokenizer.vocab_size)
     prefix = "ema" if ema and any(k.startswith("ema.") for k in tensors) else "model"
-    objective.load_state_dict(prefixed_weights(tensors, prefix, path), path)
+    objective.load_weights(prefixed_weights(tensors, prefix, path), path)
     pipe = Pipeline(config, tokenizer, objective, path, device=device)
     pipe.step = state.get("step")
     pipe.weights = prefix
@@ -292,7 +252,7 @@ def from_pretrained(name_or_path, *, device: str = "cpu", revision: Optional[str
     folder = resolve(name_or_path, revision)
     config, tokenizer, tensors, meta = read_pretrained(folder)
     objective = build_objective(config, tokenizer.vocab_size)
-    objective.load_state_dict(tensors, folder)
+    objective.load_weights(tensors, folder)
     pipe = Pipeline(config, tokenizer, objective, None, device=device)
     pipe.step, pipe.weights, pipe.source = meta.get("step"), meta.get("weights", "model"), meta.get("source", "")
     return pipe

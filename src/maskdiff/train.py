@@ -37,7 +37,6 @@ from maskdiff.config import RunConfig
 from maskdiff.errors import MaskdiffError
 from maskdiff.distributed import (
     Context,
-    StepModule,
     barrier,
     check_batch,
     full,
@@ -255,14 +254,13 @@ def _start_run(config: RunConfig, run_dir: Path, ctx: Context, log) -> _Run:
     torch.manual_seed(tc.seed)
     objective = build_objective(config, tokenizer.vocab_size)
     objective.set_check_inputs(False)  # the training stream was checked when it was encoded
-    names = [n for n, _ in objective.named_parameters()]
+    names = [objective.checkpoint_name(n) for n, _ in objective.named_parameters()]
     start, tensors, opt_saved = _load_start(objective, config, run_dir, ctx, log)
     objective.to(ctx.device)
     set_fast_matmul(ctx.device)
     if use_compile(tc.compile, ctx.device):
         compile_blocks(objective.network)
-    step_module = StepModule(objective)
-    model = wrap(step_module, ctx)
+    model = wrap(objective, ctx)
     params = [p for _, p in objective.named_parameters()]  # after wrapping: DTensor shards under FSDP2
     optimizer = make_optimizer(objective, tc)
     ema: Optional[List[Tensor]] = None
@@ -287,7 +285,7 @@ def _load_start(objective, config: RunConfig, run_dir: Path, ctx: Context, log):
         return None, None, None
     path, state = found
     tensors = read_tensors(path / "model.safetensors")
-    objective.load_state_dict(prefixed_weights(tensors, "model", path), path)  # full weights, before any sharding
+    objective.load_weights(prefixed_weights(tensors, "model", path), path)  # full weights, before any sharding
     opt_saved = (read_tensors(path / "optimizer.safetensors"), state["optimizer"])
     return int(state["step"]), tensors, opt_saved
 

@@ -44,12 +44,12 @@ def _check(tokens, device=CUDA):
 def test_every_sampler_runs_on_cuda(name, where):
     obj = _objective().to(CUDA)
     gen = torch.Generator(device=where).manual_seed(0)
-    out = SAMPLERS[name](obj.model, obj.schedule, (4, L), steps=8, generator=gen, device=CUDA)
+    out = SAMPLERS[name](obj.denoiser, obj.schedule, (4, L), steps=8, generator=gen, device=CUDA)
     _check(out.tokens)
     assert out.nfe.device.type == "cpu"
     # prompts from the CPU, temperature and nucleus
     x_init = prompt_state(torch.tensor([1, 2, 3]), L, V, 4)
-    out = SAMPLERS[name](obj.model, obj.schedule, (4, L), steps=8, generator=gen, device=CUDA, x_init=x_init,
+    out = SAMPLERS[name](obj.denoiser, obj.schedule, (4, L), steps=8, generator=gen, device=CUDA, x_init=x_init,
                          temperature=0.8, top_p=0.9)
     _check(out.tokens)
     assert torch.equal(out.tokens[:, :3].cpu(), x_init[:, :3])
@@ -58,31 +58,31 @@ def test_every_sampler_runs_on_cuda(name, where):
 @pytest.mark.parametrize("name", ["ancestral", "cached", "mean", "first-hitting"])
 def test_a_cpu_generator_gives_the_cpu_draws(name):
     obj = _objective()
-    cpu = SAMPLERS[name](obj.model, obj.schedule, (8, L), steps=8, generator=torch.Generator().manual_seed(3)).tokens
+    cpu = SAMPLERS[name](obj.denoiser, obj.schedule, (8, L), steps=8, generator=torch.Generator().manual_seed(3)).tokens
     obj.to(CUDA)
-    gpu = SAMPLERS[name](obj.model, obj.schedule, (8, L), steps=8, generator=torch.Generator().manual_seed(3), device=CUDA).tokens
+    gpu = SAMPLERS[name](obj.denoiser, obj.schedule, (8, L), steps=8, generator=torch.Generator().manual_seed(3), device=CUDA).tokens
     agree = float((gpu.cpu() == cpu).double().mean())
     assert agree >= 0.9, agree
 
 
 def test_guided_semi_autoregressive_genmd4_and_autoregressive_on_cuda():
     obj = _objective(num_classes=3).to(CUDA)
-    guided = GuidedDenoiser(obj.model, 1.5, null_class=3)
+    guided = GuidedDenoiser(obj.denoiser, 1.5, null_class=3)
     for name in ["ancestral", "cached", "first-hitting", "confidence"]:
         out = SAMPLERS[name](guided, obj.schedule, (4, L), steps=8, generator=torch.Generator(device="cuda").manual_seed(0),
                              cond=torch.tensor([0, 1, 2, 0], device=CUDA), device=CUDA)
         _check(out.tokens)
     obj = _objective().to(CUDA)
-    out = semi_autoregressive_sample(SAMPLERS["cached"], obj.model, obj.schedule, batch=2, total_length=2 * L, window=L,
+    out = semi_autoregressive_sample(SAMPLERS["cached"], obj.denoiser, obj.schedule, batch=2, total_length=2 * L, window=L,
                                      block=4, generator=torch.Generator(device="cuda").manual_seed(0),
                                      prompt=torch.tensor([1, 2]), steps=8, device=CUDA)
     _check(out.tokens)
     assert out.tokens.shape == (2, 2 * L)
     g4 = _objective("genmd4").to(CUDA)
-    _check(genmd4_sample(g4.model, g4.schedule, (4, L), steps=8, generator=torch.Generator(device="cuda").manual_seed(0),
+    _check(genmd4_sample(g4.denoiser, g4.schedule, (4, L), steps=8, generator=torch.Generator(device="cuda").manual_seed(0),
                          device=CUDA).tokens)
     ar = _objective("ar").to(CUDA)
-    _check(autoregressive_sample(ar.model, (4, L), generator=torch.Generator(device="cuda").manual_seed(0), device=CUDA).tokens)
+    _check(autoregressive_sample(ar.denoiser, (4, L), generator=torch.Generator(device="cuda").manual_seed(0), device=CUDA).tokens)
 
 
 @pytest.mark.parametrize("kind", ["masked", "genmd4", "sedd", "ar", "ablation", "masked_logits"])
@@ -143,7 +143,7 @@ def test_bf16_and_compiled_training_loss_close_to_float32_eager(masked_logits):
 def test_compiled_and_eager_networks_give_the_same_samples(name):
     torch.backends.cuda.matmul.allow_tf32 = False
     obj = _objective().to(CUDA)
-    draw = lambda: SAMPLERS[name](obj.model, obj.schedule, (4, L), steps=16, generator=torch.Generator(device="cuda").manual_seed(0),
+    draw = lambda: SAMPLERS[name](obj.denoiser, obj.schedule, (4, L), steps=16, generator=torch.Generator(device="cuda").manual_seed(0),
                                   device=CUDA).tokens
     eager = draw()
     compile_blocks(obj.network)

@@ -26,29 +26,12 @@ def class_labels(num: int, num_classes: int, labels: Optional[Sequence[int]] = N
 
 @torch.no_grad()
 def sample_images(pipe, num: int, *, labels: Optional[Tensor] = None, guidance: float = 0.0, steps: Optional[int] = None,
-                  sampler: str = "cached", seed: int = 0, progress: bool = False, **sampler_kwargs):
+                  sampler: Optional[str] = None, seed: int = 0, progress: bool = False, callback=None, **options):
     """Draw ``num`` images (N, H*W) from a run: class-conditional when ``labels`` (N,) is given (the run
-    must be class-conditional), unconditional otherwise. steps: default one per pixel."""
-    from maskdiff.sampling import GuidedDenoiser, get_sampler
+    must be class-conditional), unconditional otherwise. steps: default one per pixel. The request goes
+    the way of every other (:meth:`maskdiff.pipeline.Pipeline.draw`); a SampleOutput, tokens on the CPU."""
+    from maskdiff.sampling.request import SampleRequest
 
-    fn = get_sampler(sampler)
-    classes = pipe.config.model.num_classes
-    if guidance < -1:
-        raise MaskdiffError(f"the guidance weight must be >= -1 (-1: unconditional, 0: conditional), got {guidance}")
-    if (labels is not None or guidance) and not classes:
-        raise MaskdiffError("this run is not class-conditional; labels and guidance need a run trained with --num-classes")
-    denoise, cond = pipe.denoiser, None
-    if labels is not None:
-        if labels.shape != (num,):
-            raise MaskdiffError(f"give one label per sample: {num} samples, labels of shape {tuple(labels.shape)}")
-        denoise, cond = GuidedDenoiser(pipe.denoiser, guidance, null_class=classes), labels
-    elif guidance:
-        raise MaskdiffError("guidance needs class labels to guide towards")
-    device = getattr(pipe, "device", torch.device("cpu"))
-    gen = torch.Generator(device=device).manual_seed(seed)
-    shape = (num, pipe.config.data.length)
-    cond = None if cond is None else cond.to(device)
-    out = fn(denoise, pipe.schedule, shape, steps=steps or shape[1], generator=gen, cond=cond, progress=progress, device=device,
-             **sampler_kwargs)
-    out.tokens = out.tokens.cpu()
-    return out
+    request = SampleRequest(num=num, sampler=sampler, steps=steps or pipe.config.data.length, seed=seed, options=options,
+                            labels=labels, guidance=guidance)
+    return pipe.draw(request, progress=progress, callback=callback)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from maskdiff.config import RunConfig
 from maskdiff.denoiser import CausalLM
 from maskdiff.errors import MaskdiffError
 from maskdiff.loss import NELBOTerms, token_counts
@@ -27,19 +26,18 @@ class Autoregressive(Objective):
     def own_sample(self, shape, *, steps, generator, x_init=None, progress=False, **kwargs):
         from maskdiff.sampling import autoregressive_sample
 
-        return autoregressive_sample(self.lm, shape, generator=generator, x_init=x_init, progress=progress, **kwargs)
+        return autoregressive_sample(self.denoiser, shape, generator=generator, x_init=x_init, progress=progress, **kwargs)
 
-    def __init__(self, config: RunConfig, vocab_size: int):
-        super().__init__(config, vocab_size)
-        self.model = self.lm = CausalLM(self.network, vocab_size, max_length=config.data.length)
+    def make_denoiser(self, network):
+        return CausalLM(network, self.vocab_size, max_length=self.config.data.length)
 
     def train_loss(self, x0, t, noise, valid=None, labels=None):
-        nll = autoregressive_nll(self.lm, x0, self.lm.bos_id, valid=valid)
+        nll = autoregressive_nll(self.denoiser, x0, self.denoiser.bos_id, valid=valid)
         return nll, nll.detach()
 
     def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None):
         if discrete_steps:
             raise MaskdiffError("the autoregressive baseline has an exact likelihood; leave out --discrete-steps")
-        nll = autoregressive_nll(self.lm, x0, self.lm.bos_id, valid=valid).float()
+        nll = autoregressive_nll(self.denoiser, x0, self.denoiser.bos_id, valid=valid).float()
         zero = torch.zeros(x0.shape[0], device=x0.device)
         return NELBOTerms(nll, zero, zero, token_counts(x0, valid))

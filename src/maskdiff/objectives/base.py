@@ -1,10 +1,11 @@
-"""The base of every objective: the network it trains, its parts' weights in one flat namespace, the
-two loss entry points, and the class attributes that tell the trainer, the evaluator, the samplers and
-the command line what a run of this objective supports."""
+"""The base of every objective: a module holding the denoiser it trains (and any learned schedule), its
+weights in one flat checkpoint namespace, the two loss entry points, :meth:`Objective.sample`, and the
+class attributes that tell the trainer, the evaluator, the samplers and the command line what a run of
+this objective supports."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Type
+from typing import Any, Dict, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,9 @@ from maskdiff.config import RunConfig
 from maskdiff.errors import MaskdiffError
 from maskdiff.loss import NELBOTerms
 from maskdiff.networks.transformer import DiT
+from maskdiff.sampling.common import SampleOutput
+from maskdiff.sampling.request import CheckedRequest, draw
+from maskdiff.schedules import Schedule
 
 
 def network_arguments(config: RunConfig, vocab_size: int, objective: Type["Objective"]) -> Tuple[str, Dict[str, Any]]:
@@ -96,8 +100,9 @@ def _mask_token_in(folder: Path) -> Optional[int]:
     return next((int(a["id"]) for a in added if a.get("content") in ("[MASK]", "<mask>")), None)
 
 
-class Objective:
-    """Base: a network, optional extra trainable modules, and the two loss entry points.
+class Objective(nn.Module):
+    """Base: the denoiser (the network wrapped as what the losses and samplers call), an optional learned
+    schedule, the two loss entry points and :meth:`sample`.
 
     The class attributes say what the rest of the library may do with a run of this objective; nothing
     outside this package compares an objective's name."""
@@ -132,18 +137,47 @@ class Objective:
     any_length = False
     """Samples of any length, stopping at the tokenizer's end-of-text token where it has one."""
     samples_with: Optional[str] = None
-    """None: every masked-diffusion sampler applies; otherwise the name of the objective's own sampler
-    (run by :meth:`own_sample`)."""
+    """None: every masked-diffusion sampler of the registry applies; otherwise the registry name of the
+    objective's own sampler (run by :meth:`own_sample`)."""
+    schedule: Optional[Schedule] = None
+    """The masking schedule the losses and samplers read (GenMD4: the learned one); None for the
+    autoregressive baseline, which has none."""
+    checkpoint_names: Tuple[Tuple[str, str], ...] = (("exponents.", "genmd4."), ("denoiser.network.", ""))
+    """How this module's state-dict keys are written in checkpoints and model folders, (module prefix,
+    checkpoint prefix), the first match wins: the network's own names (so checkpoints of masked runs keep
+    their layout) and ``genmd4.*`` for GenMD4's exponents."""
+
+    denoiser: nn.Module
+    """The network wrapped as the losses and samplers call it: a SUBS denoiser, a block denoiser, or the
+    next-token model of the autoregressive baseline (built by :meth:`make_denoiser`)."""
+    exponents: Optional[nn.Module]
+    """GenMD4's learned per-token exponents (loss/genmd4.py); None for every other objective."""
 
     def __init__(self, config: RunConfig, vocab_size: int):
+        super().__init__()
         self.config = config
         self.vocab_size = vocab_size
-        self.network = build_network(config, vocab_size, type(self))
-        self.extras: Dict[str, nn.Module] = {}
+        self.denoiser = self.make_denoiser(build_network(config, vocab_size, type(self)))
+        self.exponents = None
+        self.register_state_dict_post_hook(_to_checkpoint_names)
+        self.register_load_state_dict_pre_hook(_from_checkpoint_names)
+
+    def make_denoiser(self, network: nn.Module) -> nn.Module:
+        """The network wrapped as this objective's denoiser."""
+        raise NotImplementedError
+
+    @property
+    def network(self) -> nn.Module:
+        """The network (model.backbone) inside the denoiser."""
+        return self.denoiser.network
 
     @property
     def kind(self) -> str:
         return self.name
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     # --- what a config of this objective may hold ---------------------------------------------
     @classmethod
@@ -180,53 +214,46 @@ class Objective:
         """What :meth:`eval_terms` computes, in words."""
         return "continuous NELBO"
 
+    @torch.no_grad()
+    def sample(self, request: CheckedRequest, *, progress: bool = False, callback=None) -> SampleOutput:
+        """Draw a request checked against this model (:meth:`SampleRequest.check
+        <maskdiff.sampling.request.SampleRequest.check>`): a masked-diffusion sampler of the registry on
+        the denoiser, or the objective's own sampler. The generator is seeded with the request's seed on
+        the device of the weights."""
+        device = self.device
+        generator = torch.Generator(device=device).manual_seed(request.seed)
+        if self.samples_with is None:
+            return draw(self.denoiser, self.schedule, request, generator=generator, device=device, progress=progress, callback=callback)
+        if request.sampler != self.samples_with:
+            raise MaskdiffError(f"a {self.kind} model samples with its own sampler ({self.samples_with}), not {request.sampler}")
+        kwargs = dict(request.options, device=device)
+        if callback is not None:
+            kwargs["callback"] = callback
+        return self.own_sample((request.num, request.length), steps=request.steps, generator=generator, x_init=request.x_init,
+                               progress=progress, **kwargs)
+
     def own_sample(self, shape: Tuple[int, int], *, steps: int, generator: torch.Generator, x_init: Optional[Tensor] = None,
-                   progress: bool = False, **kwargs):
-        """Sample with the objective's own sampler (when ``samples_with`` is set): a SampleOutput."""
+                   progress: bool = False, **kwargs) -> SampleOutput:
+        """Sample with the objective's own sampler (when ``samples_with`` is set)."""
         raise NotImplementedError
 
-    # --- parameters and weights, one flat namespace -------------------------------------------
-    def named_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
-        yield from self.network.named_parameters()
-        for prefix, module in self.extras.items():
-            for n, p in module.named_parameters():
-                yield f"{prefix}.{n}", p
+    # --- weights, one flat checkpoint namespace -------------------------------------------------
+    def checkpoint_name(self, name: str) -> str:
+        """The checkpoint key of a parameter or state-dict entry called ``name`` in this module."""
+        for module_prefix, saved in self.checkpoint_names:
+            if name.startswith(module_prefix):
+                return saved + name[len(module_prefix):]
+        raise MaskdiffError(f"{name} has no checkpoint name (an objective's weights live in its denoiser's network and its exponents)")
 
-    def parameters(self):
-        return [p for _, p in self.named_parameters()]
-
-    def state_dict(self) -> Dict[str, Tensor]:
-        out = dict(self.network.state_dict())
-        for prefix, module in self.extras.items():
-            out.update({f"{prefix}.{n}": v for n, v in module.state_dict().items()})
-        return out
-
-    def load_state_dict(self, weights: Dict[str, Tensor], source) -> None:
-        """Load a flat dict, with a clear error on any missing, unexpected or wrongly shaped entry."""
+    def load_weights(self, weights: Dict[str, Tensor], source) -> None:
+        """Load a flat dict of checkpoint names, with a clear error on any missing, unexpected or wrongly shaped entry."""
         own = self.state_dict()
         missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
         wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
         if missing or unexpected or wrong:
             detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"shape of {wrong[:3]}"
             raise MaskdiffError(f"{source} does not fit this model's architecture ({detail})")
-        self.network.load_state_dict({k: v for k, v in weights.items() if k in self.network.state_dict()})
-        for prefix, module in self.extras.items():
-            module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in weights.items() if k.startswith(prefix + ".")})
-
-    def train(self, mode: bool = True) -> "Objective":
-        self.network.train(mode)
-        for m in self.extras.values():
-            m.train(mode)
-        return self
-
-    def eval(self) -> "Objective":
-        return self.train(False)
-
-    def to(self, device) -> "Objective":
-        self.network.to(device)
-        for m in self.extras.values():
-            m.to(device)
-        return self
+        self.load_state_dict(weights)
 
     def init_from_pretrained(self, log=None) -> None:
         """Copy the weights named by model.pretrained into the network (training calls this when it starts a
@@ -251,12 +278,12 @@ class Objective:
         path = Path(name) / "model.safetensors"
         if not path.is_file():
             raise MaskdiffError(f"pretrained {name!r} is not a folder written by save_pretrained / maskdiff export (no {path.name})")
-        self.load_state_dict(load_file(str(path)), path)
+        self.load_weights(load_file(str(path)), path)
         if log is not None:
             log(f"network initialised from {path}")
 
     def set_check_inputs(self, on: bool) -> None:
-        self.model.check_inputs = on
+        self.denoiser.check_inputs = on
 
     # --- losses ---------------------------------------------------------------------------------
     def train_loss(self, x0: Tensor, t: Tensor, noise: Tensor, valid: Optional[Tensor] = None,
@@ -270,3 +297,29 @@ class Objective:
     def eval_terms(self, x0: Tensor, t: Tensor, generator: torch.Generator, valid: Optional[Tensor] = None,
                    discrete_steps: Optional[int] = None) -> NELBOTerms:
         raise NotImplementedError
+
+    def forward(self, x0: Tensor, t: Tensor, noise: Tensor, valid: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> Tensor:
+        """One training step's losses as (2, B): what to backpropagate and the NELBO to log (:meth:`train_loss`),
+        the call DDP and FSDP2 wrap (distributed.py)."""
+        loss, nelbo = self.train_loss(x0, t, noise, valid=valid, labels=labels)
+        return torch.stack([loss, nelbo.to(loss.dtype)])
+
+
+def _to_checkpoint_names(module: Objective, state_dict, prefix: str, local_metadata) -> None:
+    """State-dict post hook: this module's keys renamed to their checkpoint names, in order, in place."""
+    items = list(state_dict.items())
+    state_dict.clear()
+    for key, value in items:
+        own = key.startswith(prefix)
+        state_dict[prefix + module.checkpoint_name(key[len(prefix):]) if own else key] = value
+
+
+def _from_checkpoint_names(module: Objective, state_dict, prefix: str, *args) -> None:
+    """Load pre hook: checkpoint names back to this module's keys, in place (unknown keys stay, and are
+    then reported as unexpected)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        for module_prefix, saved in module.checkpoint_names:
+            if rest.startswith(saved):
+                state_dict[prefix + module_prefix + rest[len(saved):]] = state_dict.pop(key)
+                break

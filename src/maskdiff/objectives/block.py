@@ -29,7 +29,9 @@ class BlockDiffusion(Objective):
         super().__init__(config, vocab_size)
         d = config.diffusion
         self.schedule = get_schedule(d.schedule, **d.schedule_args)
-        self.model = self.denoiser = BlockDenoiser(self.network, vocab_size, d.block_size, max_length=config.data.length)
+
+    def make_denoiser(self, network):
+        return BlockDenoiser(network, self.vocab_size, self.config.diffusion.block_size, max_length=self.config.data.length)
 
     @classmethod
     def validate(cls, config: RunConfig) -> None:

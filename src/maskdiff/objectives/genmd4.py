@@ -36,11 +36,11 @@ class GenMD4(Objective):
     def __init__(self, config: RunConfig, vocab_size: int):
         super().__init__(config, vocab_size)
         self.noise_draws = config.diffusion.genmd4_samples
-        self.exponents = LearnableExponents(vocab_size)
-        self.extras = {"genmd4": self.exponents}
-        self.model = self.denoiser = SUBSDenoiser(
-            self.network, vocab_size, time_conditioned=config.model.time_conditioned, max_length=config.data.length
-        )
+        self.exponents = LearnableExponents(vocab_size)  # registered after the denoiser: its weights come last
+
+    def make_denoiser(self, network):
+        return SUBSDenoiser(network, self.vocab_size, time_conditioned=self.config.model.time_conditioned,
+                            max_length=self.config.data.length)
 
     @property
     def schedule(self):

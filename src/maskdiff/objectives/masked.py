@@ -37,12 +37,13 @@ class MaskedDiffusion(Objective):
         super().__init__(config, vocab_size)
         d = config.diffusion
         self.schedule = get_schedule(d.schedule, **d.schedule_args)
-        self.model = self.denoiser = SUBSDenoiser(
-            self.network, vocab_size, time_conditioned=config.model.time_conditioned,
-            max_length=config.data.length, carry_over=d.carry_over, zero_mask=d.zero_mask,
-        )
         self.ablated = not (d.carry_over and d.zero_mask)
         self.masked_only = config.model.masked_logits  # logits at masked positions only (same loss, less work)
+
+    def make_denoiser(self, network):
+        d = self.config.diffusion
+        return SUBSDenoiser(network, self.vocab_size, time_conditioned=self.config.model.time_conditioned,
+                            max_length=self.config.data.length, carry_over=d.carry_over, zero_mask=d.zero_mask)
 
     def _diffusion(self, x0, t, noise, valid, steps: Optional[int], generator=None, labels=None,
                    time_sampler: str = "uniform") -> Tensor:

@@ -38,9 +38,10 @@ class ScoreEntropy(Objective):
         with torch.no_grad():
             self.network.output_bias().fill_(-math.log(vocab_size))
         self.schedule = get_schedule(config.diffusion.schedule, **config.diffusion.schedule_args)
-        self.model = self.denoiser = SUBSDenoiser(
-            self.network, vocab_size, time_conditioned=config.model.time_conditioned, max_length=config.data.length
-        )
+
+    def make_denoiser(self, network):
+        return SUBSDenoiser(network, self.vocab_size, time_conditioned=self.config.model.time_conditioned,
+                            max_length=self.config.data.length)
 
     def train_loss(self, x0, t, noise, valid=None, labels=None):
         per_seq = score_entropy_term(self.denoiser, x0, t, self.schedule, t_min=self.config.diffusion.t_min,

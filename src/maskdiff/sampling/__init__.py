@@ -11,12 +11,11 @@
 | remdm-cap, remdm-rescale, remdm-conf, remdm-loop | ReMDM's remasking posterior (Wang et al. 2025) | keeps the forward marginals; sigma = 0 is ancestral |
 | threshold | biased (Fast-dLLM, Wu et al. 2025) | fills every position whose confidence exceeds a threshold; prefix / dual caches |
 
-Two more take their own model kinds: ``genmd4_sample`` (GenMD4's per-token schedule) and
-``autoregressive_sample`` (the autoregressive baseline, left to right).
+Three more take their own model kinds: ``genmd4`` (GenMD4's per-token schedule), ``autoregressive`` (the
+autoregressive baseline, left to right) and ``block`` (block diffusion, block by block). Every sampler is an
+entry of :data:`~maskdiff.sampling.registry.REGISTRY` that declares its options and needs; a request for
+one is a :class:`~maskdiff.sampling.request.SampleRequest`, checked once against the model.
 """
-from functools import partial
-
-from maskdiff.errors import MaskdiffError
 from maskdiff.sampling.ancestral import ancestral_sample
 from maskdiff.sampling.autoregressive import autoregressive_sample
 from maskdiff.sampling.cached import cached_sample
@@ -27,32 +26,23 @@ from maskdiff.sampling.first_hitting import first_hitting_sample
 from maskdiff.sampling.genmd4 import genmd4_sample
 from maskdiff.sampling.guidance import GuidedDenoiser
 from maskdiff.sampling.mean import greedy_sample, mean_sample
+from maskdiff.sampling.registry import MASKED_SAMPLERS, REGISTRY, Option, SamplerEntry, get_entry, options_for, sampler_kwargs
 from maskdiff.sampling.remasking import remdm_sample
+from maskdiff.sampling.request import CheckedRequest, SampleRequest, SamplingTarget
 from maskdiff.sampling.threshold import threshold_sample
 
-SAMPLERS = {
-    "ancestral": ancestral_sample,
-    "cached": cached_sample,
-    "mean": mean_sample,
-    "greedy": greedy_sample,
-    "first-hitting": first_hitting_sample,
-    "confidence": confidence_sample,
-    "remdm-cap": partial(remdm_sample, strategy="cap"),
-    "remdm-rescale": partial(remdm_sample, strategy="rescale"),
-    "remdm-conf": partial(remdm_sample, strategy="conf"),
-    "remdm-loop": partial(remdm_sample, strategy="loop"),
-    "threshold": threshold_sample,
-}
+SAMPLERS = {name: REGISTRY[name].sampler for name in MASKED_SAMPLERS}
+"""The masked-diffusion samplers by name: each a function of (denoise, schedule, shape, ...)."""
 
 
 def get_sampler(name: str):
-    if name not in SAMPLERS:
-        raise MaskdiffError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]
+    """The masked-diffusion sampler called ``name`` (its registry entry's function, bound arguments applied)."""
+    return get_entry(name).sampler
 
 
 __all__ = [
-    "SAMPLERS", "SampleOutput", "GuidedDenoiser", "ancestral_sample", "autoregressive_sample", "cached_sample", "confidence_sample",
+    "MASKED_SAMPLERS", "REGISTRY", "SAMPLERS", "CheckedRequest", "Option", "SampleOutput", "SampleRequest", "SamplerEntry",
+    "SamplingTarget", "options_for", "sampler_kwargs", "GuidedDenoiser", "ancestral_sample", "autoregressive_sample", "cached_sample", "confidence_sample",
     "first_hitting_sample", "genmd4_sample", "get_sampler", "greedy_sample", "mean_sample", "prompt_state",
     "remdm_sample", "semi_autoregressive_sample", "threshold_sample",
 ]

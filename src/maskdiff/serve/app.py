@@ -37,7 +37,7 @@ def describe(pipe, run: str, limits: Limits) -> dict:
     cfg = pipe.config
     params = sum(p.numel() for _, p in pipe.objective.named_parameters())
     names = samplers_of(pipe)
-    default = "cached" if "cached" in names and getattr(pipe.denoiser, "time_independent", False) else names[0]
+    default = pipe.target().default_sampler
     words = (f"{pipe.kind} model of {cfg.data.corpus} ({cfg.data.modality}), {params / 1e6:.2f}M parameters "
              f"({cfg.model.depth} x {cfg.model.width}, {cfg.model.heads} heads), L = {cfg.data.length}, "
              f"{pipe.tokenizer.vocab_size} tokens, {cfg.diffusion.schedule} schedule, {pipe.weights} weights of step {pipe.step}")

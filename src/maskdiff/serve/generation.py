@@ -3,7 +3,9 @@
 on concurrent work (:class:`Gate`: running slots, a waiting queue, "busy" beyond it), and the run
 itself (:func:`run`), which reports every step's newly revealed tokens and stops when asked.
 
-The run is :meth:`maskdiff.pipeline.Pipeline.sample` with a ``callback``: the samplers call it with the
+A request is a :class:`~maskdiff.sampling.request.SampleRequest`, checked against the model narrowed to
+the server's maximum length (:meth:`maskdiff.pipeline.Pipeline.target`) by the same check as every other
+request; the run is :meth:`maskdiff.pipeline.Pipeline.run` of it with a ``callback``: the samplers call it with the
 (B, L) state after each step (sampling/common.py), so watching a chain changes none of its draws (the
 same seed gives the same tokens as ``maskdiff sample``). Stopping raises :class:`Cancelled` from the
 callback, between two steps.
@@ -11,8 +13,6 @@ callback, between two steps.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import re
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -20,8 +20,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from maskdiff.errors import MaskdiffError
-
-SPAN = re.compile(r"\[(\d+)\]")  # a template's masked span, as Pipeline.template_ids reads it
+from maskdiff.sampling.request import CheckedRequest, SampleRequest
 
 
 @dataclass
@@ -57,41 +56,32 @@ class Cancelled(Exception):
 
 @dataclass
 class Plan:
-    """A checked request: the arguments of Pipeline.sample and the start state of one sample."""
+    """A request checked against the model and the server's limits."""
 
-    num: int
-    sample_kwargs: dict
-    initial: List[int]  # (length,) token ids, the mask id at the positions to generate
-    sampler: str
-    steps: int
+    request: CheckedRequest
+    """What the sampler runs (num, sampler, steps, start state, options)."""
+
+    @property
+    def num(self) -> int:
+        return self.request.num
+
+    @property
+    def sampler(self) -> str:
+        return self.request.sampler
+
+    @property
+    def steps(self) -> int:
+        return self.request.steps
+
+    @property
+    def initial(self) -> List[int]:
+        """(length,) token ids of one sample's start state, the mask id at the positions to generate."""
+        return self.request.initial
 
 
 def samplers_of(pipe) -> List[str]:
-    """The samplers a loaded model can use: every sampler of the library's registry for masked diffusion
-    (and SEDD, which samples as masked diffusion), the objective's own sampler otherwise."""
-    if pipe.objective.samples_with is not None:
-        return [pipe.objective.samples_with]
-    from maskdiff.sampling import SAMPLERS
-
-    return list(SAMPLERS)
-
-
-def _sampler_function(pipe, name: str):
-    if pipe.objective.samples_with is not None:
-        import maskdiff.sampling as sampling
-
-        return getattr(sampling, f"{name.replace('-', '_')}_sample", None)
-    from maskdiff.sampling import get_sampler
-
-    return get_sampler(name)
-
-
-def _takes(fn, name: str) -> bool:
-    """Whether a sampler function accepts the keyword ``name`` (a ``**kwargs`` wrapper is given the benefit)."""
-    if fn is None:
-        return False
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    """The samplers a loaded model can use (the registry's masked-diffusion samplers, or its own)."""
+    return list(pipe.target().samplers)
 
 
 def max_length(pipe, limits: Limits) -> int:
@@ -102,50 +92,16 @@ def max_length(pipe, limits: Limits) -> int:
 def plan(pipe, request: dict, limits: Limits) -> Plan:
     """Check a request (a dict of the fields of serve.schema.SampleRequest, types already checked) against
     the model and the limits; every problem is a MaskdiffError that says what is allowed."""
-    names = samplers_of(pipe)
-    sampler = request["sampler"]
-    if sampler not in names:
-        raise MaskdiffError(f"unknown sampler {sampler!r}; choose one of: {', '.join(names)}")
     num, steps = request["num"], request["steps"]
     if num > limits.max_samples:
         raise MaskdiffError(f"num {num} is above this server's limit of {limits.max_samples} samples per request")
     if steps > limits.max_steps:
         raise MaskdiffError(f"steps {steps} is above this server's limit of {limits.max_steps}")
     longest = max_length(pipe, limits)
-    prompt, template, length = request.get("prompt"), request.get("template"), request.get("length")
-    mask_id = pipe.tokenizer.mask_id
-    kwargs: dict = dict(steps=steps, sampler=sampler, seed=request["seed"])
-    if prompt is not None and template is not None:
-        raise MaskdiffError("give either a prompt or a template, not both")
-    if template is not None:
-        if length is not None:
-            raise MaskdiffError("the template fixes the length (its text plus its [N] spans); leave out length")
-        spans = [int(m.group(1)) for m in SPAN.finditer(template)]
-        if any(n == 0 for n in spans):
-            raise MaskdiffError("a template span [0] fills nothing; write [N] with N >= 1")
-        if sum(spans) > longest:  # checked before anything of that size is made
-            raise MaskdiffError(f"the template's spans ask for {sum(spans)} tokens, more than this server's maximum length {longest}")
-        ids = pipe.template_ids(template)
-        if ids.numel() > longest:
-            raise MaskdiffError(f"the template is {ids.numel()} tokens long, more than this server's maximum length {longest}")
-        initial = ids.tolist()
-        kwargs["template"] = template
-    else:
-        length = longest if length is None else length
-        if length > longest:
-            raise MaskdiffError(f"length {length} is above this server's maximum length {longest} (the model's L is {pipe.config.data.length})")
-        prefix = pipe.tokenizer.encode(prompt).tolist() if prompt else []
-        if len(prefix) >= length:
-            raise MaskdiffError(f"the prompt has {len(prefix)} tokens; the sample length {length} leaves nothing to generate")
-        initial = prefix + [mask_id] * (length - len(prefix))
-        kwargs.update(length=length, prompt=prompt or None)
-    for name in ("temperature", "top_p"):
-        value = request[name]
-        if value != 1.0:
-            if not _takes(_sampler_function(pipe, sampler), name):
-                raise MaskdiffError(f"the {sampler} sampler takes no {name}; leave it at 1")
-            kwargs[name] = value
-    return Plan(num=num, sample_kwargs=kwargs, initial=initial, sampler=sampler, steps=steps)
+    options = {name: request[name] for name in ("temperature", "top_p") if request[name] != 1.0}
+    wanted = SampleRequest(num=num, sampler=request["sampler"], steps=steps, seed=request["seed"], length=request.get("length"),
+                           prompt=request.get("prompt"), template=request.get("template"), options=options)
+    return Plan(wanted.check(pipe.target(max_length=longest, semi_autoregressive=False, who="this server's")))
 
 
 class Gate:
@@ -245,7 +201,7 @@ def run(pipe, the_plan: Plan, emit: Callable[[dict], None], stop: threading.Even
     emit({"type": "start", "num": the_plan.num, "length": len(the_plan.initial), "sampler": the_plan.sampler,
           "steps": the_plan.steps, "initial": [None if i == mask_id else text(i) for i in the_plan.initial]})
     tracker = RevealTracker(initial, text, mask_id, emit, stop)
-    out = pipe.sample(the_plan.num, callback=tracker, **the_plan.sample_kwargs)
+    out = pipe.run(the_plan.request, callback=tracker)
     tokens = out.tokens
     return {"type": "done", "texts": out.texts, "tokens": tokens.tolist(), "nfe": out.nfe.tolist(),
             "seconds": out.seconds, "steps_taken": tracker.step, "revealed_at": tracker.revealed_at.tolist(),

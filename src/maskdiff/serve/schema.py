@@ -17,7 +17,7 @@ class SampleRequest(BaseModel):
     template: Optional[str] = Field(None, description="text with [N] spans of N masked tokens, e.g. 'to be or [12] to be'")
     prompt: Optional[str] = Field(None, description="a fixed prefix; the sampler fills what follows")
     length: Optional[int] = Field(None, ge=1, description="tokens per sample with a prompt or none (default: the server's maximum)")
-    sampler: str = Field("cached", description="one of the samplers GET /model lists")
+    sampler: Optional[str] = Field(None, description="one of the samplers GET /model lists (default: the model's default_sampler)")
     steps: int = Field(64, ge=1, description="reverse steps T (first-hitting has no grid and ignores it)")
     temperature: float = Field(1.0, gt=0, allow_inf_nan=False, description="divide log mu by this before each draw (biased unless 1)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus truncation of mu (biased unless 1)")
