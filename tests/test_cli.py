@@ -165,24 +165,36 @@ def test_sample_options(tmp_path, capsys):
 
 
 def test_sampler_options_go_to_the_sampler_they_name():
-    """The one place that maps sampler flags to keyword arguments: each flag reaches its sampler under the
-    sampler's own name, and a flag given to a sampler that does not take it is an error naming both."""
+    """The sampler flags come from the registry's declarations: each flag reaches its sampler under the
+    sampler's own keyword, a flag left out is not passed, and a flag given to a sampler that does not take
+    it is an error naming the flag, the samplers that take it and the sampler asked for."""
     from maskdiff import MaskdiffError
     from maskdiff.cli.sample import sampler_options
+    from maskdiff.sampling.registry import REGISTRY, cli_options
 
-    def options(*argv):
-        return sampler_options(build_parser().parse_args(["sample", "run", *argv]))
+    def options(sampler, *argv):
+        return sampler_options(build_parser().parse_args(["sample", "run", *argv]), sampler)
 
-    assert options() == {}
-    assert options("--sampler", "remdm-loop", "--eta", "0.1", "--t-on", "0.6", "--t-off", "0.1") == {"eta": 0.1, "t_on": 0.6, "t_off": 0.1}
-    assert options("--sampler", "threshold", "--threshold", "0.5", "--decode-block", "8", "--kv-cache", "dual") == {
+    flags = {a.option_strings[0] for a in build_parser()._subparsers._group_actions[0].choices["sample"]._actions if a.option_strings}
+    assert set(cli_options()) <= flags  # every declared option has its flag
+    assert options("cached") == {}
+    assert options("remdm-loop", "--eta", "0.1", "--t-on", "0.6", "--t-off", "0.1", "--alpha-on", "0.95") == {
+        "eta": 0.1, "t_on": 0.6, "t_off": 0.1, "alpha_on": 0.95}
+    assert options("threshold", "--threshold", "0.5", "--decode-block", "8", "--kv-cache", "dual") == {
         "threshold": 0.5, "block_size": 8, "cache": "dual"}
-    assert options("--grid", "cosine", "--temperature", "0.5") == {"grid": "cosine", "temperature": 0.5, "top_p": 1.0}
-    assert options("--no-kv-cache") == {"kv_cache": False}
-    for argv, needles in [(["--sampler", "ancestral", "--eta", "0.1"], ["--eta", "remdm-*", "ancestral"]),
-                          (["--sampler", "remdm-cap", "--t-off", "0.1"], ["--t-off", "remdm-loop", "remdm-cap"]),
-                          (["--sampler", "cached", "--decode-block", "4"], ["--decode-block", "threshold", "cached"]),
-                          (["--sampler", "first-hitting", "--grid", "cosine"], ["first-hitting", "no time grid"])]:
+    assert options("ancestral", "--grid", "cosine", "--temperature", "0.5") == {"grid": "cosine", "temperature": 0.5}
+    assert options("block", "--no-kv-cache") == {"kv_cache": False}
+    for name, entry in REGISTRY.items():  # every option of every sampler reaches it from its flag
+        for option in entry.options:
+            value = {bool: None, str: (option.choices or ("x",))[-1], int: 3, float: 0.05}[option.kind]
+            argv = [option.cli_flag] + ([] if value is None else [str(value)])
+            got = options(name, *argv)
+            assert list(got) == [option.name], (name, argv, got)
+    for sampler, argv, needles in [("ancestral", ["--eta", "0.1"], ["--eta", "remdm-cap", "ancestral"]),
+                                   ("remdm-cap", ["--t-off", "0.1"], ["--t-off", "remdm-loop", "remdm-cap"]),
+                                   ("cached", ["--decode-block", "4"], ["--decode-block", "threshold", "cached"]),
+                                   ("first-hitting", ["--grid", "cosine"], ["--grid", "first-hitting"]),
+                                   ("remdm-loop", ["--alpha-on", "1.5"], ["alpha_on", "(0, 1]"])]:
         with pytest.raises(MaskdiffError) as err:
-            options(*argv)
+            options(sampler, *argv)
         assert all(n in str(err.value) for n in needles), (argv, str(err.value))

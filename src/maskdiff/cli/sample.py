@@ -3,41 +3,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maskdiff.cli.args import load_run, nonneg_int, positive_float, positive_int, weights_args
+from maskdiff.cli.args import load_run, nonneg_int, positive_int, weights_args
 from maskdiff.errors import MaskdiffError
 from maskdiff.runs import sample_file
 
-DESCRIPTION = ("Draw samples and print them; they are also saved under RUN_DIR/samples/. Samplers: ancestral (the T-step chain), "
-               "cached (the same law, reuses the network output while a sample is unchanged: at most min(T, L) calls), mean "
-               "(MD4's two-stage draw, same law), greedy (argmax values, biased), first-hitting (exact, no grid, exactly L calls), "
-               "confidence (MaskGIT / LLaDA, biased), remdm-cap / remdm-rescale / remdm-conf / remdm-loop (ReMDM's remasking: "
-               "tokens may be masked again and redrawn; same forward marginals; --eta, --t-on, --t-off, --alpha-on), threshold (Fast-dLLM's "
-               "parallel decoding: fills every position whose confidence exceeds --threshold, at least one per call; "
-               "--decode-block, --kv-cache). Block diffusion runs (--objective block) sample with their own sampler: block by "
-               "block, --steps ancestral steps per block, with a key-value cache of the finished blocks, any --length, stopping "
-               "at the end-of-text token where the tokenizer has one.")
+DESCRIPTION = ("Draw samples and print them; they are also saved under RUN_DIR/samples/. A model samples with its own "
+               "sampler when it has one (GenMD4, autoregressive, block diffusion: block by block with a key-value cache of the "
+               "finished blocks, any --length, stopping at the end-of-text token), otherwise with any of these. Samplers: {}.")
+
+
+def description() -> str:
+    """The command's description, its samplers listed from the registry (name: what it draws)."""
+    from maskdiff.sampling.registry import REGISTRY
+
+    return DESCRIPTION.format("; ".join(f"{n} ({e.law})" for n, e in REGISTRY.items()))
 
 
 def register(sub) -> None:
-    from maskdiff.sampling import SAMPLERS
+    from maskdiff.sampling.registry import REGISTRY
 
-    p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description=DESCRIPTION)
+    p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description=description())
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train, or a model folder (maskdiff export / convert)")
     p.add_argument("--num", type=positive_int, default=4, help="number of samples (default: 4)")
     p.add_argument("--length", type=positive_int, help="tokens per sample (default: the training length L; longer is generated semi-autoregressively)")
     p.add_argument("--block", type=positive_int, help="semi-autoregressive block size for lengths beyond L (default: L/4)")
     p.add_argument("--steps", type=positive_int, default=256, help="reverse steps T (default: 256; first-hitting needs no grid)")
-    p.add_argument("--sampler", default="cached", help=f"one of: {', '.join(SAMPLERS)} (default: cached)")
-    p.add_argument("--grid", default="uniform", choices=["uniform", "cosine"], help="time grid: uniform t_k = k/T or MD4's cosine grid")
-    p.add_argument("--temperature", type=positive_float, default=1.0, help="divide log mu by this before drawing (biased unless 1)")
-    p.add_argument("--top-p", type=positive_float, default=1.0, help="nucleus truncation of mu (biased unless 1)")
-    p.add_argument("--eta", type=float, help="remdm-* samplers: eta_cap (remdm-cap), the held phase's sigma (remdm-loop, at most (1 - alpha_on)/alpha_on), eta_rescale (remdm-rescale) or the scale of sigma_max shared by confidence (remdm-conf), in [0, 1] (defaults: 0.02, 0.02, 1.0, 0.02)")
-    p.add_argument("--t-on", type=float, help="remdm-loop: the time where the remasking loop starts (alpha is held at alpha_on; default 0.55)")
-    p.add_argument("--alpha-on", type=float, help="remdm-loop: alpha held between t_on and t_off, in (0, 1) (default 0.9, ReMDM's)")
-    p.add_argument("--t-off", type=float, help="remdm-loop: the time where the loop ends and plain unmasking resumes (default 0.05)")
-    p.add_argument("--threshold", type=float, help="threshold sampler: fill every masked position whose confidence exceeds this, in [0, 1] (default 0.9; 1: one position per call, 0: a whole block per call)")
-    p.add_argument("--decode-block", type=positive_int, help="threshold sampler: decode in blocks of this many positions, left to right (default: the whole sample)")
-    p.add_argument("--kv-cache", choices=["none", "prefix", "dual"], help="threshold sampler: Fast-dLLM's approximate key/value cache within a block (default: none)")
+    p.add_argument("--sampler", help=f"one of: {', '.join(REGISTRY)} (default: the model's own sampler; else cached for a "
+                   "time-independent network, ancestral for a time-conditioned one). Each sampler's options are the flags below")
+    add_sampler_flags(p)
     p.add_argument("--prompt", help="a fixed prefix; the sampler fills what follows")
     p.add_argument("--template", help="text with [N] spans of N characters to fill, e.g. 'to be or [12] to be'")
     p.add_argument("--show", action="store_true", help="draw the first sample live in the terminal as it is unmasked")
@@ -47,55 +40,42 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="file to write the samples to (default: RUN_DIR/samples/<time>.txt, or .png for images)")
     p.add_argument("--label", type=nonneg_int, action="append", metavar="CLASS", help="image runs of a class-conditional model: the class of the samples (repeatable, cycled; default: every class in turn)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w: log mu = (1 + w) log mu(.|c) - w log mu(.|no class); 0 (default): the conditional model, -1: the unconditional one")
-    p.add_argument("--no-kv-cache", action="store_true", help="block diffusion runs: recompute the finished blocks at every network call instead of caching their keys and values (the same samples, slower; a check)")
     weights_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-# ---------------------------------------------------------------------------------------------------
-# SAMPLER OPTIONS: the command line's whole knowledge of which sampler takes which option lives in this
-# one function (the samplers without a time grid, the remdm- prefix, remdm-loop's window, the threshold
-# sampler's options). A sampler registry whose entries declare their options replaces it here.
-# ---------------------------------------------------------------------------------------------------
-def sampler_options(args) -> dict:
-    """The keyword arguments of ``args.sampler`` from the flags, each refused with a sampler that does not
-    take it: temperature and top-p (every sampler), --grid (not first-hitting or threshold), --eta (remdm-*),
-    --t-on / --t-off (remdm-loop), --threshold / --decode-block / --kv-cache (threshold), --no-kv-cache
-    (the block diffusion sampler)."""
-    kwargs = {}
-    if args.temperature != 1.0 or args.top_p != 1.0:
-        kwargs.update(temperature=args.temperature, top_p=args.top_p)
-    if args.grid != "uniform":
-        if args.sampler in ("first-hitting", "threshold"):
-            raise MaskdiffError(f"the {args.sampler} sampler has no time grid; leave out --grid")
-        kwargs["grid"] = args.grid
-    groups = {"remdm-": {"eta": "eta", "t_on": "t_on", "t_off": "t_off", "alpha_on": "alpha_on"},
-              "threshold": {"threshold": "threshold", "decode_block": "block_size", "kv_cache": "cache"}}
-    for prefix, options in groups.items():
-        for flag, kwarg in options.items():
-            value = getattr(args, flag)
-            if value is None:
-                continue
-            if not args.sampler.startswith(prefix):
-                which = "the remdm-* samplers" if prefix == "remdm-" else "the threshold sampler"
-                raise MaskdiffError(f"--{flag.replace('_', '-')} applies to {which}, not to {args.sampler}")
-            if flag in ("t_on", "t_off", "alpha_on") and args.sampler != "remdm-loop":
-                raise MaskdiffError(f"--{flag.replace('_', '-')} applies to remdm-loop, not to {args.sampler}")
-            kwargs[kwarg] = value
-    if args.no_kv_cache:
-        kwargs["kv_cache"] = False
-    return kwargs
+def add_sampler_flags(p) -> None:
+    """One flag per sampler option of the registry (maskdiff.sampling.registry): its type, choices and help
+    come from the entries that take it; a flag left out is None, so the sampler's own default applies."""
+    from maskdiff.sampling.registry import MASKED_SAMPLERS, REGISTRY, cli_options
+
+    for flag, (option, owners) in cli_options().items():
+        helps = list(dict.fromkeys(REGISTRY[n].option(option.name).help for n in owners if REGISTRY[n].option(option.name)))
+        who = "" if set(owners) >= set(MASKED_SAMPLERS) else f" [{', '.join(owners)}]"
+        default = "" if option.kind is bool or option.default is None or len(helps) > 1 else f" (default: {option.default})"
+        off = "switch off: " if option.kind is bool and option.default is True else ""
+        p.add_argument(flag, **option.argparse_kwargs((off + "; ".join(helps) + default + who).replace("%", "%%")))
+
+
+def sampler_options(args, sampler: str) -> dict:
+    """The keyword arguments of ``sampler`` from the sampler flags given; a flag the sampler does not take is
+    refused, naming the samplers that do."""
+    from maskdiff.sampling.registry import sampler_kwargs
+
+    return sampler_kwargs(sampler, vars(args))
 
 
 def run(args) -> int:
     from maskdiff.modalities import get_modality
-    from maskdiff.sampling import get_sampler
+    from maskdiff.sampling.registry import REGISTRY, get_entry
 
-    get_sampler(args.sampler)  # fail on a bad name before loading anything
+    if args.sampler is not None:
+        get_entry(args.sampler, tuple(REGISTRY))  # fail on a bad name before loading anything
     if args.evaluator and not args.evaluate:
         raise MaskdiffError("--evaluator chooses the LM of --evaluate; add --evaluate")
     pipe = load_run(args)
-    kwargs = sampler_options(args)
+    args.sampler = args.sampler or pipe.target().default_sampler
+    kwargs = sampler_options(args, args.sampler)
     recorder = _add_callbacks(args, pipe, kwargs)
     if get_modality(pipe.config).renders_images or args.label or args.guidance:
         from maskdiff.cli.media import sample_images_command

@@ -160,7 +160,7 @@ CHOOSE = ("argmax", "sample")
 def _remdm(strategy: str, what: str, *extra: Option) -> SamplerEntry:
     return SamplerEntry(f"remdm-{strategy}", remdm_sample, "ReMDM's remasking posterior; keeps the forward marginals",
                         GRID_OPTIONS + (_eta(strategy, what),) + extra + (REMDM_CACHE,), bound={"strategy": strategy},
-                        unused=() if extra else ("t_on", "t_off"))
+                        unused=() if extra else ("t_on", "t_off", "alpha_on"))
 
 
 _ENTRIES = (
@@ -178,10 +178,12 @@ _ENTRIES = (
     _remdm("cap", "remdm-cap: eta_cap, the cap on sigma_t"),
     _remdm("rescale", "remdm-rescale: eta_rescale, the fraction of sigma_t^max"),
     _remdm("conf", "remdm-conf: the scale of sigma_max shared by confidence"),
-    _remdm("loop", "remdm-loop: the cap on sigma_t inside the loop",
-           Option("t_on", float, 0.55, "remdm-loop: the time where the remasking loop starts (alpha is held at alpha(t_on))",
+    _remdm("loop", "remdm-loop: sigma in the held phase, at most (1 - alpha_on)/alpha_on",
+           Option("t_on", float, 0.55, "remdm-loop: the time where the remasking loop starts (alpha is held at alpha_on)",
                   low=0.0, high=1.0),
-           Option("t_off", float, 0.05, "remdm-loop: the time where the loop ends and plain unmasking resumes", low=0.0, high=1.0)),
+           Option("t_off", float, 0.05, "remdm-loop: the time where the loop ends and plain unmasking resumes", low=0.0, high=1.0),
+           Option("alpha_on", float, 0.9, "remdm-loop: alpha held between t_on and t_off (ReMDM's 0.9)", low=0.0, high=1.0,
+                  open_low=True)),
     SamplerEntry("threshold", threshold_sample, "fills every position whose confidence exceeds a threshold (Fast-dLLM; biased)", (
         Option("threshold", float, 0.9, "threshold sampler: fill every masked position whose confidence exceeds this, in [0, 1] "
                "(1: one position per call, 0: a whole block per call)", low=0.0, high=1.0),
