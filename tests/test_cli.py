@@ -193,7 +193,7 @@ def test_sampler_options_go_to_the_sampler_they_name():
     for sampler, argv, needles in [("ancestral", ["--eta", "0.1"], ["--eta", "remdm-cap", "ancestral"]),
                                    ("remdm-cap", ["--t-off", "0.1"], ["--t-off", "remdm-loop", "remdm-cap"]),
                                    ("cached", ["--decode-block", "4"], ["--decode-block", "threshold", "cached"]),
-                                   ("first-hitting", ["--grid", "cosine"], ["--grid", "first-hitting"]),
+                                   ("first-hitting", ["--grid", "cosine"], ["--grid", "first-hitting", "no time grid"]),
                                    ("remdm-loop", ["--alpha-on", "1.5"], ["alpha_on", "(0, 1]"])]:
         with pytest.raises(MaskdiffError) as err:
             options(sampler, *argv)

@@ -81,9 +81,9 @@ def test_command_line_values_become_sampler_keywords_or_a_refusal_naming_the_fla
     assert sampler_kwargs("remdm-cap", values) == {"eta": 0.1}
     assert sampler_kwargs("threshold", {"decode_block": 8, "kv_cache": "prefix"}) == {"block_size": 8, "cache": "prefix"}
     assert sampler_kwargs("block", {"no_kv_cache": False}) == {"kv_cache": False}
-    with pytest.raises(MaskdiffError, match="--eta applies to remdm-cap, remdm-rescale, remdm-conf, remdm-loop, not to ancestral"):
+    with pytest.raises(MaskdiffError, match=r"--eta applies to remdm-cap, remdm-rescale, remdm-conf, remdm-loop \(masked-diffusion models\), not to ancestral"):
         sampler_kwargs("ancestral", values)
-    with pytest.raises(MaskdiffError, match="--t-on applies to remdm-loop, not to remdm-cap"):
+    with pytest.raises(MaskdiffError, match=r"--t-on applies to remdm-loop \(masked-diffusion models\), not to remdm-cap"):
         sampler_kwargs("remdm-cap", {"t_on": 0.5})
     with pytest.raises(MaskdiffError, match=r"eta must be in \[0, 1\], got 3"):
         sampler_kwargs("remdm-cap", {"eta": 3.0})

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from maskdiff.errors import MaskdiffError
@@ -138,7 +137,7 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
     import maskdiff
     from maskdiff.evaluation.judge import EvaluatorLM, RunEvaluatorLM
     from maskdiff.modalities import eval_chunks
-    from maskdiff.sampling import get_sampler
+    from maskdiff.sampling.request import SampleRequest
 
     scale = get_sampler_scale(scale_name)
     out, n_seeds = results_folder(out, f"samplers-{scale_name}", seeds, scale.seeds)
@@ -175,12 +174,11 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
             if path.exists():
                 records.append(json.loads(path.read_text(encoding="utf-8")))
                 continue
-            g = torch.Generator(device=pipe.device).manual_seed(1000 + seed)
             if row.sampler == "block":
-                sample, positions = _block_draw(blocks[row.kwargs["block_size"]], scale.samples, L, row.steps, g)
-            else:
-                sample = get_sampler(row.sampler)(pipe.denoiser, pipe.schedule, (scale.samples, L), steps=row.steps or L,
-                                                  generator=g, device=pipe.device, **row.kwargs)
+                sample, positions = _block_draw(blocks[row.kwargs["block_size"]], scale.samples, L, row.steps, 1000 + seed)
+            else:  # the model's one sampling path: a request checked against it, run by its objective
+                sample = pipe.draw(SampleRequest(num=scale.samples, sampler=row.sampler, steps=row.steps or L, seed=1000 + seed,
+                                                 length=L, options=dict(row.kwargs)))
                 positions = sample.extra.get("positions", sample.nfe.to(torch.float64))
             texts = pipe.tokenizer.decode_batch(sample.tokens.cpu())
             rec = dict(label=row.label, sampler=row.sampler, steps=row.steps, seed=seed, nfe=float(sample.nfe.float().mean()),
@@ -197,13 +195,15 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
     return summary
 
 
-def _block_draw(block_pipe, num: int, length: int, steps: int, generator):
+def _block_draw(block_pipe, num: int, length: int, steps: int, seed: int):
     """Block diffusion's samples through the model's own sampler (key-value cache), and the positions the
     network computed per sample in units of L (each denoising call reads one block of L' tokens, each
     cache call one finished block), the figure the table's positions column holds for the other samplers."""
     import torch
 
-    sample = block_pipe.objective.own_sample((num, length), steps=steps, generator=generator, device=block_pipe.device)
+    from maskdiff.sampling.request import SampleRequest
+
+    sample = block_pipe.draw(SampleRequest(num=num, steps=steps, seed=seed, length=length))
     calls = sample.nfe.to(torch.float64) + sample.extra["cache_calls"].to(torch.float64)
     return sample, calls * block_pipe.denoiser.block_size / length
 

@@ -276,7 +276,10 @@ def sampler_kwargs(name: str, values: Mapping[str, Any]) -> Dict[str, Any]:
             continue
         own = next((o for o in entry.options if o.cli_flag == flag), None)
         if own is None:
-            raise MaskdiffError(f"{flag} applies to {', '.join(names)}, not to {name}")
+            if option.name == "grid" and not entry.time_grid:
+                raise MaskdiffError(f"the {name} sampler has no time grid; leave out {flag}")
+            whose = ", ".join(sorted({REGISTRY[n].models for n in names}))
+            raise MaskdiffError(f"{flag} applies to {', '.join(names)} ({whose}), not to {name}")
         own.check(value, name)
         out[own.name] = value
     return out
