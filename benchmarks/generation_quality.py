@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_run_result  # noqa: E402
 
 import maskdiff  # noqa: E402
-from maskdiff.pipeline import eval_chunks  # noqa: E402
+from maskdiff.modalities import eval_chunks  # noqa: E402
 from maskdiff.evaluation.judge import EvaluatorLM  # noqa: E402
 from maskdiff.evaluation.quality import report_for_samples  # noqa: E402
 

@@ -98,7 +98,7 @@ def run_one(source: str, variant: str, seed: int, args) -> dict:
     import torch
 
     import maskdiff
-    from maskdiff.pipeline import eval_chunks
+    from maskdiff.modalities import eval_chunks
     from maskdiff.train import train
 
     workdir = Path(args.workdir)

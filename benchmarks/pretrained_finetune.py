@@ -34,7 +34,7 @@ Z95 = 1.959963984540054
 
 def config_for(variant: str, args):
     from maskdiff.presets import get_preset
-    from maskdiff.validation import complete_backbone
+    from maskdiff.completion import complete_backbone
 
     config = complete_backbone(get_preset("minilm"))
     config.train.steps = steps = args.steps
@@ -49,7 +49,8 @@ def config_for(variant: str, args):
 def initial_pipeline(config):
     """The pipeline of a run before its first step: the weights training starts from."""
     from maskdiff.objectives import build_objective
-    from maskdiff.pipeline import Pipeline, build_tokenizer
+    from maskdiff.modalities import build_tokenizer
+    from maskdiff.pipeline import Pipeline
 
     tokenizer = build_tokenizer(config)
     torch.manual_seed(config.train.seed)  # the trainer seeds the same way before it builds the network
@@ -88,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import maskdiff
-    from maskdiff.pipeline import eval_chunks
+    from maskdiff.modalities import eval_chunks
     from maskdiff.train import train
 
     torch.set_num_threads(2)

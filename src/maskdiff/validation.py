@@ -4,7 +4,6 @@ modality's data (an image corpus's size, class labels). It only checks: what a c
 filled in before, by :mod:`maskdiff.completion`."""
 from __future__ import annotations
 
-from maskdiff.completion import complete_backbone  # noqa: F401  (re-exported for callers written before the split)
 from maskdiff.config import RunConfig
 from maskdiff.modalities import get_modality
 from maskdiff.objectives import get_objective
