@@ -38,6 +38,25 @@ def run_cli(*args, cwd=None, timeout=300):
     )
 
 
+def run_main(*args):
+    """``maskdiff ARGS`` in this process (``maskdiff.cli.main.main``, the console script's function), for
+    commands that fail before any work: a CompletedProcess with its exit status and captured output, so
+    :func:`assert_clean_error` reads it as it reads :func:`run_cli`'s, without a fresh interpreter."""
+    import contextlib
+    import io
+
+    from maskdiff.cli.main import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["maskdiff", *argv], code, out.getvalue(), err.getvalue())
+
+
 def assert_clean_error(proc, *needles):
     """Non-zero exit, no traceback, exactly one line that starts the error, mentioning each needle."""
     assert proc.returncode != 0, proc.stdout + proc.stderr

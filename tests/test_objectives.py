@@ -16,7 +16,7 @@ from maskdiff.loss.autoregressive import autoregressive_nll
 from maskdiff.networks.transformer import DiT
 from maskdiff.train import train
 
-from helpers import MICRO_FLAGS, assert_clean_error, micro_config, run_cli
+from helpers import MICRO_FLAGS, assert_clean_error, micro_config, run_cli, run_main
 
 VARIANTS = {
     "ar": dict(objective="ar"),
@@ -165,7 +165,7 @@ def test_cli_ar_and_genmd4(tmp_path, plays):
     (["--objective", "block", "--block-size", "4", "--time-conditioned"], "not time-conditioned"),
 ])
 def test_bad_objective_flags(tmp_path, flags, needle):
-    assert_clean_error(run_cli("train", "--run-dir", tmp_path / "r", *flags, *MICRO_FLAGS), needle)
+    assert_clean_error(run_main("train", "--run-dir", tmp_path / "r", *flags, *MICRO_FLAGS), needle)
     assert not (tmp_path / "r").exists()
 
 
