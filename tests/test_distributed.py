@@ -42,17 +42,17 @@ def _close(a, b, atol=2e-5):
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory):
+def single(tmp_path_factory, plays):
     run = tmp_path_factory.mktemp("dist") / "single"
-    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", *FLAGS)
+    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", "--corpus", plays, *FLAGS)
     assert proc.returncode == 0, proc.stderr
     return run
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_match_one(tmp_path, single, mode):
+def test_two_processes_match_one(tmp_path, single, plays, mode):
     run = tmp_path / mode
-    proc = torchrun(2, "train", "--run-dir", run, "--steps", "4", "--parallel", mode, *FLAGS)
+    proc = torchrun(2, "train", "--run-dir", run, "--steps", "4", "--parallel", mode, "--corpus", plays, *FLAGS)
     assert proc.stdout.count("trained") == 1  # rank 0 reports, rank 1 stays quiet
     one, two = _log(single), _log(run)
     assert len(one) == len(two) == 4
@@ -64,11 +64,11 @@ def test_two_processes_match_one(tmp_path, single, mode):
     assert state["processes"] == 2
 
 
-def test_resume_with_another_process_count(tmp_path, single):
+def test_resume_with_another_process_count(tmp_path, single, plays):
     """2 steps on 2 processes (FSDP2, sharded state saved whole), then 2 more on 1 process."""
     run = tmp_path / "mixed"
-    torchrun(2, "train", "--run-dir", run, "--steps", "2", "--parallel", "fsdp", *FLAGS)
-    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", *FLAGS)
+    torchrun(2, "train", "--run-dir", run, "--steps", "2", "--parallel", "fsdp", "--corpus", plays, *FLAGS)
+    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", "--corpus", plays, *FLAGS)
     assert proc.returncode == 0, proc.stderr
     assert "resumed from step 2" in proc.stdout
     _close(_weights(single), _weights(run))

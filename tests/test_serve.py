@@ -204,13 +204,13 @@ def test_a_full_queue_answers_busy_and_leaving_clients_stop_their_generation(ser
     assert after["running"] == 0 and after["waiting"] == 0 and after["served"] == before["served"]
 
 
-def test_a_run_with_its_own_sampler_is_served_with_it_only(tmp_path_factory):
+def test_a_run_with_its_own_sampler_is_served_with_it_only(tmp_path_factory, plays):
     """The autoregressive baseline: only its own sampler is offered; a prompt is continued left to right
     (position k after the prompt revealed at step k); templates are refused with the library's reason."""
     from helpers import micro_config
     from maskdiff.train import train
 
-    cfg = micro_config(steps=2)
+    cfg = micro_config(steps=2, corpus=plays)
     cfg.diffusion.objective = "ar"
     run = tmp_path_factory.mktemp("serve-ar") / "run"
     train(cfg, run, progress=False)
