@@ -4,7 +4,7 @@ import math
 
 from PIL import Image
 
-from helpers import MICRO_FLAGS, assert_clean_error, run_cli
+from helpers import MICRO_FLAGS, assert_clean_error, run_cli, run_main
 from test_dna import genome_dir
 
 IMAGE_FLAGS = ["--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "8", "--warmup-steps", "2", "--no-progress"]
@@ -60,11 +60,11 @@ def test_image_train_eval_fid_sample_grid(tmp_path):
 
 
 def test_media_bad_input_is_one_line(tmp_path):
-    proc = run_cli("train", "--preset", "digits", "--length", "32", "--run-dir", tmp_path / "r", "--no-progress")
+    proc = run_main("train", "--preset", "digits", "--length", "32", "--run-dir", tmp_path / "r", "--no-progress")
     assert_clean_error(proc, "8x8 = 64, not 32")
-    proc = run_cli("train", "--preset", "dna", "--corpus", tmp_path / "absent", "--run-dir", tmp_path / "r2", "--no-progress")
+    proc = run_main("train", "--preset", "dna", "--corpus", tmp_path / "absent", "--run-dir", tmp_path / "r2", "--no-progress")
     assert_clean_error(proc, "unknown DNA corpus", "apt-get install ragout-examples")
-    proc = run_cli("train", "--preset", "tiny", "--num-classes", "10", "--run-dir", tmp_path / "r3", "--no-progress")
+    proc = run_main("train", "--preset", "tiny", "--num-classes", "10", "--run-dir", tmp_path / "r3", "--no-progress")
     assert_clean_error(proc, "class-conditional training needs labelled data")
-    proc = run_cli("train", "--preset", "digits", "--modality", "audio", "--run-dir", tmp_path / "r4", "--no-progress")
+    proc = run_main("train", "--preset", "digits", "--modality", "audio", "--run-dir", tmp_path / "r4", "--no-progress")
     assert_clean_error(proc, "unknown modality 'audio'", "text, dna, image")

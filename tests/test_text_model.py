@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from helpers import MICRO_FLAGS, assert_clean_error, run_cli
+from helpers import MICRO_FLAGS, assert_clean_error, run_cli, run_main
 from maskdiff.data.corpora import shakespeare_dir
 from maskdiff.denoiser import SUBSDenoiser
 from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term, nelbo
@@ -155,16 +155,17 @@ def test_pad_packing_trains_and_evaluates(tmp_path, corpus_file):
 
 
 def test_data_and_zero_shot_commands_explain_and_fail_cleanly(tmp_path):
+    """In this process (run_main): help, the catalog, and errors that come before any work."""
     for command in (["data"], ["data", "fetch"], ["zero-shot"]):
-        proc = run_cli(*command, "--help")
+        proc = run_main(*command, "--help")
         assert proc.returncode == 0 and "usage: maskdiff" in proc.stdout, proc.stderr
-    proc = run_cli("data", "list")
+    proc = run_main("data", "list")
     assert proc.returncode == 0, proc.stderr
     for name in ("shakespeare", "linux-doc", "python-doc", "brown", "wiki", "gpt2", "bert"):
         assert name in proc.stdout
-    assert_clean_error(run_cli("data", "fetch", "cifar"), "unknown corpus 'cifar'", "linux-doc")
-    assert_clean_error(run_cli("train", "--tokenizer", "gtp2", "--run-dir", tmp_path / "r", *MICRO_FLAGS), "unknown tokenizer 'gtp2'", "gpt2")
-    assert_clean_error(run_cli("train", "--packing", "pack", "--run-dir", tmp_path / "r", *MICRO_FLAGS), "unknown packing 'pack'", "wrap, pad")
+    assert_clean_error(run_main("data", "fetch", "cifar"), "unknown corpus 'cifar'", "linux-doc")
+    assert_clean_error(run_main("train", "--tokenizer", "gtp2", "--run-dir", tmp_path / "r", *MICRO_FLAGS), "unknown tokenizer 'gtp2'", "gpt2")
+    assert_clean_error(run_main("train", "--packing", "pack", "--run-dir", tmp_path / "r", *MICRO_FLAGS), "unknown packing 'pack'", "wrap, pad")
 
 
 def test_padded_rows_resume_bit_identically(tmp_path, corpus_file):
