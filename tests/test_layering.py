@@ -2,6 +2,7 @@
 imports (lazy ones inside functions included) with ``ast``; and no module imports itself back
 through a chain of imports."""
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,9 @@ def layer_of(module: str) -> str:
     return best[1]
 
 
+@functools.lru_cache(maxsize=None)
 def graph():
+    """module -> the maskdiff modules it imports (parsed once per session; read-only)."""
     return {m: sorted({i for i in imports(p) if i in MODULES and i != m}) for m, p in MODULES.items()}
 
 
