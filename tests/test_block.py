@@ -235,6 +235,7 @@ def _pvalue(tokens, law, min_expected=5.0):
     return chisquare(obs.numpy(), exp.numpy() * obs.sum().item() / exp.sum().item()).pvalue
 
 
+@pytest.mark.slow
 def test_block_sampler_follows_its_exact_law_and_reaches_p(block_toy):
     """True conditionals, L' = 2: with T = 3 steps per block the samples follow the enumerated law of the
     block chain, and not p (the within-block factorisation error is visible); the law approaches p as T
@@ -300,6 +301,7 @@ def test_block_sampler_rejects_a_bad_window():
 
 # ---------------------------------------------------------------- the command line
 
+@pytest.mark.slow
 def test_cli_block_trains_evaluates_and_samples_any_length_with_and_without_the_cache(tmp_path, plays):
     from helpers import MICRO_FLAGS, assert_clean_error, run_cli
 

@@ -32,6 +32,7 @@ def _steps_logged(run):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_is_bit_identical(tmp_path, plays):
     flags = [*FLAGS, "--corpus", str(plays)]
     ref = tmp_path / "ref"

@@ -13,6 +13,8 @@ import torch
 from helpers import run_cli
 from maskdiff.checkpoint import list_checkpoints, read_tensors
 
+pytestmark = pytest.mark.slow  # torchrun and several training processes
+
 FLAGS = ["--width", "32", "--depth", "2", "--heads", "2", "--length", "32", "--batch-size", "8", "--warmup-steps", "2",
          "--no-progress", "--checkpoint-every", "1000", "--ema-decay", "0.9", "--log-every", "1"]
 

@@ -17,6 +17,8 @@ from maskdiff.pipeline import eval_chunks
 from maskdiff.presets import tiny
 from maskdiff.train import train
 
+pytestmark = pytest.mark.slow  # each test trains a model until it learns
+
 
 def train_on_chain(tmp_path: Path, source: MarkovSource, steps: int, seed: int = 0):
     corpus = source.write(tmp_path / "chain.txt", 60_000, seed=1)

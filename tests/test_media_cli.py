@@ -2,6 +2,7 @@
 import json
 import math
 
+import pytest
 from PIL import Image
 
 from helpers import MICRO_FLAGS, assert_clean_error, run_cli, run_main
@@ -10,6 +11,7 @@ from test_dna import genome_dir
 IMAGE_FLAGS = ["--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "8", "--warmup-steps", "2", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_dna_train_eval_probe_sample(tmp_path):
     corpus = genome_dir(tmp_path / "genomes")
     run = tmp_path / "run"
@@ -35,6 +37,7 @@ def test_dna_train_eval_probe_sample(tmp_path):
     assert len(lines) == 2 and set("".join(lines)) <= set("ACGTN"), proc.stdout
 
 
+@pytest.mark.slow
 def test_image_train_eval_fid_sample_grid(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("train", "--preset", "digits", "--run-dir", run, "--steps", "4", "--threads", "1", *IMAGE_FLAGS)

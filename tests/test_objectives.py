@@ -36,7 +36,6 @@ def _final_tensors(run):
     return {f"{f}:{k}": v for f in ("model", "optimizer") for k, v in read_tensors(last / f"{f}.safetensors").items()}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_variant_trains_evaluates_samples_and_resumes(tmp_path, plays, name):
     """Each variant: 2 steps, an interruption and a resume to 4 steps end with the weights and optimizer state

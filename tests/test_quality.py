@@ -165,6 +165,7 @@ def smollm2():
     return EvaluatorLM.smollm2()
 
 
+@pytest.mark.slow
 def test_smollm2_separates_english_from_shuffled_words(smollm2):
     ppl_en, per_en = smollm2.perplexity(ENGLISH)
     ppl_sh, per_sh = smollm2.perplexity(shuffled(ENGLISH))
@@ -174,6 +175,7 @@ def test_smollm2_separates_english_from_shuffled_words(smollm2):
     assert all(a < b for a, b in zip(per_en, per_sh))  # every sentence beats its own shuffle
 
 
+@pytest.mark.slow
 def test_smollm2_nll_matches_the_definition(smollm2):
     """Summed -log p(token | prefix) after BOS, computed here from the raw logits; batching changes nothing."""
     text = ENGLISH[1]
@@ -189,6 +191,7 @@ def test_smollm2_nll_matches_the_definition(smollm2):
     assert per == pytest.approx([s / c for s, c in zip(sums, counts)], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_smollm2_rejects_empty_text(smollm2):
     with pytest.raises(MaskdiffError, match="text 1 has no token"):
         smollm2.perplexity(["hello there", ""])

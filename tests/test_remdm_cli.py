@@ -1,5 +1,9 @@
 """`maskdiff sample` with the remasking and threshold samplers, on a micro run trained here."""
+import pytest
+
 from helpers import MICRO_FLAGS, assert_clean_error, run_cli
+
+pytestmark = pytest.mark.slow  # trains two runs and samples through the command line
 
 
 def test_sample_with_remasking_and_threshold(tmp_path, plays):

@@ -247,6 +247,7 @@ def test_limits_are_checked():
 # --------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_the_command_serves_until_interrupted(served_run):
     proc = subprocess.Popen([sys.executable, "-m", "maskdiff.cli", "serve", str(served_run), "--port", "0", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -262,6 +263,7 @@ def test_the_command_serves_until_interrupted(served_run):
     assert proc.returncode == 0 and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_the_command_names_a_taken_port_and_a_missing_run(served_run, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -13,6 +13,8 @@ from helpers import ServerThread
 from maskdiff.sampling import SAMPLERS
 from maskdiff.serve import Limits, create_app
 
+pytestmark = pytest.mark.slow  # a headless browser
+
 # Headless flags for a closed network: without the background-networking ones Chromium keeps trying
 # (and failing) to reach its update and sync services.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

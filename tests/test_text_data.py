@@ -173,6 +173,7 @@ def test_folder_and_table_corpora_through_datasets(tmp_path):
         load_split_texts(str(bad), "train")
 
 
+@pytest.mark.slow
 def test_hub_dataset_without_the_hub_says_what_to_do(monkeypatch, tmp_path):
     """The real load_dataset(name) call runs; without the hub it ends in one clear line."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # fail at once instead of retrying (read at import time)

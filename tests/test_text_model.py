@@ -99,6 +99,7 @@ def corpus_file(tmp_path, monkeypatch):
     return path
 
 
+@pytest.mark.slow
 def test_bpe_train_eval_sample_and_zero_shot_end_to_end(tmp_path, corpus_file):
     run = tmp_path / "bpe"
     flags = [*MICRO_FLAGS, "--corpus", corpus_file, "--tokenizer", "gpt2", "--masked-logits"]
@@ -144,6 +145,7 @@ def test_bpe_train_eval_sample_and_zero_shot_end_to_end(tmp_path, corpus_file):
     assert set(cells) == {str(corpus_file), str(other)}
 
 
+@pytest.mark.slow
 def test_pad_packing_trains_and_evaluates(tmp_path, corpus_file):
     run = tmp_path / "pad"
     proc = run_cli("train", "--run-dir", run, "--steps", "2", *MICRO_FLAGS, "--corpus", corpus_file, "--tokenizer", "bytes", "--packing", "pad")
@@ -168,6 +170,7 @@ def test_data_and_zero_shot_commands_explain_and_fail_cleanly(tmp_path):
     assert_clean_error(run_main("train", "--packing", "pack", "--run-dir", tmp_path / "r", *MICRO_FLAGS), "unknown packing 'pack'", "wrap, pad")
 
 
+@pytest.mark.slow
 def test_padded_rows_resume_bit_identically(tmp_path, corpus_file):
     """Row draws of the pad packing come from the step's generator: 6 steps == 3 + resume + 3."""
     from helpers import micro_config
