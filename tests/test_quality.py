@@ -197,6 +197,7 @@ def test_smollm2_rejects_empty_text(smollm2):
         smollm2.perplexity(["hello there", ""])
 
 
+@pytest.mark.slow  # SmolLM2's weights (the smollm2 fixture) take about 18 s to load
 def test_report_for_samples(smollm2):
     texts = ["the cat sat on the mat the cat sat on the mat", "abab abab abab abab"]
     tokens = torch.tensor([[0, 1, 0, 1, 0, 1, 0, 1], [0, 1, 2, 3, 4, 5, 6, 7]])
@@ -213,6 +214,7 @@ def test_report_for_samples(smollm2):
     assert r.nfe_mean == 15.0 and r.seconds_per_sample == 1.5
 
 
+@pytest.mark.slow  # SmolLM2's weights (the smollm2 fixture) take about 18 s to load
 def test_from_pretrained_local_directory_uniform_model_has_ppl_vocab_size(smollm2, tmp_path):
     """A saved HF causal LM whose output layer is zero predicts uniformly: PPL = V exactly."""
     from transformers import LlamaConfig, LlamaForCausalLM
