@@ -11,11 +11,12 @@ TEXT_STAMP := $(VENV)/.maskdiff-text-installed
 SERVE_STAMP := $(VENV)/.maskdiff-serve-installed
 RUN ?= runs/demo
 
-.PHONY: demo test test-gpu install install-eval install-media install-text install-serve clean help
+.PHONY: demo test test-fast test-gpu install install-eval install-media install-text install-serve clean help
 
 help:
 	@echo "make demo   train the tiny preset on Shakespeare, report BPC with a 95% interval, print samples"
 	@echo "make test   run the test suite"
+	@echo "make test-fast  run the tests not marked slow (about 2 minutes on 2 cores)"
 	@echo "make test-gpu  run the CUDA suite (tests/gpu; needs a GPU and a CUDA build of torch)"
 
 $(PY):
@@ -72,6 +73,10 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
+
+# The inner loop: every test but those marked slow (over about 2 s each; pyproject.toml registers the marker).
+test-fast: $(TEST_STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 # The CUDA suite (needs a torch that sees the GPU; with a CPU-only torch every test is skipped, with the
 # reason). benchmarks/gpu_check.sh runs it and the GPU benchmark in one go.

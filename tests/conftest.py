@@ -50,12 +50,42 @@ def mixed_denoiser(exact, weight_of_t):
 
 
 @pytest.fixture(scope="session")
-def served_run(tmp_path_factory):
-    """A micro text run (1 block of width 32, L = 32, text8 Shakespeare) trained for a few steps: the
-    model that the maskdiff serve tests serve."""
+def plays(tmp_path_factory):
+    """Three works of the Shakespeare package (Macbeth, the Sonnets, Julius Caesar: 315,000 characters) as
+    one text file, split 90/5/5 by maskdiff: the corpus of small runs, which need not encode the whole
+    Shakespeare train split (4 million characters) on every start."""
+    from maskdiff.data.corpora import shakespeare_dir
+
+    root = shakespeare_dir()
+    path = tmp_path_factory.mktemp("corpus") / "plays.txt"
+    text = "".join((root / f"{name}.txt").read_text(encoding="utf-8") for name in ("macbeth_gut", "sonnets_gut", "julius_caesar_gut"))
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def served_run(tmp_path_factory, plays):
+    """A micro text run (1 block of width 32, L = 32, text8 characters of three Shakespeare works) trained
+    for a few steps: the model that the maskdiff serve tests serve."""
     from helpers import micro_config
     from maskdiff.train import train
 
     run = tmp_path_factory.mktemp("serve") / "run"
-    train(micro_config(steps=8), run, progress=False)
+    train(micro_config(steps=8, corpus=plays), run, progress=False)
     return run
+
+
+# Tests over about 2 s (one CPU core) in files whose owners mark their own tests: marked slow here, by file
+# and function name, until the marker sits in the file itself. `make test-fast` leaves slow tests out.
+SLOW_ELSEWHERE = {
+    "test_cli.py": {"test_train_eval_sample_end_to_end", "test_sample_options"},
+    "test_objectives.py": {"test_every_experiment_runs_end_to_end"},
+    "test_pretrained.py": {"test_export_command_writes_a_card_with_the_measured_bound"},
+    "test_sampler_comparison.py": {"test_runs_and_resumes", "test_cli_names_the_scales"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if getattr(item, "originalname", None) in SLOW_ELSEWHERE.get(item.path.name, ()):
+            item.add_marker(pytest.mark.slow)

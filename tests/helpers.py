@@ -11,11 +11,14 @@ from maskdiff.presets import tiny
 REPO = Path(__file__).resolve().parents[1]
 
 
-def micro_config(steps: int = 6, **train):
-    """The tiny preset shrunk to seconds: 1 block of width 32, length 32, batch 4."""
+def micro_config(steps: int = 6, corpus=None, **train):
+    """The tiny preset shrunk to seconds: 1 block of width 32, length 32, batch 4. ``corpus``: a text file
+    to train on instead of the whole Shakespeare train split (the ``plays`` fixture: no 4M-character encode)."""
     cfg = tiny()
     cfg.model.width, cfg.model.depth, cfg.model.heads, cfg.model.cond_dim = 32, 1, 2, 16
     cfg.data.length = 32
+    if corpus is not None:
+        cfg.data.corpus = str(corpus)
     cfg.train.steps, cfg.train.batch_size, cfg.train.warmup_steps = steps, 4, 2
     cfg.train.checkpoint_every, cfg.train.log_every = 1000, 1
     for k, v in train.items():
@@ -33,6 +36,25 @@ def run_cli(*args, cwd=None, timeout=300):
         [sys.executable, "-m", "maskdiff.cli", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
     )
+
+
+def run_main(*args):
+    """``maskdiff ARGS`` in this process (``maskdiff.cli.main.main``, the console script's function), for
+    commands that fail before any work: a CompletedProcess with its exit status and captured output, so
+    :func:`assert_clean_error` reads it as it reads :func:`run_cli`'s, without a fresh interpreter."""
+    import contextlib
+    import io
+
+    from maskdiff.cli.main import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["maskdiff", *argv], code, out.getvalue(), err.getvalue())
 
 
 def assert_clean_error(proc, *needles):

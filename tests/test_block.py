@@ -235,6 +235,7 @@ def _pvalue(tokens, law, min_expected=5.0):
     return chisquare(obs.numpy(), exp.numpy() * obs.sum().item() / exp.sum().item()).pvalue
 
 
+@pytest.mark.slow
 def test_block_sampler_follows_its_exact_law_and_reaches_p(block_toy):
     """True conditionals, L' = 2: with T = 3 steps per block the samples follow the enumerated law of the
     block chain, and not p (the within-block factorisation error is visible); the law approaches p as T
@@ -300,12 +301,13 @@ def test_block_sampler_rejects_a_bad_window():
 
 # ---------------------------------------------------------------- the command line
 
-def test_cli_block_trains_evaluates_and_samples_any_length_with_and_without_the_cache(tmp_path):
+@pytest.mark.slow
+def test_cli_block_trains_evaluates_and_samples_any_length_with_and_without_the_cache(tmp_path, plays):
     from helpers import MICRO_FLAGS, assert_clean_error, run_cli
 
     run = tmp_path / "bd3"
     proc = run_cli("train", "--run-dir", run, "--steps", "3", "--objective", "block", "--block-size", "8",
-                   "--mask-rate-min", "0.2", "--mask-rate-max", "0.9", *MICRO_FLAGS)
+                   "--mask-rate-min", "0.2", "--mask-rate-max", "0.9", "--corpus", plays, *MICRO_FLAGS)
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("eval", run, "--limit", "3", "--no-progress")
     assert proc.returncode == 0, proc.stderr
@@ -320,5 +322,5 @@ def test_cli_block_trains_evaluates_and_samples_any_length_with_and_without_the_
     texts = outs[0].split("\n\n")
     assert outs[0] == outs[1] and len(texts) == 2 and all(len(t.strip("\n")) == 80 and t.startswith("the ") for t in texts)
     masked = tmp_path / "md"
-    assert run_cli("train", "--run-dir", masked, "--steps", "1", *MICRO_FLAGS).returncode == 0
+    assert run_cli("train", "--run-dir", masked, "--steps", "1", "--corpus", plays, *MICRO_FLAGS).returncode == 0
     assert_clean_error(run_cli("sample", masked, "--num", "1", "--no-kv-cache", "--no-progress"), "block diffusion models")

@@ -73,7 +73,7 @@ def test_no_command_prints_help_and_fails(capsys):
 def _independent_bits(pipe, limit, seed=0, batch_size=64):
     """(bits per character, low, high) of the first ``limit`` validation sequences, computed here from
     the per-sequence NELBOs: the ratio of sums and a delta-method 95% interval (MDLM's reporting)."""
-    from maskdiff.pipeline import eval_chunks
+    from maskdiff.modalities import eval_chunks
 
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, "validation")
     result = pipe.evaluate(tokens[:limit], valid[:limit], passes=1, batch_size=batch_size, seed=seed)

@@ -152,6 +152,7 @@ def test_time_conditioned_conversion_feeds_sigma(tmp_path):
     assert float((reference_forward(sd, x, torch.zeros(2)) - ref).abs().max()) > 1e-2  # sigma matters
 
 
+@pytest.mark.slow
 def test_converted_model_evaluates_and_samples_from_the_command_line(converted):
     _, out = converted
     proc = run_cli("eval", out, "--corpus", "shakespeare", "--limit", "4", "--no-progress", "--unit", "BPT")
@@ -189,6 +190,7 @@ class NotATensor:
     pass
 
 
+@pytest.mark.slow
 def test_pickle_is_refused_without_opt_in_and_only_tensors_are_taken(tmp_path, converted):
     sd, out = converted
     ckpt = tmp_path / "last.ckpt"

@@ -53,6 +53,7 @@ def _run(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_vs_reference_help_and_bad_input(tmp_path):
     assert _run("--help").returncode == 0
     bad = _run("--parts", "trian", "--no-reference")
@@ -61,6 +62,7 @@ def test_vs_reference_help_and_bad_input(tmp_path):
     assert missing.returncode != 0 and "mdlm_bench.py" in missing.stderr and "Traceback" not in missing.stderr
 
 
+@pytest.mark.slow
 def test_step_budget_runs_small_and_refuses_bad_input(tmp_path):
     out = tmp_path / "budget.json"
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "step_budget.py"), "--vocab", "16", "--length", "16",

@@ -32,14 +32,16 @@ def _steps_logged(run):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def test_kill_9_then_resume_is_bit_identical(tmp_path):
+@pytest.mark.slow
+def test_kill_9_then_resume_is_bit_identical(tmp_path, plays):
+    flags = [*FLAGS, "--corpus", str(plays)]
     ref = tmp_path / "ref"
-    assert run_cli("train", "--run-dir", ref, *FLAGS).returncode == 0
+    assert run_cli("train", "--run-dir", ref, *flags).returncode == 0
     run = tmp_path / "killed"
     rng = random.Random(0)
     kills = 0
     for trial in range(4):
-        proc = subprocess.Popen([sys.executable, "-m", "maskdiff.cli", "train", "--run-dir", str(run), *FLAGS],
+        proc = subprocess.Popen([sys.executable, "-m", "maskdiff.cli", "train", "--run-dir", str(run), *flags],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         target = _steps_logged(run) + rng.randint(1, 3)
         deadline = time.time() + 120
@@ -54,7 +56,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
         if found is not None:
             verify_checkpoint(found[0])
     assert kills >= 3
-    proc = run_cli("train", "--run-dir", run, *FLAGS)
+    proc = run_cli("train", "--run-dir", run, *flags)
     assert proc.returncode == 0, proc.stderr
     a, b = _final(ref), _final(run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -77,9 +79,9 @@ def _poison(monkeypatch, bad_calls):
     monkeypatch.setattr(MaskedDiffusion, "train_loss", train_loss)
 
 
-def test_nan_steps_are_skipped_and_counted(tmp_path, monkeypatch):
+def test_nan_steps_are_skipped_and_counted(tmp_path, monkeypatch, plays):
     _poison(monkeypatch, {2, 3})
-    cfg = micro_config(steps=6)
+    cfg = micro_config(steps=6, corpus=plays)
     r = train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
     assert r.step == 6
     log = [json.loads(l) for l in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
@@ -88,9 +90,9 @@ def test_nan_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     assert all(bool(torch.isfinite(v).all()) for v in weights.values())
 
 
-def test_too_many_bad_steps_stop_with_checkpoint_intact(tmp_path, monkeypatch):
+def test_too_many_bad_steps_stop_with_checkpoint_intact(tmp_path, monkeypatch, plays):
     _poison(monkeypatch, set(range(4, 100)))
-    cfg = micro_config(steps=20, checkpoint_every=2, max_bad_steps=3)
+    cfg = micro_config(steps=20, corpus=plays, checkpoint_every=2, max_bad_steps=3)
     with pytest.raises(MaskdiffError, match="3 steps in a row had a non-finite loss or gradient") as err:
         train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
     # steps 5 and 6 were skipped, so the checkpoint of step 6 holds the weights of step 4, all finite

@@ -88,13 +88,15 @@ def test_bf16_autocast_loss_close_to_float32_on_a_fixed_batch():
     assert abs(float(low) - float(ref)) <= 0.02 * abs(float(ref))
 
 
-def test_bf16_training_runs_on_cpu(tmp_path):
+@pytest.mark.slow
+def test_bf16_training_runs_on_cpu(tmp_path, plays):
     from maskdiff.train import train
 
-    res = train(micro_config(steps=3, precision="bf16"), tmp_path / "run", progress=False, log=lambda *a: None)
+    res = train(micro_config(steps=3, corpus=plays, precision="bf16"), tmp_path / "run", progress=False, log=lambda *a: None)
     assert res.step == 3 and res.last_loss is not None and res.last_loss == res.last_loss
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
 def test_device_cuda_without_a_gpu_is_a_clean_error(tmp_path):
     proc = run_cli("eval", tmp_path / "none", "--device", "cuda")

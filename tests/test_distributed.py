@@ -13,14 +13,15 @@ import torch
 from helpers import run_cli
 from maskdiff.checkpoint import list_checkpoints, read_tensors
 
+pytestmark = pytest.mark.slow  # torchrun and several training processes
+
 FLAGS = ["--width", "32", "--depth", "2", "--heads", "2", "--length", "32", "--batch-size", "8", "--warmup-steps", "2",
          "--no-progress", "--checkpoint-every", "1000", "--ema-decay", "0.9", "--log-every", "1"]
 
 
 def torchrun(nproc, *args):
-    exe = Path(sys.executable).with_name("torchrun")
-    if not exe.exists():
-        pytest.skip("torchrun is not installed next to this Python")
+    exe = Path(sys.executable).with_name("torchrun")  # torch installs it: a missing one fails
+    assert exe.exists(), f"torchrun is not installed next to {sys.executable}"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.run([str(exe), "--standalone", f"--nproc_per_node={nproc}", "-m", "maskdiff.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=300, env=env)
@@ -43,17 +44,17 @@ def _close(a, b, atol=2e-5):
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory):
+def single(tmp_path_factory, plays):
     run = tmp_path_factory.mktemp("dist") / "single"
-    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", *FLAGS)
+    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", "--corpus", plays, *FLAGS)
     assert proc.returncode == 0, proc.stderr
     return run
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_match_one(tmp_path, single, mode):
+def test_two_processes_match_one(tmp_path, single, plays, mode):
     run = tmp_path / mode
-    proc = torchrun(2, "train", "--run-dir", run, "--steps", "4", "--parallel", mode, *FLAGS)
+    proc = torchrun(2, "train", "--run-dir", run, "--steps", "4", "--parallel", mode, "--corpus", plays, *FLAGS)
     assert proc.stdout.count("trained") == 1  # rank 0 reports, rank 1 stays quiet
     one, two = _log(single), _log(run)
     assert len(one) == len(two) == 4
@@ -65,11 +66,11 @@ def test_two_processes_match_one(tmp_path, single, mode):
     assert state["processes"] == 2
 
 
-def test_resume_with_another_process_count(tmp_path, single):
+def test_resume_with_another_process_count(tmp_path, single, plays):
     """2 steps on 2 processes (FSDP2, sharded state saved whole), then 2 more on 1 process."""
     run = tmp_path / "mixed"
-    torchrun(2, "train", "--run-dir", run, "--steps", "2", "--parallel", "fsdp", *FLAGS)
-    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", *FLAGS)
+    torchrun(2, "train", "--run-dir", run, "--steps", "2", "--parallel", "fsdp", "--corpus", plays, *FLAGS)
+    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", "--corpus", plays, *FLAGS)
     assert proc.returncode == 0, proc.stderr
     assert "resumed from step 2" in proc.stdout
     _close(_weights(single), _weights(run))

@@ -13,7 +13,8 @@ import torch
 
 from helpers import micro_config
 from maskdiff.objectives import build_objective
-from maskdiff.pipeline import Pipeline, build_tokenizer
+from maskdiff.modalities import build_tokenizer
+from maskdiff.pipeline import Pipeline
 from maskdiff.pretrained import REMOTE_CODE
 
 transformers = pytest.importorskip("transformers")

@@ -83,6 +83,7 @@ def layer_of(module: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def graph():
+    """module -> the maskdiff modules it imports (parsed once per session; read-only)."""
     return {m: sorted({i for i in imports(p) if i in MODULES and i != m}) for m, p in MODULES.items()}
 
 

@@ -13,9 +13,11 @@ import pytest
 
 import maskdiff
 from maskdiff.data.markov import MarkovSource
-from maskdiff.pipeline import eval_chunks
+from maskdiff.modalities import eval_chunks
 from maskdiff.presets import tiny
 from maskdiff.train import train
+
+pytestmark = pytest.mark.slow  # each test trains a model until it learns
 
 
 def train_on_chain(tmp_path: Path, source: MarkovSource, steps: int, seed: int = 0):

@@ -137,7 +137,8 @@ def test_pad_runs_charge_the_row_length(tmp_path, monkeypatch):
     1..L (docs/math.md#packing), recomputed here from the training rows."""
     from maskdiff.evaluation.nelbo import evaluate
     from maskdiff.modalities.text import split_rows
-    from maskdiff.pipeline import Pipeline, build_tokenizer, eval_chunks
+    from maskdiff.modalities import build_tokenizer, eval_chunks
+    from maskdiff.pipeline import Pipeline
 
     monkeypatch.setenv("MASKDIFF_HOME", str(tmp_path / "home"))
     cfg = micro_config()

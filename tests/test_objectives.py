@@ -9,13 +9,14 @@ import torch
 from PIL import Image
 
 import maskdiff
+from maskdiff.checkpoint import list_checkpoints, read_tensors
 from maskdiff.denoiser import CausalLM
 from maskdiff.experiments import EXPERIMENTS, Trend, run_experiment, verdict
 from maskdiff.loss.autoregressive import autoregressive_nll
 from maskdiff.networks.transformer import DiT
 from maskdiff.train import train
 
-from helpers import MICRO_FLAGS, assert_clean_error, micro_config, run_cli
+from helpers import MICRO_FLAGS, assert_clean_error, micro_config, run_cli, run_main
 
 VARIANTS = {
     "ar": dict(objective="ar"),
@@ -28,9 +29,18 @@ VARIANTS = {
 }
 
 
+def _final_tensors(run):
+    """The last checkpoint's weights (EMA included) and optimizer state, by name."""
+    last = list_checkpoints(run)[-1]
+    assert last.name == "step_00000004"
+    return {f"{f}:{k}": v for f in ("model", "optimizer") for k, v in read_tensors(last / f"{f}.safetensors").items()}
+
+
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_variant_trains_evaluates_samples_and_resumes(tmp_path, name):
-    cfg = micro_config(steps=4)
+def test_variant_trains_evaluates_samples_and_resumes(tmp_path, plays, name):
+    """Each variant: 2 steps, an interruption and a resume to 4 steps end with the weights and optimizer state
+    of 4 uninterrupted steps, bit for bit; the run then evaluates and samples through the library."""
+    cfg = micro_config(steps=4, corpus=plays)
     for k, v in VARIANTS[name].items():
         setattr(cfg.diffusion, k, v)
     if name.startswith("genmd4"):
@@ -40,6 +50,14 @@ def test_variant_trains_evaluates_samples_and_resumes(tmp_path, name):
     assert first.interrupted and first.step == 2
     done = train(cfg, run, progress=False, log=lambda *a: None)
     assert done.resumed_from == 2 and done.step == 4 and math.isfinite(done.last_loss)
+    whole = train(cfg, tmp_path / "whole", progress=False, log=lambda *a: None)
+    assert whole.step == 4 and whole.resumed_from is None
+    resumed, straight = _final_tensors(run), _final_tensors(tmp_path / "whole")
+    assert resumed.keys() == straight.keys() and any(k.startswith("model:ema.") for k in resumed)
+    assert [k for k in resumed if not torch.equal(resumed[k], straight[k])] == []
+    at_two = read_tensors(list_checkpoints(run)[0] / "model.safetensors")  # the checkpoint of the interruption
+    assert list_checkpoints(run)[0].name == "step_00000002"
+    assert any(not torch.equal(v, straight[f"model:{k}"]) for k, v in at_two.items())  # steps 3 and 4 changed it
     pipe = maskdiff.load(run)
     assert pipe.kind == cfg.diffusion.objective
     x = torch.randint(0, pipe.tokenizer.vocab_size, (3, 32), generator=torch.Generator().manual_seed(0))
@@ -54,6 +72,7 @@ def test_variant_trains_evaluates_samples_and_resumes(tmp_path, name):
         torch.testing.assert_close(pipe.evaluate(x, None, passes=1).nelbo, res.nelbo)
 
 
+@pytest.mark.slow
 def test_autoregressive_baseline_learns_a_markov_source_to_its_entropy_rate():
     """A tiny causal DiT on a 3-state Markov chain: its NLL per token approaches the entropy rate from above
     (a leak of future tokens through the attention would push it below)."""
@@ -90,9 +109,10 @@ def test_autoregressive_baseline_learns_a_markov_source_to_its_entropy_rate():
     assert rate - 4 * se <= per_token <= rate + 0.03, (float(per_token), rate)
 
 
-def test_cli_ar_and_genmd4(tmp_path):
+@pytest.mark.slow
+def test_cli_ar_and_genmd4(tmp_path, plays):
     run = tmp_path / "ar"
-    proc = run_cli("train", "--run-dir", run, "--steps", "3", "--objective", "ar", *MICRO_FLAGS)
+    proc = run_cli("train", "--run-dir", run, "--steps", "3", "--objective", "ar", "--corpus", plays, *MICRO_FLAGS)
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("eval", run, "--limit", "3", "--no-progress")
     assert proc.returncode == 0, proc.stderr
@@ -109,7 +129,7 @@ def test_cli_ar_and_genmd4(tmp_path):
     assert_clean_error(run_cli("exponents", run), "exponents exist only")
 
     gen = tmp_path / "gen"
-    proc = run_cli("train", "--run-dir", gen, "--steps", "3", "--objective", "genmd4", "--time-conditioned", *MICRO_FLAGS)
+    proc = run_cli("train", "--run-dir", gen, "--steps", "3", "--objective", "genmd4", "--time-conditioned", "--corpus", plays, *MICRO_FLAGS)
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("exponents", gen, "--plot", tmp_path / "w.png")
     assert proc.returncode == 0, proc.stderr
@@ -144,7 +164,7 @@ def test_cli_ar_and_genmd4(tmp_path):
     (["--objective", "block", "--block-size", "4", "--time-conditioned"], "not time-conditioned"),
 ])
 def test_bad_objective_flags(tmp_path, flags, needle):
-    assert_clean_error(run_cli("train", "--run-dir", tmp_path / "r", *flags, *MICRO_FLAGS), needle)
+    assert_clean_error(run_main("train", "--run-dir", tmp_path / "r", *flags, *MICRO_FLAGS), needle)
     assert not (tmp_path / "r").exists()
 
 

@@ -17,7 +17,8 @@ from maskdiff.exact import autoregressive_order_nll, chain_law, empirical_law, e
 from maskdiff.loss import continuous_diffusion_term
 from maskdiff.networks.masked_lm import HFMaskedLM
 from maskdiff.objectives import build_objective
-from maskdiff.pipeline import Pipeline, build_tokenizer
+from maskdiff.modalities import build_tokenizer
+from maskdiff.pipeline import Pipeline
 from maskdiff.sampling import cached_sample
 from maskdiff.schedules import get_schedule
 

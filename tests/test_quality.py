@@ -165,6 +165,7 @@ def smollm2():
     return EvaluatorLM.smollm2()
 
 
+@pytest.mark.slow
 def test_smollm2_separates_english_from_shuffled_words(smollm2):
     ppl_en, per_en = smollm2.perplexity(ENGLISH)
     ppl_sh, per_sh = smollm2.perplexity(shuffled(ENGLISH))
@@ -174,6 +175,7 @@ def test_smollm2_separates_english_from_shuffled_words(smollm2):
     assert all(a < b for a, b in zip(per_en, per_sh))  # every sentence beats its own shuffle
 
 
+@pytest.mark.slow
 def test_smollm2_nll_matches_the_definition(smollm2):
     """Summed -log p(token | prefix) after BOS, computed here from the raw logits; batching changes nothing."""
     text = ENGLISH[1]
@@ -189,11 +191,13 @@ def test_smollm2_nll_matches_the_definition(smollm2):
     assert per == pytest.approx([s / c for s, c in zip(sums, counts)], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_smollm2_rejects_empty_text(smollm2):
     with pytest.raises(MaskdiffError, match="text 1 has no token"):
         smollm2.perplexity(["hello there", ""])
 
 
+@pytest.mark.slow  # SmolLM2's weights (the smollm2 fixture) take about 18 s to load
 def test_report_for_samples(smollm2):
     texts = ["the cat sat on the mat the cat sat on the mat", "abab abab abab abab"]
     tokens = torch.tensor([[0, 1, 0, 1, 0, 1, 0, 1], [0, 1, 2, 3, 4, 5, 6, 7]])
@@ -210,6 +214,7 @@ def test_report_for_samples(smollm2):
     assert r.nfe_mean == 15.0 and r.seconds_per_sample == 1.5
 
 
+@pytest.mark.slow  # SmolLM2's weights (the smollm2 fixture) take about 18 s to load
 def test_from_pretrained_local_directory_uniform_model_has_ppl_vocab_size(smollm2, tmp_path):
     """A saved HF causal LM whose output layer is zero predicts uniformly: PPL = V exactly."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -213,11 +213,67 @@ def test_confidence_sigmas_prefer_unsure_tokens():
     assert torch.allclose(sig[0, :3], 0.6 * w)
 
 
-def test_conf_sampler_remasks_and_finishes(toy):
+def _binned_calibration(prob, hit, bins=10):
+    """Chi-square statistic and degrees of freedom of Bernoulli events against their probabilities, events
+    grouped into quantile bins of prob: sum over bins of (hits - sum p)^2 / sum p (1 - p)."""
+    edges = torch.quantile(prob, torch.linspace(0, 1, bins + 1, dtype=torch.float64))
+    which = torch.bucketize(prob, edges[1:-1])
+    stat, dof = 0.0, 0
+    for b in range(bins):
+        sel = which == b
+        if bool(sel.any()):
+            p = prob[sel]
+            stat += float((hit[sel].sum() - p.sum()) ** 2 / (p * (1.0 - p)).sum())
+            dof += 1
+    return stat, dof
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+def test_conf_sampler_follows_its_per_step_law(toy, eta):
+    """ReMDM-conf step by step (docs/math.md#remdm), over 20,000 chains of 8 steps on the exact toy, each
+    transition of the recorded states checked against the law written from the definition, with psi^(l)
+    rebuilt from the chain's history (the probability mu gave the token of l at the step it was unmasked):
+    * a decoded position l is remasked with probability sigma_t softmax_l(-psi) over the decoded positions,
+      sigma_t = eta min(1, (1 - alpha_s)/alpha_t), 0 at the last step (calibration by bins of that probability);
+    * a masked position follows the MDLM posterior (sigma = 0): stays masked w.p. (1 - alpha_s)/(1 - alpha_t),
+      else takes v with probability mu_v of the state before the step (chi-square of the outcome counts)."""
+    from scipy.stats import chi2
+
     _, _, d = toy
-    out = remdm_sample(d, get_schedule("linear"), (256, L), steps=24, strategy="conf", eta=1.0,
-                       generator=torch.Generator().manual_seed(2))
-    assert bool((out.tokens < V).all()) and int(out.extra["remasked"].sum()) > 0
+    T, n = 8, 20000
+    states = [torch.full((n, L), V)]
+    out = remdm_sample(d, get_schedule("linear"), (n, L), steps=T, strategy="conf", eta=eta,
+                       generator=torch.Generator().manual_seed(2), callback=lambda x: states.append(x.clone()))
+    assert len(states) == T + 1 and torch.equal(states[-1], out.tokens) and bool((out.tokens < V).all())
+    psi = torch.full((n, L), torch.inf, dtype=torch.float64)
+    remask_prob, remask_hit, masked_stat, masked_dof = [], [], 0.0, 0
+    for j, (before, after) in enumerate(zip(states, states[1:])):
+        t, s = (T - j) / T, (T - j - 1) / T
+        a_t, a_s, last = 1.0 - t, 1.0 - s, j == T - 1  # the linear schedule
+        sigma = 0.0 if last else eta * (min(1.0, (1.0 - a_s) / a_t) if a_t > 0 else 1.0)
+        mu = d(before, torch.full((n,), t, dtype=torch.float64)).exp()  # (n, L, V)
+        masked = before == V
+        share = torch.softmax((-psi).masked_fill(masked, -torch.inf), -1).nan_to_num(0.0)  # rows with none decoded: 0
+        remask_prob.append((sigma * share)[~masked])
+        remask_hit.append((after == V)[~masked].double())
+        stay = 0.0 if last else (1.0 - a_s) / (1.0 - a_t)
+        law = torch.cat([mu * (1.0 - stay), torch.full_like(mu[..., :1], stay)], -1)[masked]  # (M, V + 1)
+        seen = torch.nn.functional.one_hot(after[masked], V + 1).double().sum(0)
+        want = law.sum(0)
+        assert float(seen[want == 0].sum()) == 0.0, j
+        masked_stat += float(((seen - want)[want > 0] ** 2 / want[want > 0]).sum())
+        masked_dof += int((want > 0).sum()) - 1
+        newly = masked & (after != V)
+        psi = torch.where(newly, mu.gather(-1, after.clamp(max=V - 1)[..., None]).squeeze(-1), psi)
+        psi = psi.masked_fill(after == V, torch.inf)
+    prob, hit = torch.cat(remask_prob), torch.cat(remask_hit)
+    assert bool((hit[prob == 0] == 0).all()) and bool((hit[prob >= 1] == 1).all())  # the sure events
+    unsure = (prob > 0) & (prob < 1)
+    assert int(unsure.sum()) > 10000 and float(hit[unsure].sum()) > 1000  # many remasking events to weigh
+    stat, dof = _binned_calibration(prob[unsure], hit[unsure])
+    assert chi2.sf(stat, dof) > P_MIN, (stat, dof)
+    assert chi2.sf(masked_stat, masked_dof) > P_MIN, (masked_stat, masked_dof)
+    assert torch.equal(out.extra["remasked"], sum((b != V) & (a == V) for b, a in zip(states, states[1:])).sum(-1))
 
 
 def test_registered_and_bad_input(toy, time_dependent_denoiser):

@@ -9,7 +9,8 @@ import torch
 from helpers import micro_config
 from maskdiff.errors import MaskdiffError
 from maskdiff.objectives import build_objective
-from maskdiff.pipeline import Pipeline, build_tokenizer
+from maskdiff.modalities import build_tokenizer
+from maskdiff.pipeline import Pipeline
 from maskdiff.sampling import SAMPLERS, ancestral_sample, prompt_state, semi_autoregressive_sample
 from maskdiff.sampling.registry import MASKED_SAMPLERS, REGISTRY, RUNTIME_ARGUMENTS, check_options, cli_options, sampler_kwargs
 from maskdiff.sampling.request import SampleRequest

@@ -64,6 +64,7 @@ def test_ancestral_time_dependent_matches_chain_law(toy, time_dependent_denoiser
     assert _pvalue(out.tokens, law) > P_MIN
 
 
+@pytest.mark.slow
 def test_many_steps_approach_p(toy):
     """The T-step chain approaches p as T grows (docs/math.md#samplers: O(L^2/T) factorization error); its samples follow it."""
     _, p, d = toy

@@ -1,11 +1,14 @@
 """The wider sampler set on exact toy laws (V = 3, L = 3, Dirichlet(0.3) weights): chi-square tests
 against the exact law of each chain (maskdiff.exact.chain_law) or against p itself where exact."""
+import math
+
 import pytest
 import torch
 from scipy.stats import chisquare
 
 import maskdiff
 from maskdiff import MaskdiffError
+from maskdiff.denoiser import carry_over
 from maskdiff.exact import (chain_law, conditional_toy, empirical_law, toy_distribution, true_denoiser,
                             true_genmd4_denoiser)
 from maskdiff.schedules import PerTokenPolynomial
@@ -24,21 +27,28 @@ def toy():
 
 
 def _pvalue(tokens, law):
+    """Chi-square p-value of the sampled sequences against ``law`` (V^L,). Cells expected fewer than 5 times
+    are pooled into one (a single draw of a 1e-5 sequence would otherwise dominate the statistic); a
+    sequence of probability 0 must never be drawn."""
     counts = empirical_law(tokens, 3).double()
-    expected = law * counts.sum()
-    keep = expected > 0
-    assert counts[~keep].sum() == 0, "a sequence of probability 0 was drawn"
-    return chisquare(counts[keep].numpy(), expected[keep].numpy() * counts[keep].sum().item() / expected[keep].sum().item()).pvalue
+    assert counts[law <= 0].sum() == 0, "a sequence of probability 0 was drawn"
+    expected = law / law.sum() * counts.sum()
+    small = expected < 5
+    obs, exp = counts[~small], expected[~small]
+    if float(expected[small].sum()) > 0:
+        obs, exp = torch.cat([obs, counts[small].sum()[None]]), torch.cat([exp, expected[small].sum()[None]])
+    return chisquare(obs.numpy(), exp.numpy() * float(obs.sum()) / float(exp.sum())).pvalue
 
 
-@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("batch", [pytest.param(1, marks=pytest.mark.slow), N])
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "loglinear", "geometric"])
 def test_first_hitting_is_exact(toy, schedule, batch):
-    """First-hitting sampling draws exactly from p (Zheng et al. 2024), with exactly L calls when alpha_0 = 1."""
+    """First-hitting sampling draws exactly from p (Zheng et al. 2024), with exactly L calls when alpha_0 = 1:
+    3000 one-row calls (the per-sample clock of a batch of one), and one call of N rows."""
     seqs, p, d = toy
     g = torch.Generator().manual_seed(1)
     sched = maskdiff.get_schedule(schedule)
-    rows = [first_hitting_sample(d, sched, (batch, 3), generator=g) for _ in range(N // batch if batch == 16 else 3000)]
+    rows = [first_hitting_sample(d, sched, (batch, 3), generator=g) for _ in range(1 if batch == N else 3000)]
     tokens = torch.cat([r.tokens for r in rows])
     assert _pvalue(tokens, p) > P_MIN
     nfe = torch.cat([r.nfe for r in rows])
@@ -89,28 +99,104 @@ def test_top_p_and_temperature_transform():
         adjust_log_probs(log_mu, top_p=1.5)
 
 
+def _chain_states(sampler, d, sched, shape, **kwargs):
+    """The sampler's output and the list of states before and after each step (all masks first)."""
+    states = [torch.full(shape, d.vocab_size)]
+    out = sampler(d, sched, shape, callback=lambda x: states.append(x.clone()), **kwargs)
+    return out, states
+
+
 def test_greedy_and_confidence_take_argmax(toy):
     """greedy fills with argmax mu: in one step from all masks, every sample is the argmax of the marginals;
-    confidence decoding with argmax candidates and no noise is deterministic."""
+    over 4 steps, each position unmasked at a step takes the argmax of mu at the state before that step,
+    and a masked position unmasks with probability (alpha_s - alpha_t)/(1 - alpha_t), as in mean sampling.
+    Confidence decoding with argmax candidates and no noise is deterministic."""
     _, _, d = toy
     sched = maskdiff.get_schedule("linear")
     out = greedy_sample(d, sched, (200, 3), steps=1, generator=torch.Generator().manual_seed(4))
     marg_argmax = d(torch.full((1, 3), 3), torch.ones(1))[0].argmax(-1)
     assert torch.all(out.tokens == marg_argmax)
-    out = greedy_sample(d, sched, (2000, 3), steps=4, generator=torch.Generator().manual_seed(4))
-    assert len({tuple(r) for r in out.tokens.tolist()}) < 27  # argmax collapses the support
+    T = 4
+    out, states = _chain_states(greedy_sample, d, sched, (2000, 3), steps=T, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(states[-1], out.tokens) and (out.tokens < 3).all()
+    for j, (before, after) in enumerate(zip(states, states[1:])):
+        t, s = (T - j) / T, (T - j - 1) / T
+        masked = before == 3
+        newly = masked & (after != 3)
+        assert torch.equal(after[~masked], before[~masked])  # an unmasked token never changes
+        argmax = d(before, torch.full((len(before),), t)).argmax(-1)
+        assert torch.equal(after[newly], argmax[newly]), j
+        p = (t - s) / t  # (alpha_s - alpha_t)/(1 - alpha_t) with alpha = 1 - t; 1 at the last step
+        n = int(masked.sum())
+        assert abs(int(newly.sum()) - n * p) <= 5 * math.sqrt(n * p * (1 - p)) + 1e-9, (j, int(newly.sum()), n * p)
     conf = confidence_sample(d, sched, (50, 3), steps=3, choose="argmax", generator=torch.Generator().manual_seed(4))
     assert (conf.tokens < 3).all() and torch.all(conf.nfe == 3)
     assert len({tuple(r) for r in conf.tokens.tolist()}) == 1  # argmax with no noise: one output
 
 
-def test_confidence_sampler_unmasks_schedule_counts(toy):
-    """Each step unmasks the expected number of tokens; the most confident ones go first."""
+def _expected_kept(n_t, sched, s, t, last):
+    """Masks kept by a confidence step (docs/math.md#samplers): round(n_t (1 - alpha_s)/(1 - alpha_t)), 0 at the last."""
+    if last:
+        return torch.zeros_like(n_t)
+    keep = (1.0 - float(sched.alpha(torch.tensor(s, dtype=torch.float64)))) / (1.0 - float(sched.alpha(torch.tensor(t, dtype=torch.float64))))
+    return torch.tensor([round(int(n) * keep) for n in n_t])
+
+
+def _ramp_denoiser(V, L):
+    """mu puts 0.4 + 0.5 n / L on value 0 (its argmax) at position n, the rest spread evenly: later positions are surer."""
+    conf = 0.4 + 0.5 * torch.arange(L, dtype=torch.float64) / L
+    probs = torch.cat([conf[:, None], ((1.0 - conf) / (V - 1))[:, None].expand(L, V - 1)], dim=-1)
+
+    def fn(x_t, t):
+        return carry_over(probs.log().expand(x_t.shape[0], L, V).clone(), x_t, V)
+
+    return maskdiff.exact.FunctionDenoiser(fn, V, True)
+
+
+@pytest.mark.parametrize("schedule,steps", [("linear", 3), ("cosine", 2), ("linear", 1)])
+@pytest.mark.parametrize("choose", ["sample", "argmax"])
+def test_confidence_sampler_unmasks_schedule_counts(toy, schedule, steps, choose):
+    """Each step unmasks n_t - round(n_t (1 - alpha_s)/(1 - alpha_t)) positions (the last step all of them);
+    with argmax candidates the unmasked ones are the most confident: no position still masked after the
+    step had a larger max mu than one that was filled, and each filled one took its argmax."""
     _, _, d = toy
-    out = confidence_sample(d, maskdiff.get_schedule("linear"), (100, 3), steps=1, generator=torch.Generator().manual_seed(0))
-    assert (out.tokens < 3).all() and torch.all(out.nfe == 1)
+    sched = maskdiff.get_schedule(schedule)
+    out, states = _chain_states(confidence_sample, d, sched, (300, 3), steps=steps, choose=choose,
+                                generator=torch.Generator().manual_seed(0))
+    assert (out.tokens < 3).all() and torch.all(out.nfe == steps) and len(states) == steps + 1
+    for j, (before, after) in enumerate(zip(states, states[1:])):
+        t, s = (steps - j) / steps, (steps - j - 1) / steps
+        masked = before == 3
+        assert torch.equal(after[~masked], before[~masked])
+        want = _expected_kept(masked.sum(-1), sched, s, t, last=j == steps - 1)
+        assert torch.equal((after == 3).sum(-1), want), j
+        if choose == "argmax":
+            log_mu = d(before, torch.full((len(before),), t))
+            best = log_mu.max(-1)
+            newly = masked & (after != 3)
+            assert torch.equal(after[newly], best.indices[newly])
+            filled = best.values.masked_fill(~newly, torch.inf).min(-1).values
+            waiting = best.values.masked_fill(~(after == 3), -torch.inf).max(-1).values
+            assert bool((filled >= waiting).all()), j
     with pytest.raises(MaskdiffError, match="sample, argmax"):
         confidence_sample(d, maskdiff.get_schedule("linear"), (1, 3), steps=2, choose="best")
+
+
+def test_confidence_sampler_fills_the_surest_positions_first():
+    """Length 16, position n surer than n - 1 (argmax candidates): after every step the filled positions
+    are the last ones, in the number the schedule asks for, and each holds its argmax."""
+    V, L, T = 4, 16, 5
+    d = _ramp_denoiser(V, L)
+    sched = maskdiff.get_schedule("cosine")
+    out, states = _chain_states(confidence_sample, d, sched, (8, L), steps=T, choose="argmax",
+                                generator=torch.Generator().manual_seed(1))
+    kept = torch.full((8,), L)
+    for j, x in enumerate(states[1:]):
+        t, s = (T - j) / T, (T - j - 1) / T
+        kept = _expected_kept(kept, sched, s, t, last=j == T - 1)
+        want = torch.arange(L) < kept[:, None]  # (8, L): the first `kept` positions still masked
+        assert torch.equal(x == V, want), j
+    assert bool((kept == 0).all()) and bool((out.tokens == 0).all())
 
 
 def test_genmd4_sampler_matches_its_chain_and_approaches_p(toy):
@@ -162,19 +248,45 @@ def test_infilling_law_is_the_conditional(toy):
     assert _pvalue(out.tokens, cond / cond.sum()) > P_MIN
 
 
+def _semi_ar_window_laws(seqs, p, first, total):
+    """Exact law of every window (out[i], out[i+1], out[i+2]) of a semi-AR output (window 3, block 1) whose
+    first window has the law ``first`` (27,) and each later token is drawn from p(x_3 | x_1, x_2 = the two
+    tokens before it): (total - 2, 27) float64."""
+    joint = torch.zeros(3, 3, 3, dtype=torch.float64)
+    joint[tuple(seqs.T)] = p
+    cond = joint / joint.sum(-1, keepdim=True)  # p(x_3 | x_1, x_2)
+    law = first.reshape(3, 3, 3)
+    laws = [first]
+    for _ in range(total - 3):
+        pair = law.sum(0)  # law of the last two tokens of the previous window
+        law = pair[..., None] * cond
+        laws.append(law.reshape(-1))
+    return torch.stack(laws)
+
+
 @pytest.mark.parametrize("factor", [2, 4])
 def test_semi_autoregressive_length_and_context(toy, factor):
-    """Semi-AR output is factor * L long; each block was sampled with the previous tokens as fixed context."""
-    _, _, d = toy
+    """Semi-AR output is factor * L long; each block was sampled with the previous tokens as fixed context:
+    the first window follows the 16-step chain's law and every later window of 3 consecutive tokens the law
+    in which each new token is drawn from p(x_3 | x_1, x_2) given the two tokens before it (with a single
+    masked position every step draws from the exact conditional); the recorded contexts are those tokens."""
+    seqs, p, d = toy
     L, block = 3, 1
-    out = semi_autoregressive_sample(cached_sample, d, maskdiff.get_schedule("linear"), batch=4, total_length=factor * L,
+    sched = maskdiff.get_schedule("linear")
+    out = semi_autoregressive_sample(cached_sample, d, sched, batch=N, total_length=factor * L,
                                      window=L, block=block, steps=16, generator=torch.Generator().manual_seed(9))
-    assert out.tokens.shape == (4, factor * L) and (out.tokens < 3).all()
+    assert out.tokens.shape == (N, factor * L) and (out.tokens < 3).all()
+    laws = _semi_ar_window_laws(seqs, p, chain_law(d, sched, L, 16), factor * L)
+    for i, law in enumerate(laws):
+        assert _pvalue(out.tokens[:, i : i + L], law) > P_MIN, i
+    # the test has power: a new token drawn without its context (from p(x_3)) has another law
+    pair = laws[0].reshape(3, 3, 3).sum(0)
+    blind = (pair[..., None] * laws[0].reshape(3, 3, 3).sum((0, 1))).reshape(-1)
+    assert _pvalue(out.tokens[:, 1 : 1 + L], blind) < 1e-6
     contexts = out.extra["contexts"]
     assert len(contexts) == factor * L - L
     for i, ctx in enumerate(contexts):  # block i+1 saw exactly tokens [i+1, i+3) of the final output
-        start = L + i * block - (L - block)
-        assert torch.equal(ctx, out.tokens[:, start : start + L - block])
+        assert torch.equal(ctx, out.tokens[:, i + 1 : i + L])
     with pytest.raises(MaskdiffError, match="block"):
         semi_autoregressive_sample(cached_sample, d, maskdiff.get_schedule("linear"), batch=1, total_length=6, window=3, block=4, steps=4)
 

@@ -11,16 +11,14 @@ import sys
 import time
 from contextlib import ExitStack
 
+import httpx  # make test installs the serve and test-serve extras: a missing one fails, never skips
 import pytest
 import torch
 
-pytest.importorskip("fastapi", reason="maskdiff serve needs the serve extra: pip install -e '.[serve]'")
-httpx = pytest.importorskip("httpx", reason="the serve tests need httpx (the test-serve extra)")
-
-import maskdiff  # noqa: E402
-from helpers import ServerThread, assert_clean_error, run_cli  # noqa: E402
-from maskdiff.sampling import SAMPLERS  # noqa: E402
-from maskdiff.serve import Limits, create_app  # noqa: E402
+import maskdiff
+from helpers import ServerThread, assert_clean_error, run_cli
+from maskdiff.sampling import SAMPLERS
+from maskdiff.serve import Limits, create_app
 
 TEMPLATE = "to be or [12] to be"
 
@@ -206,13 +204,13 @@ def test_a_full_queue_answers_busy_and_leaving_clients_stop_their_generation(ser
     assert after["running"] == 0 and after["waiting"] == 0 and after["served"] == before["served"]
 
 
-def test_a_run_with_its_own_sampler_is_served_with_it_only(tmp_path_factory):
+def test_a_run_with_its_own_sampler_is_served_with_it_only(tmp_path_factory, plays):
     """The autoregressive baseline: only its own sampler is offered; a prompt is continued left to right
     (position k after the prompt revealed at step k); templates are refused with the library's reason."""
     from helpers import micro_config
     from maskdiff.train import train
 
-    cfg = micro_config(steps=2)
+    cfg = micro_config(steps=2, corpus=plays)
     cfg.diffusion.objective = "ar"
     run = tmp_path_factory.mktemp("serve-ar") / "run"
     train(cfg, run, progress=False)
@@ -249,6 +247,7 @@ def test_limits_are_checked():
 # --------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_the_command_serves_until_interrupted(served_run):
     proc = subprocess.Popen([sys.executable, "-m", "maskdiff.cli", "serve", str(served_run), "--port", "0", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -264,6 +263,7 @@ def test_the_command_serves_until_interrupted(served_run):
     assert proc.returncode == 0 and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_the_command_names_a_taken_port_and_a_missing_run(served_run, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

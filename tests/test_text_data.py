@@ -1,6 +1,11 @@
 """Text data beyond characters: subword and byte tokenizers, packing, the token cache, the corpora
 catalog and folders read through the datasets library."""
+import hashlib
 import json
+import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -168,6 +173,7 @@ def test_folder_and_table_corpora_through_datasets(tmp_path):
         load_split_texts(str(bad), "train")
 
 
+@pytest.mark.slow
 def test_hub_dataset_without_the_hub_says_what_to_do(monkeypatch, tmp_path):
     """The real load_dataset(name) call runs; without the hub it ends in one clear line."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # fail at once instead of retrying (read at import time)
@@ -176,9 +182,28 @@ def test_hub_dataset_without_the_hub_says_what_to_do(monkeypatch, tmp_path):
     assert_clean_error(proc, "cannot load dataset 'no-such/dataset'", "local text file")
 
 
+def test_split_of_is_90_5_5_by_sha256_and_the_same_in_every_process():
+    """A document's split is a function of its name alone (the first 4 bytes of its SHA-256, mod 100:
+    below 90 train, below 95 validation, else test), so it is the same in another process with another
+    string-hash seed, and 20,000 names fall 90/5/5 within binomial noise."""
+    names = [f"doc{i}" for i in range(20000)]
+    got = [splits.split_of(n) for n in names]
+    for name, split in zip(names[:500], got):
+        bucket = int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:8], 16) % 100
+        assert split == ("train" if bucket < 90 else "validation" if bucket < 95 else "test"), name
+    for split, share in (("train", 0.90), ("validation", 0.05), ("test", 0.05)):
+        n = got.count(split)
+        assert abs(n - share * len(names)) < 5 * math.sqrt(len(names) * share * (1 - share)), (split, n)
+    code = ("import runpy, sys; split_of = runpy.run_path(sys.argv[1])['split_of']; "  # the module alone: no torch import
+            "print(' '.join(split_of(f'doc{i}') for i in range(300)))")
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = subprocess.run([sys.executable, "-c", code, splits.__file__], capture_output=True, text=True, env=env, check=True).stdout
+        assert out.split() == got[:300], seed
+
+
 def test_catalog_splits_and_cleaners(monkeypatch, tmp_path):
     assert {splits.split_of(f"doc{i}") for i in range(200)} == {"train", "validation", "test"}
-    assert splits.split_of("x") == splits.split_of("x")
     tagged = "\n\n\tThe/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ./.\n\n"
     assert named.brown_plain_text(tagged) == 'The jury said "no evidence".'
     wiki = "'''Anarchism''' is a [[political philosophy|philosophy]]{{cite|x}} of [[freedom]].<ref>a</ref>\n== History ==\nText."
@@ -189,10 +214,8 @@ def test_catalog_splits_and_cleaners(monkeypatch, tmp_path):
 
 
 def test_wiki_sample_from_gensim():
-    try:
-        docs = named.READERS["wiki"]()
-    except MaskdiffError as err:
-        pytest.skip(str(err))
+    """gensim's Wikipedia sample (make test installs gensim==4.4.0 --no-deps): a missing install fails here."""
+    docs = named.READERS["wiki"]()
     titles = [t for t, _ in docs]
     assert len(docs) > 50 and "Anarchism" in titles
     text = dict(docs)["Anarchism"]

@@ -7,6 +7,8 @@ import torch
 from helpers import micro_config
 from maskdiff.checkpoint import list_checkpoints, read_tensors
 from maskdiff.errors import MaskdiffError
+from maskdiff.modalities import build_tokenizer
+from maskdiff.modalities.text import split_stream
 from maskdiff.train import learning_rate, train
 
 
@@ -14,9 +16,9 @@ def _final(run):
     return read_tensors(list_checkpoints(run)[-1] / "model.safetensors")
 
 
-def test_resume_is_bit_identical(tmp_path):
+def test_resume_is_bit_identical(tmp_path, plays):
     """N steps == N/2 steps + resume + N/2 steps: weights, EMA bit-identical on CPU."""
-    cfg = micro_config(steps=8, micro_batch_size=2)
+    cfg = micro_config(steps=8, corpus=plays, micro_batch_size=2)
     train(cfg, tmp_path / "a", progress=False)
     r = train(cfg, tmp_path / "b", progress=False, stop_after=4)
     assert r.interrupted and r.step == 4
@@ -29,28 +31,35 @@ def test_resume_is_bit_identical(tmp_path):
     assert not torch.equal(a["model.head.weight"], torch.zeros_like(a["model.head.weight"]))
 
 
-def test_micro_batching_matches_full_batch(tmp_path):
+def test_micro_batching_matches_full_batch(tmp_path, plays):
     """Gradient accumulation over micro-batches computes the same step as the whole batch at once."""
-    train(micro_config(steps=3), tmp_path / "full", progress=False)
-    train(micro_config(steps=3, micro_batch_size=1), tmp_path / "micro", progress=False)
+    train(micro_config(steps=3, corpus=plays), tmp_path / "full", progress=False)
+    train(micro_config(steps=3, corpus=plays, micro_batch_size=1), tmp_path / "micro", progress=False)
     a, b = _final(tmp_path / "full"), _final(tmp_path / "micro")
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
 
 
-def test_loss_decreases_and_log_written(tmp_path):
-    """On Shakespeare, 60 steps bring the training loss well below the uniform log(27) = 3.30 nats."""
-    cfg = micro_config(steps=60, lr=3e-3, batch_size=16)
+@pytest.mark.slow
+def test_loss_decreases_and_log_written(tmp_path, plays):
+    """On three Shakespeare works, 120 steps bring the training loss below the entropy of the characters'
+    unigram law (2.83 nats; the loss of the best model that ignores the context), by more than 0.1 nats:
+    the model uses the context (after 60 steps it is still at the unigram level, 2.86)."""
+    cfg = micro_config(steps=120, corpus=plays, lr=3e-3, batch_size=16)
     train(cfg, tmp_path / "r", progress=False)
     log = [json.loads(l) for l in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == list(range(1, 61))
+    assert [r["step"] for r in log] == list(range(1, 121))
+    stream = split_stream(cfg, build_tokenizer(cfg), "train")
+    freq = torch.bincount(stream).double()
+    freq = freq[freq > 0] / freq.sum()
+    unigram = float(-(freq * freq.log()).sum())
     first = sum(r["loss_nats_per_token"] for r in log[:10]) / 10
-    last = sum(r["loss_nats_per_token"] for r in log[-10:]) / 10
-    assert last < first and last < 3.0, (first, last)
+    last = sum(r["loss_nats_per_token"] for r in log[-20:]) / 20  # standard error about 0.035 nats
+    assert last < first and last < unigram - 0.1, (first, last, unigram)
     assert {"lr", "grad_norm", "tokens_per_s"} <= set(log[0])
 
 
-def test_checkpoints_kept_and_checksummed(tmp_path):
-    cfg = micro_config(steps=6, checkpoint_every=1, keep_checkpoints=2)
+def test_checkpoints_kept_and_checksummed(tmp_path, plays):
+    cfg = micro_config(steps=6, corpus=plays, checkpoint_every=1, keep_checkpoints=2)
     train(cfg, tmp_path / "r", progress=False)
     ckpts = list_checkpoints(tmp_path / "r")
     assert [p.name for p in ckpts] == ["step_00000005", "step_00000006"]

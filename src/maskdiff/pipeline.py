@@ -18,7 +18,7 @@ from maskdiff.checkpoint import prefixed_weights, read_tensors
 from maskdiff.config import RunConfig
 from maskdiff.denoiser import SUBSDenoiser, check_tokens
 from maskdiff.errors import MaskdiffError
-from maskdiff.modalities import build_tokenizer, eval_chunks, get_modality  # noqa: F401  (build_tokenizer, eval_chunks: re-exported)
+from maskdiff.modalities import get_modality
 from maskdiff.objectives import Objective, build_objective
 from maskdiff.runs import checkpoint_to_load, read_run_config, read_tokenizer
 from maskdiff.sampling.common import SampleOutput
