@@ -71,7 +71,7 @@ class Reference:
 
     def start(self, command: str, spec: Dict[str, Any]) -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=f"{self.peers / 'shims'}:{self.peers / 'refs' / 'mdlm'}", OMP_NUM_THREADS=str(self.threads))
-        cmd = ["nice", "-n", "5", str(self.peers / ".venv" / "bin" / "python"), str(HERE / "parity_reference.py"), command,
+        cmd = [str(self.peers / ".venv" / "bin" / "python"), str(HERE / "parity_reference.py"), command,
                "--spec", json.dumps(dict(spec, threads=self.threads))]
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.peers)
 
@@ -274,36 +274,29 @@ def verdicts(per_seed: Dict[int, Any]) -> List[Dict[str, Any]]:
     return out
 
 
-def plot(per_seed, table, path: Path) -> None:
-    import matplotlib
+def plot(per_seed, table, path: Path) -> List[Path]:
+    """Two PNGs: the curves of every seed (``path``) and the paired difference with its interval (``*_difference.png``)."""
+    from maskdiff.visualize import save_line_chart
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    for seed, res in per_seed.items():
-        steps = [r["step"] for r in res["checkpoints"]]
-        ax.plot(steps, [r["maskdiff_bits"] for r in res["checkpoints"]], "o-", color="C0", alpha=0.7, label="maskdiff" if seed == min(per_seed) else None)
-        ax.plot(steps, [r["reference_bits"] for r in res["checkpoints"]], "s--", color="C1", alpha=0.7, label="MDLM reference" if seed == min(per_seed) else None)
-    ax.set(xlabel="step", ylabel="validation NELBO, bits per token (EMA weights)", title="one line per seed")
-    ax.legend()
-    steps = [r["step"] for r in table]
-    means = [r["difference_bits"]["mean"] for r in table]
-    bx.plot(steps, means, "o-", color="C2")
+    series = {}
+    for seed, res in sorted(per_seed.items()):
+        for who, key in (("maskdiff", "maskdiff_bits"), ("reference", "reference_bits")):
+            series[f"{who}, seed {seed}"] = [(r["step"], r[key]) for r in res["checkpoints"]]
+    first = save_line_chart(series, path, title="validation NELBO of the EMA weights (maskdiff's estimator, same t and masks)",
+                            xlabel="step", ylabel="bits per token")
+    diff = {"mean difference": [(r["step"], r["difference_bits"]["mean"]) for r in table]}
     if table and table[0]["difference_bits"]["ci95"][0] is not None:
-        bx.fill_between(steps, [r["difference_bits"]["ci95"][0] for r in table], [r["difference_bits"]["ci95"][1] for r in table], alpha=0.3, color="C2")
-    bx.axhspan(-MARGIN, MARGIN, color="grey", alpha=0.2, label="+-0.02 bits")
-    bx.axhline(0, color="k", lw=0.5)
-    bx.set(xlabel="step", ylabel="maskdiff - reference (bits per token)", title="paired difference, 95% interval over seeds")
-    bx.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+        diff["95% interval, low"] = [(r["step"], r["difference_bits"]["ci95"][0]) for r in table]
+        diff["95% interval, high"] = [(r["step"], r["difference_bits"]["ci95"][1]) for r in table]
+    second = save_line_chart(diff, path.with_name(path.stem + "_difference.png"), xlabel="step", ylabel="bits per token",
+                             title="maskdiff - reference, paired by seed (95% t interval over seeds)",
+                             hlines={"+0.02": MARGIN, "0": 0.0, "-0.02": -MARGIN})
+    return [first, second]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--peers", type=Path, required=True, help="the set-up peer harness (shims/, refs/mdlm, .venv)")
+    p.add_argument("--peers", type=Path, help="the set-up peer harness (shims/, refs/mdlm, .venv); required unless --replot")
     p.add_argument("--parts", default="convert,curves", help="comma-separated: convert, curves (default: both)")
     p.add_argument("--work", type=Path, default=Path("/tmp/maskdiff_parity"), help="scratch folder for data, checkpoints, conversions")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds (default: 1,2,3)")
@@ -314,9 +307,13 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, constant after warm-up (default: 1e-3)")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout of both (MDLM's default 0.1)")
     p.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/parity_cpu_<time>.json)")
+    p.add_argument("--replot", type=Path, help="only redraw the figures (--figure) from a result JSON of this script")
+    p.add_argument("--figure", type=Path, default=HERE.parent / "docs" / "figures" / "parity_curves.png", help="PNG of the curves")
     args = p.parse_args(argv)
     args.parts = [x for x in args.parts.split(",") if x]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.peers is None and args.replot is None:
+        p.error("--peers PATH is required (the set-up peer harness)")
     if set(args.parts) - {"convert", "curves"}:
         p.error(f"unknown part(s) {sorted(set(args.parts) - {'convert', 'curves'})}; choose from: convert, curves")
     return args
@@ -327,13 +324,17 @@ def main(argv=None):
     sys.path.insert(0, str(HERE))
     from common import git_commit, machine_info, write_result
 
+    if args.replot:
+        curves = json.loads(args.replot.read_text())["curves"]
+        print("wrote", *plot(curves["per_seed"], curves["table"], args.figure))
+        return
     torch.set_num_threads(args.threads)
     ref = Reference(args.peers.resolve(), args.threads)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.out or HERE / "results" / f"parity_cpu_{stamp}.json"
     result: Dict[str, Any] = {"benchmark": "parity", "started_utc": stamp, "command": " ".join([Path(sys.executable).name, *sys.argv]),
                               "machine": machine_info("cpu"), "commit": git_commit(), "reference": {"mdlm_commit": ref.commit, "harness": str(ref.peers)},
-                              "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}}
+                              "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("out", "figure")}}
     if "convert" in args.parts:
         result["convert"] = part_convert(args, ref, args.work)
         write_result("parity", "cpu", result, out)
@@ -346,7 +347,7 @@ def main(argv=None):
     if "curves" in args.parts:
         per_seed = part_curves(args, ref, args.work, save)
         save(per_seed)
-        plot(per_seed, result["curves"]["table"], HERE.parent / "docs" / "figures" / "parity_curves.png")
+        plot(per_seed, result["curves"]["table"], args.figure)
         for r in result["curves"]["table"]:
             lo, hi = r["difference_bits"]["ci95"]
             print(f"step {r['step']}: difference {r['difference_bits']['mean']:+.4f} bits/token, 95% CI "
