@@ -20,8 +20,6 @@ parameters), which is what MDLM evaluates and samples with: the EMA is taken unl
 """
 from __future__ import annotations
 
-import pickle
-import types
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -36,47 +34,28 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 ROTARY_BUFFER = "rotary_emb.inv_freq"
 
 
-class Opaque:
-    """What every class or function a checkpoint names beyond tensors and plain containers becomes when
-    it is read: it takes any arguments and state and keeps none, so none of the checkpoint's code runs."""
+class _OpaqueCall(type):
+    def __call__(cls, *args, **kwargs):
+        return {}  # what a pickled call (REDUCE) of a foreign function or class returns: an empty plain dict
 
-    def __new__(cls, *args, **kwargs):
-        return super().__new__(cls)
 
-    def __init__(self, *args, **kwargs):
-        pass
+class Opaque(metaclass=_OpaqueCall):
+    """What every class or function a checkpoint names beyond tensors and plain containers is bound to when
+    it is read with torch.load(weights_only=True), so that none of the checkpoint's code runs: a pickled
+    call of it gives an empty dict (which the unpickler may fill, as for a defaultdict), an object built
+    from it is an instance that keeps no state."""
 
     def __setstate__(self, state):
         pass
 
-    def __setitem__(self, key, value):
-        pass
-
-    def append(self, value):
-        pass
-
-    def extend(self, values):
-        pass
-
-
-class _PlaceholderUnpickler(pickle.Unpickler):
-    """The globals of torch's tensors-only loader (its allowlist) as themselves, every other one as :class:`Opaque`."""
-
-    def find_class(self, module, name):
-        from torch._weights_only_unpickler import _get_allowed_globals
-
-        return _get_allowed_globals().get(f"{module}.{name}", Opaque)
-
 
 def _load_tensors_only(path: Path):
-    """torch.load(weights_only=True); when the file names other globals (MDLM's .ckpt: its hydra config and
-    tokenizer), the same load with those bound to :class:`Opaque`."""
-    try:
+    """torch.load(weights_only=True), with the file's other globals (MDLM's .ckpt: its hydra config and
+    tokenizer) bound to :class:`Opaque`."""
+    unsafe = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    names = unsafe(str(path)) if unsafe is not None else []
+    with torch.serialization.safe_globals([(Opaque, name) for name in names]):
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        module = types.SimpleNamespace(Unpickler=_PlaceholderUnpickler, load=lambda f, **kw: _PlaceholderUnpickler(f, **kw).load(),
-                                       __name__="maskdiff.convert.placeholders")
-        return torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=module)
 
 
 def _ema_weights(obj: dict, path: Path) -> Dict[str, Tensor]:
