@@ -307,7 +307,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, constant after warm-up (default: 1e-3)")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout of both (MDLM's default 0.1)")
     p.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/parity_cpu_<time>.json)")
-    p.add_argument("--replot", type=Path, help="only redraw the figures (--figure) from a result JSON of this script")
+    p.add_argument("--replot", help="only redraw the figures (--figure) and the verdicts from result JSONs of this script "
+                                    "(comma-separated: their seeds are pooled)")
     p.add_argument("--figure", type=Path, default=HERE.parent / "docs" / "figures" / "parity_curves.png", help="PNG of the curves")
     args = p.parse_args(argv)
     args.parts = [x for x in args.parts.split(",") if x]
@@ -325,8 +326,15 @@ def main(argv=None):
     from common import git_commit, machine_info, write_result
 
     if args.replot:
-        curves = json.loads(args.replot.read_text())["curves"]
-        print("wrote", *plot(curves["per_seed"], curves["table"], args.figure))
+        per_seed = {}
+        for path in args.replot.split(","):
+            per_seed.update(json.loads(Path(path).read_text())["curves"]["per_seed"])
+        table = verdicts(per_seed)
+        print("wrote", *plot(per_seed, table, args.figure))
+        for r in table:
+            lo, hi = r["difference_bits"]["ci95"]
+            print(f"step {r['step']}: difference {r['difference_bits']['mean']:+.4f}, 95% CI {lo:+.4f} .. {hi:+.4f}, per seed "
+                  f"{', '.join(f'{v:+.3f}' for v in r['difference_bits']['values'])}: {r['verdict']}")
         return
     torch.set_num_threads(args.threads)
     ref = Reference(args.peers.resolve(), args.threads)
