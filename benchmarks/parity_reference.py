@@ -219,8 +219,6 @@ def cmd_logits(spec):
 
 
 def cmd_hf(spec):
-    import torch
-
     model, _ = load(spec, spec["ckpt"])
     model.ema.copy_to(model.backbone.parameters())
     model.backbone.save_pretrained(spec["out"])
