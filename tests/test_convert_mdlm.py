@@ -3,6 +3,7 @@
 converted; the converted model's logits must equal a forward pass written here from MDLM's published
 architecture (Sahoo et al. 2024; its DiT: weight-only LayerNorm, packed qkv, rotary on the halves of each
 head, adaLN chunks shift/scale/gate, tanh-GELU MLP, raw logits over V + 1 with SUBS outside)."""
+import collections
 import math
 
 import pytest
@@ -202,7 +203,78 @@ def test_pickle_is_refused_without_opt_in_and_only_tensors_are_taken(tmp_path, c
     same = maskdiff.from_pretrained(out)
     for k, v in same.objective.state_dict().items():
         assert torch.equal(v, pipe.objective.state_dict()[k]), k
-    # an object that is not a tensor or a plain container is never unpickled
+    # an object that is not a tensor or a plain container is never unpickled: its class becomes a placeholder
     torch.save({"state_dict": sd, "callback": NotATensor()}, tmp_path / "evil.ckpt")
+    pipe = maskdiff.from_pretrained(convert_mdlm(tmp_path / "evil.ckpt", tmp_path / "evil", heads=HEADS, length=L,
+                                                 tokenizer="bytes", allow_pickle=True))
+    for k, v in same.objective.state_dict().items():
+        assert torch.equal(v, pipe.objective.state_dict()[k]), k
+    # a file that is not a pickle at all is still a clean error
+    (tmp_path / "junk.ckpt").write_bytes(b"not a pickle")
     with pytest.raises(MaskdiffError, match="tensors only"):
-        convert_mdlm(tmp_path / "evil.ckpt", tmp_path / "evil", heads=HEADS, length=L, tokenizer="bytes", allow_pickle=True)
+        convert_mdlm(tmp_path / "junk.ckpt", tmp_path / "junk", heads=HEADS, length=L, tokenizer="bytes", allow_pickle=True)
+
+
+TRIPPED = []
+
+
+def trip(*args):
+    TRIPPED.append(args)
+    return {}
+
+
+class Tripwire:
+    """Stands for what MDLM's .ckpt pickles beside its tensors (its hydra config, its tokenizer): unpickling it
+    for real would call ``trip`` (``__reduce__``) and its state setter."""
+
+    def __reduce__(self):
+        return (trip, ("reduce",))
+
+
+class Configured:
+    def __init__(self):
+        self.table = collections.defaultdict(list, {"a": [1]})  # SETITEMS on a foreign container
+
+    def __setstate__(self, state):
+        TRIPPED.append("setstate")
+
+
+def lightning_checkpoint(sd, ema_offset: float):
+    """What PyTorch Lightning saves for MDLM's Diffusion module: the raw weights under state_dict, the EMA
+    (models/ema.py: decay, num_updates, shadow_params in the order of backbone.parameters(), the rotary
+    buffer left out) under 'ema', and pickled objects beside them."""
+    shadow = [v + ema_offset for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")]
+    return {"state_dict": sd, "ema": {"decay": 0.9999, "num_updates": 7, "shadow_params": shadow},
+            "hyper_parameters": {"config": Configured(), "tokenizer": Tripwire()}, "global_step": 7}
+
+
+def test_lightning_checkpoint_gives_its_ema_weights_and_runs_none_of_its_code(tmp_path):
+    """MDLM evaluates and samples with the EMA (on_load_checkpoint, on_validation_epoch_start): a .ckpt
+    converts to its EMA by default, to its raw weights with ema=False (--raw-weights); the pickled objects
+    beside the tensors are read as inert placeholders, so neither __reduce__ nor __setstate__ runs."""
+    sd = mdlm_state_dict(seed=5)
+    torch.save(lightning_checkpoint(sd, 0.01), tmp_path / "last.ckpt")
+    TRIPPED.clear()
+    ema = maskdiff.from_pretrained(convert_mdlm(tmp_path / "last.ckpt", tmp_path / "ema", heads=HEADS, length=L,
+                                               tokenizer="bytes", allow_pickle=True))
+    raw = maskdiff.from_pretrained(convert_mdlm(tmp_path / "last.ckpt", tmp_path / "raw", heads=HEADS, length=L,
+                                               tokenizer="bytes", allow_pickle=True, ema=False))
+    assert TRIPPED == []
+    net_ema, net_raw = ema.objective.network.state_dict(), raw.objective.network.state_dict()
+    for name, value in net_raw.items():
+        assert torch.equal(value, sd["backbone." + name]), name
+        assert torch.allclose(net_ema[name], sd["backbone." + name] + 0.01), name
+    proc = run_cli("convert", "mdlm", tmp_path / "last.ckpt", tmp_path / "cli", "--heads", str(HEADS), "--length", str(L),
+                   "--tokenizer", "bytes", "--allow-pickle", "--raw-weights")
+    assert proc.returncode == 0, proc.stderr
+    cli = maskdiff.from_pretrained(tmp_path / "cli").objective.network.state_dict()
+    assert all(torch.equal(cli[k], v) for k, v in net_raw.items())
+
+
+def test_ema_that_does_not_match_the_parameters_is_a_clear_error(tmp_path):
+    sd = mdlm_state_dict(seed=6)
+    ckpt = lightning_checkpoint(sd, 0.0)
+    ckpt["ema"]["shadow_params"] = ckpt["ema"]["shadow_params"][1:]
+    torch.save(ckpt, tmp_path / "short.ckpt")
+    with pytest.raises(MaskdiffError, match="raw-weights"):
+        convert_mdlm(tmp_path / "short.ckpt", tmp_path / "out", heads=HEADS, length=L, tokenizer="bytes", allow_pickle=True)

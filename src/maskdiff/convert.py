@@ -12,7 +12,11 @@ through PyTorch's SDPA, so no flash-attn), and writes a folder that :func:`maskd
 
 The weights are read from safetensors. A PyTorch Lightning ``.ckpt`` (or any pickle) is read only when
 ``allow_pickle`` is given, and then with ``torch.load(weights_only=True)``, which unpickles tensors and
-plain containers only; the tensors of its ``state_dict`` are taken and nothing else.
+plain containers only. MDLM's own ``.ckpt`` also pickles its hydra config (omegaconf objects) and its
+tokenizer; every such class or function is replaced by :class:`Opaque`, an inert placeholder, so no code
+of the checkpoint's runs and only its tensors are kept. Its ``state_dict`` holds the raw weights and its
+``ema`` entry the exponential moving average (``shadow_params``, in the order of the backbone's
+parameters), which is what MDLM evaluates and samples with: the EMA is taken unless ``ema=False``.
 """
 from __future__ import annotations
 
@@ -27,11 +31,53 @@ from maskdiff.errors import MaskdiffError
 
 PREFIX = "backbone."
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+ROTARY_BUFFER = "rotary_emb.inv_freq"
 
 
-def read_checkpoint(path, *, allow_pickle: bool = False) -> Dict[str, Tensor]:
+class _OpaqueCall(type):
+    def __call__(cls, *args, **kwargs):
+        return {}  # what a pickled call (REDUCE) of a foreign function or class returns: an empty plain dict
+
+
+class Opaque(metaclass=_OpaqueCall):
+    """What every class or function a checkpoint names beyond tensors and plain containers is bound to when
+    it is read with torch.load(weights_only=True), so that none of the checkpoint's code runs: a pickled
+    call of it gives an empty dict (which the unpickler may fill, as for a defaultdict), an object built
+    from it is an instance that keeps no state."""
+
+    def __setstate__(self, state):
+        pass
+
+
+def _load_tensors_only(path: Path):
+    """torch.load(weights_only=True), with the file's other globals (MDLM's .ckpt: its hydra config and
+    tokenizer) bound to :class:`Opaque`."""
+    unsafe = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    names = unsafe(str(path)) if unsafe is not None else []
+    with torch.serialization.safe_globals([(Opaque, name) for name in names]):
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def _ema_weights(obj: dict, path: Path) -> Dict[str, Tensor]:
+    """A Lightning checkpoint's EMA (MDLM: ``obj['ema']['shadow_params']``, one tensor per parameter in the
+    order of ``backbone.parameters()``) under the names of its ``state_dict``, whose order is the same
+    once the rotary buffer is left out."""
+    shadow = obj["ema"].get("shadow_params") if isinstance(obj.get("ema"), dict) else None
+    if not isinstance(shadow, (list, tuple)) or not all(isinstance(v, Tensor) for v in shadow):
+        raise MaskdiffError(f"{path} has no EMA weights (ema.shadow_params); convert its raw weights with ema=False (--raw-weights)")
+    names = [k for k, v in obj["state_dict"].items() if isinstance(v, Tensor) and not k.endswith(ROTARY_BUFFER)]
+    if len(names) != len(shadow) or any(obj["state_dict"][n].shape != v.shape for n, v in zip(names, shadow)):
+        raise MaskdiffError(f"{path}: the {len(shadow)} EMA tensors do not match the {len(names)} parameters of its state_dict "
+                            "one to one; convert its raw weights with ema=False (--raw-weights)")
+    weights = dict(zip(names, shadow))
+    weights.update({k: v for k, v in obj["state_dict"].items() if k.endswith(ROTARY_BUFFER)})
+    return weights
+
+
+def read_checkpoint(path, *, allow_pickle: bool = False, ema: bool = True) -> Dict[str, Tensor]:
     """The tensors of a checkpoint: a .safetensors file, a folder holding model.safetensors (a hub
-    snapshot), or, with ``allow_pickle``, a pickle whose ``state_dict`` (or top level) holds tensors."""
+    snapshot), or, with ``allow_pickle``, a pickle whose ``state_dict`` (or top level) holds tensors.
+    ``ema``: from a Lightning checkpoint with an ``ema`` entry (MDLM's), its EMA weights."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
@@ -52,11 +98,13 @@ def read_checkpoint(path, *, allow_pickle: bool = False) -> Dict[str, Tensor]:
         raise MaskdiffError(f"{path} is a pickle, which can run code when it is read; convert its safetensors instead, or pass "
                             "--allow-pickle (allow_pickle=True) to read it with torch.load(weights_only=True), tensors only")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = _load_tensors_only(path)
     except Exception as err:  # the unpickler's own errors: a forbidden global, a truncated file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MaskdiffError(f"{path} could not be read as tensors only ({first})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        if ema and "ema" in obj:
+            return _ema_weights(obj, path)
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise MaskdiffError(f"{path} holds a {type(obj).__name__}, not a state dict")
@@ -122,19 +170,21 @@ def mdlm_config(sizes: dict, *, length: int, tokenizer: str, time_conditioned: b
 
 def convert_mdlm(checkpoint, out, *, heads: int = 12, length: int = 1024, tokenizer: str = "gpt2",
                  time_conditioned: bool = False, allow_pickle: bool = False, overwrite: bool = False,
-                 source: Optional[str] = None) -> Path:
+                 source: Optional[str] = None, ema: bool = True) -> Path:
     """Convert an MDLM DiT checkpoint into a maskdiff model folder at ``out``; return ``out``.
 
     heads: attention heads (not readable from the shapes; mdlm-owt has 12). length: the sequence length
     written into the config (rotary positions extend to any length; mdlm-owt was trained at 1,024).
     tokenizer: a maskdiff tokenizer name or folder whose vocabulary has exactly V tokens (mdlm-owt:
     'gpt2', 50,257). time_conditioned: the checkpoint was trained with MDLM's time conditioning.
+    ema: from a Lightning .ckpt that holds them, the EMA weights (what MDLM evaluates and samples with);
+    False: its raw weights (``state_dict``). Safetensors hold one set of weights and ignore it.
     """
     from maskdiff.objectives import build_objective
     from maskdiff.modalities import build_tokenizer
     from maskdiff.pretrained import write_pretrained
 
-    tensors = read_checkpoint(checkpoint, allow_pickle=allow_pickle)
+    tensors = read_checkpoint(checkpoint, allow_pickle=allow_pickle, ema=ema)
     weights, sizes = mdlm_architecture(tensors, heads)
     config = mdlm_config(sizes, length=length, tokenizer=tokenizer, time_conditioned=time_conditioned)
     tok = build_tokenizer(config)
@@ -144,5 +194,6 @@ def convert_mdlm(checkpoint, out, *, heads: int = 12, length: int = 1024, tokeni
     network = build_objective(config, sizes["vocab_size"]).network  # MDLM's DiT, freshly initialised
     notes = check_against(weights, network)
     weights = {k: v.float() for k, v in weights.items()}
-    return write_pretrained(out, config, tok, weights, weights_kind="as released", step=None,
+    kind = "as released" if Path(checkpoint).suffix not in PICKLE_SUFFIXES else ("ema" if ema else "model")
+    return write_pretrained(out, config, tok, weights, weights_kind=kind, step=None,
                             source=source or str(checkpoint), overwrite=overwrite, notes=notes)

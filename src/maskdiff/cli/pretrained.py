@@ -48,6 +48,8 @@ def register(sub) -> None:
                    "(sigma of the log-linear noise); mdlm-owt was not")
     p.add_argument("--allow-pickle", action="store_true", help="read a pickle checkpoint (.ckpt) with PyTorch's tensors-only loader (weights_only), "
                    "taking only the tensors of its state_dict; pickles can run code, so only for files you trust")
+    p.add_argument("--raw-weights", action="store_true", help="from a Lightning .ckpt, its raw weights (state_dict) instead of "
+                   "its EMA (what MDLM evaluates and samples with; the default)")
     p.add_argument("--overwrite", action="store_true", help="write into OUT even if it is not empty")
 
 
@@ -80,6 +82,7 @@ def cmd_convert(args) -> int:
     from maskdiff.convert import convert_mdlm
 
     out = convert_mdlm(args.checkpoint, args.out, heads=args.heads, length=args.length, tokenizer=args.tokenizer,
-                       time_conditioned=args.time_conditioned, allow_pickle=args.allow_pickle, overwrite=args.overwrite)
+                       time_conditioned=args.time_conditioned, allow_pickle=args.allow_pickle, overwrite=args.overwrite,
+                       ema=not args.raw_weights)
     print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
     return 0
