@@ -1,10 +1,13 @@
 """Shared helpers for the tests: a micro configuration and a CLI runner."""
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 from maskdiff.presets import tiny
 
@@ -100,16 +103,51 @@ class ServerThread:
         self.sock.close()
 
 
-def run_main(capsys, *args):
-    """Run ``maskdiff ARGS`` in this process through ``maskdiff.cli.main.main`` (argparse's exits
-    included), reading its output from pytest's ``capsys``: a CompletedProcess like :func:`run_cli`'s."""
-    from maskdiff.cli.main import main
+# ---- synthetic genomes (the DNA modality's tests and the media commands' tests)
 
-    capsys.readouterr()  # what was printed before is not this command's
-    argv = [str(a) for a in args]
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(argv, code, out, err)
+def write_genome(path, seq, width=60):
+    body = "\n".join(seq[i : i + width] for i in range(0, len(seq), width))
+    text = f">{path.stem}\n{body}\n"
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+
+
+def genome_dir(root, length=3000, seed=0):
+    """train/validation/test folders, species 'at' (GC 25%) and 'gc' (GC 75%), one genome gzipped."""
+    g = torch.Generator().manual_seed(seed)
+    layout = {"train": [("at", "a1.fa"), ("gc", "c1.fa.gz"), ("at", "a2.fa")], "validation": [("gc", "c2.fa")], "test": [("at", "a3.fa"), ("gc", "c3.fa")]}
+    for split, files in layout.items():
+        for species, name in files:
+            gc = 0.25 if species == "at" else 0.75
+            p = torch.tensor([(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2])
+            seq = "".join("ACGT"[i] for i in torch.multinomial(p, length, replacement=True, generator=g).tolist())
+            seq = seq[:100].lower() + "N" * 40 + seq[140:]
+            (root / split / species).mkdir(parents=True, exist_ok=True)
+            write_genome(root / split / species / name, seq)
+    return root
+
+
+# ---- a tiny random BERT as the network (pretrained and hf tests)
+
+TINY_BERT = {"model_type": "bert", "vocab_size": 4, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 32, "max_position_embeddings": 8, "type_vocab_size": 1, "mask_token_id": 3, "pad_token_id": 0,
+             "initializer_range": 1.0, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def bert_pipeline():
+    """A Pipeline over a tiny random BERT with the BERT WordPiece vocabulary (untrained)."""
+    from maskdiff.modalities import build_tokenizer
+    from maskdiff.objectives import build_objective
+    from maskdiff.pipeline import Pipeline
+
+    cfg = micro_config()
+    cfg.model.backbone, cfg.data.tokenizer = "hf", "bert"
+    cfg.model.hf_config = dict(TINY_BERT, vocab_size=30522, mask_token_id=103, initializer_range=0.5)
+    tok = build_tokenizer(cfg)
+    torch.manual_seed(0)
+    pipe = Pipeline(cfg, tok, build_objective(cfg, tok.vocab_size))
+    pipe.weights, pipe.step = "ema", 3
+    return pipe

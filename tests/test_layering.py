@@ -196,3 +196,14 @@ def test_no_pickle_anywhere():
             assert "if not allow_pickle:" in text
         else:
             assert "torch.load(" not in text, path
+
+
+def test_the_tests_mirror_the_package():
+    """Each folder of tests/ holds the tests of the package or module of src/maskdiff with its name (gpu: the
+    CUDA suite across all of them), and no test file is left at the top but the whole-package ones."""
+    tests = Path(__file__).resolve().parent
+    folders = sorted(p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    unknown = [f for f in folders if f != "gpu" and not (SRC / f).is_dir() and not (SRC / f"{f}.py").is_file()]
+    assert not unknown, f"tests/{unknown} mirror nothing in src/maskdiff"
+    top = sorted(p.name for p in tests.glob("test_*.py"))
+    assert top == ["test_docs.py", "test_layering.py"], top

@@ -164,7 +164,7 @@ def test_cli_trains_evaluates_and_samples_on_cuda(tmp_path):
 
 def test_cli_block_diffusion_on_cuda(tmp_path):
     """Block diffusion trains (bf16, compiled where it helps), evaluates and samples past L on CUDA, with
-    and without its key-value cache. On the CPU the two give identical samples (tests/test_block.py); on
+    and without its key-value cache. On the CPU the two give identical samples (tests/objectives/test_block.py); on
     CUDA the attention kernels of the two paths differ in the last bits, so only their shape is checked
     here and whether they agree is printed."""
     run = tmp_path / "bd3"

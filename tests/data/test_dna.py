@@ -1,9 +1,10 @@
 """DNA: the FASTA reader, the nucleotide tokenizer, genome splits and windows, bits per base, the probe."""
 import gzip
-import math
 
 import pytest
 import torch
+
+from helpers import genome_dir
 
 from maskdiff.data import dna
 from maskdiff.data.dna import directory_genomes, genome_windows, nucleotide_tokenizer, split_genomes
@@ -56,31 +57,6 @@ def test_nucleotide_tokenizer_ids_and_mask():
     assert tok.vocab_size == 5 and tok.mask_id == 5
     assert tok.encode("ACGTN").tolist() == [0, 1, 2, 3, 4]
     assert tok.decode([0, 5, 4]) == "A_N"
-
-
-def write_genome(path, seq, width=60):
-    body = "\n".join(seq[i : i + width] for i in range(0, len(seq), width))
-    text = f">{path.stem}\n{body}\n"
-    if path.suffix == ".gz":
-        with gzip.open(path, "wt") as f:
-            f.write(text)
-    else:
-        path.write_text(text)
-
-
-def genome_dir(root, length=3000, seed=0):
-    """train/validation/test folders, species 'at' (GC 25%) and 'gc' (GC 75%), one genome gzipped."""
-    g = torch.Generator().manual_seed(seed)
-    layout = {"train": [("at", "a1.fa"), ("gc", "c1.fa.gz"), ("at", "a2.fa")], "validation": [("gc", "c2.fa")], "test": [("at", "a3.fa"), ("gc", "c3.fa")]}
-    for split, files in layout.items():
-        for species, name in files:
-            gc = 0.25 if species == "at" else 0.75
-            p = torch.tensor([(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2])
-            seq = "".join("ACGT"[i] for i in torch.multinomial(p, length, replacement=True, generator=g).tolist())
-            seq = seq[:100].lower() + "N" * 40 + seq[140:]
-            (root / split / species).mkdir(parents=True, exist_ok=True)
-            write_genome(root / split / species / name, seq)
-    return root
 
 
 def test_directory_corpus_holds_out_whole_genomes(tmp_path):

@@ -8,7 +8,7 @@ from scipy.stats import chisquare
 
 import maskdiff
 from maskdiff import MaskdiffError
-from maskdiff.denoiser import carry_over
+from maskdiff.denoiser import FunctionDenoiser, carry_over
 from maskdiff.exact import (chain_law, conditional_toy, empirical_law, toy_distribution, true_denoiser,
                             true_genmd4_denoiser)
 from maskdiff.schedules import PerTokenPolynomial
@@ -60,7 +60,7 @@ def test_first_hitting_is_exact(toy, schedule, batch):
 
 def test_first_hitting_nfe_at_length_64():
     """A batch of 8 samples of length 64 costs exactly 64 calls each."""
-    d = maskdiff.exact.FunctionDenoiser(lambda x, t: torch.log_softmax(torch.zeros(x.shape + (5,)), -1), 5, True)
+    d = FunctionDenoiser(lambda x, t: torch.log_softmax(torch.zeros(x.shape + (5,)), -1), 5, True)
     out = first_hitting_sample(d, maskdiff.get_schedule("linear"), (8, 64), generator=torch.Generator().manual_seed(0))
     assert torch.all(out.nfe == 64) and torch.all(out.tokens < 5)
 
@@ -150,7 +150,7 @@ def _ramp_denoiser(V, L):
     def fn(x_t, t):
         return carry_over(probs.log().expand(x_t.shape[0], L, V).clone(), x_t, V)
 
-    return maskdiff.exact.FunctionDenoiser(fn, V, True)
+    return FunctionDenoiser(fn, V, True)
 
 
 @pytest.mark.parametrize("schedule,steps", [("linear", 3), ("cosine", 2), ("linear", 1)])

@@ -15,7 +15,7 @@ from helpers import assert_clean_error, micro_config, run_cli
 from maskdiff.errors import MaskdiffError
 from maskdiff.objectives import build_objective
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "maskdiff"
+SRC = Path(__file__).resolve().parents[2] / "src" / "maskdiff"
 CHECKED = (sorted((SRC / "sampling").glob("*.py")) + sorted((SRC / "loss").glob("*.py")) + sorted((SRC / "objectives").glob("*.py"))
            + [SRC / "evaluation" / "nelbo.py"])
 FACTORIES = {"zeros", "ones", "full", "empty", "arange", "rand", "randn", "randint", "randperm", "tensor", "as_tensor",

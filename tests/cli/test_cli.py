@@ -66,7 +66,7 @@ def test_help_exits_0_and_shows_every_flag(path, capsys):
 
 
 def test_no_command_prints_help_and_fails(capsys):
-    proc = run_main(capsys)
+    proc = run_main()
     assert proc.returncode == 2 and proc.stdout.startswith("usage: maskdiff") and "COMMAND" in proc.stdout
 
 
@@ -93,21 +93,21 @@ def test_train_eval_sample_end_to_end(tmp_path, capsys):
     import maskdiff
 
     run = tmp_path / "run"
-    proc = run_main(capsys, "train", "--run-dir", run, "--steps", "3", *MICRO_FLAGS)
+    proc = run_main("train", "--run-dir", run, "--steps", "3", *MICRO_FLAGS)
     assert proc.returncode == 0, proc.stderr
     assert "from scratch" in proc.stdout
     for name in ["config.json", "tokenizer.json", "log.jsonl"]:
         assert (run / name).exists()
     assert len(list((run / "checkpoints").glob("step_*"))) == 1
 
-    proc = run_main(capsys, "train", "--run-dir", run, "--steps", "5", *MICRO_FLAGS)
+    proc = run_main("train", "--run-dir", run, "--steps", "5", *MICRO_FLAGS)
     assert proc.returncode == 0, proc.stderr
     assert "resumed from step 3" in proc.stdout
-    proc = run_main(capsys, "train", "--run-dir", run, "--steps", "5", *MICRO_FLAGS)
+    proc = run_main("train", "--run-dir", run, "--steps", "5", *MICRO_FLAGS)
     assert "nothing to do" in proc.stdout
 
     out = tmp_path / "eval.json"
-    proc = run_main(capsys, "eval", run, "--limit", "20", "--no-progress", "--json", out)
+    proc = run_main("eval", run, "--limit", "20", "--no-progress", "--json", out)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
     assert record["sequences"] == 20 and record["step"] == 5 and record["weights"] == "ema"
@@ -117,10 +117,10 @@ def test_train_eval_sample_end_to_end(tmp_path, capsys):
     assert record["bits_per_token_ci95"] == pytest.approx([lo, hi], rel=1e-12)
     assert "640 characters in 20 sequences" in proc.stdout  # 20 rows of L = 32
     # the raw weights are another model: the same command with --raw-weights prints another bound
-    proc = run_main(capsys, "eval", run, "--limit", "20", "--no-progress", "--raw-weights")
+    proc = run_main("eval", run, "--limit", "20", "--no-progress", "--raw-weights")
     assert proc.returncode == 0 and f"BPC <= {bpc:.4f} " not in proc.stdout and "model weights of step 5" in proc.stdout
 
-    proc = run_main(capsys, "sample", run, "--num", "2", "--steps", "16", "--no-progress", "--out", tmp_path / "s.txt")
+    proc = run_main("sample", run, "--num", "2", "--steps", "16", "--no-progress", "--out", tmp_path / "s.txt")
     assert proc.returncode == 0, proc.stderr
     texts = (tmp_path / "s.txt").read_text().strip().split("\n\n")
     assert len(texts) == 2 and all(len(t) == 32 for t in texts)
@@ -128,7 +128,7 @@ def test_train_eval_sample_end_to_end(tmp_path, capsys):
     expected = maskdiff.load(run).sample(2, steps=16, sampler="cached", seed=0)
     assert texts == expected.texts  # the command draws what the library draws for the same seed
 
-    proc = run_main(capsys, "sample", run, "--num", "2", "--steps", "16", "--sampler", "ancestral", "--length", "16", "--no-progress")
+    proc = run_main("sample", run, "--num", "2", "--steps", "16", "--sampler", "ancestral", "--length", "16", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "ancestral sampler" in proc.stdout
 
@@ -136,31 +136,31 @@ def test_train_eval_sample_end_to_end(tmp_path, capsys):
 def test_sample_options(tmp_path, capsys):
     """Prompts, [N] templates, lengths beyond L, every sampler, and the unmasking pictures."""
     run = tmp_path / "run"
-    assert run_main(capsys, "train", "--run-dir", run, "--steps", "2", *MICRO_FLAGS).returncode == 0
+    assert run_main("train", "--run-dir", run, "--steps", "2", *MICRO_FLAGS).returncode == 0
     common = ["--num", "2", "--steps", "8", "--no-progress"]
-    proc = run_main(capsys, "sample", run, "--prompt", "to be or", *common, "--out", tmp_path / "p.txt")
+    proc = run_main("sample", run, "--prompt", "to be or", *common, "--out", tmp_path / "p.txt")
     assert proc.returncode == 0, proc.stderr
     assert all(t.startswith("to be or") for t in (tmp_path / "p.txt").read_text().strip().split("\n\n"))
-    proc = run_main(capsys, "sample", run, "--template", "to be [5] not [3] be", *common, "--out", tmp_path / "t.txt")
+    proc = run_main("sample", run, "--template", "to be [5] not [3] be", *common, "--out", tmp_path / "t.txt")
     assert proc.returncode == 0, proc.stderr
     for text in (tmp_path / "t.txt").read_text().strip().split("\n\n"):
         assert text[:6] == "to be " and text[11:16] == " not " and text.endswith(" be") and len(text) == 22
-    proc = run_main(capsys, "sample", run, "--length", "100", "--sampler", "first-hitting", *common, "--out", tmp_path / "l.txt")
+    proc = run_main("sample", run, "--length", "100", "--sampler", "first-hitting", *common, "--out", tmp_path / "l.txt")
     assert proc.returncode == 0, proc.stderr
     assert [len(t) for t in (tmp_path / "l.txt").read_text().strip().split("\n\n")] == [100, 100]
     assert "(100 network calls)" in proc.stdout
     for sampler in ["ancestral", "mean", "greedy", "confidence"]:
-        proc = run_main(capsys, "sample", run, "--sampler", sampler, "--top-p", "0.9", "--temperature", "0.8", *common)
+        proc = run_main("sample", run, "--sampler", sampler, "--top-p", "0.9", "--temperature", "0.8", *common)
         assert proc.returncode == 0, (sampler, proc.stderr)
         assert f"2 samples, {sampler} sampler, 8 steps" in proc.stdout
-    proc = run_main(capsys, "sample", run, "--visualize", tmp_path / "viz", "--num", "1", "--steps", "8", "--no-progress")
+    proc = run_main("sample", run, "--visualize", tmp_path / "viz", "--num", "1", "--steps", "8", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     from PIL import Image
 
     assert Image.open(tmp_path / "viz" / "unmasking.png").size[0] > 100
     gif = Image.open(tmp_path / "viz" / "unmasking.gif")
     assert gif.n_frames >= 2
-    proc = run_main(capsys, "sample", run, "--show", "--num", "1", "--steps", "8")
+    proc = run_main("sample", run, "--show", "--num", "1", "--steps", "8")
     assert proc.returncode == 0 and "\033[" in proc.stdout
 
 

@@ -16,7 +16,7 @@ from maskdiff.evaluation.judge import EvaluatorLM
 from maskdiff.evaluation.metrics import repeated_ngram_rate, repeated_word_ngram_rate, unigram_entropy
 from maskdiff.evaluation.quality import QualityReport, report_for_samples
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "maskdiff"
+SRC = Path(__file__).resolve().parents[2] / "src" / "maskdiff"
 
 ENGLISH = [
     "The cat sat on the mat and looked out of the window at the birds in the garden.",

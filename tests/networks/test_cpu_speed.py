@@ -11,7 +11,7 @@ from maskdiff.denoiser import FunctionDenoiser, SUBSDenoiser
 from maskdiff.networks.transformer import DiT, RotaryEmbedding
 from maskdiff.sampling import first_hitting_sample
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 

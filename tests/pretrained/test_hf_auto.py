@@ -19,7 +19,7 @@ from maskdiff.pretrained import REMOTE_CODE
 
 transformers = pytest.importorskip("transformers")
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "maskdiff"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "maskdiff"
 # backbone x time conditioning (and one class-conditional DiT): the networks a folder can carry as remote code
 CASES = {"dit": ("dit", False, 0), "dit-time": ("dit", True, 0), "mdlm-dit": ("mdlm-dit", False, 0),
          "mdlm-dit-time": ("mdlm-dit", True, 0), "dit-classes": ("dit", False, 3)}
@@ -185,7 +185,7 @@ def test_a_bert_backbone_folder_names_what_reads_it(tmp_path):
     import maskdiff.hf
     from transformers import AutoModelForMaskedLM
 
-    from test_pretrained import bert_pipeline
+    from helpers import bert_pipeline
 
     folder = bert_pipeline().save_pretrained(tmp_path / "bert")
     assert "auto_map" not in json.loads((folder / "config.json").read_text())

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import chisquare
 
 import maskdiff
-from helpers import MICRO_FLAGS, assert_clean_error, micro_config, run_cli
+from helpers import MICRO_FLAGS, TINY_BERT, assert_clean_error, bert_pipeline, micro_config, run_cli
 from maskdiff.denoiser import SUBSDenoiser
 from maskdiff.errors import MaskdiffError
 from maskdiff.exact import autoregressive_order_nll, chain_law, empirical_law, enumerate_sequences, exact_nelbo
@@ -26,9 +26,6 @@ transformers = pytest.importorskip("transformers")
 
 # A tiny BERT over 4 ids where id 3 is its [MASK]: the real tokens are 0, 1, 2 (V = 3 as the exact tests)
 # and maskdiff's mask id is 4. A large init spread makes mu far from uniform and context-dependent.
-TINY_BERT = {"model_type": "bert", "vocab_size": 4, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 32, "max_position_embeddings": 8, "type_vocab_size": 1, "mask_token_id": 3, "pad_token_id": 0,
-             "initializer_range": 1.0, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 V_HF, L = 4, 3
 
 
@@ -204,17 +201,6 @@ def char_pipeline():
         obj.network.head.weight.normal_(0, 0.5)  # the zero-initialised output layer would make mu uniform
     pipe = Pipeline(cfg, tok, obj)
     pipe.weights, pipe.step = "ema", 7
-    return pipe
-
-
-def bert_pipeline():
-    cfg = micro_config()
-    cfg.model.backbone, cfg.data.tokenizer = "hf", "bert"
-    cfg.model.hf_config = dict(TINY_BERT, vocab_size=30522, mask_token_id=103, initializer_range=0.5)
-    tok = build_tokenizer(cfg)
-    torch.manual_seed(0)
-    pipe = Pipeline(cfg, tok, build_objective(cfg, tok.vocab_size))
-    pipe.weights, pipe.step = "ema", 3
     return pipe
 
 

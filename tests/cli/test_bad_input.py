@@ -39,7 +39,7 @@ def cli(capsys, tmp_path, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    return lambda *args: run_main(capsys, *args)
+    return lambda *args: run_main(*args)
 
 
 def refused(proc, *needles):

@@ -5,8 +5,7 @@ import math
 import pytest
 from PIL import Image
 
-from helpers import MICRO_FLAGS, assert_clean_error, run_cli, run_main
-from test_dna import genome_dir
+from helpers import MICRO_FLAGS, assert_clean_error, genome_dir, run_cli, run_main
 
 IMAGE_FLAGS = ["--width", "32", "--depth", "1", "--heads", "2", "--batch-size", "8", "--warmup-steps", "2", "--no-progress"]
 
