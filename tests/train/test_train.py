@@ -4,10 +4,11 @@ import json
 import pytest
 import torch
 
+import maskdiff
 from helpers import micro_config
 from maskdiff.checkpoint import list_checkpoints, read_tensors
 from maskdiff.errors import MaskdiffError
-from maskdiff.modalities import build_tokenizer
+from maskdiff.modalities import build_tokenizer, eval_chunks
 from maskdiff.modalities.text import split_stream
 from maskdiff.train import learning_rate, train
 
@@ -41,21 +42,27 @@ def test_micro_batching_matches_full_batch(tmp_path, plays):
 
 @pytest.mark.slow
 def test_loss_decreases_and_log_written(tmp_path, plays):
-    """On three Shakespeare works, 120 steps bring the training loss below the entropy of the characters'
-    unigram law (2.83 nats; the loss of the best model that ignores the context), by more than 0.1 nats:
-    the model uses the context (after 60 steps it is still at the unigram level, 2.86)."""
-    cfg = micro_config(steps=120, corpus=plays, lr=3e-3, batch_size=16)
+    """On three Shakespeare works, 300 steps bring the held-out NELBO below the cross-entropy of the validation
+    characters under the training split's unigram law (2.84 nats: the best a model that ignores the context
+    can do), by more than 0.1 nats at the top of its 95% interval (measured 2.52, [2.48, 2.57]); after 120
+    steps it is still at the unigram level (2.88). The training loss of the last steps is no evidence of this:
+    on the batches of steps 100-119 the unigram law itself scores 2.65."""
+    cfg = micro_config(steps=300, corpus=plays, lr=3e-3, batch_size=16)
     train(cfg, tmp_path / "r", progress=False)
     log = [json.loads(l) for l in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == list(range(1, 121))
-    stream = split_stream(cfg, build_tokenizer(cfg), "train")
-    freq = torch.bincount(stream).double()
-    freq = freq[freq > 0] / freq.sum()
-    unigram = float(-(freq * freq.log()).sum())
+    assert [r["step"] for r in log] == list(range(1, 301))
     first = sum(r["loss_nats_per_token"] for r in log[:10]) / 10
-    last = sum(r["loss_nats_per_token"] for r in log[-20:]) / 20  # standard error about 0.035 nats
-    assert last < first and last < unigram - 0.1, (first, last, unigram)
+    last = sum(r["loss_nats_per_token"] for r in log[-10:]) / 10
+    assert last < first, (first, last)
     assert {"lr", "grad_norm", "tokens_per_s"} <= set(log[0])
+    tokenizer = build_tokenizer(cfg)
+    train_freq = torch.bincount(split_stream(cfg, tokenizer, "train"), minlength=tokenizer.vocab_size).double()
+    val_freq = torch.bincount(split_stream(cfg, tokenizer, "validation"), minlength=tokenizer.vocab_size).double()
+    unigram = float(-(val_freq / val_freq.sum() * (train_freq / train_freq.sum()).clamp(min=1e-300).log()).sum())
+    pipe = maskdiff.load(tmp_path / "r")
+    tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, "validation", None)
+    low, high = pipe.evaluate(tokens, valid, passes=4).interval()
+    assert high < unigram - 0.1, (low, high, unigram)
 
 
 def test_checkpoints_kept_and_checksummed(tmp_path, plays):
