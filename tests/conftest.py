@@ -73,19 +73,3 @@ def served_run(tmp_path_factory, plays):
     run = tmp_path_factory.mktemp("serve") / "run"
     train(micro_config(steps=8, corpus=plays), run, progress=False)
     return run
-
-
-# Tests over about 2 s (one CPU core) in files whose owners mark their own tests: marked slow here, by file
-# and function name, until the marker sits in the file itself. `make test-fast` leaves slow tests out.
-SLOW_ELSEWHERE = {
-    "test_cli.py": {"test_train_eval_sample_end_to_end", "test_sample_options"},
-    "test_objectives.py": {"test_every_experiment_runs_end_to_end"},
-    "test_pretrained.py": {"test_export_command_writes_a_card_with_the_measured_bound"},
-    "test_sampler_comparison.py": {"test_runs_and_resumes", "test_cli_names_the_scales"},
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if getattr(item, "originalname", None) in SLOW_ELSEWHERE.get(item.path.name, ()):
-            item.add_marker(pytest.mark.slow)

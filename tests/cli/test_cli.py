@@ -87,6 +87,7 @@ def _independent_bits(pipe, limit, seed=0, batch_size=64):
     return r / ln2, (r - z * se) / ln2, (r + z * se) / ln2
 
 
+@pytest.mark.slow
 def test_train_eval_sample_end_to_end(tmp_path, capsys):
     """train -> eval -> sample on a micro model; a second train resumes, a third finds nothing to do; the
     BPC that eval prints and writes is the bound of the same sequences computed here, with its interval."""
@@ -133,6 +134,7 @@ def test_train_eval_sample_end_to_end(tmp_path, capsys):
     assert "ancestral sampler" in proc.stdout
 
 
+@pytest.mark.slow
 def test_sample_options(tmp_path, capsys):
     """Prompts, [N] templates, lengths beyond L, every sampler, and the unmasking pictures."""
     run = tmp_path / "run"

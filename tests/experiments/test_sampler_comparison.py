@@ -58,6 +58,7 @@ def _judge_nll_by_hand(lm, tokenizer, texts):
     return total / count
 
 
+@pytest.mark.slow
 def test_runs_and_resumes(tmp_path):
     logs = []
     scale = SAMPLER_SCALES["test"]
@@ -90,6 +91,7 @@ def test_runs_and_resumes(tmp_path):
     assert again["rows"] == summary["rows"]
 
 
+@pytest.mark.slow
 def test_cli_names_the_scales():
     assert_clean_error(run_cli("experiment", "samplers", "--scale", "gpu"), "unknown scale", "test, cpu")
     assert_clean_error(run_cli("experiment", "sampler"), "unknown experiment", "samplers")

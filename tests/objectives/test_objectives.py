@@ -213,6 +213,7 @@ def test_verdict_needs_two_paired_seeds():
     assert verdict(Trend("a", "b", ""), recs)["verdict"] == "not run" and verdict(Trend("a", "b", ""), recs)["seeds"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_every_experiment_runs_end_to_end(tmp_path, name):
     summary = run_experiment(name, "test", tmp_path, log=lambda *a: None)

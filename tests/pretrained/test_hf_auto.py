@@ -17,7 +17,7 @@ from maskdiff.modalities import build_tokenizer
 from maskdiff.pipeline import Pipeline
 from maskdiff.pretrained import REMOTE_CODE
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402 (make test installs it: a missing one fails)
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "maskdiff"
 # backbone x time conditioning (and one class-conditional DiT): the networks a folder can carry as remote code

@@ -22,7 +22,7 @@ from maskdiff.pipeline import Pipeline
 from maskdiff.sampling import cached_sample
 from maskdiff.schedules import get_schedule
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402 (make test installs it: a missing one fails)
 
 # A tiny BERT over 4 ids where id 3 is its [MASK]: the real tokens are 0, 1, 2 (V = 3 as the exact tests)
 # and maskdiff's mask id is 4. A large init spread makes mu far from uniform and context-dependent.
@@ -284,6 +284,7 @@ def test_minilm_weights_initialise_the_encoder_and_tie_the_head():
     assert "model.cls.predictions.decoder.weight" not in obj.state_dict()  # saved once, under the embedding's name
 
 
+@pytest.mark.slow
 def test_export_command_writes_a_card_with_the_measured_bound(tmp_path):
     run = tmp_path / "run"
     assert run_cli("train", "--run-dir", run, "--steps", "2", *MICRO_FLAGS).returncode == 0
