@@ -90,7 +90,7 @@ def check_judge_folder(directory) -> Path:
         raise MaskdiffError(f"judge folder {directory} does not exist; give a folder saved with save_pretrained (config.json, weights, tokenizer)")
     config = directory / "config.json"
     if not config.is_file():
-        raise MaskdiffError(f"judge folder {directory} has no config.json; give a Hugging Face causal LM folder (save_pretrained)")
+        raise MaskdiffError(f"cannot load a causal LM from {directory}: it has no config.json; give a Hugging Face causal LM folder (save_pretrained)")
     try:
         model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     except (ValueError, AttributeError) as err:
@@ -139,6 +139,7 @@ class EvaluatorLM:
     def from_pretrained(cls, local_dir, *, gguf_file: Optional[str] = None, name: Optional[str] = None) -> "EvaluatorLM":
         """Any Hugging Face causal LM saved in ``local_dir`` (config, weights, tokenizer), loaded offline."""
         directory = Path(local_dir)
+        _require("transformers", INSTALL_EVALUATOR)  # a missing package is named before the folder is read
         if gguf_file is None:
             check_judge_folder(directory)
         elif not directory.is_dir():
