@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from maskdiff.cli.args import load_run, positive_int, weights_args
+from maskdiff.errors import MaskdiffError
 
 
 def register(sub) -> None:
@@ -13,6 +14,7 @@ def register(sub) -> None:
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train, or a model folder (maskdiff export / convert)")
     p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
     p.add_argument("--corpus", help="evaluate on another corpus (zero-shot): shakespeare, linux-doc, python-doc, brown, wiki, a text file, a folder or hf:NAME (default: the run's)")
+    p.add_argument("--detokenizer", metavar="NAME", help="MDLM's zero-shot protocol on the local file --corpus: read it as corpus NAME, detokenize it and pack it as MDLM's evaluation does (wrap: rows [BOS] L-2 tokens [EOS], remainders dropped; pad: one document per row, cut at L-2). NAME: ptb, wikitext, lm1b, lambada, ag-news, pubmed, arxiv or none (docs/text.md)")
     p.add_argument("--passes", type=positive_int, default=1, help="Monte-Carlo estimates per sequence, averaged (default: 1)")
     p.add_argument("--discrete-steps", type=positive_int, help="discrete-time NELBO with T steps instead of continuous time")
     p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per forward pass (default: 64)")
@@ -31,30 +33,44 @@ def run(args) -> int:
     from maskdiff.modalities import get_modality
     from maskdiff.modalities import eval_chunks
 
+    if args.detokenizer is not None:
+        from maskdiff.data.detokenize import get_detokenizer
+
+        get_detokenizer(args.detokenizer)  # a bad name fails before loading anything
+        if not args.corpus:
+            raise MaskdiffError("--detokenizer needs --corpus FILE: the local file of that corpus to evaluate")
     pipe = load_run(args)
     modality = get_modality(pipe.config)
     own_unit, words = modality.report_unit(pipe.tokenizer)
     unit = args.unit or own_unit
     modality.check_unit(unit, pipe.tokenizer)
-    tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
+    if args.detokenizer is not None:
+        from maskdiff.evaluation.zeroshot import mdlm_rows
+
+        tokens, valid = mdlm_rows(pipe, args.corpus, args.detokenizer)
+    else:
+        tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
     if args.limit:
-        tokens, valid = tokens[: args.limit], valid[: args.limit]
+        tokens, valid = tokens[: args.limit], (valid[: args.limit] if valid is not None else None)
     t0 = time.perf_counter()
     result = pipe.evaluate(
         tokens, valid, discrete_steps=args.discrete_steps, passes=args.passes,
         batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
     )
+    if args.detokenizer is not None and result.length is not None:  # MDLM's figure has no -log p(length)
+        result.nelbo, result.length = result.nelbo - result.length, None
     seconds = time.perf_counter() - t0
     corpus = args.corpus or pipe.config.data.corpus
     kind = pipe.describe_estimate(args.discrete_steps)
-    print(f"{corpus} {args.split}: {result.summary(unit)}")
+    where = f"MDLM's protocol ({args.detokenizer})" if args.detokenizer is not None else args.split
+    print(f"{corpus} {where}: {result.summary(unit)}")
     print(f"  {int(result.tokens.sum())} {words} in {result.nelbo.numel()} sequences, {kind}, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
     if result.length is not None:
         print(f"  includes -log p(length) = {float(result.length.sum()) / float(result.tokens.sum()):.4f} nats per token "
               "(row lengths of the training split, add-one smoothing): a bound on -log p(x), not -log p(x | length)")
     if args.json:
-        record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, passes=args.passes,
+        record = dict(result.to_dict(), run_dir=str(args.run_dir), split=args.split, corpus=corpus, detokenizer=args.detokenizer, passes=args.passes,
                       discrete_steps=args.discrete_steps, weights=pipe.weights, step=pipe.step, seconds=seconds)
         args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
     if args.probe or args.fid:

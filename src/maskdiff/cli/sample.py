@@ -35,8 +35,9 @@ def register(sub) -> None:
     p.add_argument("--template", help="text with [N] spans of N characters to fill, e.g. 'to be or [12] to be'")
     p.add_argument("--show", action="store_true", help="draw the first sample live in the terminal as it is unmasked")
     p.add_argument("--visualize", type=Path, metavar="DIR", help="save a PNG strip and an animated GIF of the first sample's unmasking in DIR")
-    p.add_argument("--evaluate", action="store_true", help="report generative perplexity (SmolLM2-135M), unigram entropy, repeated 4-grams, NFE and time per sample")
-    p.add_argument("--evaluator", type=Path, help="with --evaluate: score the samples with this autoregressive run (trained with --objective ar) instead of SmolLM2-135M")
+    p.add_argument("--evaluate", action="store_true", help="report generative perplexity (SmolLM2-135M unless --judge or --evaluator), unigram entropy, repeated 4-grams, NFE and time per sample")
+    p.add_argument("--judge", type=Path, metavar="FOLDER", help="with --evaluate: score the samples with this local Hugging Face causal LM folder (config, weights and tokenizer, e.g. GPT-2 Large saved with save_pretrained) instead of SmolLM2-135M")
+    p.add_argument("--evaluator", type=Path, metavar="RUN_DIR", help="with --evaluate: score the samples with this maskdiff autoregressive run (trained with --objective ar) instead of SmolLM2-135M")
     p.add_argument("--out", type=Path, help="file to write the samples to (default: RUN_DIR/samples/<time>.txt, or .png for images)")
     p.add_argument("--label", type=nonneg_int, action="append", metavar="CLASS", help="image runs of a class-conditional model: the class of the samples (repeatable, cycled; default: every class in turn)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w: log mu = (1 + w) log mu(.|c) - w log mu(.|no class); 0 (default): the conditional model, -1: the unconditional one")
@@ -71,8 +72,15 @@ def run(args) -> int:
 
     if args.sampler is not None:
         get_entry(args.sampler, tuple(REGISTRY))  # fail on a bad name before loading anything
-    if args.evaluator and not args.evaluate:
-        raise MaskdiffError("--evaluator chooses the LM of --evaluate; add --evaluate")
+    for flag in ("evaluator", "judge"):
+        if getattr(args, flag) and not args.evaluate:
+            raise MaskdiffError(f"--{flag} chooses the LM of --evaluate; add --evaluate")
+    if args.evaluator and args.judge:
+        raise MaskdiffError("--judge (a Hugging Face causal LM folder) and --evaluator (a maskdiff AR run) both choose the LM of --evaluate; give one")
+    if args.judge:
+        from maskdiff.evaluation.judge import check_judge_folder
+
+        check_judge_folder(args.judge)  # before sampling
     pipe = load_run(args)
     args.sampler = args.sampler or pipe.target().default_sampler
     kwargs = sampler_options(args, args.sampler)
@@ -121,11 +129,16 @@ def _add_callbacks(args, pipe, kwargs: dict):
 
 
 def _evaluate(args, pipe, out) -> None:
-    """--evaluate: generative perplexity (SmolLM2-135M or --evaluator's AR run), entropy, repeats, NFE, time."""
+    """--evaluate: generative perplexity (SmolLM2-135M, --judge's causal LM or --evaluator's AR run), entropy, repeats, NFE, time."""
     from maskdiff.evaluation.quality import report_for_samples
 
     evaluator = None
-    if args.evaluator:
+    if args.judge:
+        from maskdiff.evaluation.judge import EvaluatorLM
+
+        evaluator = EvaluatorLM.from_pretrained(args.judge)
+        evaluator.model.to(pipe.device)
+    elif args.evaluator:
         from maskdiff.evaluation.judge import RunEvaluatorLM
 
         evaluator = RunEvaluatorLM.from_run(args.evaluator, device=args.device)

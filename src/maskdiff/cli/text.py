@@ -21,6 +21,7 @@ def register(sub) -> None:
     p = sub.add_parser("zero-shot", help="PPL bounds of runs on held-out corpora, as a table", description="Evaluate each run directory on each corpus (the first --limit rows of the --split split) and print a Markdown table of perplexity bounds (per token of each run's tokenizer) with 95% intervals. Any run directory maskdiff can load is a column, so a baseline run joins by being listed.")
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories made by maskdiff train")
     p.add_argument("--corpora", default=",".join(DEFAULT_CORPORA), help=f"comma-separated corpora (default: {','.join(DEFAULT_CORPORA)})")
+    p.add_argument("--file", action="append", default=[], metavar="NAME=PATH", help="a row on a local file of one of MDLM's zero-shot corpora, read, detokenized and packed as MDLM's evaluation does; NAME (before any ':', e.g. wikitext:103) is ptb, wikitext, lm1b, lambada, ag-news, pubmed, arxiv or none (repeatable)")
     p.add_argument("--split", default="test", help="train, validation or test (default: test)")
     p.add_argument("--limit", type=positive_int, default=64, help="rows of length L evaluated per corpus (default: 64)")
     p.add_argument("--passes", type=positive_int, default=1, help="Monte-Carlo estimates per row, averaged (default: 1)")
@@ -56,19 +57,39 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _files(specs) -> dict:
+    """--file NAME=PATH flags as {NAME: PATH}; a bad NAME or a missing '=' is refused."""
+    from maskdiff.data.detokenize import get_detokenizer
+
+    files = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise MaskdiffError(f"--file {spec!r}: write NAME=PATH, e.g. ptb=ptb.valid.txt")
+        get_detokenizer(name.split(":")[0])
+        if name in files:
+            raise MaskdiffError(f"--file {name} is given twice; tell the rows apart as NAME:TAG, e.g. wikitext:2 and wikitext:103")
+        files[name] = path
+    return files
+
+
 def cmd_zero_shot(args) -> int:
-    from maskdiff.evaluation.zeroshot import format_markdown, zero_shot_table
+    from maskdiff.evaluation.zeroshot import DEFAULT_CORPORA, format_markdown, zero_shot_table
 
     corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
-    if not corpora:
+    files = _files(args.file)
+    if args.file:
+        corpora = [c for c in corpora if c not in files] if args.corpora != ",".join(DEFAULT_CORPORA) else []
+    if not corpora and not files:
         raise MaskdiffError("--corpora is empty; give a comma-separated list, e.g. shakespeare,brown")
     import maskdiff
 
     columns = zero_shot_table(args.run_dirs, corpora, split=args.split, limit=args.limit, passes=args.passes,
                               batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
-                              load=lambda run_dir: maskdiff.load(run_dir, device=args.device))
-    print(f"PPL bounds on the {args.split} split (first {args.limit} rows of each corpus, {args.passes} pass(es)):\n")
-    print(format_markdown(columns, corpora))
+                              load=lambda run_dir: maskdiff.load(run_dir, device=args.device), files=files)
+    print(f"PPL bounds on the {args.split} split (first {args.limit} rows of each corpus, {args.passes} pass(es)"
+          + ("; --file rows: MDLM's protocol" if files else "") + "):\n")
+    print(format_markdown(columns, corpora + list(files)))
     if args.json:
         args.json.write_text(json.dumps([c.__dict__ for c in columns], indent=1), encoding="utf-8")
     return 0

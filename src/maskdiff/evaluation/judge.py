@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import importlib.util
 import io
+import json
 import math
 import os
 from pathlib import Path
@@ -81,6 +82,24 @@ def _load(directory: Path, gguf_file: Optional[str]):
     return model.eval(), tokenizer
 
 
+def check_judge_folder(directory) -> Path:
+    """Refuse a judge folder that cannot hold a Hugging Face causal LM, before any work: missing, no
+    config.json, or a maskdiff run (whose place is ``--evaluator``)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MaskdiffError(f"judge folder {directory} does not exist; give a folder saved with save_pretrained (config.json, weights, tokenizer)")
+    config = directory / "config.json"
+    if not config.is_file():
+        raise MaskdiffError(f"cannot load a causal LM from {directory}: it has no config.json; give a Hugging Face causal LM folder (save_pretrained)")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError) as err:
+        raise MaskdiffError(f"{config} is not a JSON object ({err})") from None
+    if model_type in (None, "maskdiff"):
+        raise MaskdiffError(f"{directory} is a maskdiff run or model folder, not a Hugging Face causal LM; score with an AR run through --evaluator")
+    return directory
+
+
 class EvaluatorLM:
     """An autoregressive LM that scores texts: generative perplexity of samples.
 
@@ -120,7 +139,10 @@ class EvaluatorLM:
     def from_pretrained(cls, local_dir, *, gguf_file: Optional[str] = None, name: Optional[str] = None) -> "EvaluatorLM":
         """Any Hugging Face causal LM saved in ``local_dir`` (config, weights, tokenizer), loaded offline."""
         directory = Path(local_dir)
-        if not directory.is_dir():
+        _require("transformers", INSTALL_EVALUATOR)  # a missing package is named before the folder is read
+        if gguf_file is None:
+            check_judge_folder(directory)
+        elif not directory.is_dir():
             raise MaskdiffError(f"evaluator directory {directory} does not exist")
         if gguf_file is not None and not (directory / gguf_file).is_file():
             raise MaskdiffError(f"{directory} has no GGUF file {gguf_file}")
