@@ -52,7 +52,7 @@ def test_sample_flags_name_what_is_wrong(tmp_path, capsys):
     judge_dir = tmp_path / "judge"
     from helpers import assert_clean_error, run_main
 
-    assert_clean_error(run_main(capsys, "sample", tmp_path, "--judge", judge_dir), "--judge chooses the LM of --evaluate")
-    assert_clean_error(run_main(capsys, "sample", tmp_path, "--evaluate", "--judge", judge_dir, "--evaluator", tmp_path),
+    assert_clean_error(run_main("sample", tmp_path, "--judge", judge_dir), "--judge chooses the LM of --evaluate")
+    assert_clean_error(run_main("sample", tmp_path, "--evaluate", "--judge", judge_dir, "--evaluator", tmp_path),
                        "--judge", "--evaluator", "give one")
-    assert_clean_error(run_main(capsys, "sample", tmp_path, "--evaluate", "--judge", tmp_path / "missing"), "judge folder", "does not exist")
+    assert_clean_error(run_main("sample", tmp_path, "--evaluate", "--judge", tmp_path / "missing"), "judge folder", "does not exist")
