@@ -351,7 +351,7 @@ class BoundCondition:
         self.cond = cond
         self.vocab_size = denoise.vocab_size
         self.mask_id = denoise.vocab_size
-        self.time_independent = getattr(denoise, "time_independent", False)
+        self.time_independent = denoise.time_independent
         self.accepts_valid = supports(denoise, "accepts_valid")
 
     def __call__(self, x_t: Tensor, t: Tensor, **kwargs) -> Tensor:
@@ -362,7 +362,7 @@ class BoundCondition:
 
 
 def require_time_independent(denoise, who: str) -> None:
-    if not getattr(denoise, "time_independent", False):
+    if not denoise.time_independent:
         raise MaskdiffError(
             f"{who} reuses the network output across time steps and needs a time-independent denoiser; "
             "this one is time-conditioned (train with time conditioning off, or use the ancestral sampler)"

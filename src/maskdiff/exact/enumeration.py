@@ -110,7 +110,7 @@ def exact_nelbo(
     nodes, weights = gauss_legendre(t_min, 1.0, panels, order)
     q = _pattern_probs(patterns, schedule.one_minus_alpha(nodes))  # (T, P)
     w = schedule.weight(nodes) * weights  # (T,)
-    if getattr(denoise, "time_independent", False):
+    if denoise.time_independent:
         cost = _pattern_costs(denoise, x0, patterns, 0.5)  # (B, P)
         diffusion = (cost @ (q * w[:, None]).sum(0))
     else:
@@ -139,7 +139,7 @@ def exact_discrete_nelbo(denoise, x0: Tensor, schedule: Schedule, steps: int) ->
     s = t - 1.0 / steps
     q = _pattern_probs(patterns, schedule.one_minus_alpha(t))  # (T, P)
     dw = schedule.discrete_weight(s, t)  # (T,)
-    if getattr(denoise, "time_independent", False):
+    if denoise.time_independent:
         diffusion = _pattern_costs(denoise, x0, patterns, 0.5) @ (q * dw[:, None]).sum(0)
     else:
         diffusion = sum(_pattern_costs(denoise, x0, patterns, float(ti)) @ (qi * wi) for ti, qi, wi in zip(t, q, dw))

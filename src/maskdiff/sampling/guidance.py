@@ -22,7 +22,7 @@ class GuidedDenoiser:
         self.null_class = null_class
         self.vocab_size = denoise.vocab_size
         self.mask_id = denoise.vocab_size
-        self.time_independent = getattr(denoise, "time_independent", False)
+        self.time_independent = denoise.time_independent
 
     def __call__(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         log_c = self.denoise(x_t, t, cond=cond)

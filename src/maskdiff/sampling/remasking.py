@@ -169,7 +169,7 @@ def remdm_sample(
     eta = DEFAULT_ETA.get(strategy, 0.0) if eta is None else eta
     check_transform(temperature, top_p)
     plan = remasking_plan(schedule, steps, strategy, eta, grid=grid, t_on=t_on, t_off=t_off, alpha_on=alpha_on)
-    time_independent = bool(getattr(denoise, "time_independent", False))
+    time_independent = bool(denoise.time_independent)
     if cache and not time_independent:
         raise MaskdiffError("cache=True reuses the network output across time steps and needs a time-independent denoiser; "
                             "this one is time-conditioned (leave cache unset)")
