@@ -39,7 +39,7 @@ from maskdiff.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # n
 from maskdiff.loss import low_discrepancy_times  # noqa: E402
 from maskdiff.objectives import build_objective  # noqa: E402
 from maskdiff.sampling import SAMPLERS  # noqa: E402
-from maskdiff.train import autocast, compile_blocks, make_optimizer, set_fast_matmul  # noqa: E402
+from maskdiff.step import autocast, compile_blocks, make_optimizer, set_fast_matmul  # noqa: E402
 
 NOMINAL_BF16_PEAK = 989e12  # H100 / H200 SXM dense bf16, FLOP/s (datasheet)
 MODES = {"fp32-eager": ("fp32", False), "bf16-eager": ("bf16", False), "bf16-compiled": ("bf16", True)}
@@ -137,10 +137,10 @@ def sample_figures(name: str, cfg: RunConfig, vocab: int, sampler: str, batch: i
         torch.nn.init.normal_(obj.network.head.weight, std=0.02)
     gen = torch.Generator(device=device).manual_seed(0)
     fn = SAMPLERS[sampler]
-    fn(obj.model, obj.schedule, (2, cfg.data.length), steps=8, generator=gen, device=device)  # warm-up
+    fn(obj.denoiser, obj.schedule, (2, cfg.data.length), steps=8, generator=gen, device=device)  # warm-up
     _sync()
     start = time.perf_counter()
-    out = fn(obj.model, obj.schedule, (batch, cfg.data.length), steps=steps, generator=gen, device=device)
+    out = fn(obj.denoiser, obj.schedule, (batch, cfg.data.length), steps=steps, generator=gen, device=device)
     _sync()
     seconds = time.perf_counter() - start
     return {"config": name, "sampler": sampler, "batch": batch, "length": cfg.data.length, "vocab_size": vocab,

@@ -109,11 +109,12 @@ def write_data(args, seed: int, steps: int, folder: Path) -> Dict[str, Path]:
     """The windows maskdiff's trainer draws at steps 0..steps-1 of ``seed`` (B rows each, in order) and the validation rows."""
     from maskdiff.data.chunking import contiguous_chunks
     from maskdiff.data.sources import WindowSource
-    from maskdiff.modalities.text import split_stream, text_tokenizer
-    from maskdiff.train import step_generator
+    from maskdiff.modalities import build_tokenizer
+    from maskdiff.modalities.text import split_stream
+    from maskdiff.step import step_generator
 
     config = run_config(args, seed)
-    tok = text_tokenizer(config)
+    tok = build_tokenizer(config)
     source = WindowSource(split_stream(config, tok, "train"), args.length)
     rows = torch.cat([source.draw(args.batch, step_generator(seed, k))[0] for k in range(steps)])
     val = contiguous_chunks(split_stream(config, tok, "validation"), args.length)[0][: args.val_rows]

@@ -37,7 +37,7 @@ from maskdiff.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # n
 from maskdiff.loss import continuous_diffusion_term, low_discrepancy_times  # noqa: E402
 from maskdiff.pipeline import build_denoiser, build_schedule  # noqa: E402
 from maskdiff.presets import small, tiny  # noqa: E402
-from maskdiff.train import make_optimizer  # noqa: E402
+from maskdiff.step import make_optimizer  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 

@@ -53,7 +53,7 @@ from maskdiff.loss import low_discrepancy_times
 from maskdiff.modalities import build_tokenizer, training_source
 from maskdiff.objectives import build_objective
 from maskdiff.runs import RunLog, start_run
-from maskdiff.step import StepBatch, autocast, compile_blocks, draw_step, learning_rate, make_optimizer, set_fast_matmul, use_compile  # noqa: F401 (also importable from here)
+from maskdiff.step import StepBatch, autocast, compile_blocks, draw_step, learning_rate, make_optimizer, set_fast_matmul, use_compile
 from maskdiff.validation import validate_config
 
 

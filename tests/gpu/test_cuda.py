@@ -14,7 +14,7 @@ from maskdiff.loss import low_discrepancy_times
 from maskdiff.objectives import build_objective
 from maskdiff.sampling import (SAMPLERS, GuidedDenoiser, autoregressive_sample, genmd4_sample, semi_autoregressive_sample)
 from maskdiff.sampling.conditioning import prompt_state
-from maskdiff.train import autocast, compile_blocks
+from maskdiff.step import autocast, compile_blocks
 
 CUDA = torch.device("cuda")
 V, L = 13, 16

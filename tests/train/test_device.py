@@ -68,7 +68,7 @@ def test_bf16_autocast_loss_close_to_float32_on_a_fixed_batch():
     """bf16 autocast (the forward pass and the loss) against float32 on one fixed batch: within 2% (stated
     tolerance: bfloat16 keeps 8 mantissa bits; log-softmax and the weights stay float32/float64)."""
     from maskdiff.loss import low_discrepancy_times
-    from maskdiff.train import autocast
+    from maskdiff.step import autocast
 
     torch.manual_seed(0)
     cfg = micro_config()

@@ -10,7 +10,8 @@ from maskdiff.checkpoint import list_checkpoints, read_tensors
 from maskdiff.errors import MaskdiffError
 from maskdiff.modalities import build_tokenizer, eval_chunks
 from maskdiff.modalities.text import split_stream
-from maskdiff.train import learning_rate, train
+from maskdiff.step import learning_rate
+from maskdiff.train import train
 
 
 def _final(run):
