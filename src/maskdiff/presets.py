@@ -94,9 +94,70 @@ def minilm() -> RunConfig:
     )
 
 
+# The papers' recipes. Every value comes from the reference code's configs (docs/scale.md, "Recipes", cites
+# file and value); data.corpus is the conventional folder that `maskdiff data prepare` writes (replace it
+# with --corpus FOLDER). MDLM: github.com/kuleshov-group/mdlm configs/config.yaml, model/small.yaml,
+# noise/loglinear.yaml, lr_scheduler/constant_warmup.yaml. MD4: github.com/google-deepmind/md4
+# md4/configs/md4/text8.py and openwebtext.py.
+
+
+def _mdlm(preset: str, data: DataConfig) -> RunConfig:
+    """MDLM's small model and training setup (configs/config.yaml + model/small.yaml) on ``data``."""
+    return RunConfig(
+        preset=preset,
+        model=ModelConfig(backbone="mdlm-dit", width=768, depth=12, heads=12, cond_dim=128, mlp_ratio=4.0, dropout=0.1,
+                          time_conditioned=False),
+        data=data,
+        diffusion=DiffusionConfig(objective="masked", schedule="loglinear", schedule_args={"eps": 1e-3}, t_min=1e-3,
+                                  discrete_steps=0, low_discrepancy=True, time_sampler="uniform"),
+        train=TrainConfig(steps=1_000_000, batch_size=512, micro_batch_size=16, lr=3e-4, warmup_steps=2500, lr_schedule="constant",
+                          weight_decay=0.0, beta1=0.9, beta2=0.999, grad_clip=1.0, ema_decay=0.9999, seed=1, precision="bf16",
+                          log_every=10, checkpoint_every=500),
+    )
+
+
+def mdlm_owt() -> RunConfig:
+    """MDLM on OpenWebText: GPT-2 BPE, L = 1024, documents wrapped into one stream, 12 x 768 MDLM DiT,
+    global batch 512, 1M steps (MDLM Sec. 4.1). For several GPUs: see maskdiff plan mdlm-owt."""
+    return _mdlm("mdlm-owt", DataConfig(corpus="data/openwebtext-gpt2", tokenizer="gpt2", packing="wrap", length=1024))
+
+
+def mdlm_lm1b() -> RunConfig:
+    """MDLM on LM1B: bert-base-uncased WordPiece, L = 128, one sentence per row padded, 12 x 768 MDLM DiT,
+    global batch 512, 1M steps. For several GPUs."""
+    return _mdlm("mdlm-lm1b", DataConfig(corpus="data/lm1b-bert", tokenizer="bert", packing="pad", length=128))
+
+
+def _md4(preset: str, data: DataConfig, checkpoint_every: int) -> RunConfig:
+    """MD4's text setup (md4/configs/md4/text8.py and openwebtext.py share it) on ``data``: 12 layers of
+    12 heads x 64 features, adaLN time conditioning, linear schedule, cosine learning rate to zero."""
+    return RunConfig(
+        preset=preset,
+        model=ModelConfig(backbone="dit", width=768, depth=12, heads=12, cond_dim=64, time_conditioned=True, dropout=0.0),
+        data=data,
+        diffusion=DiffusionConfig(objective="masked", schedule="linear", t_min=1e-4, discrete_steps=0, low_discrepancy=True,
+                                  time_sampler="uniform"),
+        train=TrainConfig(steps=1_000_000, batch_size=512, lr=3e-4, warmup_steps=2000, lr_schedule="cosine", min_lr_ratio=0.0,
+                          weight_decay=0.0, beta1=0.9, beta2=0.999, grad_clip=0.0, ema_decay=0.9999, seed=42,
+                          log_every=500, checkpoint_every=checkpoint_every),
+    )
+
+
+def md4_text8() -> RunConfig:
+    """MD4 on text8: 27 characters, L = 256, 12 x 768 transformer, global batch 512, 1M steps. For several GPUs."""
+    return _md4("md4-text8", DataConfig(corpus="data/text8", form="text8", packing="wrap", length=256), checkpoint_every=5000)
+
+
+def md4_owt() -> RunConfig:
+    """MD4 on OpenWebText: GPT-2 BPE, L = 1024, 12 x 768 transformer, global batch 512, 1M steps. For several GPUs."""
+    return _md4("md4-owt", DataConfig(corpus="data/openwebtext-gpt2", tokenizer="gpt2", packing="wrap", length=1024),
+                checkpoint_every=5000)
+
+
 PRESETS: Dict[str, Callable[[], RunConfig]] = {
     "tiny": tiny, "small": small, "shakespeare-bpe": shakespeare_bpe, "dna": dna, "digits": digits,
     "fashion-mnist": fashion_mnist, "minilm": minilm,
+    "mdlm-owt": mdlm_owt, "mdlm-lm1b": mdlm_lm1b, "md4-text8": md4_text8, "md4-owt": md4_owt,
 }
 
 

@@ -149,6 +149,15 @@ class MDLMDiT(nn.Module):
     def output_bias(self) -> nn.Parameter:
         return self.output_layer.linear.bias
 
+    def num_parameters(self, exclude_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.vocab_embed.embedding.numel() if exclude_embedding else n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token, the estimate of DiT.flops_per_token: 6 N (N: non-embedding parameters)
+        + 12 * depth * width * seq_len for attention scores."""
+        return 6.0 * self.num_parameters() + 12.0 * len(self.blocks) * self.vocab_embed.embedding.shape[1] * seq_len
+
     def forward(self, tokens: Tensor, t: Optional[Tensor] = None, *, valid: Optional[Tensor] = None,
                 positions: Optional[Tensor] = None) -> Tensor:
         """valid: (B, L) bool, attention never looks where it is False; positions: (B, L) bool, the output
