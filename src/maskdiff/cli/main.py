@@ -13,6 +13,7 @@ from typing import List, Optional
 import maskdiff.cli.demo as demo
 import maskdiff.cli.eval as evaluate
 import maskdiff.cli.experiment as experiment
+import maskdiff.cli.plan as plan
 import maskdiff.cli.exponents as exponents
 import maskdiff.cli.pretrained as pretrained
 import maskdiff.cli.sample as sample
@@ -37,6 +38,7 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff train --preset minilm                         fine-tune a pretrained masked LM (all-MiniLM-L6-v2)
   maskdiff serve  runs/tiny                              a web page to watch and steer generation (JSON API too)
   torchrun --nproc_per_node 8 -m maskdiff.cli train ...  the same trainer on several processes (DDP / FSDP2)
+  maskdiff plan mdlm-owt --gpus 8 --gpu h100             tokens, FLOPs, memory per GPU and wall-clock of a recipe
 
   DNA:    maskdiff train --preset dna; maskdiff eval runs/dna --probe       (bits per base, genome probe)
   images: maskdiff train --preset digits; maskdiff eval runs/digits --fid 500; maskdiff sample runs/digits --num 40
@@ -45,7 +47,7 @@ A run directory holds config.json, tokenizer.json, checkpoints/, log.jsonl and s
 """
 
 # the command modules, in the order ``maskdiff --help`` lists their commands
-COMMANDS = (train, evaluate, sample, experiment, exponents, text, pretrained, serve, demo)
+COMMANDS = (train, evaluate, sample, experiment, exponents, text, pretrained, serve, demo, plan)
 
 
 def build_parser() -> argparse.ArgumentParser:
