@@ -4,8 +4,9 @@ The network is built on PyTorch's meta device (shapes only, no memory), so a 12 
 to plan. FLOPs are the network's own ``flops_per_token(L)`` (6 N + 12 depth width L, forward + backward),
 times the tokens: the formula of benchmarks/gpu.py and benchmarks/train_throughput.py. Memory counts the
 training state exactly from the parameters (weights, gradients, AdamW's two moments, the EMA, DDP's
-gradient buckets; FSDP2 shards all of them) and estimates the activations at the micro-batch per layer
-(:func:`activation_bytes` states what it counts). docs/scale.md, "Planning a run", explains the output.
+gradient buckets; FSDP2 shards all of them) and estimates the activations at the micro-batch per block
+(:func:`activation_bytes` states what it counts; a test checks the blocks' part against the tensors autograd
+saves). docs/scale.md, "Planning a run", explains the output.
 """
 from __future__ import annotations
 
@@ -154,22 +155,33 @@ def state_bytes(objective: nn.Module, gpus: int, parallel: str, ema: bool, preci
     return out
 
 
-def activation_bytes(width: int, depth: int, vocab_out: int, tokens: int, precision: str, adaln: bool) -> Dict[str, int]:
-    """An estimate of the activations autograd keeps for the backward pass of ``tokens`` = micro-batch x L.
+# Bytes per token and unit of width that one block keeps for its backward pass: a + b p, with p the bytes of
+# an element of the matrix products (2 for bf16, 4 for fp32). Counted by listing the tensors autograd saves
+# for one block (torch.autograd.graph.saved_tensors_hooks, weights and their casts left out; a test does it
+# again): float32 LayerNorm inputs and residual terms make a, the products' inputs and outputs (q, k, v, the
+# attention output, the MLP's 4 W hidden twice) b. Attention scores are not among them: the kernels of
+# scaled_dot_product_attention recompute them. MDLM's DiT also keeps its rotary halves in float32 and the
+# masks of its residual dropout.
+BLOCK_BYTES = {"dit": (9.0, 16.0), "dit-adaln": (16.5, 18.0), "mdlm-dit": (24.5, 21.0)}
 
-    Per block and token, counted on maskdiff's block (networks/transformer.py; MDLM's DiT has the same
-    tensors): in float32 the residual stream at both LayerNorm inputs (2 x 4 W bytes); at the precision of
-    the matrix products (p = 2 for bf16, 4 for fp32) the two normed inputs (2 W), q and k before and after
-    the rotary embedding (4 W), v (W), the attention output and its reshaped copy (2 W), the MLP's input and
-    output of the GELU (2 x 4 W): 17 W p, plus 2 x 4 W for the adaLN-modulated inputs. Attention scores are
-    not stored (scaled_dot_product_attention's flash and memory-efficient kernels recompute them).
-    The output layer at every position: its logits (V p bytes), their float32 log-softmax (4 V, and the cast
-    to float32 first under bf16, another 4 V) and, during the backward pass, their gradient (4 V)."""
+
+def activation_bytes(width: int, depth: int, vocab_out: int, tokens: int, precision: str, block: str) -> Dict[str, int]:
+    """An estimate of the activations autograd keeps for the backward pass of ``tokens`` = micro-batch x L:
+    ``block`` (a key of BLOCK_BYTES) per block; the embedding's float32 output (4 W); the output layer at
+    every position: its logits (V p bytes), their float32 log-softmax (4 V, and under bf16 the float32 cast
+    before it, another 4 V) and, during the backward pass, their gradient (4 V)."""
     p = 2 if precision == "bf16" else 4
-    per_token_block = 8 * width + 17 * width * p + (8 * width if adaln else 0)
+    a, b = BLOCK_BYTES[block]
+    per_block = int((a + b * p) * width * tokens)
     per_token_head = vocab_out * (p + 4 + 4 + (4 if p == 2 else 0))
-    block = per_token_block * tokens
-    return {"per_block": block, "blocks": depth * block, "output_layer": per_token_head * tokens, "embedding": 4 * width * tokens}
+    return {"per_block": per_block, "blocks": depth * per_block, "output_layer": per_token_head * tokens, "embedding": 4 * width * tokens}
+
+
+def block_kind(config: RunConfig) -> str:
+    """The key of BLOCK_BYTES for a run's network."""
+    if config.model.backbone == "mdlm-dit":
+        return "mdlm-dit"
+    return "dit-adaln" if config.model.time_conditioned else "dit"
 
 
 def make_plan(config: RunConfig, gpus: int, gpu: str = "h100", mfu: float = 0.4, vocab_size: Optional[int] = None,
@@ -202,8 +214,7 @@ def make_plan(config: RunConfig, gpus: int, gpu: str = "h100", mfu: float = 0.4,
     memory = state_bytes(objective, gpus, t.parallel, t.ema_decay > 0, t.precision)
     width = config.model.width
     head = net.output_bias().numel()  # the output layer's columns (V, or V + 1 with the mask logit)
-    adaln = config.model.backbone == "mdlm-dit" or config.model.time_conditioned
-    acts = activation_bytes(width, config.model.depth, head, micro * L, t.precision, adaln)
+    acts = activation_bytes(width, config.model.depth, head, micro * L, t.precision, block_kind(config))
     memory.update({"activations_blocks": acts["blocks"], "activations_output_layer": acts["output_layer"], "activations_embedding": acts["embedding"]})
     memory["total"] = sum(memory.values())
     n_all = sum(p.numel() for p in objective.parameters() if p.requires_grad)

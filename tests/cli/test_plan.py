@@ -3,11 +3,12 @@ bytes of the real tensors, and the command prints a table, JSON, and clean error
 import json
 import math
 
+import pytest
 import torch
 
 from helpers import assert_clean_error, run_main
 from maskdiff.objectives import build_objective
-from maskdiff.plan import make_plan, state_bytes
+from maskdiff.plan import activation_bytes, block_kind, make_plan, state_bytes
 from maskdiff.presets import get_preset
 from maskdiff.step import make_optimizer
 
@@ -81,3 +82,32 @@ def test_plan_command_table_json_and_errors():
     assert_clean_error(run_main("plan", "mdlm-owt", "--gpu", "b200"), "unknown gpu 'b200'", "h100")
     assert_clean_error(run_main("plan", "mdlm-owt", "--gpus", "3"), "does not split over 3 GPUs")
     assert_clean_error(run_main("plan", "nope"), "unknown preset 'nope'")
+
+
+@pytest.mark.parametrize("name,time_conditioned", [("md4-text8", False), ("md4-text8", True), ("mdlm-owt", False)])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_block_activations_match_what_autograd_saves(name, time_conditioned, precision):
+    """The per-block activation estimate is within 10% of the bytes of the tensors autograd saves for one
+    block's backward pass (weights and their bf16 casts left out), at 1,024 tokens of width 64."""
+    cfg = _small(name, time_conditioned=time_conditioned)
+    cfg.train.precision = precision
+    W, B, L = 64, 4, 256
+    cfg.data.length = L
+    net = build_objective(cfg, 5).network
+    weight_shapes = {tuple(p.shape) for p in net.parameters()} | {tuple(p.shape)[::-1] for p in net.parameters()}
+    saved = {}
+
+    def pack(t):
+        if tuple(t.shape) not in weight_shapes:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x, c = torch.randn(B, L, W, requires_grad=True), torch.randn(B, 16)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        if name == "mdlm-owt":
+            angles = torch.randn(L, W // cfg.model.heads // 2)
+            net.blocks[0](x, c, angles.cos(), angles.sin(), None)
+        else:
+            net.blocks[0](x, c if time_conditioned else None)
+    estimate = activation_bytes(W, 1, 5, B * L, precision, block_kind(cfg))["per_block"]
+    assert abs(sum(saved.values()) / estimate - 1) < 0.1, (sum(saved.values()), estimate)
