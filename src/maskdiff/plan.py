@@ -265,4 +265,7 @@ def format_plan(plan: Plan) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines.append(f"(activations: an estimate, {_gib(plan.activation_bytes_per_layer)} per block; peaks: {plan.source})")
+    if plan.precision == "fp32":
+        lines.append("(an fp32 run multiplies matrices in TF32 on a GPU, whose peak is half the bf16 figure: the wall-clock assumes "
+                     "bf16; give --precision bf16 or halve --mfu)")
     return "\n".join(lines)
