@@ -241,6 +241,7 @@ class Pipeline:
         block: Optional[int] = None,
         progress: bool = False,
         callback=None,
+        stop_at_eos: bool = False,
         **options,
     ) -> Samples:
         """Draw ``num`` samples.
@@ -250,11 +251,12 @@ class Pipeline:
         ``[N]`` spans to fill (infilling); either may be a list with one text per row. length beyond the
         training length L is generated semi-autoregressively, ``block`` tokens at a time (default L/4).
         Other keyword arguments are the sampler's options (temperature, top_p, grid, ...: its registry
-        entry); callback is called with the (num, length) state after each step.
+        entry); callback is called with the (num, length) state after each step. stop_at_eos: each text
+        stops before its first generated end-of-text token (see :meth:`run`).
         """
         request = SampleRequest(num=num, sampler=sampler, steps=steps, seed=seed, length=length, prompt=prompt, template=template,
                                 block=block, options=options)
-        return self.run(request, progress=progress, callback=callback)
+        return self.run(request, progress=progress, callback=callback, stop_at_eos=stop_at_eos)
 
     def generate(self, prompt: Optional[str] = None, *, infill: Optional[str] = None, num: int = 1,
                  length: Optional[Union[int, Sequence[int]]] = None, steps: int = 256, sampler: Optional[str] = None, seed: int = 0,
