@@ -11,8 +11,8 @@ a row the same output in a batch as alone (true of maskdiff's networks on the CP
 check; a GPU's batched kernels may round differently, which can change a draw that falls on a
 rounding boundary).
 
-Calls other than the plain ``denoise(x, t, **kwargs)`` (a key-value cache's prefill, for example) go
-to the network directly, unbatched.
+The plain ``denoise(x, t, **kwargs)`` and ``denoise.masked_log_probs(x, t, masked, **kwargs)`` are
+shared; other calls (a key-value cache's prefill, for example) go to the network directly, per row.
 """
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ from maskdiff.sampling.rows import CheckedRows, one_row_generator
 
 
 class _Call:
-    """One row's pending network call."""
+    """One row's pending network call: ``denoise(x, t, **kwargs)``, or ``denoise.masked_log_probs(x, t, masked,
+    **kwargs)`` when ``masked`` is given."""
 
-    def __init__(self, x, t, kwargs):
-        self.x, self.t, self.kwargs = x, t, kwargs
+    def __init__(self, x, t, kwargs, masked=None):
+        self.x, self.t, self.kwargs, self.masked = x, t, kwargs, masked
         self.out = self.error = None
         self.done = False
 
@@ -49,8 +50,8 @@ class SharedCalls:
     def row_view(self) -> "RowDenoiser":
         return RowDenoiser(self)
 
-    def call(self, x, t, kwargs):
-        pending = _Call(x, t, kwargs)
+    def call(self, x, t, kwargs, masked=None):
+        pending = _Call(x, t, kwargs, masked)
         with self.lock:
             self.pending.append(pending)
             self._run_if_all_waiting()
@@ -72,14 +73,19 @@ class SharedCalls:
         calls, self.pending = self.pending, []
         groups: Dict[Tuple, List[_Call]] = {}
         for c in calls:  # inputs that stack: the same shape past the batch axis, the same keywords
-            key = (tuple(c.x.shape[1:]), c.x.device, tuple(sorted(c.kwargs)))
+            key = (tuple(c.x.shape[1:]), c.x.device, tuple(sorted(c.kwargs)), c.masked is None)
             groups.setdefault(key, []).append(c)
         for group in groups.values():
             try:
                 kwargs = {k: torch.cat([c.kwargs[k] for c in group]) for k in group[0].kwargs}
-                out = self.denoise(torch.cat([c.x for c in group]), torch.cat([c.t for c in group]), **kwargs)
+                x, t = torch.cat([c.x for c in group]), torch.cat([c.t for c in group])
+                if group[0].masked is None:
+                    out, sizes = self.denoise(x, t, **kwargs), [c.x.shape[0] for c in group]
+                else:  # (N, V) at the masked positions in row-major order: each call's rows stay together
+                    masked = torch.cat([c.masked for c in group])
+                    out, sizes = self.denoise.masked_log_probs(x, t, masked, **kwargs), [int(c.masked.sum()) for c in group]
                 self.calls += 1
-                for c, part in zip(group, out.split([c.x.shape[0] for c in group])):
+                for c, part in zip(group, out.split(sizes)):
                     c.out = part
             except BaseException as err:  # every row of the group sees the failure
                 for c in group:
@@ -99,7 +105,10 @@ class RowDenoiser:
         return self._shared.call(x, t, kwargs)
 
     def __getattr__(self, name):  # vocab_size, time_independent, block methods...: the denoiser's own
-        return getattr(self._shared.denoise, name)
+        value = getattr(self._shared.denoise, name)
+        if name == "masked_log_probs" and callable(value):  # shared too (first-hitting calls it)
+            return lambda x, t, masked, **kwargs: self._shared.call(x, t, kwargs, masked)
+        return value
 
 
 def draw_rows(denoise, schedule, checked: CheckedRows, *, device=None, on_row: Optional[Callable[[int, SampleOutput], None]] = None,
