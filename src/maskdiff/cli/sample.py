@@ -37,7 +37,7 @@ def register(sub) -> None:
                    "\"prompt\" or a \"template\" and optionally \"length\" and \"seed\"; writes JSON lines (the input fields "
                    "plus text, tokens, network_calls, seconds, eos) to --out (default: RUN_DIR/samples/<time>.jsonl). Each row "
                    "has its own seed (derived from --seed and its line's place unless it gives one)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="with --prompts-file: rows drawn together (network calls "
+    p.add_argument("--batch-size", type=positive_int, help="with --prompts-file: rows drawn together (network calls "
                    "batched); it changes the speed, not the samples (default: 8)")
     eos = p.add_mutually_exclusive_group()
     eos.add_argument("--stop-at-eos", dest="stop_at_eos", action="store_const", const=True, default=None,
@@ -97,9 +97,10 @@ def run(args) -> int:
         from maskdiff.cli.prompts_file import read_prompts
 
         read_prompts(args.prompts_file)  # a bad line fails before the model is loaded
-    elif args.batch_size != 8:
+    elif args.batch_size is not None:
         raise MaskdiffError("--batch-size goes with --prompts-file (rows drawn together); leave it out or add --prompts-file")
     args.num = 4 if args.num is None else args.num
+    args.batch_size = 8 if args.batch_size is None else args.batch_size
     pipe = load_run(args)
     args.sampler = args.sampler or pipe.target().default_sampler
     kwargs = sampler_options(args, args.sampler)
