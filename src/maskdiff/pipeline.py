@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -24,6 +24,7 @@ from maskdiff.runs import checkpoint_to_load, read_run_config, read_tokenizer
 from maskdiff.sampling.common import SampleOutput
 from maskdiff.sampling.request import CheckedRequest, SampleRequest, SamplingTarget
 from maskdiff.sampling.request import template_ids as parse_template
+from maskdiff.sampling.rows import CheckedRows, Row, RowsRequest, eos_cut, fixed_end
 from maskdiff.schedules import Schedule, get_schedule
 
 
@@ -52,6 +53,28 @@ class Samples:
     """The sampler's registry name."""
     steps: int = 0
     """Reverse steps (the request's T; the own sampler's count for GenMD4, autoregressive and block models)."""
+
+
+@dataclass
+class RowResult:
+    """One row of a many-prompts call (:meth:`Pipeline.run_rows`)."""
+
+    index: int
+    """The row's place in the input."""
+    text: str
+    """The decoded row: prompt (or template) and generated tokens, cut before its first generated end-of-text token."""
+    tokens: List[int]
+    """Every token id of the row as drawn (past the cut too; block and semi-autoregressive rows end where generation stopped)."""
+    kept: int
+    """How many of ``tokens`` the text holds."""
+    eos: bool
+    """Whether the text was cut at an end-of-text token."""
+    network_calls: int
+    """Network calls the row cost (its own, as if drawn alone)."""
+    seconds: float
+    """Wall-clock of the row's sampler (rows of one micro-batch run together: about the micro-batch's time)."""
+    seed: int
+    """The seed of the row's generator (its own, or derived from the request's seed and its index)."""
 
 
 class Pipeline:
@@ -151,17 +174,59 @@ class Pipeline:
         out.tokens = out.tokens.cpu()
         return out
 
-    def run(self, request: Union[SampleRequest, CheckedRequest], *, progress: bool = False, callback=None) -> Samples:
-        """Run a request and decode it: :class:`Samples`."""
+    def run(self, request: Union[SampleRequest, CheckedRequest], *, progress: bool = False, callback=None,
+            stop_at_eos: bool = False) -> Samples:
+        """Run a request and decode it: :class:`Samples`. stop_at_eos: each text stops before the first
+        end-of-text token generated after the row's fixed tokens (the tokens are kept whole)."""
         checked = request.check(self.target()) if isinstance(request, SampleRequest) else request
         out = self.draw(checked, progress=progress, callback=callback)
         tokens = out.tokens
-        if checked.entry.objective is None:
-            return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, checked.sampler, checked.steps)
-        lengths = out.extra.get("lengths")  # block diffusion: each sample up to and including its end-of-text token
-        texts = (self.tokenizer.decode_batch(tokens) if lengths is None
-                 else [self.tokenizer.decode(row[: int(n)]) for row, n in zip(tokens, lengths)])
-        return Samples(tokens, texts, out.nfe, out.seconds, checked.sampler, out.steps)
+        eos_id = getattr(self.tokenizer, "eos_id", None) if stop_at_eos else None
+        steps = checked.steps if checked.entry.objective is None else out.steps
+        lengths = out.extra.get("lengths") if checked.entry.objective is not None else None  # block diffusion: up to and including EOS
+        if lengths is None and eos_id is None:
+            return Samples(tokens, self.tokenizer.decode_batch(tokens), out.nfe, out.seconds, checked.sampler, steps)
+        texts = []
+        for i, row in enumerate(tokens):
+            n = row.numel() if lengths is None else int(lengths[i])
+            start = fixed_end(checked.x_init[i].tolist(), checked.mask_id) if checked.x_init is not None else (
+                0 if checked.prefix is None else checked.prefix.shape[1])
+            texts.append(self.tokenizer.decode(row[: eos_cut(row[:n], start, eos_id)]))
+        return Samples(tokens, texts, out.nfe, out.seconds, checked.sampler, steps)
+
+    def run_rows(self, request: Union[RowsRequest, CheckedRows], *, on_row: Optional[Callable[[RowResult], None]] = None,
+                 callback=None) -> List[RowResult]:
+        """Many prompts or templates, each its own length and seed (sampling/rows.py): one :class:`RowResult`
+        per row, in input order. Masked-diffusion rows are drawn ``batch_size`` at a time with their network
+        calls batched (sampling/batch.py); a model with its own sampler (autoregressive, block, GenMD4) draws
+        them one by one. Either way a row's tokens depend on its own seed only. ``on_row``: called with each
+        result as its micro-batch finishes; ``callback``: each row's state after every step."""
+        from maskdiff.sampling.batch import draw_rows
+
+        checked = request.check(self.target()) if isinstance(request, RowsRequest) else request
+        results: List[Optional[RowResult]] = [None] * len(checked.rows)
+
+        def finished(i: int, out) -> None:
+            results[i] = self._row_result(i, checked, out)
+            if on_row is not None:
+                on_row(results[i])
+
+        if self.objective.samples_with is None:
+            draw_rows(self.denoiser, self.schedule, checked, device=self.device, on_row=finished, callback=callback)
+        else:
+            for batch in checked.batches():
+                for i in batch:
+                    finished(i, self.draw(checked.rows[i], callback=callback))
+        return results  # type: ignore[return-value]
+
+    def _row_result(self, i: int, checked: CheckedRows, out) -> RowResult:
+        request = checked.rows[i]
+        row = out.tokens[0].cpu()
+        lengths = out.extra.get("lengths")  # block diffusion: up to and including the end-of-text token
+        n = row.numel() if lengths is None else int(lengths[0])
+        kept = eos_cut(row[:n], fixed_end(request.initial, request.mask_id), checked.eos_id)
+        return RowResult(i, self.tokenizer.decode(row[:kept]), row[:n].tolist(), kept, kept < n, int(out.nfe[0]), out.seconds,
+                         request.seed)
 
     def sample(
         self,
@@ -176,6 +241,7 @@ class Pipeline:
         block: Optional[int] = None,
         progress: bool = False,
         callback=None,
+        stop_at_eos: bool = False,
         **options,
     ) -> Samples:
         """Draw ``num`` samples.
@@ -185,23 +251,49 @@ class Pipeline:
         ``[N]`` spans to fill (infilling); either may be a list with one text per row. length beyond the
         training length L is generated semi-autoregressively, ``block`` tokens at a time (default L/4).
         Other keyword arguments are the sampler's options (temperature, top_p, grid, ...: its registry
-        entry); callback is called with the (num, length) state after each step.
+        entry); callback is called with the (num, length) state after each step. stop_at_eos: each text
+        stops before its first generated end-of-text token (see :meth:`run`).
         """
         request = SampleRequest(num=num, sampler=sampler, steps=steps, seed=seed, length=length, prompt=prompt, template=template,
                                 block=block, options=options)
-        return self.run(request, progress=progress, callback=callback)
+        return self.run(request, progress=progress, callback=callback, stop_at_eos=stop_at_eos)
 
-    def generate(self, prompt: Optional[str] = None, *, infill: Optional[str] = None, num: int = 1, length: Optional[int] = None,
-                 steps: int = 256, sampler: Optional[str] = None, seed: int = 0, **options) -> List[str]:
-        """Text from the model: ``num`` strings.
+    def generate(self, prompt: Optional[str] = None, *, infill: Optional[str] = None, num: int = 1,
+                 length: Optional[Union[int, Sequence[int]]] = None, steps: int = 256, sampler: Optional[str] = None, seed: int = 0,
+                 prompts: Optional[Sequence[str]] = None, templates: Optional[Sequence[str]] = None, batch_size: int = 8,
+                 stop_at_eos: Optional[bool] = None, **options) -> List[str]:
+        """Text from the model: ``num`` strings, or one per prompt (template) of ``prompts`` (``templates``).
 
         prompt: the text continues it (the prompt's tokens stay fixed and come first in each string);
         infill: a text with ``[N]`` spans, each filled with N tokens ("to be or [12] to be"); neither:
         unconditional samples. length: tokens per sample (default the training length; longer is generated
         semi-autoregressively). Any sampler (see maskdiff.sampling.REGISTRY) and its options
         (temperature, top_p, grid) apply.
+
+        prompts / templates: many rows in one call, each drawn with its own seed derived from ``seed`` and
+        its index (:meth:`run_rows`); ``length`` is then one length for every prompt or a list of one per
+        prompt; ``batch_size`` rows are drawn together. stop_at_eos: cut each text before its first
+        generated end-of-text token; None: yes when there is a prompt or a template and the tokenizer has
+        one (GPT-2 BPE ``<|endoftext|>``, BERT ``[SEP]``), no for unconditional samples.
         """
-        return self.sample(num, length=length, steps=steps, sampler=sampler, seed=seed, prompt=prompt, template=infill, **options).texts
+        eos = getattr(self.tokenizer, "eos_id", None) is not None
+        if prompts is not None or templates is not None:
+            if prompt is not None or infill is not None or num != 1:
+                raise MaskdiffError("prompts and templates give the rows; leave out prompt, infill and num")
+            texts = list(prompts if prompts is not None else templates)
+            lengths = _lengths(length, len(texts))
+            rows = [Row(prompt=t, length=n) if prompts is not None else Row(template=t, length=n) for t, n in zip(texts, lengths)]
+            request = RowsRequest(rows, sampler=sampler, steps=steps, seed=seed, options=options, batch_size=batch_size,
+                                  stop_at_eos=stop_at_eos)
+            return [r.text for r in self.run_rows(request)]
+        if not isinstance(length, (int, type(None))):
+            raise MaskdiffError("a list of lengths goes with a list of prompts or templates; give one length")
+        stop = (prompt is not None or infill is not None) and eos if stop_at_eos is None else stop_at_eos
+        if stop and not eos:
+            raise MaskdiffError("this model's tokenizer has no end-of-text token to stop at; leave out stop_at_eos")
+        request = SampleRequest(num=num, sampler=sampler, steps=steps, seed=seed, length=length, prompt=prompt, template=infill,
+                                options=options)
+        return self.run(request, stop_at_eos=stop).texts
 
     def save_pretrained(self, out, *, evaluation: Optional[dict] = None, overwrite: bool = False) -> Path:
         """Write this model as a folder that Hugging Face tooling recognises (maskdiff.pretrained): config.json,
@@ -211,6 +303,16 @@ class Pipeline:
 
         return write_pretrained(out, self.config, self.tokenizer, self.objective.state_dict(), weights_kind=getattr(self, "weights", "model"),
                                 step=self.step, evaluation=evaluation, source=getattr(self, "source", ""), overwrite=overwrite)
+
+
+def _lengths(length, rows: int) -> List[Optional[int]]:
+    """One length per row from one length for all (or None: each row's default) or a list of one per row."""
+    if length is None or isinstance(length, int):
+        return [length] * rows
+    length = list(length)
+    if len(length) != rows:
+        raise MaskdiffError(f"give one length for every row or one length per row: {rows} rows, got {len(length)} lengths")
+    return length
 
 
 def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = True, device: str = "cpu") -> Pipeline:

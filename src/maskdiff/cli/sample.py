@@ -24,7 +24,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("sample", help="draw samples (prompts, infilling, longer than L)", description=description())
     p.add_argument("run_dir", type=Path, help="a run directory made by maskdiff train, or a model folder (maskdiff export / convert)")
-    p.add_argument("--num", type=positive_int, default=4, help="number of samples (default: 4)")
+    p.add_argument("--num", type=positive_int, help="number of samples (default: 4)")
     p.add_argument("--length", type=positive_int, help="tokens per sample (default: the training length L; longer is generated semi-autoregressively)")
     p.add_argument("--block", type=positive_int, help="semi-autoregressive block size for lengths beyond L (default: L/4)")
     p.add_argument("--steps", type=positive_int, default=256, help="reverse steps T (default: 256; first-hitting needs no grid)")
@@ -33,6 +33,17 @@ def register(sub) -> None:
     add_sampler_flags(p)
     p.add_argument("--prompt", help="a fixed prefix; the sampler fills what follows")
     p.add_argument("--template", help="text with [N] spans of N characters to fill, e.g. 'to be or [12] to be'")
+    p.add_argument("--prompts-file", type=Path, metavar="JSONL", help="many prompts per call: one JSON object per line with a "
+                   "\"prompt\" or a \"template\" and optionally \"length\" and \"seed\"; writes JSON lines (the input fields "
+                   "plus text, tokens, network_calls, seconds, eos) to --out (default: RUN_DIR/samples/<time>.jsonl). Each row "
+                   "has its own seed (derived from --seed and its line's place unless it gives one)")
+    p.add_argument("--batch-size", type=positive_int, help="with --prompts-file: rows drawn together (network calls "
+                   "batched); it changes the speed, not the samples (default: 8)")
+    eos = p.add_mutually_exclusive_group()
+    eos.add_argument("--stop-at-eos", dest="stop_at_eos", action="store_const", const=True, default=None,
+                     help="cut each text before its first generated end-of-text token (default: on with a prompt, a template "
+                     "or --prompts-file when the tokenizer has one, e.g. GPT-2's <|endoftext|> or BERT's [SEP]; off otherwise)")
+    eos.add_argument("--no-stop-at-eos", dest="stop_at_eos", action="store_const", const=False, help="keep the whole texts")
     p.add_argument("--show", action="store_true", help="draw the first sample live in the terminal as it is unmasked")
     p.add_argument("--visualize", type=Path, metavar="DIR", help="save a PNG strip and an animated GIF of the first sample's unmasking in DIR")
     p.add_argument("--evaluate", action="store_true", help="report generative perplexity (SmolLM2-135M unless --judge or --evaluator), unigram entropy, repeated 4-grams, NFE and time per sample")
@@ -81,16 +92,29 @@ def run(args) -> int:
         from maskdiff.evaluation.judge import check_judge_folder
 
         check_judge_folder(args.judge)  # before sampling
+    if args.prompts_file is not None:
+        _refuse_with_prompts_file(args)
+        from maskdiff.cli.prompts_file import read_prompts
+
+        read_prompts(args.prompts_file)  # a bad line fails before the model is loaded
+    elif args.batch_size is not None:
+        raise MaskdiffError("--batch-size goes with --prompts-file (rows drawn together); leave it out or add --prompts-file")
+    args.num = 4 if args.num is None else args.num
+    args.batch_size = 8 if args.batch_size is None else args.batch_size
     pipe = load_run(args)
     args.sampler = args.sampler or pipe.target().default_sampler
     kwargs = sampler_options(args, args.sampler)
+    if args.prompts_file is not None:
+        from maskdiff.cli.prompts_file import run_prompts_file
+
+        return run_prompts_file(args, pipe, kwargs)
     recorder = _add_callbacks(args, pipe, kwargs)
     if get_modality(pipe.config).renders_images or args.label or args.guidance:
         from maskdiff.cli.media import sample_images_command
 
         return sample_images_command(args, pipe, kwargs)
     out = pipe.sample(args.num, length=args.length, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                      prompt=args.prompt, template=args.template, block=args.block,
+                      prompt=args.prompt, template=args.template, block=args.block, stop_at_eos=_stop_at_eos(args, pipe),
                       progress=not (args.no_progress or args.show), **kwargs)
     for i, text in enumerate(out.texts):
         print(f"--- sample {i} ({int(out.nfe[i])} network calls)\n{text}")
@@ -108,6 +132,26 @@ def run(args) -> int:
     if args.evaluate:
         _evaluate(args, pipe, out)
     return 0
+
+
+def _refuse_with_prompts_file(args) -> None:
+    """--prompts-file gives the rows: the flags of one shared prompt, or of pictures and evaluation, do not apply."""
+    given = [f for f, v in (("--prompt", args.prompt), ("--template", args.template), ("--num", args.num), ("--label", args.label),
+                            ("--guidance", args.guidance), ("--show", args.show), ("--visualize", args.visualize),
+                            ("--evaluate", args.evaluate)) if v]
+    if given:
+        raise MaskdiffError(f"--prompts-file gives the rows (one per line); leave out {', '.join(given)}")
+
+
+def _stop_at_eos(args, pipe) -> bool:
+    """--stop-at-eos as given, else on for a prompt or template when the tokenizer has an end-of-text token."""
+    has_eos = getattr(pipe.tokenizer, "eos_id", None) is not None
+    if args.stop_at_eos and not has_eos:
+        raise MaskdiffError("this run's tokenizer has no end-of-text token to stop at (GPT-2 BPE, BERT WordPiece and Hugging Face "
+                            "tokenizers with an EOS or SEP token have one); leave out --stop-at-eos")
+    if args.stop_at_eos is not None:
+        return args.stop_at_eos
+    return has_eos and (args.prompt is not None or args.template is not None)
 
 
 def _add_callbacks(args, pipe, kwargs: dict):

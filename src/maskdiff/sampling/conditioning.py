@@ -40,6 +40,7 @@ def semi_autoregressive_sample(
     block: int,
     generator: Optional[torch.Generator] = None,
     prompt: Optional[Tensor] = None,
+    stop_at: Optional[int] = None,
     **sampler_kwargs,
 ) -> SampleOutput:
     """Generate ``total_length`` tokens with a model of length ``window`` (L), ``block`` new tokens at a time.
@@ -47,6 +48,8 @@ def semi_autoregressive_sample(
     The first window is sampled whole (after the optional prompt, which stays fixed). Every later call
     fixes the last window - block tokens generated so far and samples the next ``block``. NFE per
     sample is summed over the calls; ``extra['contexts']`` records the context each block saw.
+    ``stop_at``: a token id (end-of-text); no block is added once every row has generated it after its
+    prompt, so the output may be shorter than ``total_length``.
     """
     if not 0 < block <= window:
         raise MaskdiffError(f"block must be in 1..{window} (the model length), got {block}")
@@ -62,7 +65,10 @@ def semi_autoregressive_sample(
     out = sampler(denoise, schedule, (batch, first_len), x_init=x_init, generator=generator, **sampler_kwargs)
     tokens, nfe = out.tokens, out.nfe.clone()
     contexts: List[Tensor] = []
+    fixed = 0 if prompt is None else prompt.shape[-1]
     while tokens.shape[1] < total_length:
+        if stop_at is not None and bool((tokens[:, fixed:] == stop_at).any(-1).all()):
+            break
         new = min(block, total_length - tokens.shape[1])
         context = tokens[:, -(window - new):] if window > new else tokens[:, :0]
         contexts.append(context.clone())

@@ -183,6 +183,8 @@ class CheckedRequest:
     """Classifier-free guidance weight."""
     null_class: int = 0
     """The null class of a class-conditional model."""
+    stop_id: Optional[int] = None
+    """Beyond the window (semi-autoregressive): stop adding blocks once every row has generated this token."""
 
     @property
     def sampler(self) -> str:
@@ -231,6 +233,8 @@ def draw(denoise, schedule, request: CheckedRequest, *, generator: torch.Generat
         denoise = GuidedDenoiser(denoise, request.guidance, null_class=request.null_class)
         kwargs["cond"] = request.labels.to(device)
     if request.block is not None:
+        if request.stop_id is not None:
+            kwargs["stop_at"] = request.stop_id
         return semi_autoregressive_sample(fn, denoise, schedule, batch=request.num, total_length=request.length, window=request.window,
                                           block=request.block, generator=generator, prompt=request.prefix, steps=request.steps, **kwargs)
     return fn(denoise, schedule, (request.num, request.length), steps=request.steps, generator=generator, x_init=request.x_init, **kwargs)

@@ -6,6 +6,8 @@
     GET  /status         generations running and waiting; served, busy, cancelled and failed counts
     POST /sample         SampleRequest -> SampleAnswer (JSON), when the generation is finished
     POST /sample/stream  SampleRequest -> server-sent events: queued, start, step..., then done (or error)
+    POST /generate       GenerateRequest (many prompts, each its own length) -> GenerateAnswer, rows in order
+    POST /generate/stream  GenerateRequest -> server-sent events: queued, start, row... (as rows finish), done
     GET  /openapi.json   the schema of all of the above
 
 Bad requests get 422 with ``{"error": message}``, a full queue 503 "busy" (``Retry-After: 1``); nothing
@@ -22,9 +24,10 @@ from importlib import resources
 from typing import Optional
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.serve.generation import Busy, Cancelled, Gate, Limits, Plan, TokenText, max_length, plan, samplers_of
+from maskdiff.serve.generation import Busy, Cancelled, Gate, Limits, Plan, RowsPlan, TokenText, max_length, plan, plan_rows, run_rows
+from maskdiff.serve.generation import samplers_of
 from maskdiff.serve.generation import run as run_generation
-from maskdiff.serve.schema import ErrorAnswer, ModelAnswer, SampleAnswer, SampleRequest
+from maskdiff.serve.schema import ErrorAnswer, GenerateAnswer, GenerateRequest, ModelAnswer, SampleAnswer, SampleRequest
 
 log = logging.getLogger("maskdiff.serve")
 POLL_S = 0.2  # how often a waiting JSON request checks that its client is still there
@@ -108,11 +111,13 @@ def create_app(pipe, *, run: str = "", limits: Optional[Limits] = None):
         log.exception("internal error")
         return refuse(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
-    def start(ticket, the_plan: Plan, emit, stop: threading.Event) -> asyncio.Future:
-        """Run the plan in a worker thread; the slot is freed when the thread is done, not before."""
+    def start(ticket, the_plan, emit, stop: threading.Event) -> asyncio.Future:
+        """Run the plan (a Plan or a RowsPlan) in a worker thread; the slot is freed when the thread is done, not before."""
 
         def work():
             try:
+                if isinstance(the_plan, RowsPlan):
+                    return run_rows(pipe, the_plan, emit, stop)
                 return run_generation(pipe, the_plan, emit, stop, text)
             except Cancelled:
                 return {"type": "cancelled"}
@@ -132,9 +137,9 @@ def create_app(pipe, *, run: str = "", limits: Optional[Limits] = None):
         future.add_done_callback(finished)
         return future
 
-    def checked(req: SampleRequest):
+    def checked(req, planner=plan):
         try:
-            return plan(pipe, req.model_dump(), limits), None
+            return planner(pipe, req.model_dump(), limits), None
         except MaskdiffError as err:
             return None, refuse(422, str(err))
 
@@ -159,7 +164,17 @@ def create_app(pipe, *, run: str = "", limits: Optional[Limits] = None):
     @app.post("/sample", response_model=SampleAnswer,
               responses={422: {"model": ErrorAnswer}, 503: {"model": ErrorAnswer}})
     async def sample(req: SampleRequest, request: Request):
-        the_plan, refusal = checked(req)
+        return await answer(checked(req), request)
+
+    @app.post("/generate", response_model=GenerateAnswer,
+              responses={422: {"model": ErrorAnswer}, 503: {"model": ErrorAnswer}})
+    async def generate(req: GenerateRequest, request: Request):
+        """Many prompts or templates, each its own length: every row's answer, in the request's order."""
+        return await answer(checked(req, plan_rows), request)
+
+    async def answer(planned, request: Request):
+        """The JSON answer of a plan (or its refusal) once the generation is finished."""
+        the_plan, refusal = planned
         if refusal is None:
             ticket, refusal = enter()
         if refusal is not None:
@@ -190,7 +205,18 @@ def create_app(pipe, *, run: str = "", limits: Optional[Limits] = None):
         the queue, 1 = next), ``start``
         (num, length, the fixed tokens: ``initial``, null where masked), ``step`` (step, ``reveal``: [sample,
         position, text] of the tokens unmasked at that step), then ``done`` (as POST /sample) or ``error``."""
-        the_plan, refusal = checked(req)
+        return stream_answer(checked(req))
+
+    @app.post("/generate/stream", responses={200: {"content": {"text/event-stream": {}}, "description": "queued, start, row..., done | error"},
+                                             422: {"model": ErrorAnswer}, 503: {"model": ErrorAnswer}})
+    async def generate_stream(req: GenerateRequest):
+        """Server-sent events: ``queued``, ``start`` (rows, sampler, steps), one ``row`` per row as its micro-batch
+        finishes (as in POST /generate's rows, in the order they finish), then ``done`` (as POST /generate) or ``error``."""
+        return stream_answer(checked(req, plan_rows))
+
+    def stream_answer(planned):
+        """The server-sent events of a plan (or its refusal)."""
+        the_plan, refusal = planned
         if refusal is None:
             ticket, refusal = enter()
         if refusal is not None:

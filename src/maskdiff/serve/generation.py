@@ -20,7 +20,9 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from maskdiff.errors import MaskdiffError
+from maskdiff.sampling.common import Timer
 from maskdiff.sampling.request import CheckedRequest, SampleRequest
+from maskdiff.sampling.rows import CheckedRows, Row, RowsRequest
 
 
 @dataclass
@@ -79,6 +81,18 @@ class Plan:
         return self.request.initial
 
 
+@dataclass
+class RowsPlan:
+    """A many-prompts request checked against the model and the server's limits."""
+
+    rows: CheckedRows
+    """Every row checked (one one-row request each)."""
+    sampler: str
+    """The sampler's registry name."""
+    steps: int
+    """Reverse steps T."""
+
+
 def samplers_of(pipe) -> List[str]:
     """The samplers a loaded model can use (the registry's masked-diffusion samplers, or its own)."""
     return list(pipe.target().samplers)
@@ -102,6 +116,21 @@ def plan(pipe, request: dict, limits: Limits) -> Plan:
     wanted = SampleRequest(num=num, sampler=request["sampler"], steps=steps, seed=request["seed"], length=request.get("length"),
                            prompt=request.get("prompt"), template=request.get("template"), options=options)
     return Plan(wanted.check(pipe.target(max_length=longest, semi_autoregressive=False, who="this server's")))
+
+
+def plan_rows(pipe, request: dict, limits: Limits) -> RowsPlan:
+    """Check a many-prompts request (the fields of serve.schema.GenerateRequest, types already checked):
+    each row a prompt or a template with its own length and seed, at most ``max_samples`` rows."""
+    rows, steps = request["rows"], request["steps"]
+    if len(rows) > limits.max_samples:
+        raise MaskdiffError(f"{len(rows)} rows is above this server's limit of {limits.max_samples} rows (samples) per request")
+    if steps > limits.max_steps:
+        raise MaskdiffError(f"steps {steps} is above this server's limit of {limits.max_steps}")
+    options = {name: request[name] for name in ("temperature", "top_p") if request[name] != 1.0}
+    wanted = RowsRequest([Row(**row) for row in rows], sampler=request["sampler"], steps=steps, seed=request["seed"], options=options,
+                         batch_size=request["batch_size"], stop_at_eos=request.get("stop_at_eos"))
+    checked = wanted.check(pipe.target(max_length=max_length(pipe, limits), semi_autoregressive=False, who="this server's"))
+    return RowsPlan(checked, checked.rows[0].sampler, steps)
 
 
 class Gate:
@@ -206,3 +235,23 @@ def run(pipe, the_plan: Plan, emit: Callable[[dict], None], stop: threading.Even
     return {"type": "done", "texts": out.texts, "tokens": tokens.tolist(), "nfe": out.nfe.tolist(),
             "seconds": out.seconds, "steps_taken": tracker.step, "revealed_at": tracker.revealed_at.tolist(),
             "sampler": the_plan.sampler, "steps": the_plan.steps}
+
+
+def run_rows(pipe, the_plan: RowsPlan, emit: Callable[[dict], None], stop: threading.Event) -> dict:
+    """Generate every row of a many-prompts plan (blocking; meant for a worker thread). Emits "start"
+    (rows), one "row" event per row as its micro-batch finishes, and returns the "done" event with every
+    row in input order; raises Cancelled at the next step once ``stop`` is set."""
+    def check_stop(_x) -> None:
+        if stop.is_set():
+            raise Cancelled()
+
+    emit({"type": "start", "rows": len(the_plan.rows.rows), "sampler": the_plan.sampler, "steps": the_plan.steps})
+    with Timer() as timer:
+        results = pipe.run_rows(the_plan.rows, on_row=lambda r: emit(dict(_row_answer(r), type="row")), callback=check_stop)
+    return {"type": "done", "rows": [_row_answer(r) for r in results], "sampler": the_plan.sampler, "steps": the_plan.steps,
+            "seconds": timer.seconds}
+
+
+def _row_answer(result) -> dict:
+    return dict(index=result.index, text=result.text, tokens=result.tokens, network_calls=result.network_calls,
+                seconds=result.seconds, eos=result.eos, seed=result.seed)
