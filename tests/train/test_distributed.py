@@ -1,5 +1,6 @@
 """Several processes with torchrun and the Gloo backend on CPU: DDP and FSDP2 compute the same steps as
-one process with the same global batch, and a run resumes with another number of processes."""
+one process with the same global batch (FSDP2 saving sharded checkpoints, the others whole ones), and a
+run resumes with another number of processes and another mode."""
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from helpers import run_cli
-from maskdiff.checkpoint import list_checkpoints, read_tensors
+from maskdiff.checkpoint import list_checkpoints, read_weights, verify_checkpoint
 
 pytestmark = pytest.mark.slow  # torchrun and several training processes
 
@@ -34,7 +35,8 @@ def _log(run):
 
 
 def _weights(run):
-    return read_tensors(list_checkpoints(run)[-1] / "model.safetensors")
+    newest = list_checkpoints(run)[-1]
+    return read_weights(newest, verify_checkpoint(newest))
 
 
 def _close(a, b, atol=2e-5):
@@ -64,6 +66,9 @@ def test_two_processes_match_one(tmp_path, single, plays, mode):
     _close(_weights(single), _weights(run))
     state = json.loads((list_checkpoints(run)[-1] / "state.json").read_text())
     assert state["processes"] == 2
+    shards = sorted(p.name for p in list_checkpoints(run)[-1].glob("shard-*.safetensors"))
+    assert len(shards) == (2 if mode == "fsdp" else 0)  # FSDP2: every rank wrote its pieces, none the whole
+    assert (list_checkpoints(run)[-1] / "model.safetensors").exists() == (mode == "ddp")
 
 
 def test_resume_with_another_process_count(tmp_path, single, plays):
