@@ -30,8 +30,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from maskdiff.distributed import Context, broadcast_object, spread
 from maskdiff.errors import MaskdiffError
-from maskdiff.sharded import check_shards, read_whole, shard_files
+from maskdiff.sharded import check_shards, manifest, read_whole, shard_files, write_shards
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "state.json"
@@ -107,14 +108,30 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write checkpoint ``step`` atomically (whole: one process writes) and keep only the newest ``keep``."""
-    tmp = begin_checkpoint(run_dir, step)
+    tmp = _begin_checkpoint(run_dir, step)
     _save_tensors(model_tensors, tmp / MODEL_FILE)
     _save_tensors(optim_tensors, tmp / OPTIM_FILE)
     digests = {MODEL_FILE: sha256(tmp / MODEL_FILE), OPTIM_FILE: sha256(tmp / OPTIM_FILE)}
-    return commit_checkpoint(run_dir, step, tmp, state, digests, keep)
+    return _commit_checkpoint(run_dir, step, tmp, state, digests, keep)
 
 
-def begin_checkpoint(run_dir: Path, step: int) -> Path:
+def save_sharded_checkpoint(run_dir: Path, step: int, tensors: Dict[str, Tensor], state: dict, ctx: Context,
+                            keep: int = 2) -> Optional[Path]:
+    """Write checkpoint ``step`` sharded, atomically, from every process (a collective): each writes its pieces of
+    ``tensors`` (DTensors: its shard) into the folder rank 0 opened, the processes share the hashing of the
+    shards, and rank 0 writes state.json (``state`` with the format, the tensors' manifest and the shards'
+    SHA-256), renames the folder into place and keeps the newest ``keep``. Returns the folder on rank 0."""
+    tmp = broadcast_object(_begin_checkpoint(run_dir, step) if ctx.main else None, ctx)
+    write_shards(tmp, tensors)
+    files = broadcast_object(shard_files(tmp) if ctx.main else None, ctx)
+    digests = spread(files, lambda name: sha256(tmp / name), ctx)
+    if not ctx.main:
+        return None
+    state = dict(state, format=SHARDED, tensors=manifest(tensors))
+    return _commit_checkpoint(run_dir, step, tmp, state, dict(sorted(digests.items())), keep)
+
+
+def _begin_checkpoint(run_dir: Path, step: int) -> Path:
     """A fresh temporary folder to write checkpoint ``step`` into; the ones a writer killed mid-write left are
     removed (one writer per run: call it on one process)."""
     root = Path(run_dir) / CHECKPOINTS_DIR
@@ -126,7 +143,7 @@ def begin_checkpoint(run_dir: Path, step: int) -> Path:
     return tmp
 
 
-def commit_checkpoint(run_dir: Path, step: int, tmp: Path, state: dict, digests: Dict[str, str], keep: int) -> Path:
+def _commit_checkpoint(run_dir: Path, step: int, tmp: Path, state: dict, digests: Dict[str, str], keep: int) -> Path:
     """Finish the checkpoint written into ``tmp`` (its files fsync'ed, their SHA-256 in ``digests``): write its
     state.json, rename it into place as ``step_XXXXXXXX`` and keep only the newest ``keep``."""
     root = Path(run_dir) / CHECKPOINTS_DIR

@@ -20,9 +20,6 @@ from torch import Tensor
 from maskdiff.checkpoint import (
     MODEL_FILE,
     OPTIM_FILE,
-    SHARDED,
-    begin_checkpoint,
-    commit_checkpoint,
     is_sharded,
     latest_valid_checkpoint,
     load_optimizer,
@@ -30,12 +27,12 @@ from maskdiff.checkpoint import (
     prefixed_weights,
     read_tensors,
     save_checkpoint,
-    sha256,
+    save_sharded_checkpoint,
 )
 from maskdiff.config import RunConfig
-from maskdiff.distributed import Context, barrier, broadcast_object, full, like, like_local, local, shard_like, spread
+from maskdiff.distributed import Context, barrier, broadcast_object, full, like, like_local, local, shard_like
 from maskdiff.errors import MaskdiffError
-from maskdiff.sharded import check_fits, manifest, read_into, shard_files, write_shards
+from maskdiff.sharded import check_fits, read_into
 
 
 @dataclass
@@ -160,18 +157,11 @@ def _save_whole(run_dir, at, objective, names, params, ema, optimizer, ctx: Cont
 
 
 def _save_sharded(run_dir, at, objective, names, params, ema, optimizer, ctx: Context, state: dict, keep: int) -> None:
-    """Every rank writes its pieces into the folder rank 0 opened; the ranks share the hashing of the shards;
-    rank 0 writes state.json and renames the folder into place."""
+    """Every rank writes the pieces it holds (maskdiff.checkpoint.save_sharded_checkpoint)."""
     tensors: Dict[str, Tensor] = {f"model.{n}": v.detach() for n, v in objective.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{n}": like_local(e, p) for n, e, p in zip(names, ema, params)})
     opt_t, opt_meta = optimizer_tensors(optimizer)
     tensors.update(opt_t)
     tensors["rng.torch"] = torch.get_rng_state()
-    tmp = broadcast_object(begin_checkpoint(run_dir, at) if ctx.main else None, ctx)
-    write_shards(tmp, tensors)
-    files = broadcast_object(shard_files(tmp) if ctx.main else None, ctx)
-    digests = spread(files, lambda name: sha256(tmp / name), ctx)
-    if ctx.main:
-        record = dict(state, optimizer=opt_meta, processes=ctx.world, format=SHARDED, tensors=manifest(tensors))
-        commit_checkpoint(run_dir, at, tmp, record, dict(sorted(digests.items())), keep)
+    save_sharded_checkpoint(run_dir, at, tensors, dict(state, optimizer=opt_meta, processes=ctx.world), ctx, keep=keep)
