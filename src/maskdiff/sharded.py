@@ -44,10 +44,27 @@ def manifest(tensors: Dict[str, Tensor]) -> Dict[str, dict]:
     return {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in sorted(tensors.items())}
 
 
+def require_support() -> None:
+    """A clear error where this PyTorch cannot write sharded checkpoints (training calls it before the first step)."""
+    import inspect
+
+    try:
+        from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+        ok = "save_distributed" in inspect.signature(HuggingFaceStorageWriter).parameters
+    except ImportError:
+        ok = False
+    if not ok:
+        raise MaskdiffError(f"sharded checkpoints (FSDP2 on several processes) need torch.distributed.checkpoint's "
+                            f"HuggingFaceStorageWriter(save_distributed=True), which PyTorch {torch.__version__} lacks; "
+                            "install a newer PyTorch (tested with 2.13) or train with --parallel ddp")
+
+
 def write_shards(folder: Path, tensors: Dict[str, Tensor]) -> None:
     """Write this process's pieces of ``tensors`` (DTensors: the local shard; plain tensors: one process
     writes each, DCP picks which) into ``folder``. A collective when a process group is up: every
     process calls it with the same names."""
+    require_support()
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
 

@@ -32,7 +32,7 @@ from maskdiff.checkpoint import (
 from maskdiff.config import RunConfig
 from maskdiff.distributed import Context, barrier, broadcast_object, full, like, like_local, local, shard_like
 from maskdiff.errors import MaskdiffError
-from maskdiff.sharded import check_fits, read_into
+from maskdiff.sharded import check_fits, read_into, require_support
 
 
 @dataclass
@@ -55,6 +55,8 @@ def load_start(objective, config: RunConfig, run_dir: Path, ctx: Context, log) -
     """The weights the run starts from: the newest valid checkpoint's (whole ones loaded into ``objective`` now,
     before any sharding; sharded ones by :func:`restore`), else a pretrained network's where model.pretrained
     names one, else the fresh ones. Rank 0 verifies the checkpoints (reading every file) and tells the others."""
+    if ctx.distributed and ctx.mode == "fsdp":
+        require_support()  # before any step: the first checkpoint could not be written
     found = broadcast_object(latest_valid_checkpoint(run_dir, warn=log) if ctx.main else None, ctx)
     if found is None:
         if config.model.pretrained:

@@ -64,6 +64,9 @@ def test_one_process_resumes_a_sharded_checkpoint_exactly_and_loads_it(runs, tmp
     assert a.weights == b.weights == "ema" and a.step == b.step == 6
     for k, v in a.objective.state_dict().items():
         assert torch.equal(v, b.objective.state_dict()[k]), k
+    assert run_main("export", sharded, tmp_path / "model", "--no-eval").returncode == 0  # one file from the shards
+    exported = read_tensors(tmp_path / "model" / MODEL_FILE)
+    assert exported.keys() and all(torch.equal(v, b.objective.network.state_dict()[k]) for k, v in exported.items())
     run = tmp_path / "resumed"
     shutil.copytree(sharded, run)
     shutil.rmtree(list_checkpoints(run)[-1])  # resume from the sharded step 3
