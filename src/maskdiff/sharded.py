@@ -1,9 +1,9 @@
 """Sharded checkpoints: every process writes the pieces of the weights, the EMA and the optimizer state that
 it holds, through ``torch.distributed.checkpoint`` (DCP), with no full gather on any process.
 
-The files are DCP's Hugging Face layout: one safetensors file per process that held something,
-``shard-0000R-model-00001-of-00001.safetensors`` (R counts processes from 1), each piece stored with its
-offset in the whole tensor in the file's header. No pickle anywhere (DCP's default layout pickles its
+The files are DCP's Hugging Face layout: safetensors files ``shard-0000R-model-0000I-of-0000N.safetensors``,
+process R (counted from 1) writing its pieces of the I-th of N groups of tensors (groups of about
+``FILE_BYTES`` per process), each piece stored with its offset in the whole tensor in the file's header. No pickle anywhere (DCP's default layout pickles its
 metadata). The tensor names are those of a whole checkpoint (:mod:`maskdiff.checkpoint`): ``model.*``,
 ``ema.*``, ``state.<i>.<name>`` and ``rng.torch``. What a step folder holds besides the shards, and how it
 is made atomic and verified, is :mod:`maskdiff.checkpoint`'s; this module reads and writes the shards and
@@ -26,6 +26,10 @@ from torch import Tensor
 from maskdiff.errors import MaskdiffError
 
 SHARD_SUFFIX = ".safetensors"
+FILE_BYTES = 128 << 20
+"""About how much each process writes per file: a file is serialized in memory before it is written (twice its
+size at the peak), so a process's checkpoint costs it about this much memory beyond its state, whatever the
+model's size."""
 
 
 def _distributed() -> bool:
@@ -65,13 +69,29 @@ def write_shards(folder: Path, tensors: Dict[str, Tensor]) -> None:
     writes each, DCP picks which) into ``folder``. A collective when a process group is up: every
     process calls it with the same names."""
     require_support()
+    import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
 
-    writer = HuggingFaceStorageWriter(str(folder), save_distributed=True)
+    world = dist.get_world_size() if _distributed() else 1
+    writer = HuggingFaceStorageWriter(str(folder), fqn_to_index_mapping=_files(tensors, world), save_distributed=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.save(dict(tensors), storage_writer=writer, no_dist=not _distributed())
+
+
+def _files(tensors: Dict[str, Tensor], world: int) -> Dict[str, int]:
+    """Name -> the file (from 1) its pieces go to: consecutive names, about ``FILE_BYTES`` per process and file
+    (a DTensor's numel is the whole tensor's, spread over ``world`` processes)."""
+    out: Dict[str, int] = {}
+    index, used = 1, 0
+    for name, t in tensors.items():
+        size = t.numel() * t.element_size()
+        if used and used + size > FILE_BYTES * world:
+            index, used = index + 1, 0
+        out[name] = index
+        used += size
+    return out
 
 
 def _metadata(folder: Path):
