@@ -53,7 +53,7 @@ class Start:
 
 def load_start(objective, config: RunConfig, run_dir: Path, ctx: Context, log) -> Start:
     """The weights the run starts from: the newest valid checkpoint's (whole ones loaded into ``objective`` now,
-    before any sharding; sharded ones by :func:`restore`), else a pretrained network's where model.pretrained
+    before any sharding; sharded ones by :func:`restore_state`), else a pretrained network's where model.pretrained
     names one, else the fresh ones. Rank 0 verifies the checkpoints (reading every file) and tells the others."""
     if ctx.distributed and ctx.mode == "fsdp":
         require_support()  # before any step: the first checkpoint could not be written
@@ -71,7 +71,7 @@ def load_start(objective, config: RunConfig, run_dir: Path, ctx: Context, log) -
 
 
 def restore_state(start: Start, objective, names: List[str], params: List[Tensor], optimizer: torch.optim.Optimizer,
-            ema_decay: float) -> Optional[List[Tensor]]:
+                  ema_decay: float) -> Optional[List[Tensor]]:
     """After wrapping: the EMA (local shards; a copy of the weights on a fresh start, or None without an EMA),
     with the checkpoint's optimizer state and global RNG state put back on a resume."""
     ema = [local(p).detach().clone() for p in params] if ema_decay else None
@@ -136,7 +136,7 @@ def _optimizer_targets(path: Path, saved: Dict[str, dict], optimizer) -> Dict[st
 
 
 def save_state(run_dir: Path, at: int, *, objective, names: List[str], params: List[Tensor], ema: Optional[List[Tensor]],
-         optimizer: torch.optim.Optimizer, ctx: Context, state: dict, keep: int) -> None:
+               optimizer: torch.optim.Optimizer, ctx: Context, state: dict, keep: int) -> None:
     """Checkpoint step ``at`` (a collective: every rank calls it). ``state``: what state.json records besides the
     tensors (the data position, the configuration); the optimizer's hyper-parameters and the number of
     processes are added here. FSDP2 on several processes writes a sharded checkpoint, the others a whole one."""
