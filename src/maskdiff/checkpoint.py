@@ -9,7 +9,7 @@ DDP), written by one process:
 
 Sharded (FSDP2 on several processes), written by every process (:mod:`maskdiff.sharded`):
 
-* ``shard-0000R-model-00001-of-00001.safetensors``: the same names, each process's pieces of them,
+* ``shard-0000R-model-0000I-of-0000N.safetensors``: the same names, process R's pieces of them,
 * ``state.json``: as above, with ``"format": "sharded"``, the name, shape and dtype of every tensor
   (``"tensors"``) and the SHA-256 of every shard.
 

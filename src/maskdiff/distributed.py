@@ -160,9 +160,11 @@ def broadcast_object(obj: Any, ctx: Context) -> Any:
 
 
 def spread(items: List[str], fn: Callable[[str], Any], ctx: Context) -> Dict[str, Any]:
-    """``{item: fn(item)}`` for every item, the work split over the ranks (rank r takes items r, r + world, ...),
-    the results gathered on every rank. ``items``: the same list on every rank."""
-    mine = {item: fn(item) for item in items[ctx.rank :: ctx.world]}
+    """``{item: fn(item)}`` for every item, the work split over the ranks (rank r takes the r-th of ``world``
+    consecutive blocks: its own files, for a sorted list of files named by rank), the results gathered on every
+    rank. ``items``: the same list on every rank."""
+    block = -(-len(items) // ctx.world)
+    mine = {item: fn(item) for item in items[ctx.rank * block : (ctx.rank + 1) * block]}
     if not ctx.distributed:
         return mine
     import torch.distributed as dist

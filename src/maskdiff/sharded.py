@@ -1,13 +1,14 @@
 """Sharded checkpoints: every process writes the pieces of the weights, the EMA and the optimizer state that
 it holds, through ``torch.distributed.checkpoint`` (DCP), with no full gather on any process.
 
-The files are DCP's Hugging Face layout: safetensors files ``shard-0000R-model-0000I-of-0000N.safetensors``,
-process R (counted from 1) writing its pieces of the I-th of N groups of tensors (groups of about
-``FILE_BYTES`` per process), each piece stored with its offset in the whole tensor in the file's header. No pickle anywhere (DCP's default layout pickles its
-metadata). The tensor names are those of a whole checkpoint (:mod:`maskdiff.checkpoint`): ``model.*``,
-``ema.*``, ``state.<i>.<name>`` and ``rng.torch``. What a step folder holds besides the shards, and how it
-is made atomic and verified, is :mod:`maskdiff.checkpoint`'s; this module reads and writes the shards and
-checks that they agree with the manifest of :func:`manifest` kept in ``state.json``.
+The files are DCP's Hugging Face layout, ``shard-0000R-model-0000I-of-0000N.safetensors``: process R
+(counted from 1) writes its pieces of the I-th of N groups of tensors (about ``FILE_BYTES`` per process
+and file), each piece with its offset in the whole tensor in the file's header. No pickle anywhere (DCP's
+default layout pickles its metadata). The tensor names are those of a whole checkpoint
+(:mod:`maskdiff.checkpoint`): ``model.*``, ``ema.*``, ``state.<i>.<name>`` and ``rng.torch``. What a step
+folder holds besides the shards, and how it is made atomic and verified, is :mod:`maskdiff.checkpoint`'s;
+this module reads and writes the shards and checks that they agree with the :func:`manifest` kept in
+``state.json``.
 
 Reading reshards: the targets of :func:`read_into` may be split over any number of processes (FSDP2's
 DTensors) or whole (DDP, one process), and :func:`read_whole` returns whole tensors in one process
