@@ -93,6 +93,10 @@ def _other_shape(folder):
     (folder / "state.json").write_text(json.dumps(state))
 
 
+def _half_written(folder):  # the shards of a writer killed before state.json, the last file written
+    (folder / "state.json").unlink()
+
+
 def _unlisted(folder):
     shard = sorted(folder.glob("shard-*"))[0]
     shutil.copy(shard, folder / "shard-00009-model-00001-of-00001.safetensors")
@@ -103,6 +107,7 @@ def _unlisted(folder):
     (_remove, "is incomplete: shard-00001-model-00001-of-00001.safetensors is missing"),
     (_other_shape, "does not match its state.json: model.blocks.0.mlp.0.bias is float32 [128]"),
     (_unlisted, "does not match its state.json: shards its state.json does not list (shard-00009"),
+    (_half_written, "is incomplete: state.json is missing"),
 ])
 def test_a_broken_sharded_checkpoint_is_refused_and_the_previous_one_taken(runs, tmp_path, breakage, message):
     run = tmp_path / "run"
