@@ -1,14 +1,22 @@
 """Checkpoints without pickle: tensors in safetensors, everything else in JSON, written atomically.
 
-A checkpoint is a directory ``checkpoints/step_XXXXXXXX/`` holding
+A checkpoint is a directory ``checkpoints/step_XXXXXXXX/`` in one of two formats. Whole (one process,
+DDP), written by one process:
 
 * ``model.safetensors``: ``model.*`` weights and ``ema.*`` averaged weights,
 * ``optimizer.safetensors``: AdamW state tensors ``state.<param index>.<name>`` and RNG states,
 * ``state.json``: step, optimizer hyper-parameters, data position, and the SHA-256 of both files.
 
-It is written into a temporary directory, every file fsync'ed, then renamed into place, so a crash
-leaves either the whole checkpoint or none. Loading checks the checksums first: a truncated or
-corrupted checkpoint is reported, never half-loaded.
+Sharded (FSDP2 on several processes), written by every process (:mod:`maskdiff.sharded`):
+
+* ``shard-0000R-model-0000I-of-0000N.safetensors``: the same names, process R's pieces of them,
+* ``state.json``: as above, with ``"format": "sharded"``, the name, shape and dtype of every tensor
+  (``"tensors"``) and the SHA-256 of every shard.
+
+Either is written into a temporary directory, every file fsync'ed, then renamed into place, so a crash
+leaves either the whole checkpoint or none. Loading checks the checksums first (and for a sharded one,
+that the shards are those state.json lists and hold the tensors it names): a truncated or corrupted
+checkpoint is reported, never half-loaded.
 """
 from __future__ import annotations
 
@@ -22,12 +30,15 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from maskdiff.distributed import Context, broadcast_object, spread
 from maskdiff.errors import MaskdiffError
+from maskdiff.sharded import check_shards, manifest, read_whole, shard_files, write_shards
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
+SHARDED = "sharded"  # state.json's "format" of a sharded checkpoint (a whole one has no "format")
 
 
 def sha256(path: Path) -> str:
@@ -96,17 +107,48 @@ def save_checkpoint(
     state: dict,
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and keep only the newest ``keep``."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
-    tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
-    for stale in root.glob(".tmp_step_*"):  # left by a writer that was killed mid-write (one writer per run)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp.mkdir()
+    """Write checkpoint ``step`` atomically (whole: one process writes) and keep only the newest ``keep``."""
+    tmp = _begin_checkpoint(run_dir, step)
     _save_tensors(model_tensors, tmp / MODEL_FILE)
     _save_tensors(optim_tensors, tmp / OPTIM_FILE)
-    state = dict(state, step=step, sha256={MODEL_FILE: sha256(tmp / MODEL_FILE), OPTIM_FILE: sha256(tmp / OPTIM_FILE)})
+    digests = {MODEL_FILE: sha256(tmp / MODEL_FILE), OPTIM_FILE: sha256(tmp / OPTIM_FILE)}
+    return _commit_checkpoint(run_dir, step, tmp, state, digests, keep)
+
+
+def save_sharded_checkpoint(run_dir: Path, step: int, tensors: Dict[str, Tensor], state: dict, ctx: Context,
+                            keep: int = 2) -> Optional[Path]:
+    """Write checkpoint ``step`` sharded, atomically, from every process (a collective): each writes its pieces of
+    ``tensors`` (DTensors: its shard) into the folder rank 0 opened, the processes share the hashing of the
+    shards, and rank 0 writes state.json (``state`` with the format, the tensors' manifest and the shards'
+    SHA-256), renames the folder into place and keeps the newest ``keep``. Returns the folder on rank 0."""
+    tmp = broadcast_object(_begin_checkpoint(run_dir, step) if ctx.main else None, ctx)
+    write_shards(tmp, tensors)
+    files = broadcast_object(shard_files(tmp) if ctx.main else None, ctx)
+    digests = spread(files, lambda name: sha256(tmp / name), ctx)
+    if not ctx.main:
+        return None
+    state = dict(state, format=SHARDED, tensors=manifest(tensors))
+    return _commit_checkpoint(run_dir, step, tmp, state, dict(sorted(digests.items())), keep)
+
+
+def _begin_checkpoint(run_dir: Path, step: int) -> Path:
+    """A fresh temporary folder to write checkpoint ``step`` into; the ones a writer killed mid-write left are
+    removed (one writer per run: call it on one process)."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp_step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
+    tmp.mkdir()
+    return tmp
+
+
+def _commit_checkpoint(run_dir: Path, step: int, tmp: Path, state: dict, digests: Dict[str, str], keep: int) -> Path:
+    """Finish the checkpoint written into ``tmp`` (its files fsync'ed, their SHA-256 in ``digests``): write its
+    state.json, rename it into place as ``step_XXXXXXXX`` and keep only the newest ``keep``."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    final = root / f"step_{step:08d}"
+    state = dict(state, step=step, sha256=digests)
     atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))
     _fsync_dir(tmp)
     if final.exists():
@@ -128,7 +170,8 @@ def list_checkpoints(run_dir: Path) -> List[Path]:
 
 
 def verify_checkpoint(path: Path) -> dict:
-    """Return the checkpoint's state.json after checking that both tensor files match their SHA-256."""
+    """Return the checkpoint's state.json after checking that its tensor files match their SHA-256 (and for a
+    sharded checkpoint, that its shards are the ones listed and hold the tensors state.json names)."""
     path = Path(path)
     if not path.is_dir():
         raise MaskdiffError(f"checkpoint {path} does not exist (a checkpoint is a directory with {STATE_FILE})")
@@ -144,7 +187,26 @@ def verify_checkpoint(path: Path) -> dict:
             raise MaskdiffError(f"checkpoint {path} is incomplete: {name} is missing")
         if sha256(f) != digest:
             raise MaskdiffError(f"checkpoint {path} is truncated or corrupted: {name} does not match its SHA-256")
+    if is_sharded(state):
+        unlisted = sorted(set(shard_files(path)) - set(state.get("sha256", {})))
+        if unlisted or "tensors" not in state:
+            what = f"shards its {STATE_FILE} does not list ({', '.join(unlisted[:3])})" if unlisted else f"no tensor list in {STATE_FILE}"
+            raise MaskdiffError(f"checkpoint {path} does not match its {STATE_FILE}: {what}")
+        check_shards(path, state["tensors"])
     return state
+
+
+def is_sharded(state: dict) -> bool:
+    """Whether a checkpoint's state.json is that of a sharded checkpoint (written by every process)."""
+    return state.get("format") == SHARDED
+
+
+def read_weights(path: Path, state: dict) -> Dict[str, Tensor]:
+    """The ``model.*`` and ``ema.*`` tensors of a verified checkpoint, whole, in this process alone: a whole
+    checkpoint's model file, or a sharded checkpoint's pieces put together."""
+    if is_sharded(state):
+        return read_whole(path, ("model", "ema"))
+    return read_tensors(Path(path) / MODEL_FILE)
 
 
 def read_tensors(path: Path) -> Dict[str, Tensor]:

@@ -5,13 +5,14 @@ group (NCCL on GPUs, Gloo on CPUs). Every rank draws the same global batch, t an
 step's generator and takes its own contiguous slice of it, so what a step computes depends on the
 seed, the step and each example's global index only, never on the number of processes. Gradients are
 averaged by DDP or reduce-scattered by FSDP2; the loss is scaled by the world size so that the result
-is the gradient of the global-batch mean. Rank 0 logs and writes checkpoints; every rank takes part in
-gathering the full tensors first.
+is the gradient of the global-batch mean. Rank 0 logs. Checkpoints (maskdiff.train_state): under DDP
+rank 0 writes the whole tensors; under FSDP2 every rank writes its own shards (maskdiff.sharded).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Callable, Dict, List
 
 import torch
 from torch import Tensor, nn
@@ -123,6 +124,15 @@ def like(value: Tensor, param: Tensor) -> Tensor:
     return value
 
 
+def like_local(shard: Tensor, param: Tensor) -> Tensor:
+    """A local shard (the EMA) as a tensor placed like ``param`` (a DTensor under FSDP2)."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(param, DTensor):
+        return DTensor.from_local(shard, param.device_mesh, param.placements, shape=param.shape, stride=param.stride())
+    return shard
+
+
 def shard_like(value: Tensor, param: Tensor) -> Tensor:
     """This rank's shard of a full tensor, for state kept as plain local tensors (the EMA)."""
     return local(like(value, param))
@@ -136,6 +146,32 @@ def sum_all(value: float, ctx: Context) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=ctx.device if ctx.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return float(t)
+
+
+def broadcast_object(obj: Any, ctx: Context) -> Any:
+    """Rank 0's ``obj`` (anything picklable among trusted processes) on every rank."""
+    if not ctx.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def spread(items: List[str], fn: Callable[[str], Any], ctx: Context) -> Dict[str, Any]:
+    """``{item: fn(item)}`` for every item, the work split over the ranks (rank r takes the r-th of ``world``
+    consecutive blocks: its own files, for a sorted list of files named by rank), the results gathered on every
+    rank. ``items``: the same list on every rank."""
+    block = -(-len(items) // ctx.world)
+    mine = {item: fn(item) for item in items[ctx.rank * block : (ctx.rank + 1) * block]}
+    if not ctx.distributed:
+        return mine
+    import torch.distributed as dist
+
+    parts: List[Any] = [None] * ctx.world
+    dist.all_gather_object(parts, mine)
+    return {k: v for part in parts for k, v in part.items()}
 
 
 def barrier(ctx: Context) -> None:

@@ -19,18 +19,13 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import torch
 from torch import Tensor
 
 from maskdiff.checkpoint import (
     latest_valid_checkpoint,
-    load_optimizer,
-    optimizer_tensors,
-    prefixed_weights,
-    read_tensors,
-    save_checkpoint,
 )
 from maskdiff.completion import complete_backbone
 from maskdiff.config import RunConfig
@@ -40,10 +35,8 @@ from maskdiff.distributed import (
     barrier,
     check_batch,
     full,
-    like,
     local,
     no_sync,
-    shard_like,
     sum_all,
     wrap,
 )
@@ -54,6 +47,7 @@ from maskdiff.modalities import build_tokenizer, training_source
 from maskdiff.objectives import build_objective
 from maskdiff.runs import RunLog, start_run
 from maskdiff.step import StepBatch, autocast, compile_blocks, draw_step, learning_rate, make_optimizer, set_fast_matmul, use_compile
+from maskdiff.train_state import load_start, restore_state, save_state
 from maskdiff.validation import validate_config
 
 
@@ -255,7 +249,7 @@ def _start_run(config: RunConfig, run_dir: Path, ctx: Context, log) -> _Run:
     objective = build_objective(config, tokenizer.vocab_size)
     objective.set_check_inputs(False)  # the training stream was checked when it was encoded
     names = [objective.checkpoint_name(n) for n, _ in objective.named_parameters()]
-    start, tensors, opt_saved = _load_start(objective, config, run_dir, ctx, log)
+    start = load_start(objective, config, run_dir, ctx, log)
     objective.to(ctx.device)
     set_fast_matmul(ctx.device)
     if use_compile(tc.compile, ctx.device):
@@ -263,43 +257,9 @@ def _start_run(config: RunConfig, run_dir: Path, ctx: Context, log) -> _Run:
     model = wrap(objective, ctx)
     params = [p for _, p in objective.named_parameters()]  # after wrapping: DTensor shards under FSDP2
     optimizer = make_optimizer(objective, tc)
-    ema: Optional[List[Tensor]] = None
-    if tc.ema_decay:
-        ema = [local(p).detach().clone() for p in params]
-        if tensors is not None:
-            ema = [shard_like(tensors[f"ema.{n}"], p) for n, p in zip(names, params)]
-    if opt_saved is not None:
-        _restore_optimizer(optimizer, params, *opt_saved)
+    ema = restore_state(start, objective, names, params, optimizer, tc.ema_decay)  # the checkpoint's state
     return _Run(config, run_dir, ctx, source, objective, model, names, params, optimizer, ema, per_rank,
-                start or 0, start)
-
-
-def _load_start(objective, config: RunConfig, run_dir: Path, ctx: Context, log):
-    """The weights the run starts from: the newest valid checkpoint's, else a pretrained network's where
-    model.pretrained names one, else the fresh ones. Returns (the checkpoint's step, its tensors, its
-    optimizer tensors and metadata), all None for a fresh start."""
-    found = latest_valid_checkpoint(run_dir, warn=log)
-    if found is None:
-        if config.model.pretrained:
-            objective.init_from_pretrained(log=log if ctx.main else None)  # the same weights on every rank
-        return None, None, None
-    path, state = found
-    tensors = read_tensors(path / "model.safetensors")
-    objective.load_weights(prefixed_weights(tensors, "model", path), path)  # full weights, before any sharding
-    opt_saved = (read_tensors(path / "optimizer.safetensors"), state["optimizer"])
-    return int(state["step"]), tensors, opt_saved
-
-
-def _restore_optimizer(optimizer, params: List[Tensor], opt_t: Dict[str, Tensor], meta) -> None:
-    """A checkpoint's optimizer state (saved whole), each tensor placed back as its parameter is, and the
-    global random state."""
-    load_optimizer(optimizer, opt_t, meta)
-    for p in params:
-        for key, value in optimizer.state[p].items():
-            if isinstance(value, Tensor) and value.shape == p.shape and value.dim() > 0:
-                optimizer.state[p][key] = like(value, p)
-    if "rng.torch" in opt_t:
-        torch.set_rng_state(opt_t["rng.torch"])
+                start.step or 0, start.step)
 
 
 def _forward_backward(run: _Run, batch: StepBatch) -> List[Tensor]:
@@ -366,32 +326,13 @@ def _log_step(run_log: RunLog, bar, record: dict) -> None:
 
 
 def _save_checkpoint(run: _Run, at: int) -> None:
-    """Checkpoint step ``at``: every rank gathers the weights, the EMA and the optimizer state (a collective
-    under FSDP2); rank 0 writes."""
-    model_t: Dict[str, Tensor] = {f"model.{n}": full(v).detach().cpu() for n, v in run.objective.state_dict().items()}
-    if run.ema is not None:
-        model_t.update({f"ema.{n}": full(like_local(e, p)).cpu() for n, e, p in zip(run.names, run.ema, run.params)})
-    opt_t, opt_meta = optimizer_tensors(run.optimizer, convert=lambda v: full(v).cpu())
-    opt_t["rng.torch"] = torch.get_rng_state()
-    if run.ctx.main:
-        tc = run.config.train
-        state = {
-            "optimizer": opt_meta,
-            "data_position": {"kind": getattr(run.source, "describe", lambda: "draw(seed, step)")(), "next_step": at,
-                              "tokens_seen": at * tc.batch_size * run.config.data.length},
-            "skipped_steps": run.skipped,
-            "processes": run.ctx.world,
-            "config": run.config.to_dict(),
-        }
-        save_checkpoint(run.run_dir, at, model_t, opt_t, state, keep=tc.keep_checkpoints)
-    barrier(run.ctx)
-
-
-def like_local(shard: Tensor, param: Tensor) -> Tensor:
-    """A local shard (the EMA) as a tensor placed like ``param`` (a DTensor under FSDP2)."""
-    from torch.distributed.tensor import DTensor
-
-    if isinstance(param, DTensor):
-        return DTensor.from_local(shard, param.device_mesh, param.placements, shape=param.shape, stride=param.stride())
-    return shard
-
+    """Checkpoint step ``at`` (maskdiff.train_state: whole, or sharded under FSDP2); every rank calls it."""
+    tc = run.config.train
+    state = {
+        "data_position": {"kind": getattr(run.source, "describe", lambda: "draw(seed, step)")(), "next_step": at,
+                          "tokens_seen": at * tc.batch_size * run.config.data.length},
+        "skipped_steps": run.skipped,
+        "config": run.config.to_dict(),
+    }
+    save_state(run.run_dir, at, objective=run.objective, names=run.names, params=run.params, ema=run.ema,
+               optimizer=run.optimizer, ctx=run.ctx, state=state, keep=tc.keep_checkpoints)

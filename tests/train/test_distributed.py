@@ -1,8 +1,9 @@
 """Several processes with torchrun and the Gloo backend on CPU: DDP and FSDP2 compute the same steps as
-one process with the same global batch, and a run resumes with another number of processes."""
+one process with the same global batch (FSDP2 saving sharded checkpoints, the others whole ones); a run
+resumes with another number of processes and another mode; two torchrun "nodes" on loopback train."""
 import json
 import os
-import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import run_cli
-from maskdiff.checkpoint import list_checkpoints, read_tensors
+from helpers import run_cli, run_main
+from maskdiff.checkpoint import list_checkpoints, read_weights, verify_checkpoint
 
 pytestmark = pytest.mark.slow  # torchrun and several training processes
 
@@ -34,7 +35,8 @@ def _log(run):
 
 
 def _weights(run):
-    return read_tensors(list_checkpoints(run)[-1] / "model.safetensors")
+    newest = list_checkpoints(run)[-1]
+    return read_weights(newest, verify_checkpoint(newest))
 
 
 def _close(a, b, atol=2e-5):
@@ -64,15 +66,50 @@ def test_two_processes_match_one(tmp_path, single, plays, mode):
     _close(_weights(single), _weights(run))
     state = json.loads((list_checkpoints(run)[-1] / "state.json").read_text())
     assert state["processes"] == 2
+    shards = sorted(p.name for p in list_checkpoints(run)[-1].glob("shard-*.safetensors"))
+    assert len(shards) == (2 if mode == "fsdp" else 0)  # FSDP2: every rank wrote its pieces, none the whole
+    assert (list_checkpoints(run)[-1] / "model.safetensors").exists() == (mode == "ddp")
 
 
-def test_resume_with_another_process_count(tmp_path, single, plays):
-    """2 steps on 2 processes (FSDP2, sharded state saved whole), then 2 more on 1 process."""
+def test_resume_with_another_process_count_and_mode(tmp_path, single, plays):
+    """2 steps on 1 process (a whole checkpoint), 1 on 2 processes with FSDP2 (sharded: each process reads its
+    pieces of the whole one), 1 on 2 with DDP (each reads the whole tensors from the shards)."""
     run = tmp_path / "mixed"
-    torchrun(2, "train", "--run-dir", run, "--steps", "2", "--parallel", "fsdp", "--corpus", plays, *FLAGS)
-    proc = run_cli("train", "--run-dir", run, "--steps", "4", "--threads", "1", "--corpus", plays, *FLAGS)
-    assert proc.returncode == 0, proc.stderr
-    assert "resumed from step 2" in proc.stdout
+    assert run_main("train", "--run-dir", run, "--steps", "2", "--threads", "1", "--corpus", plays, *FLAGS).returncode == 0
+    torchrun(2, "train", "--run-dir", run, "--steps", "3", "--parallel", "fsdp", "--corpus", plays, *FLAGS)
+    assert verify_checkpoint(list_checkpoints(run)[-1])["format"] == "sharded"
+    proc = torchrun(2, "train", "--run-dir", run, "--steps", "4", "--parallel", "ddp", "--corpus", plays, *FLAGS)
+    assert "resumed from step 3" in proc.stdout
+    _close(_weights(single), _weights(run))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_loopback_then_one_process(tmp_path, single, plays):
+    """Two torchrun "nodes" (c10d rendezvous on 127.0.0.1, one process each) train 2 steps with FSDP2 and
+    write a sharded checkpoint; sample and eval read it in one process without a process group; one process
+    resumes it to step 4 and ends where the uninterrupted one-process run ends."""
+    run, port = tmp_path / "nodes", _free_port()
+    exe = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    nodes = [subprocess.Popen([str(exe), "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank), "--rdzv_backend", "c10d",
+                               "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "nodes", "-m", "maskdiff.cli", "train",
+                               "--run-dir", str(run), "--steps", "2", "--parallel", "fsdp", "--corpus", str(plays), *FLAGS],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(err[-3000:] for _, err in outputs)
+    newest = list_checkpoints(run)[-1]
+    state = verify_checkpoint(newest)
+    assert state["format"] == "sharded" and state["processes"] == 2 and len(list(newest.glob("shard-*"))) == 2
+    assert run_main("sample", run, "--num", "2", "--steps", "4", "--no-progress", "--out", tmp_path / "s.txt").returncode == 0
+    proc = run_main("eval", run, "--limit", "4", "--batch-size", "4", "--no-progress")
+    assert proc.returncode == 0 and "BPC" in proc.stdout, proc.stderr
+    proc = run_main("train", "--run-dir", run, "--steps", "4", "--threads", "1", "--corpus", plays, *FLAGS)
+    assert proc.returncode == 0 and "resumed from step 2" in proc.stdout, proc.stderr
     _close(_weights(single), _weights(run))
 
 
