@@ -5,7 +5,7 @@ import json
 import pytest
 
 from helpers import run_main
-from maskdiff.experiments.sudoku import DECODERS, SUDOKU_SCALES, held_out
+from maskdiff.experiments.sudoku import DECODERS, RULES_PREFIX, SUDOKU_SCALES, held_out
 from maskdiff.tasks import sudoku
 
 
@@ -13,12 +13,14 @@ from maskdiff.tasks import sudoku
 def test_sudoku_experiment_end_to_end(tmp_path):
     assert run_main("experiment", "sudoku", "--scale", "test", "--out", str(tmp_path)).returncode == 0
     summary = json.loads((tmp_path / "results.json").read_text())
-    assert list(summary["rows"]) == [d[0] for d in DECODERS]
+    learned = [d[0] for d in DECODERS]
+    assert list(summary["rows"]) == learned + [RULES_PREFIX + lab.split(", ", 1)[1] for lab in learned]
+    assert summary["rows"][RULES_PREFIX + "largest margin first"]["solved"][0] == 1.0  # easy puzzles: the rules suffice
     for row in summary["rows"].values():
         assert row["seeds"] == 2 and 0.0 <= row["solved"][0] <= 1.0 and 0.0 <= row["cells"][0] <= 1.0
-    assert len(summary["claims"]) == 4 and "largest margin first" in (tmp_path / "results.md").read_text()
-    records = sorted((tmp_path / "records").glob("seed*.json"))
-    assert len(records) == 2
+    assert len(summary["claims"]) == 6 and "largest margin first" in (tmp_path / "results.md").read_text()
+    records = sorted((tmp_path / "records").glob("*seed*.json"))
+    assert len(records) == 4
     before = records[0].read_text()
     assert run_main("experiment", "sudoku", "--scale", "test", "--out", str(tmp_path)).returncode == 0  # resumes: nothing retrained
     assert records[0].read_text() == before

@@ -70,6 +70,10 @@ DECODERS: Tuple[Tuple[str, str, dict], ...] = (
 )
 """(label, sampler, options) of every row of the table."""
 
+RULES_PREFIX = "rules only (no learning), "
+"""The rows of :class:`~maskdiff.tasks.sudoku_rules.RulesDenoiser`, the same decoders (left to right in place
+of the autoregressive model): what the order alone does when each cell's law is right but local."""
+
 
 def get_sudoku_scale(name: str) -> SudokuScale:
     """The scale ``name`` of the Sudoku comparison, or a MaskdiffError naming the valid ones."""
@@ -125,21 +129,40 @@ def train_model(objective: str, scale: SudokuScale, pool: torch.Tensor, seed: in
     return model.eval(), time.perf_counter() - t0
 
 
-def solve_with(model, sampler: str, options: dict, puzzles: torch.Tensor, seed: int) -> Tuple[torch.Tensor, float]:
-    """(answers (N, 81), network calls per puzzle) of ``model`` on ``puzzles`` with a registry sampler."""
+def solve_with(denoise, schedule, sampler: str, options: dict, puzzles: torch.Tensor, seed: int) -> Tuple[torch.Tensor, float]:
+    """(answers (N, 81), network calls per puzzle) on ``puzzles`` with a registry sampler: a masked
+    denoiser and its schedule (the clues fixed in ``x_init``), or the autoregressive model's ``denoise``
+    (the puzzle as the prefix; ``schedule`` unused)."""
     from maskdiff.sampling.registry import REGISTRY
 
-    n = puzzles.shape[0]
     gen = torch.Generator().manual_seed(1000 + seed)
-    mask_id = model.denoiser.vocab_size
+    mask_id = denoise.vocab_size
     if sampler == "autoregressive":
         x_init = torch.cat([puzzles, torch.full_like(puzzles, mask_id)], 1)
-        out = REGISTRY[sampler].sampler(model.denoiser, tuple(x_init.shape), x_init=x_init, generator=gen, **options)
+        out = REGISTRY[sampler].sampler(denoise, tuple(x_init.shape), x_init=x_init, generator=gen, **options)
         return out.tokens[:, sudoku.CELLS:], float(out.nfe.float().mean())
     x_init = torch.where(puzzles == sudoku.BLANK, torch.full_like(puzzles, mask_id), puzzles)
-    out = REGISTRY[sampler].sampler(model.denoiser, model.schedule, tuple(x_init.shape), steps=sudoku.CELLS, x_init=x_init,
-                                     generator=gen, **options)
+    out = REGISTRY[sampler].sampler(denoise, schedule, tuple(x_init.shape), steps=sudoku.CELLS, x_init=x_init, generator=gen,
+                                    **options)
     return out.tokens, float(out.nfe.float().mean())
+
+
+def solve_by_rules(sampler: str, options: dict, puzzles: torch.Tensor, seed: int) -> Tuple[torch.Tensor, float]:
+    """(answers, calls per puzzle) of the rules-only denoiser with a decoder of the table (the
+    autoregressive row's: left to right, argmax)."""
+    from maskdiff.schedules import get_schedule
+    from maskdiff.tasks.sudoku_rules import RulesDenoiser, left_to_right
+
+    denoise = RulesDenoiser()
+    if sampler == "autoregressive":
+        x_init = torch.where(puzzles == sudoku.BLANK, torch.full_like(puzzles, denoise.vocab_size), puzzles)
+        return left_to_right(denoise, x_init), float((puzzles == sudoku.BLANK).sum(-1).float().mean())
+    return solve_with(denoise, get_schedule("linear"), sampler, options, puzzles, seed)
+
+
+def _rules_label(label: str) -> str:
+    """The rules-only row of a decoder's row (the autoregressive row's order: left to right)."""
+    return RULES_PREFIX + label.replace("autoregressive, ", "").replace("masked, ", "")
 
 
 def held_out(scale: SudokuScale, pool: torch.Tensor) -> sudoku.SudokuSet:
@@ -169,6 +192,19 @@ def run_sudoku_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional[
     log(f"experiment sudoku at scale {scale_name}: {scale.test} held-out puzzles, {float(clues.mean()):.1f} clues on average, "
         f"{n_seeds} seeds -> {out}")
     records: List[dict] = []
+    for seed in range(n_seeds):  # the rules-only denoiser: no training, the same decoders and draws
+        path = out / "records" / f"rules-seed{seed}.json"
+        if path.exists():
+            records += json.loads(path.read_text(encoding="utf-8"))
+            continue
+        rows = []
+        for label, sampler, options in DECODERS:
+            label = _rules_label(label)
+            answers, nfe = solve_by_rules(sampler, options, test.puzzles, seed)
+            s = sudoku.scores(test.puzzles, test.solutions, answers)
+            rows.append(dict(label=label, seed=seed, solved=float(s[:, 0].mean()), cells=float(s[:, 1].mean()), nfe=nfe))
+        write_json(path, rows)
+        records += rows
     for seed in range(n_seeds):
         path = out / "records" / f"seed{seed}.json"
         if path.exists():
@@ -178,7 +214,7 @@ def run_sudoku_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional[
         rows = []
         for label, sampler, options in DECODERS:
             model, seconds = models["ar" if sampler == "autoregressive" else "masked"]
-            answers, nfe = solve_with(model, sampler, options, test.puzzles, seed)
+            answers, nfe = solve_with(model.denoiser, model.schedule, sampler, options, test.puzzles, seed)
             s = sudoku.scores(test.puzzles, test.solutions, answers)
             rows.append(dict(label=label, seed=seed, solved=float(s[:, 0].mean()), cells=float(s[:, 1].mean()), nfe=nfe,
                              train_seconds=seconds))
@@ -187,20 +223,23 @@ def run_sudoku_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional[
         records += rows
     summary = summarise(records)
     summary.update(experiment="sudoku", scale=scale_name, scale_config=asdict(scale), seeds=n_seeds, **provenance("cpu"),
-                   mean_clues=float(clues.mean()))
+                   mean_clues=float(clues.mean()), one_look_cell_accuracy=sudoku.one_look_accuracy(test.puzzles))
     write_results(out, summary, markdown, log)
     return summary
 
 
 def summarise(records: List[dict]) -> dict:
     """Per decoder: means and intervals over seeds; the claims judged on paired per-seed solve rates."""
-    labels = [d[0] for d in DECODERS]
+    present = {r["label"] for r in records}
+    labels = [lab for lab in [d[0] for d in DECODERS] + [_rules_label(d[0]) for d in DECODERS] if lab in present]
     by = {lab: {r["seed"]: r for r in records if r["label"] == lab} for lab in labels}
     rows = {lab: {"solved": t_interval([r["solved"] for r in rs.values()]), "cells": t_interval([r["cells"] for r in rs.values()]),
                   "nfe": sum(r["nfe"] for r in rs.values()) / len(rs), "seeds": len(rs)} for lab, rs in by.items()}
-    rand, prob, margin, ar = labels[1], labels[2], labels[3], labels[4]
+    rand, prob, margin, ar = (d[0] for d in DECODERS[1:])
+    rules = {lab: _rules_label(lab) for lab in (rand, prob, margin, ar)}
     claims = []
-    for better, worse in ((margin, rand), (margin, prob), (margin, ar), (prob, ar)):
+    pairs = ((margin, rand), (margin, prob), (margin, ar), (prob, ar), (rules[margin], rules[rand]), (rules[margin], rules[ar]))
+    for better, worse in (p for p in pairs if p[0] in by and p[1] in by):
         # "better solves more": the paired difference worse - better lies below 0
         p = paired_verdict({s: r["solved"] for s, r in by[worse].items()}, {s: r["solved"] for s, r in by[better].items()},
                            NOT_RESOLVED)
@@ -213,7 +252,9 @@ def markdown(summary: dict) -> str:
     """The table and the claims as Markdown."""
     body = [f"{lab} | {r['solved'][0]:.3f} | {ci_text(r['solved'][1:], '.3f')} | {r['cells'][0]:.3f} | "
             f"{ci_text(r['cells'][1:], '.3f')} | {r['nfe']:.1f}".split(" | ") for lab, r in summary["rows"].items()]
-    lines = table(["decoder", "solved", "95% CI", "cell accuracy", "95% CI", "network calls"], body) + [""]
+    lines = [f"{summary['mean_clues']:.1f} clues per held-out puzzle on average; a solver that knows the rules and guesses "
+             f"uniformly among each blank's open digits gets {summary['one_look_cell_accuracy']:.3f} of the cells.", ""]
+    lines += table(["decoder", "solved", "95% CI", "cell accuracy", "95% CI", "network calls"], body) + [""]
     lines += table(["claim", "difference in solve rate", "95% CI", "verdict"],
                    [[c["claim"], f"{c['difference'][0]:+.3f}", ci_text(c["difference"][1:], "+.3f"), c["verdict"]]
                     for c in summary["claims"]])

@@ -231,3 +231,23 @@ def blank_cells(grids: Tensor, clues: Sequence[int], generator: torch.Generator)
     k = torch.randint(clues[0], clues[1] + 1, (n, 1), generator=generator)
     rank = torch.rand(n, CELLS, generator=generator).argsort(-1).argsort(-1)
     return torch.where(rank < k, grids, torch.zeros_like(grids))
+
+
+def candidates(puzzle: Sequence[int]) -> List[List[int]]:
+    """Per cell, the digits its row, column and box leave open (empty for a clue): one look at the
+    rules, no search."""
+    check_grid_shape(puzzle)
+    used = [0] * 27
+    for i, d in enumerate(puzzle):
+        if d:
+            for u in CELL_UNITS[i]:
+                used[u] |= 1 << int(d)
+    return [[] if d else _digits(ALL & ~(used[CELL_UNITS[i][0]] | used[CELL_UNITS[i][1]] | used[CELL_UNITS[i][2]]))
+            for i, d in enumerate(puzzle)]
+
+
+def one_look_accuracy(puzzles: Tensor) -> float:
+    """The cell accuracy of a solver that knows the rules and guesses uniformly among each blank's
+    ``candidates``: the mean over blank cells of 1 / (number of candidates), a reference for the models."""
+    shares = [1.0 / len(c) for p in puzzles.tolist() for c, d in zip(candidates(p), p) if d == BLANK]
+    return sum(shares) / len(shares)
