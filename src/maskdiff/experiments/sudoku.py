@@ -243,7 +243,7 @@ def summarise(records: List[dict]) -> dict:
         # "better solves more": the paired difference worse - better lies below 0
         p = paired_verdict({s: r["solved"] for s, r in by[worse].items()}, {s: r["solved"] for s, r in by[better].items()},
                            NOT_RESOLVED)
-        claims.append({"claim": f"{better} solves more than {worse}", "difference": [-p.mean, -p.high, -p.low],
+        claims.append({"claim": f"{better} solves more than {worse}", "difference": [0.0 - p.mean, 0.0 - p.high, 0.0 - p.low],
                        "verdict": p.verdict, "seeds": p.seeds})
     return {"rows": rows, "claims": claims}
 
