@@ -18,7 +18,7 @@ def test_sudoku_experiment_end_to_end(tmp_path):
     assert summary["rows"][RULES_PREFIX + "largest margin first"]["solved"][0] == 1.0  # easy puzzles: the rules suffice
     for row in summary["rows"].values():
         assert row["seeds"] == 2 and 0.0 <= row["solved"][0] <= 1.0 and 0.0 <= row["cells"][0] <= 1.0
-    assert len(summary["claims"]) == 6 and "largest margin first" in (tmp_path / "results.md").read_text()
+    assert len(summary["claims"]) == 12 and "largest margin first" in (tmp_path / "results.md").read_text()
     records = sorted((tmp_path / "records").glob("*seed*.json"))
     assert len(records) == 4
     before = records[0].read_text()

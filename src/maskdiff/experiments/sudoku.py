@@ -240,11 +240,12 @@ def summarise(records: List[dict]) -> dict:
     claims = []
     pairs = ((margin, rand), (margin, prob), (margin, ar), (prob, ar), (rules[margin], rules[rand]), (rules[margin], rules[ar]))
     for better, worse in (p for p in pairs if p[0] in by and p[1] in by):
-        # "better solves more": the paired difference worse - better lies below 0
-        p = paired_verdict({s: r["solved"] for s, r in by[worse].items()}, {s: r["solved"] for s, r in by[better].items()},
-                           NOT_RESOLVED)
-        claims.append({"claim": f"{better} solves more than {worse}", "difference": [0.0 - p.mean, 0.0 - p.high, 0.0 - p.low],
-                       "verdict": p.verdict, "seeds": p.seeds})
+        for metric in ("solved", "cells"):
+            # "better scores higher": the paired difference worse - better lies below 0
+            p = paired_verdict({s: r[metric] for s, r in by[worse].items()}, {s: r[metric] for s, r in by[better].items()},
+                               NOT_RESOLVED)
+            claims.append({"claim": f"{better} beats {worse}", "metric": metric,
+                           "difference": [0.0 - p.mean, 0.0 - p.high, 0.0 - p.low], "verdict": p.verdict, "seeds": p.seeds})
     return {"rows": rows, "claims": claims}
 
 
@@ -255,7 +256,8 @@ def markdown(summary: dict) -> str:
     lines = [f"{summary['mean_clues']:.1f} clues per held-out puzzle on average; a solver that knows the rules and guesses "
              f"uniformly among each blank's open digits gets {summary['one_look_cell_accuracy']:.3f} of the cells.", ""]
     lines += table(["decoder", "solved", "95% CI", "cell accuracy", "95% CI", "network calls"], body) + [""]
-    lines += table(["claim", "difference in solve rate", "95% CI", "verdict"],
-                   [[c["claim"], f"{c['difference'][0]:+.3f}", ci_text(c["difference"][1:], "+.3f"), c["verdict"]]
+    what = {"solved": "solve rate", "cells": "cell accuracy"}
+    lines += table(["claim", "on", "difference", "95% CI", "verdict"],
+                   [[c["claim"], what[c["metric"]], f"{c['difference'][0]:+.3f}", ci_text(c["difference"][1:], "+.3f"), c["verdict"]]
                     for c in summary["claims"]])
     return "\n".join(lines) + "\n"
