@@ -11,14 +11,16 @@ pool of random full grids, each step's batch under random symmetries of Sudoku):
   81 tokens per grid; the baseline's network reads twice the positions) and writes the solution left to
   right, greedily.
 
-Masked diffusion decodes the blanks in three orders: random (the ancestral chain through its cache,
-values drawn from mu; and the greedy chain, argmax values, which isolates the order), the most probable
-candidate first and the largest margin between the two most probable values first (the confidence
-sampler, argmax values, ``score`` probability or margin; Kim et al. 2025), every one on a grid of T = 81
-steps. Each (model,
-decoder, seed) solves the same held-out puzzles (unique solutions, grids disjoint from the training
-pool); the table gives the exact solve rate and the accuracy over blank cells, means over seeds with 95%
-Student-t intervals, and "a beats b" judged on the paired per-seed differences (``experiments.base``).
+Masked diffusion decodes the blanks in four ways, each on a grid of T = 81 steps: random order with
+values drawn from mu (the ancestral chain through its cache) or with argmax values (the greedy chain,
+which isolates the order), the most probable candidate first and the largest margin between the two
+most probable values first (the confidence sampler, argmax values, ``score`` probability or margin; Kim
+et al. 2025). A denoiser that knows the rules and nothing else (``maskdiff.tasks.sudoku_rules``) is
+decoded in the same orders, left to right in place of the baseline: what the order alone does. Each
+(model, decoder, seed) solves the same held-out puzzles (unique solutions, grids disjoint from the
+training pool); the table gives the exact solve rate and the accuracy over blank cells, means over seeds
+with 95% Student-t intervals, and "a beats b" judged on the paired per-seed differences of both
+(``experiments.base``).
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ SUDOKU_SCALES: Dict[str, SudokuScale] = {
     # seconds, for the test suite only: numbers mean nothing
     "test": SudokuScale(width=16, depth=1, heads=2, length=81, batch_size=4, steps=2, lr=1e-3, pool=8, clues=(60, 70), test=3,
                         seeds=2),
-    # easy puzzles (55 to 65 clues); about 30 minutes on 2 CPU cores shared with other work (six models)
+    # easy puzzles (55 to 65 clues); six models: 28 minutes on 2 CPU cores shared with other work (load average 13-19)
     "cpu": SudokuScale(width=64, depth=3, heads=4, length=81, batch_size=32, steps=400, lr=3e-3, pool=2000, clues=(55, 65),
                        test=100, seeds=3),
 }
@@ -229,7 +231,8 @@ def run_sudoku_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional[
 
 
 def summarise(records: List[dict]) -> dict:
-    """Per decoder: means and intervals over seeds; the claims judged on paired per-seed solve rates."""
+    """Per decoder: means and intervals over seeds; the claims judged on paired per-seed solve rates and
+    cell accuracies."""
     present = {r["label"] for r in records}
     labels = [lab for lab in [d[0] for d in DECODERS] + [_rules_label(d[0]) for d in DECODERS] if lab in present]
     by = {lab: {r["seed"]: r for r in records if r["label"] == lab} for lab in labels}
