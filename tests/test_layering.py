@@ -20,6 +20,7 @@ LAYERS = {
     "io": (["maskdiff.checkpoint", "maskdiff.distributed", "maskdiff.visualize", "maskdiff.sharded"], ["errors"]),
     "estimate": (["maskdiff.evaluation.nelbo"], ["errors", "math"]),
     "data": (["maskdiff.data"], ["errors", "io"]),
+    "tasks": (["maskdiff.tasks"], ["errors"]),
     "modalities": (["maskdiff.modalities"], ["errors", "config", "math", "data"]),
     "objectives": (["maskdiff.objectives"], ["errors", "config", "math", "networks"]),
     "runs": (["maskdiff.runs"], ["errors", "config", "io", "data"]),
@@ -31,10 +32,12 @@ LAYERS = {
     "evaluation": (["maskdiff.evaluation"],
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
     "experiments": (["maskdiff.experiments"],
-                    ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "model", "api", "train", "evaluation"]),
+                    ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "model", "api", "train", "evaluation",
+                     "tasks"]),
     "serve": (["maskdiff.serve"], ["errors", "config", "math", "io", "modalities", "objectives", "model", "api"]),
     "cli": (["maskdiff.cli"], [name for name in ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities",
-                                                "objectives", "runs", "model", "api", "train", "evaluation", "experiments", "serve", "plan"]]),
+                                                "objectives", "runs", "model", "api", "train", "evaluation", "experiments", "serve",
+                                                "plan", "tasks"]]),
 }
 
 

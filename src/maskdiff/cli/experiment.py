@@ -10,18 +10,20 @@ SAMPLERS_LINE = ("\n  samplers           Samplers at equal network calls per sam
                  "(cap, rescale, conf, loop), threshold decoding (Fast-dLLM) and block diffusion (BD3-LM, L' = 4 and 16, its own "
                  "models); gen-PPL under the project's AR model and "
                  "SmolLM2, entropy, repeats (scales: test, cpu)")
+SUDOKU_LINE = ("\n  sudoku             9x9 Sudoku solve rates: masked diffusion decoded at random, top probability or largest margin "
+               "first vs the autoregressive baseline at equal training (scales: test, cpu)")
 
 
 def register(sub) -> None:
     from maskdiff.experiments import EXPERIMENTS, SCALES
 
-    lines = "\n".join(f"  {name:18s} {e.question}" for name, e in EXPERIMENTS.items()) + SAMPLERS_LINE
+    lines = "\n".join(f"  {name:18s} {e.question}" for name, e in EXPERIMENTS.items()) + SAMPLERS_LINE + SUDOKU_LINE
     p = sub.add_parser("experiment", help="re-run one of the papers' comparisons over seeds, with 95%% intervals",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train every variant of a comparison with the same budget for several seeds, evaluate them on the "
                                    "same validation sequences, and write a Markdown + JSON table with 95% intervals over seeds and "
                                    "a verdict per paper trend. An interrupted experiment resumes.\n\nexperiments:\n" + lines)
-    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}, samplers")
+    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}, samplers, sudoku")
     p.add_argument("--scale", default="cpu", help=f"budget: {', '.join(SCALES)} (default: cpu, minutes per variant on 2 cores; gpu is bigger)")
     p.add_argument("--seeds", type=positive_int, help="seeds per variant (default: 3)")
     p.add_argument("--out", type=Path, help="output folder (default: experiments/NAME-SCALE)")

@@ -6,7 +6,9 @@ and Markdown; ``provenance``: the machine and commit of a result) and two kinds 
 * the papers' comparisons (``papers`` defines them, ``paper_runner`` runs one): variants trained with the
   same budget for several seeds, bits per character on held-out text, a verdict per paper trend;
 * the sampler comparison (``samplers``, the name ``samplers``): one model sampled by every sampler at
-  equal network calls, generative perplexity under judge models, a verdict per paper trend.
+  equal network calls, generative perplexity under judge models, a verdict per paper trend;
+* the Sudoku comparison (``sudoku``): masked diffusion decoded in three orders against the autoregressive
+  baseline on a task with exact answers, solve rates over seeds.
 """
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from maskdiff.experiments.papers import (BPC_MARGIN, EXPERIMENTS, SCALES, Experi
                                          get_experiment, get_scale)
 from maskdiff.experiments.provenance import provenance
 from maskdiff.experiments.samplers import SAMPLER_SCALES, SamplerScale, get_sampler_scale, run_sampler_experiment, sampler_rows
+from maskdiff.experiments.sudoku import SUDOKU_SCALES, get_sudoku_scale, run_sudoku_experiment
 
 SAMPLERS = "samplers"
-NAMES: Tuple[str, ...] = (*EXPERIMENTS, SAMPLERS)
+SUDOKU = "sudoku"
+NAMES: Tuple[str, ...] = (*EXPERIMENTS, SAMPLERS, SUDOKU)
 """Every experiment ``maskdiff experiment NAME`` runs."""
 
 
@@ -31,6 +35,8 @@ def check(name: str, scale_name: str) -> None:
         raise MaskdiffError(f"unknown experiment {name!r}; choose one of: {', '.join(NAMES)}")
     if name == SAMPLERS:
         get_sampler_scale(scale_name)
+    elif name == SUDOKU:
+        get_sudoku_scale(scale_name)
     else:
         get_scale(scale_name)
 
@@ -40,10 +46,12 @@ def run(name: str, scale_name: str = "cpu", out=None, *, seeds: Optional[int] = 
     check(name, scale_name)
     if name == SAMPLERS:
         return run_sampler_experiment(scale_name, out, seeds=seeds, log=log, device=device)
+    if name == SUDOKU:
+        return run_sudoku_experiment(scale_name, out, seeds=seeds, log=log, device=device)
     return run_experiment(name, scale_name, out, seeds=seeds, log=log, device=device)
 
 
-__all__ = ["BPC_MARGIN", "EXPERIMENTS", "NAMES", "SAMPLERS", "SAMPLER_SCALES", "SCALES", "Experiment", "Paired", "SamplerScale",
+__all__ = ["BPC_MARGIN", "EXPERIMENTS", "NAMES", "SAMPLERS", "SAMPLER_SCALES", "SCALES", "SUDOKU", "SUDOKU_SCALES", "Experiment", "Paired", "SamplerScale",
            "Scale", "Trend", "Variant", "base_config", "check", "get_experiment", "get_sampler_scale", "get_scale", "markdown",
            "paired_verdict", "provenance", "run", "run_experiment", "run_sampler_experiment", "run_variant", "sampler_rows",
            "t_interval", "verdict"]

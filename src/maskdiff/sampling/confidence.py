@@ -3,8 +3,12 @@
 At each grid step a sample keeps the same number of masks that the ancestral chain would keep in
 expectation, n_s = round(n_t (1 - alpha_s)/(1 - alpha_t)), and fills the n_t - n_s masked positions
 where the model is most confident: a candidate value is drawn from mu (or taken as argmax) at every
-masked position, and the positions with the largest mu of their candidate are kept. Biased by design:
-it prefers easy, frequent tokens and is known to repeat; measure repeated n-grams and entropy beside it.
+masked position, and the positions with the largest score are kept. The score is the probability mu
+gives the candidate ('probability', MaskGIT and LLaDA) or the margin between the two largest
+probabilities of mu, whatever the candidate ('margin': Kim et al. 2025, "Train for the worst, plan for
+the best", adaptive order on Sudoku; a position where two values compete waits even when one of them is
+likely). Biased by design: it prefers easy, frequent tokens and is known to repeat; measure repeated
+n-grams and entropy beside it.
 """
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ from maskdiff.sampling.common import SampleOutput
 from maskdiff.sampling.loop import Chain
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
+SCORES = ("probability", "margin")
+"""What ranks the masked positions: mu of the candidate, or the gap between mu's two largest probabilities."""
+
 
 def confidence_sample(
     denoise,
@@ -32,6 +39,7 @@ def confidence_sample(
     x_init: Optional[Tensor] = None,
     cond: Optional[Tensor] = None,
     choose: str = "sample",
+    score: str = "probability",
     confidence_noise: float = 0.0,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -40,9 +48,12 @@ def confidence_sample(
     callback=None,
 ) -> SampleOutput:
     """choose: 'sample' (candidate ~ mu, LLaDA) or 'argmax' (MaskGIT's greedy candidate).
-    confidence_noise: scale of Gumbel noise added to the log-confidence, annealed linearly to 0 (MaskGIT)."""
+    score: 'probability' (mu of the candidate) or 'margin' (largest minus second largest probability of mu).
+    confidence_noise: scale of Gumbel noise added to the log-score, annealed linearly to 0 (MaskGIT)."""
     if choose not in ("sample", "argmax"):
         raise MaskdiffError(f"unknown candidate rule {choose!r}; choose one of: sample, argmax")
+    if score not in SCORES:
+        raise MaskdiffError(f"unknown confidence score {score!r}; choose one of: {', '.join(SCORES)}")
     check_transform(temperature, top_p)
     mask_id = denoise.vocab_size
     times = time_grid(steps, grid)
@@ -63,7 +74,8 @@ def confidence_sample(
                 xr = x[rows]
                 masked = xr == mask_id
                 cand = log_mu.argmax(-1) if choose == "argmax" else sample_categorical(log_mu, generator)
-                conf = log_mu.gather(-1, cand[..., None]).squeeze(-1).to(torch.float64)
+                conf = log_mu.gather(-1, cand[..., None]).squeeze(-1).to(torch.float64) if score == "probability" \
+                    else log_margin(log_mu)
                 if confidence_noise > 0:
                     u = uniform(conf.shape, generator, conf.device).clamp_(min=1e-300)
                     conf = conf + confidence_noise * (k / steps) * -torch.log(-torch.log(u))
@@ -74,3 +86,11 @@ def confidence_sample(
                 x[rows] = xr
             chain.report.step(x)
     return chain.output()
+
+
+def log_margin(log_mu: Tensor) -> Tensor:
+    """log(p1 - p2) of each position, p1 >= p2 the two largest probabilities of mu, in float64.
+    (..., V) -> (...). A tie (p1 = p2) gives the smallest positive float64 instead of log 0, so that a
+    masked position never ranks with the unmasked ones (-inf)."""
+    top = log_mu.to(torch.float64).topk(2, dim=-1).values.exp()  # (..., 2)
+    return (top[..., 0] - top[..., 1]).clamp(min=torch.finfo(torch.float64).tiny).log()

@@ -22,7 +22,7 @@ from maskdiff.sampling.ancestral import ancestral_sample
 from maskdiff.sampling.autoregressive import autoregressive_sample
 from maskdiff.sampling.block import block_sample
 from maskdiff.sampling.cached import cached_sample
-from maskdiff.sampling.confidence import confidence_sample
+from maskdiff.sampling.confidence import SCORES, confidence_sample
 from maskdiff.sampling.first_hitting import first_hitting_sample
 from maskdiff.sampling.genmd4 import genmd4_sample
 from maskdiff.sampling.mean import mean_sample
@@ -174,6 +174,8 @@ _ENTRIES = (
     SamplerEntry("confidence", confidence_sample, "unmasks the most confident positions (MaskGIT, LLaDA; biased)", GRID_OPTIONS + (
         Option("choose", str, "sample", "confidence sampler: the candidate value, drawn from mu (LLaDA) or its argmax (MaskGIT)",
                choices=CHOOSE),
+        Option("score", str, "probability", "confidence sampler: rank masked positions by mu of the candidate or by the margin "
+               "between mu's two largest probabilities (Kim et al. 2025)", choices=SCORES, flag="--confidence-score"),
         Option("confidence_noise", float, 0.0, "confidence sampler: scale of the Gumbel noise on the log-confidence (MaskGIT)", low=0.0))),
     _remdm("cap", "remdm-cap: eta_cap, the cap on sigma_t"),
     _remdm("rescale", "remdm-rescale: eta_rescale, the fraction of sigma_t^max"),
