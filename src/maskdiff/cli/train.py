@@ -54,6 +54,12 @@ TRAIN_OVERRIDES = [
     ("--image-size", "data", "image_size", nonneg_int),
     ("--num-classes", "model", "num_classes", nonneg_int),
     ("--class-dropout", "train", "class_dropout", unit_float),
+    ("--eval-every", "train", "eval_every", nonneg_int),
+    ("--eval-rows", "train", "eval_rows", positive_int),
+    ("--sample-every", "train", "sample_every", nonneg_int),
+    ("--sample-num", "train", "sample_num", positive_int),
+    ("--peak-tflops", "train", "peak_tflops", positive_float),
+    ("--wandb", "train", "wandb", str),
 ]
 
 
@@ -75,6 +81,7 @@ def register(sub) -> None:
     p.add_argument("--no-zero-mask", action="store_true", help=describe_field("diffusion", "zero_mask"))
     p.add_argument("--masked-logits", action=argparse.BooleanOptionalAction, default=None,
                    help=describe_field("model", "masked_logits") + " (default: the preset's)")
+    p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files (" + describe_field("train", "tensorboard") + ")")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -105,6 +112,8 @@ def config_from_args(args):
         config.diffusion.carry_over = False
     if args.no_zero_mask:
         config.diffusion.zero_mask = False
+    if args.no_tensorboard:
+        config.train.tensorboard = False
     if args.masked_logits is not None:
         config.model.masked_logits = args.masked_logits
     return config
