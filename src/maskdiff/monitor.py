@@ -30,6 +30,9 @@ from maskdiff.monitor_sinks import Sinks
 EVAL_SEED = 0
 """Seed of the validation estimates' t and masks: the same draws at every evaluation and in every run, so
 that the figures of two evaluations differ by the weights only."""
+EVAL_BATCH = 16
+"""Validation rows per forward pass and per stratified draw of t, unless train.micro_batch_size (or a smaller
+train.batch_size) sets it: a figure that does not depend on the number of processes."""
 
 # Datasheet peak dense bf16 tensor throughput per GPU, TFLOP/s (without sparsity), matched in order
 # against torch.cuda.get_device_name(): the more specific names first.
@@ -235,7 +238,7 @@ class Monitor:
         tokens, valid = self.eval_data
         tc = self.config.train
         res = validation_nelbo(self.run.objective, tokens, valid, t_min=self.config.diffusion.t_min,
-                               batch=tc.micro_batch_size or self.run.per_rank, ctx=self.ctx)
+                               batch=tc.micro_batch_size or min(EVAL_BATCH, tc.batch_size), ctx=self.ctx)
         bits, lo, hi = res.bits_per_token()
         return {"val_nelbo_bits_per_token": bits, "val_low": lo, "val_high": hi, "val_rows": int(tokens.shape[0]),
                 "val_weights": "ema" if self.run.ema is not None else "model"}

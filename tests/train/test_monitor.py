@@ -57,7 +57,8 @@ def test_validation_records_hold_the_ema_estimate_with_its_interval(runs, plays)
     assert all("val_nelbo_bits_per_token" not in records[s] for s in (2, 4))
     for r in val:
         assert r["val_low"] < r["val_nelbo_bits_per_token"] < r["val_high"] and r["val_rows"] == ROWS and r["val_weights"] == "ema"
-    # the last figure is the estimator's on the final EMA weights, loaded from the checkpoint
+    # the last figure is the estimator's on the final EMA weights, loaded from the checkpoint (4 rows at a time:
+    # the batch size, below maskdiff.monitor.EVAL_BATCH)
     import maskdiff
     from maskdiff.modalities import eval_chunks
 
@@ -66,7 +67,7 @@ def test_validation_records_hold_the_ema_estimate_with_its_interval(runs, plays)
     res = validation_nelbo(pipe.objective, tokens[:ROWS], valid[:ROWS], t_min=pipe.config.diffusion.t_min, batch=4, ctx=Context())
     assert res.bits_per_token() == pytest.approx((val[-1]["val_nelbo_bits_per_token"], val[-1]["val_low"], val[-1]["val_high"]), rel=1e-12)
     raw = maskdiff.load(watched, ema=False)
-    other = validation_nelbo(raw.objective, tokens[:ROWS], valid[:ROWS], t_min=pipe.config.diffusion.t_min, batch=4, ctx=Context())
+    other = validation_nelbo(raw.objective, tokens[:ROWS], valid[:ROWS], t_min=pipe.config.diffusion.t_min, batch=4, ctx=Context())  # batch_size 4 < EVAL_BATCH
     assert other.bits_per_token()[0] != pytest.approx(val[-1]["val_nelbo_bits_per_token"], rel=1e-9)
     samples = sorted((watched / "samples").glob("*-step00000004.txt"))
     assert len(samples) == 1 and len(samples[0].read_text().strip().split("\n\n")) == 2
@@ -109,3 +110,29 @@ def test_bad_flags_are_one_line_errors(tmp_path, plays):
     if importlib.util.find_spec("wandb") is None:  # asked for but not installed
         proc = run_main("train", "--wandb", "proj", "--run-dir", tmp_path / "w", "--corpus", plays, "--steps", "1", *MICRO_FLAGS)
         assert_clean_error(proc, "needs the wandb package")
+
+
+@pytest.mark.slow  # torchrun and two training processes
+def test_fsdp_two_processes_evaluate_and_sample_as_one(runs, tmp_path):
+    """The watched run again on 2 Gloo processes under FSDP2: the validation rows are dealt out to the ranks
+    (every rank in every forward), and the figures and samples are those of one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    watched, _ = runs
+    exe = Path(sys.executable).with_name("torchrun")
+    run = tmp_path / "fsdp"
+    proc = subprocess.run([str(exe), "--standalone", "--nproc_per_node=2", "-m", "maskdiff.cli", "train", "--config",
+                           str(watched / "config.json"), "--run-dir", str(run), "--parallel", "fsdp", "--no-progress"],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = {r["step"]: r for r in _log(watched) if "val_low" in r}
+    two = {r["step"]: r for r in _log(run) if "val_low" in r}
+    assert one.keys() == two.keys() == {3, 6}
+    for step in one:
+        for key in ("val_nelbo_bits_per_token", "val_low", "val_high"):
+            assert two[step][key] == pytest.approx(one[step][key], rel=1e-6)
+    texts = lambda r: [p.read_text() for p in sorted((r / "samples").glob("*.txt"))]  # noqa: E731
+    assert texts(run) == texts(watched)
