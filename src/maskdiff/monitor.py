@@ -30,6 +30,9 @@ from maskdiff.monitor_sinks import Sinks
 EVAL_SEED = 0
 """Seed of the validation estimates' t and masks: the same draws at every evaluation and in every run, so
 that the figures of two evaluations differ by the weights only."""
+SAMPLE_SEED = 0
+"""Seed of the samples drawn during training: the same draws every time, so that successive samples differ
+by the weights only."""
 EVAL_BATCH = 16
 """Validation rows per forward pass and per stratified draw of t, unless train.micro_batch_size (or a smaller
 train.batch_size) sets it: a figure that does not depend on the number of processes."""
@@ -140,14 +143,12 @@ class Monitor:
         self.progress = progress
         self.sinks: Optional[Sinks] = None
         self.bar = None
-        self.t_begin = self.window_start = time.perf_counter()
         self.window_tokens, self.paused = 0, 0.0
-        fpt = flops_per_token(run.objective, self.config.data.length)
+        self.flops_per_token = flops_per_token(run.objective, self.config.data.length)
         peak, self.peak_from = peak_flops(self.ctx.device, tc.peak_tflops)
-        self.flops_per_token = fpt
-        self.peak = None if peak is None or fpt is None else peak * self.ctx.world
-        if fpt is None and peak is not None:
-            self.peak_from = "the network has no FLOP formula"
+        if peak is not None and self.flops_per_token is None:
+            peak, self.peak_from = None, "the network has no FLOP formula"
+        self.peak = None if peak is None else peak * self.ctx.world  # every process's device
         self.tokenizer = None
         self.eval_data: Optional[Tuple[Tensor, Tensor]] = None
         if tc.eval_every or tc.sample_every:
@@ -178,6 +179,7 @@ class Monitor:
 
             tc = self.config.train
             self.bar = tqdm(total=tc.steps, initial=self.run.start, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
+        self.t_begin = self.window_start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -218,9 +220,10 @@ class Monitor:
 
     def _mfu(self, tokens_per_s: float) -> Dict[str, Any]:
         """The model FLOP utilisation: achieved model FLOP/s over the peak of every process's device."""
-        if self.peak is None:
-            return {"mfu_peak": self.peak_from} if self.ctx.device.type == "cuda" or self.config.train.peak_tflops else {}
-        return {"mfu": self.flops_per_token * tokens_per_s / self.peak, "mfu_peak": self.peak_from}
+        if self.peak is not None:
+            return {"mfu": self.flops_per_token * tokens_per_s / self.peak, "mfu_peak": self.peak_from}
+        quiet = self.ctx.device.type == "cpu" and not self.config.train.peak_tflops  # no MFU on the CPU unless asked
+        return {} if quiet else {"mfu_peak": self.peak_from}
 
     @contextmanager
     def _watching(self):
@@ -245,14 +248,14 @@ class Monitor:
 
     def _sample(self, step: int) -> None:
         """train.sample_num samples through the one way to sample (a SampleRequest checked against the
-        model, run by the objective), the model's default sampler with one step per position; rank 0 writes
+        model, run by the objective), the model's default sampler with one step per position, SAMPLE_SEED; rank 0 writes
         them to samples/ and TensorBoard. Every rank draws (FSDP2 needs every rank in each forward)."""
         from maskdiff.pipeline import Pipeline
         from maskdiff.sampling.request import SampleRequest
 
         tc = self.config.train
         pipe = Pipeline(self.config, self.tokenizer, self.run.objective, device=self.ctx.device)
-        out = pipe.run(SampleRequest(num=tc.sample_num, steps=self.config.data.length, seed=tc.seed + step))
+        out = pipe.run(SampleRequest(num=tc.sample_num, steps=self.config.data.length, seed=SAMPLE_SEED))
         if self.sinks is not None:
             self.sinks.samples(step, out.texts, out.sampler, out.steps)
 
