@@ -240,11 +240,12 @@ class Monitor:
     def _evaluate(self) -> Dict[str, Any]:
         tokens, valid = self.eval_data
         tc = self.config.train
+        t0 = time.perf_counter()
         res = validation_nelbo(self.run.objective, tokens, valid, t_min=self.config.diffusion.t_min,
                                batch=tc.micro_batch_size or min(EVAL_BATCH, tc.batch_size), ctx=self.ctx)
         bits, lo, hi = res.bits_per_token()
         return {"val_nelbo_bits_per_token": bits, "val_low": lo, "val_high": hi, "val_rows": int(tokens.shape[0]),
-                "val_weights": "ema" if self.run.ema is not None else "model"}
+                "val_weights": "ema" if self.run.ema is not None else "model", "val_s": time.perf_counter() - t0}
 
     def _sample(self, step: int) -> None:
         """train.sample_num samples through the one way to sample (a SampleRequest checked against the

@@ -29,7 +29,7 @@ class Sinks:
     """The log of one run and its optional mirrors, opened by the trainer's rank 0; :meth:`close` at the end.
 
     ``start``: the step the run resumes from; TensorBoard drops what an interrupted earlier process logged
-    after it, as ``log.jsonl``'s reader keeps the last record of each step."""
+    after it (``log.jsonl`` keeps it; ``maskdiff plot`` drops it as it reads)."""
 
     def __init__(self, run_dir, config: RunConfig, *, start: int):
         self.run_dir = Path(run_dir)
