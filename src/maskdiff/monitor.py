@@ -227,10 +227,12 @@ class Monitor:
 
     @contextmanager
     def _watching(self):
-        """Eval mode, the EMA weights, no gradients, the global random state put back afterwards."""
+        """Eval mode, the EMA weights, no gradients, the global random state put back afterwards; blocks
+        compiled for training (train.compile) run eagerly, not recompiled for evaluation's shapes."""
         run = self.run
         devices = [self.ctx.device] if self.ctx.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad(), ema_swapped_in(run.params, run.ema):
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), torch.compiler.set_stance("force_eager"), \
+                ema_swapped_in(run.params, run.ema):
             run.objective.eval()
             try:
                 yield
