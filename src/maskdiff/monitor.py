@@ -126,6 +126,21 @@ def validation_nelbo(objective, tokens: Tensor, valid: Tensor, *, t_min: float, 
     return EvalResult(est, valid.sum(-1).double().cpu(), bound=not objective.exact_likelihood)
 
 
+@contextmanager
+def _root_unsharded(objective, ctx: Context):
+    """Under FSDP2, the objective's own parameters (GenMD4's exponents) gathered for the duration:
+    evaluation and sampling call the objective's methods, not its forward, so no hook gathers them.
+    The network's blocks gather their own in their forward passes."""
+    if ctx.mode != "fsdp" or not ctx.distributed:
+        yield
+        return
+    objective.unshard()
+    try:
+        yield
+    finally:
+        objective.reshard()
+
+
 class Monitor:
     """What one training run reports as it goes: a context manager around the training loop, told of each
     finished step by :meth:`step_done`. Every rank holds one (evaluation and sampling are collectives under
@@ -157,6 +172,12 @@ class Monitor:
             self.tokenizer = build_tokenizer(self.config)
         if tc.eval_every:
             self.eval_data = self._eval_rows()
+        self.pipe = None
+        if tc.sample_every:  # the one way to sample, around the trained objective (placed and sharded already)
+            from maskdiff.pipeline import Pipeline
+
+            self.pipe = Pipeline(self.config, self.tokenizer, run.objective, device=self.ctx.device)
+            run.objective.train()  # the pipeline put it in eval mode
 
     def _eval_rows(self) -> Tuple[Tensor, Tensor]:
         """The first train.eval_rows rows of the validation split (maskdiff.modalities.eval_chunks)."""
@@ -232,7 +253,7 @@ class Monitor:
         run = self.run
         devices = [self.ctx.device] if self.ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad(), torch.compiler.set_stance("force_eager"), \
-                ema_swapped_in(run.params, run.ema):
+                ema_swapped_in(run.params, run.ema), _root_unsharded(run.objective, self.ctx):
             run.objective.eval()
             try:
                 yield
@@ -253,12 +274,10 @@ class Monitor:
         """train.sample_num samples through the one way to sample (a SampleRequest checked against the
         model, run by the objective), the model's default sampler with one step per position, SAMPLE_SEED; rank 0 writes
         them to samples/ and TensorBoard. Every rank draws (FSDP2 needs every rank in each forward)."""
-        from maskdiff.pipeline import Pipeline
         from maskdiff.sampling.request import SampleRequest
 
         tc = self.config.train
-        pipe = Pipeline(self.config, self.tokenizer, self.run.objective, device=self.ctx.device)
-        out = pipe.run(SampleRequest(num=tc.sample_num, steps=self.config.data.length, seed=SAMPLE_SEED))
+        out = self.pipe.run(SampleRequest(num=tc.sample_num, steps=self.config.data.length, seed=SAMPLE_SEED))
         if self.sinks is not None:
             self.sinks.samples(step, out.texts, out.sampler, out.steps)
 
