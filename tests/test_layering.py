@@ -17,7 +17,7 @@ LAYERS = {
              ["errors"]),
     "networks": (["maskdiff.networks"], []),
     "hf": (["maskdiff.hf"], ["networks"]),  # imports transformers: only a user's `import maskdiff.hf` loads it
-    "io": (["maskdiff.checkpoint", "maskdiff.distributed", "maskdiff.visualize", "maskdiff.sharded"], ["errors"]),
+    "io": (["maskdiff.checkpoint", "maskdiff.distributed", "maskdiff.visualize", "maskdiff.sharded", "maskdiff.plotting"], ["errors"]),
     "estimate": (["maskdiff.evaluation.nelbo"], ["errors", "math"]),
     "data": (["maskdiff.data"], ["errors", "io"]),
     "tasks": (["maskdiff.tasks"], ["errors"]),
@@ -27,7 +27,7 @@ LAYERS = {
     "model": (["maskdiff.pipeline", "maskdiff.validation", "maskdiff.completion", "maskdiff.pretrained", "maskdiff.convert"],
               ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "runs"]),
     "api": (["maskdiff"], ["errors", "math", "model"]),
-    "train": (["maskdiff.train", "maskdiff.step", "maskdiff.train_state"], ["errors", "config", "math", "io", "modalities", "objectives", "runs", "model"]),
+    "train": (["maskdiff.train", "maskdiff.step", "maskdiff.train_state", "maskdiff.monitor", "maskdiff.monitor_sinks"], ["errors", "config", "math", "io", "estimate", "modalities", "objectives", "runs", "model"]),
     "plan": (["maskdiff.plan"], ["errors", "config", "networks", "objectives"]),
     "evaluation": (["maskdiff.evaluation"],
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),

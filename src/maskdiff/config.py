@@ -182,6 +182,22 @@ class TrainConfig:
     class_dropout: float = 0.1
     """Class-conditional models: probability that a training label is replaced by the null class, so the
     same network also learns the unconditional model (classifier-free guidance)."""
+    eval_every: int = 0
+    """Estimate the validation NELBO with its 95% interval every this many steps (and at the last step) on
+    the first eval_rows rows of the validation split, with the EMA weights where there are any (0: never)."""
+    eval_rows: int = 64
+    """Rows of the validation split (its first ones, the same every time) that eval_every evaluates."""
+    sample_every: int = 0
+    """Draw sample_num samples every this many steps into the run's samples/ folder (0: never)."""
+    sample_num: int = 2
+    """Samples drawn each time sample_every comes round."""
+    peak_tflops: float = 0.0
+    """Peak FLOP/s of one device in TFLOP/s for the MFU in the log (0: the datasheet bf16 dense figure of a
+    known GPU, none on the CPU)."""
+    wandb: str = ""
+    """Also log to this Weights & Biases project (needs the wandb package; WANDB_MODE=offline is honoured). '': no."""
+    tensorboard: bool = True
+    """Write TensorBoard event files to RUN/tb when the tensorboard package is installed."""
 
 
 @dataclass
@@ -258,6 +274,10 @@ class RunConfig:
             raise MaskdiffError(f"unknown compile mode {t.compile!r}; choose one of: {', '.join(COMPILE_MODES)}")
         if t.max_bad_steps < 1:
             raise MaskdiffError(f"max_bad_steps must be at least 1, got {t.max_bad_steps}")
+        for name in ("eval_every", "sample_every", "peak_tflops"):
+            if getattr(t, name) < 0:
+                raise MaskdiffError(f"{name} must be 0 (off) or positive, got {getattr(t, name)}")
+        _positive(eval_rows=t.eval_rows, sample_num=t.sample_num)
         if not 0.0 <= t.ema_decay < 1.0:
             raise MaskdiffError(f"ema_decay must be in [0, 1), got {t.ema_decay}")
         return self
@@ -280,7 +300,8 @@ def _build(klass, values: Dict[str, Any], section: str):
 # Fields that may change when a run is resumed: they do not change what a step computes (the device and
 # compilation change its rounding only; the precision changes more and is not here).
 RESUMABLE = ("train.steps", "train.threads", "train.device", "train.compile", "train.parallel", "train.micro_batch_size", "train.max_bad_steps",
-             "train.log_every", "train.checkpoint_every", "train.keep_checkpoints")
+             "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+             "train.eval_every", "train.eval_rows", "train.sample_every", "train.sample_num", "train.peak_tflops", "train.wandb", "train.tensorboard")
 
 
 def differences(a: RunConfig, b: RunConfig, ignore=RESUMABLE) -> Dict[str, tuple]:

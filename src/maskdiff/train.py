@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -44,8 +44,9 @@ from maskdiff.distributed import init as dist_init
 from maskdiff.distributed import shutdown as dist_shutdown
 from maskdiff.loss import low_discrepancy_times
 from maskdiff.modalities import build_tokenizer, training_source
+from maskdiff.monitor import Monitor
 from maskdiff.objectives import build_objective
-from maskdiff.runs import RunLog, start_run
+from maskdiff.runs import start_run
 from maskdiff.step import StepBatch, autocast, compile_blocks, draw_step, learning_rate, make_optimizer, set_fast_matmul, use_compile
 from maskdiff.train_state import load_start, restore_state, save_state
 from maskdiff.validation import validate_config
@@ -161,7 +162,6 @@ class _Run:
 def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, stop_after) -> TrainResult:
     tc = config.train
     run = _start_run(config, run_dir, ctx, log)
-    tokens_per_step = tc.batch_size * config.data.length
     stopper = _Stop(log)
     interrupted = False
     step = run.start
@@ -170,13 +170,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
     if run.start >= tc.steps:
         return TrainResult(run_dir, run.start, run.resumed_from, False, 0.0, None)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=tc.steps, initial=run.start, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
     run.objective.train()
-    window_start, window_tokens = time.perf_counter(), 0
     dev = ctx.device
 
     def draw(at: int) -> StepBatch:
@@ -185,7 +179,8 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
 
     nxt: Optional[StepBatch] = None
     try:
-        with stopper.installed(), (RunLog(run_dir) if ctx.main else nullcontext()) as run_log:
+        # the log, TensorBoard, W&B, the progress bar, evaluation and samples (maskdiff.monitor)
+        with stopper.installed(), Monitor(run, progress=progress) as monitor:
             while step < tc.steps:
                 batch, nxt = (nxt if nxt is not None else draw(step)), None
                 lr = learning_rate(step, tc)
@@ -202,16 +197,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
                 grad_norm = _clip_and_update(run, step, loss_sum, log)
                 step += 1
                 last_loss = loss_sum
-                window_tokens += tokens_per_step
-                if run_log is not None and (step % tc.log_every == 0 or step == tc.steps):
-                    now = time.perf_counter()
-                    tok_s = window_tokens / max(now - window_start, 1e-9)
-                    window_start, window_tokens = now, 0
-                    _log_step(run_log, bar, {"step": step, "loss_nats_per_token": loss_sum, "loss_bits_per_token": loss_sum / math.log(2),
-                                          "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s, "elapsed_s": now - t_begin,
-                                          "skipped_steps": run.skipped})
-                if bar is not None:
-                    bar.update(1)
+                monitor.step_done(step, loss_sum, lr, grad_norm, run.skipped)
                 if step % tc.checkpoint_every == 0 and step < tc.steps:
                     _save_checkpoint(run, step)
                 stop_now = stopper.requested or (stop_after is not None and step >= stop_after)
@@ -221,12 +207,8 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
                     interrupted = True
                     break
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
         log(f"\nstopped without saving; the newest checkpoint in {run_dir} is intact")
         raise
-    if bar is not None:
-        bar.close()
     _save_checkpoint(run, step)
     if interrupted:
         log(f"saved step {step} to {run_dir}; run the same command again to resume")
@@ -315,14 +297,6 @@ def _clip_and_update(run: _Run, step: int, loss_sum: float, log) -> float:
             with torch.no_grad():
                 torch._foreach_lerp_(run.ema, [local(p).detach() for p in run.params], 1.0 - decay)
     return grad_norm
-
-
-def _log_step(run_log: RunLog, bar, record: dict) -> None:
-    """One record of the run's log, and the loss and throughput beside the progress bar."""
-    run_log.write(record)
-    if bar is not None:
-        loss = record["loss_nats_per_token"]
-        bar.set_postfix(loss=f"{loss:.3f}", bits=f"{loss / math.log(2):.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
 
 
 def _save_checkpoint(run: _Run, at: int) -> None:

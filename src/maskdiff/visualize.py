@@ -171,15 +171,16 @@ def save_bar_chart(labels: Sequence[str], values: Sequence[float], path: Path, *
 
 
 def save_line_chart(series, path: Path, *, title: str = "", xlabel: str = "", ylabel: str = "",
-                    hlines=None, size=(720, 420)) -> Path:
+                    hlines=None, size=(720, 420), bands=None) -> Path:
     """A line chart PNG: ``series`` maps a legend label to [(x, y), ...] (a single point is drawn as a
-    dot); ``hlines`` maps a label to a y value drawn as a dashed horizontal line."""
-    from PIL import Image, ImageDraw
+    dot); ``hlines`` maps a label to a y value drawn as a dashed horizontal line; ``bands`` maps a label
+    of ``series`` to [(x, low, high), ...], shaded in a pale version of its colour (an interval)."""
+    from PIL import Image, ImageChops, ImageDraw
 
     from maskdiff.errors import MaskdiffError
 
-    hlines = hlines or {}
-    points = [p for pts in series.values() for p in pts]
+    hlines, bands = hlines or {}, bands or {}
+    points = [p for pts in series.values() for p in pts] + [(x, y) for b in bands.values() for x, lo, hi in b for y in (lo, hi)]
     if not points:
         raise MaskdiffError("nothing to plot")
     font, (cw, ch) = _font_and_cell()
@@ -195,7 +196,15 @@ def save_line_chart(series, path: Path, *, title: str = "", xlabel: str = "", yl
     y0, y1 = y0 - pad, y1 + pad
     px = lambda x: left + (W - left - right) * (x - x0) / ((x1 - x0) or 1)  # noqa: E731
     py = lambda y: top + (H - top - bottom) * (y1 - y) / ((y1 - y0) or 1)  # noqa: E731
+    colours = [(40, 90, 180), (200, 60, 30), (30, 140, 60), (140, 60, 160), (200, 150, 0), (0, 150, 160), (120, 80, 40), (0, 0, 0)]
     img = Image.new("RGB", (W, H), "white")
+    for k, label in enumerate(series):  # bands first, each multiplied in: where two overlap both show
+        band = sorted(bands.get(label, []))
+        if len(band) > 1:
+            layer = Image.new("RGB", (W, H), "white")
+            pale = tuple(int(255 - 0.25 * (255 - c)) for c in colours[k % len(colours)])
+            ImageDraw.Draw(layer).polygon([(px(x), py(hi)) for x, _, hi in band] + [(px(x), py(lo)) for x, lo, _ in reversed(band)], fill=pale)
+            img = ImageChops.multiply(img, layer)
     draw = ImageDraw.Draw(img)
     draw.rectangle([left, top, W - right, H - bottom], outline="black")
     for k in range(5):  # y ticks
@@ -205,12 +214,11 @@ def save_line_chart(series, path: Path, *, title: str = "", xlabel: str = "", yl
     for k in range(5):  # x ticks
         x = x0 + (x1 - x0) * k / 4
         draw.line([px(x), H - bottom, px(x), H - bottom + 4], fill="black")
-        draw.text((px(x) - cw * 2, H - bottom + 6), f"{x:.0f}", fill="black", font=font)
+        draw.text((px(x) - cw * 2, H - bottom + 6), f"{x:.0f}" if x1 - x0 >= 8 else f"{x:.2f}", fill="black", font=font)
     draw.text((W // 2 - cw * len(xlabel) // 2, H - bottom + ch + 6), xlabel, fill="black", font=font)
     draw.text((4, top - ch - 4), ylabel, fill="black", font=font)
     if title:
         draw.text((left, 4), title, fill="black", font=font)
-    colours = [(40, 90, 180), (200, 60, 30), (30, 140, 60), (140, 60, 160), (200, 150, 0), (0, 150, 160), (120, 80, 40), (0, 0, 0)]
     legend_y = H - legend_h + 4
     for k, (label, pts) in enumerate(series.items()):
         colour = colours[k % len(colours)]

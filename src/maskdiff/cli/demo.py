@@ -13,9 +13,10 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 from maskdiff.checkpoint import latest_valid_checkpoint
+from maskdiff.plotting import draw_learning_curve
 from maskdiff.runs import CONFIG_FILE, read_log, read_run_config
 from maskdiff.cli.args import positive_float, positive_int
 
@@ -134,22 +135,3 @@ def run_demo(run_dir: Path, steps: Optional[int] = None, progress: bool = True, 
           f"eval {eval_s:.0f} s); results in {run_dir}/demo.json")
     print(f"next: maskdiff sample {run_dir} --num 8 --steps 512   |   maskdiff eval {run_dir} --split test --passes 4")
     return 0
-
-
-def draw_learning_curve(records: List[dict], path: Path, final_bpc: float, final_step: int, unigram_bpc: float) -> Path:
-    """A PNG of the training NELBO estimate of the log ``records`` (bits per character, averaged over
-    windows of 50 steps) against the step, the validation bound of the final EMA weights and the unigram line."""
-    from maskdiff.visualize import save_line_chart
-
-    window = max(1, 50 // max(1, records[1]["step"] - records[0]["step"])) if len(records) > 1 else 1
-    smooth = []
-    for i, r in enumerate(records):
-        recent = records[max(0, i - window + 1): i + 1]
-        smooth.append((r["step"], sum(x["loss_bits_per_token"] for x in recent) / len(recent)))
-    return save_line_chart(
-        {"training NELBO (bits/char, 50-step mean)": smooth, "validation bound, EMA weights": [(final_step, final_bpc)]},
-        path,
-        title="maskdiff demo: tiny preset on text8-style Shakespeare",
-        xlabel="step", ylabel="bits per character",
-        hlines={f"unigram entropy {unigram_bpc:.2f}": unigram_bpc},
-    )

@@ -15,6 +15,7 @@ import maskdiff.cli.eval as evaluate
 import maskdiff.cli.experiment as experiment
 import maskdiff.cli.plan as plan
 import maskdiff.cli.exponents as exponents
+import maskdiff.cli.plot as plot
 import maskdiff.cli.pretrained as pretrained
 import maskdiff.cli.sample as sample
 import maskdiff.cli.serve as serve
@@ -29,6 +30,7 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff eval   runs/tiny                             validation BPC bound with a 95% interval
   maskdiff sample runs/tiny --num 4 --steps 256         draw samples from the EMA weights
   maskdiff demo                                          all three on the tiny preset
+  maskdiff plot   runs/a runs/b --x tokens              learning curves (validation NELBO with --eval-every) as a PNG
   maskdiff data list                                     corpora and vocabularies, installed or not
   maskdiff zero-shot runs/a runs/b                       PPL bounds of runs on held-out corpora
   maskdiff experiment subs                               a paper comparison over 3 seeds, with verdicts
@@ -47,7 +49,7 @@ A run directory holds config.json, tokenizer.json, checkpoints/, log.jsonl and s
 """
 
 # the command modules, in the order ``maskdiff --help`` lists their commands
-COMMANDS = (train, evaluate, sample, experiment, exponents, text, pretrained, serve, demo, plan)
+COMMANDS = (train, evaluate, sample, experiment, exponents, text, pretrained, serve, demo, plan, plot)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,6 +54,12 @@ TRAIN_OVERRIDES = [
     ("--image-size", "data", "image_size", nonneg_int),
     ("--num-classes", "model", "num_classes", nonneg_int),
     ("--class-dropout", "train", "class_dropout", unit_float),
+    ("--eval-every", "train", "eval_every", nonneg_int),
+    ("--eval-rows", "train", "eval_rows", positive_int),
+    ("--sample-every", "train", "sample_every", nonneg_int),
+    ("--sample-num", "train", "sample_num", positive_int),
+    ("--peak-tflops", "train", "peak_tflops", positive_float),
+    ("--wandb", "train", "wandb", str),
 ]
 
 
@@ -68,13 +74,14 @@ def register(sub) -> None:
     p.add_argument("--run-dir", type=Path, help="where config, checkpoints and logs go (default: runs/<preset>)")
     for flag, section, name, typ in TRAIN_OVERRIDES:
         extra = f" Choices: {', '.join(SCHEDULES)}." if name == "schedule" else ""
-        p.add_argument(flag, type=typ, default=None, help=(describe_field(section, name) or "") + extra)
+        p.add_argument(flag, type=typ, default=None, help=(describe_field(section, name) or "").replace("%", "%%") + extra)
     p.add_argument("--schedule-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="schedule argument, e.g. w=3 for polynomial, eps=1e-3 for loglinear (repeatable)")
     p.add_argument("--time-conditioned", action="store_true", default=None, help=describe_field("model", "time_conditioned"))
     p.add_argument("--no-carry-over", action="store_true", help=describe_field("diffusion", "carry_over"))
     p.add_argument("--no-zero-mask", action="store_true", help=describe_field("diffusion", "zero_mask"))
     p.add_argument("--masked-logits", action=argparse.BooleanOptionalAction, default=None,
                    help=describe_field("model", "masked_logits") + " (default: the preset's)")
+    p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files (by default RUN/tb gets them when the tensorboard package is installed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -105,6 +112,8 @@ def config_from_args(args):
         config.diffusion.carry_over = False
     if args.no_zero_mask:
         config.diffusion.zero_mask = False
+    if args.no_tensorboard:
+        config.train.tensorboard = False
     if args.masked_logits is not None:
         config.model.masked_logits = args.masked_logits
     return config
