@@ -27,13 +27,14 @@ LAYERS = {
               ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "runs"]),
     "api": (["maskdiff"], ["errors", "math", "model"]),
     "train": (["maskdiff.train", "maskdiff.step"], ["errors", "config", "math", "io", "modalities", "objectives", "runs", "model"]),
+    "distill": (["maskdiff.distill"], ["errors", "config", "math", "io", "modalities", "objectives", "runs", "train"]),
     "evaluation": (["maskdiff.evaluation"],
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
     "experiments": (["maskdiff.experiments"],
                     ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "model", "api", "train", "evaluation"]),
     "serve": (["maskdiff.serve"], ["errors", "config", "math", "io", "modalities", "objectives", "model", "api"]),
     "cli": (["maskdiff.cli"], [name for name in ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities",
-                                                "objectives", "runs", "model", "api", "train", "evaluation", "experiments", "serve"]]),
+                                                "objectives", "runs", "model", "api", "train", "evaluation", "experiments", "serve", "distill"]]),
 }
 
 

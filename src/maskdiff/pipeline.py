@@ -20,7 +20,7 @@ from maskdiff.denoiser import SUBSDenoiser, check_tokens
 from maskdiff.errors import MaskdiffError
 from maskdiff.modalities import get_modality
 from maskdiff.objectives import Objective, build_objective
-from maskdiff.runs import checkpoint_to_load, read_run_config, read_tokenizer
+from maskdiff.runs import checkpoint_to_load, read_run_config, read_tokenizer, recommended_steps
 from maskdiff.sampling.common import SampleOutput
 from maskdiff.sampling.request import CheckedRequest, SampleRequest, SamplingTarget
 from maskdiff.sampling.request import template_ids as parse_template
@@ -72,6 +72,12 @@ class Pipeline:
         self.schedule = objective.schedule  # GenMD4: the learned per-token schedule; None for the autoregressive baseline
         self.checkpoint = checkpoint
         self.step = None
+        self.recommended_steps: Optional[int] = None  # a distilled run's grid (its distill.json, maskdiff.runs)
+
+    @property
+    def default_steps(self) -> int:
+        """The steps of a sample request that names none: the grid a distilled run was made for, else 256."""
+        return self.recommended_steps or 256
 
     @property
     def kind(self) -> str:
@@ -168,7 +174,7 @@ class Pipeline:
         num: int = 4,
         *,
         length: Optional[int] = None,
-        steps: int = 256,
+        steps: Optional[int] = None,
         sampler: Optional[str] = None,
         seed: int = 0,
         prompt: Optional[str] = None,
@@ -187,12 +193,13 @@ class Pipeline:
         Other keyword arguments are the sampler's options (temperature, top_p, grid, ...: its registry
         entry); callback is called with the (num, length) state after each step.
         """
+        steps = self.default_steps if steps is None else steps
         request = SampleRequest(num=num, sampler=sampler, steps=steps, seed=seed, length=length, prompt=prompt, template=template,
                                 block=block, options=options)
         return self.run(request, progress=progress, callback=callback)
 
     def generate(self, prompt: Optional[str] = None, *, infill: Optional[str] = None, num: int = 1, length: Optional[int] = None,
-                 steps: int = 256, sampler: Optional[str] = None, seed: int = 0, **options) -> List[str]:
+                 steps: Optional[int] = None, sampler: Optional[str] = None, seed: int = 0, **options) -> List[str]:
         """Text from the model: ``num`` strings.
 
         prompt: the text continues it (the prompt's tokens stay fixed and come first in each string);
@@ -239,6 +246,7 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
     pipe = Pipeline(config, tokenizer, objective, path, device=device)
     pipe.step = state.get("step")
     pipe.weights = prefix
+    pipe.recommended_steps = recommended_steps(run_dir)
     return pipe
 
 

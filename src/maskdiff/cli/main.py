@@ -11,6 +11,7 @@ import sys
 from typing import List, Optional
 
 import maskdiff.cli.demo as demo
+import maskdiff.cli.distill as distill
 import maskdiff.cli.eval as evaluate
 import maskdiff.cli.experiment as experiment
 import maskdiff.cli.exponents as exponents
@@ -36,6 +37,7 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff convert mdlm mdlm-owt/ out/mdlm-owt           MDLM's released checkpoint as a maskdiff model folder
   maskdiff train --preset minilm                         fine-tune a pretrained masked LM (all-MiniLM-L6-v2)
   maskdiff serve  runs/tiny                              a web page to watch and steer generation (JSON API too)
+  maskdiff distill runs/tiny runs/tiny-16 --rounds 6     a student that samples with 1024 / 2^6 = 16 steps (SDTT)
   torchrun --nproc_per_node 8 -m maskdiff.cli train ...  the same trainer on several processes (DDP / FSDP2)
 
   DNA:    maskdiff train --preset dna; maskdiff eval runs/dna --probe       (bits per base, genome probe)
@@ -45,7 +47,7 @@ A run directory holds config.json, tokenizer.json, checkpoints/, log.jsonl and s
 """
 
 # the command modules, in the order ``maskdiff --help`` lists their commands
-COMMANDS = (train, evaluate, sample, experiment, exponents, text, pretrained, serve, demo)
+COMMANDS = (train, evaluate, sample, experiment, exponents, text, pretrained, serve, demo, distill)
 
 
 def build_parser() -> argparse.ArgumentParser:
