@@ -6,6 +6,7 @@
       checkpoints/step_XXXXXXXX/       atomic safetensors checkpoints (see :mod:`maskdiff.checkpoint`)
       log.jsonl                        one JSON record per logged training step
       samples/                         what ``maskdiff sample`` writes (named by :func:`sample_file`)
+      distill.json                     a distilled run only: how it was made and the steps it samples with
 
 The trainer (:mod:`maskdiff.train`) writes it through :func:`start_run` and :class:`RunLog` (and its
 checkpoints through :mod:`maskdiff.checkpoint`, which names their folder); the loader

@@ -1,6 +1,6 @@
 """SDTT's target and loss against their definitions on the V = 3, L = 3 toy (Dirichlet(0.3) weights), by
 enumeration: every intermediate state of the teacher's first half step is listed with its probability,
-so expectations over the draw are exact sums (docs/math.md#distillation)."""
+so expectations over the draw are exact sums (docs/sampling.md, "Distilled models")."""
 import itertools
 
 import pytest

@@ -1,6 +1,6 @@
 """SDTT, self-distillation through time (Deschenaux & Gulcehre 2024, arXiv 2410.21035), as functions over
 denoisers: the target that one student step from t to s must match, built from two teacher steps t -> m -> s
-of half the size, and the divergence between the two (docs/math.md#distillation).
+of half the size, and the divergence between the two (docs/sampling.md, "Distilled models").
 
 Notation: a masked position of x_t unmasks in the teacher's first step with probability
 p1 = (alpha_m - alpha_t) / (1 - alpha_t), and, still masked at m, in its second step with probability
