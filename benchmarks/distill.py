@@ -96,11 +96,29 @@ def plot(summary, key: str, name: str, path: Path) -> Path:
 
     series = {}
     for who in ("teacher", "student"):
-        pts = sorted((math.log2(e["nfe"]), e[f"gen_ppl_{key}"][0]) for label, e in summary.items() if label.startswith(who))
+        pts = sorted((math.log2(e["nfe"]), e[f"gen_ppl_{key}"][0]) for label, e in summary.items() if label.startswith(who) and e["nfe"] > 0)
         if pts:
             series[f"{who} (cached sampler{', distilled rounds' if who == 'student' else ''})"] = pts
     return save_line_chart(series, path, title=f"gen-PPL under {name} against network calls per sample",
                            xlabel="log2 network calls per sample", ylabel=f"gen-PPL ({name})")
+
+
+def held_out(args, evaluators, records) -> None:
+    """Context rows: real validation text of the same length (``--samples`` rows per seed), judged alike."""
+    import torch
+
+    from maskdiff.modalities import eval_chunks
+
+    pipe = maskdiff.load(args.teacher)
+    tokens, _ = eval_chunks(pipe.config, pipe.tokenizer, "validation")
+    order = torch.randperm(tokens.shape[0] - 1, generator=torch.Generator().manual_seed(0))
+    for seed in range(args.seeds):
+        path = args.work / f"held-out-s{seed}.json"
+        if not path.exists():
+            texts = pipe.tokenizer.decode_batch(tokens[order[seed * args.samples:(seed + 1) * args.samples]])
+            path.write_text(json.dumps(dict(label="held-out text", steps=0, seed=seed, nfe=0.0, seconds=0.0, examples=texts[:2],
+                                            **measure(texts, evaluators)), indent=1))
+        records.append(json.loads(path.read_text()))
 
 
 def main() -> None:
@@ -108,7 +126,7 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path, required=True, help="the teacher's run folder")
     ap.add_argument("--student", type=Path, required=True, help="the folder maskdiff distill wrote (its rounds/T*/ are read)")
     ap.add_argument("--evaluator", type=Path, required=True, help="an autoregressive run (--objective ar) on the same data")
-    ap.add_argument("--samples", type=int, default=32, help="samples per row and seed (default: 32)")
+    ap.add_argument("--samples", type=int, default=16, help="samples per row and seed (default: 16)")
     ap.add_argument("--seeds", type=int, default=3, help="sampling seeds (default: 3)")
     ap.add_argument("--no-smollm2", action="store_true", help="judge with the AR run only")
     ap.add_argument("--device", default="cpu", help="where the models run (default: cpu)")
@@ -125,6 +143,7 @@ def main() -> None:
     names = {k: ev.name for k, ev in evaluators.items()}
     args.work.mkdir(parents=True, exist_ok=True)
     records = []
+    held_out(args, evaluators, records)
     for label, folder, T in rows(args.teacher, args.student):
         pipe = maskdiff.load(folder, device=args.device)
         for seed in range(args.seeds):
