@@ -71,7 +71,7 @@ def summarise(records, keys):
     for e in summary.values():
         if ref is not None:
             e["entropy_vs_reference"] = e["unigram_entropy"][0] / ref["unigram_entropy"][0] - 1
-            e["meets_target"] = (e["nfe"] <= 32 and all(e[f"gen_ppl_{k}"][0] <= 1.10 * ref[f"gen_ppl_{k}"][0] for k in keys)
+            e["meets_target"] = (0 < e["nfe"] <= 32 and all(e[f"gen_ppl_{k}"][0] <= 1.10 * ref[f"gen_ppl_{k}"][0] for k in keys)
                                  and abs(e["entropy_vs_reference"]) <= 0.02)
     return summary
 
