@@ -160,7 +160,10 @@ def distill(teacher_dir, out_dir, settings: DistillSettings, *, device: str = "c
     ema = [p.detach().clone() for p in params]
     if found:
         ema = [tensors[f"ema.{k}"].to(dev) for k in names] if f"ema.{names[0]}" in tensors else ema
-        load_optimizer(optimizer, read_tensors(found[0] / "optimizer.safetensors"), found[1]["optimizer"])
+        opt_t = read_tensors(found[0] / "optimizer.safetensors")
+        load_optimizer(optimizer, opt_t, found[1]["optimizer"])
+        if "rng.torch" in opt_t:  # the global generator (dropout) continues as without the stop
+            torch.set_rng_state(opt_t["rng.torch"])
     total = settings.rounds * n
     if start >= total:
         return DistillResult(out, start, read_distill_record(out).get("recommended_steps"), 0.0, resumed)
@@ -258,6 +261,7 @@ def _save(out: Path, step: int, student, names: List[str], ema: List[Tensor], op
     model_t = {f"model.{k}": v.detach().cpu() for k, v in student.state_dict().items()}
     model_t.update({f"ema.{k}": e.detach().cpu() for k, e in zip(names, ema)})
     opt_t, meta = optimizer_tensors(optimizer, convert=lambda v: v.cpu())
+    opt_t["rng.torch"] = torch.get_rng_state()
     state = {"optimizer": meta, "data_position": {"kind": "draw(seed, step)", "next_step": step}, "config": config.to_dict()}
     save_checkpoint(where, step, model_t, opt_t, state, keep=keep)
 
