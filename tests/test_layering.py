@@ -29,6 +29,7 @@ LAYERS = {
     "api": (["maskdiff"], ["errors", "math", "model"]),
     "train": (["maskdiff.train", "maskdiff.step", "maskdiff.train_state", "maskdiff.monitor", "maskdiff.monitor_sinks"], ["errors", "config", "math", "io", "estimate", "modalities", "objectives", "runs", "model"]),
     "plan": (["maskdiff.plan"], ["errors", "config", "networks", "objectives"]),
+    "distill": (["maskdiff.distill"], ["errors", "config", "math", "io", "modalities", "objectives", "runs", "train"]),
     "evaluation": (["maskdiff.evaluation"],
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
     "experiments": (["maskdiff.experiments"],

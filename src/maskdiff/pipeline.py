@@ -20,7 +20,7 @@ from maskdiff.denoiser import SUBSDenoiser, check_tokens
 from maskdiff.errors import MaskdiffError
 from maskdiff.modalities import get_modality
 from maskdiff.objectives import Objective, build_objective
-from maskdiff.runs import checkpoint_to_load, read_run_config, read_tokenizer
+from maskdiff.runs import checkpoint_to_load, read_run_config, read_tokenizer, recommended_steps
 from maskdiff.sampling.common import SampleOutput
 from maskdiff.sampling.request import CheckedRequest, SampleRequest, SamplingTarget
 from maskdiff.sampling.request import template_ids as parse_template
@@ -95,6 +95,12 @@ class Pipeline:
         self.schedule = objective.schedule  # GenMD4: the learned per-token schedule; None for the autoregressive baseline
         self.checkpoint = checkpoint
         self.step = None
+        self.recommended_steps: Optional[int] = None  # a distilled run's grid (its distill.json, maskdiff.runs)
+
+    @property
+    def default_steps(self) -> int:
+        """The steps of a sample request that names none: the grid a distilled run was made for, else 256."""
+        return self.recommended_steps or 256
 
     @property
     def kind(self) -> str:
@@ -233,7 +239,7 @@ class Pipeline:
         num: int = 4,
         *,
         length: Optional[int] = None,
-        steps: int = 256,
+        steps: Optional[int] = None,
         sampler: Optional[str] = None,
         seed: int = 0,
         prompt: Optional[str] = None,
@@ -254,12 +260,13 @@ class Pipeline:
         entry); callback is called with the (num, length) state after each step. stop_at_eos: each text
         stops before its first generated end-of-text token (see :meth:`run`).
         """
+        steps = self.default_steps if steps is None else steps
         request = SampleRequest(num=num, sampler=sampler, steps=steps, seed=seed, length=length, prompt=prompt, template=template,
                                 block=block, options=options)
         return self.run(request, progress=progress, callback=callback, stop_at_eos=stop_at_eos)
 
     def generate(self, prompt: Optional[str] = None, *, infill: Optional[str] = None, num: int = 1,
-                 length: Optional[Union[int, Sequence[int]]] = None, steps: int = 256, sampler: Optional[str] = None, seed: int = 0,
+                 length: Optional[Union[int, Sequence[int]]] = None, steps: Optional[int] = None, sampler: Optional[str] = None, seed: int = 0,
                  prompts: Optional[Sequence[str]] = None, templates: Optional[Sequence[str]] = None, batch_size: int = 8,
                  stop_at_eos: Optional[bool] = None, **options) -> List[str]:
         """Text from the model: ``num`` strings, or one per prompt (template) of ``prompts`` (``templates``).
@@ -277,6 +284,7 @@ class Pipeline:
         one (GPT-2 BPE ``<|endoftext|>``, BERT ``[SEP]``), no for unconditional samples.
         """
         eos = getattr(self.tokenizer, "eos_id", None) is not None
+        steps = self.default_steps if steps is None else steps
         if prompts is not None or templates is not None:
             if prompt is not None or infill is not None or num != 1:
                 raise MaskdiffError("prompts and templates give the rows; leave out prompt, infill and num")
@@ -341,6 +349,7 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
     pipe = Pipeline(config, tokenizer, objective, path, device=device)
     pipe.step = state.get("step")
     pipe.weights = prefix
+    pipe.recommended_steps = recommended_steps(run_dir)
     return pipe
 
 

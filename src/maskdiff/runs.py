@@ -6,6 +6,7 @@
       checkpoints/step_XXXXXXXX/       atomic safetensors checkpoints (see :mod:`maskdiff.checkpoint`)
       log.jsonl                        one JSON record per logged training step
       samples/                         what ``maskdiff sample`` writes (named by :func:`sample_file`)
+      distill.json                     a distilled run only: how it was made and the steps it samples with
 
 The trainer (:mod:`maskdiff.train`) writes it through :func:`start_run` and :class:`RunLog` (and its
 checkpoints through :mod:`maskdiff.checkpoint`, which names their folder); the loader
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from maskdiff.checkpoint import atomic_write_text, latest_valid_checkpoint, verify_checkpoint
 from maskdiff.config import RunConfig, differences
@@ -111,3 +112,24 @@ def checkpoint_to_load(run_dir, checkpoint=None) -> Tuple[Path, dict]:
         raise MaskdiffError(f"{run_dir} has no valid checkpoint; train it first (maskdiff train --run-dir {run_dir})")
     return found
 
+
+
+DISTILL_FILE = "distill.json"
+
+
+def write_distill_record(run_dir, record: dict) -> None:
+    """Write ``distill.json``: how a distilled run was made (``maskdiff distill``) and ``recommended_steps``,
+    the grid it was distilled for."""
+    atomic_write_text(Path(run_dir) / DISTILL_FILE, json.dumps(record, indent=1))
+
+
+def read_distill_record(run_dir) -> dict:
+    """The ``distill.json`` of a distilled run; {} for any other run directory or model folder."""
+    path = Path(run_dir) / DISTILL_FILE
+    return _read_json(path) if path.is_file() else {}
+
+
+def recommended_steps(run_dir) -> Optional[int]:
+    """The sampling steps a run is meant for (a distilled run's grid), or None for an ordinary run."""
+    steps = read_distill_record(run_dir).get("recommended_steps")
+    return int(steps) if steps else None

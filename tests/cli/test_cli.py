@@ -27,7 +27,7 @@ IDS = [" ".join(path) or "maskdiff" for path in COMMANDS]
 def test_every_command_is_walked():
     """The walk reaches every command that main.py registers (a command left out would go untested)."""
     names = {path[0] for path in COMMANDS if path}
-    assert names == {"train", "eval", "sample", "experiment", "exponents", "data", "zero-shot", "export", "convert", "serve", "demo", "plan", "plot"}
+    assert names == {"train", "eval", "sample", "experiment", "exponents", "data", "zero-shot", "export", "convert", "serve", "demo", "plan", "plot", "distill"}
     assert ("data", "fetch") in COMMANDS and ("data", "list") in COMMANDS
 
 

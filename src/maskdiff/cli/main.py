@@ -11,6 +11,7 @@ import sys
 from typing import List, Optional
 
 import maskdiff.cli.demo as demo
+import maskdiff.cli.distill as distill
 import maskdiff.cli.eval as evaluate
 import maskdiff.cli.experiment as experiment
 import maskdiff.cli.plan as plan
@@ -39,6 +40,7 @@ maskdiff: masked diffusion models of discrete data (MD4 / MDLM).
   maskdiff convert mdlm mdlm-owt/ out/mdlm-owt           MDLM's released checkpoint as a maskdiff model folder
   maskdiff train --preset minilm                         fine-tune a pretrained masked LM (all-MiniLM-L6-v2)
   maskdiff serve  runs/tiny                              a web page to watch and steer generation (JSON API too)
+  maskdiff distill runs/tiny runs/tiny-16 --rounds 6     a student that samples with 1024 / 2^6 = 16 steps (SDTT)
   torchrun --nproc_per_node 8 -m maskdiff.cli train ...  the same trainer on several processes (DDP / FSDP2)
   maskdiff plan mdlm-owt --gpus 8 --gpu h100             tokens, FLOPs, memory per GPU and wall-clock of a recipe
 
@@ -49,7 +51,7 @@ A run directory holds config.json, tokenizer.json, checkpoints/, log.jsonl and s
 """
 
 # the command modules, in the order ``maskdiff --help`` lists their commands
-COMMANDS = (train, evaluate, sample, experiment, exponents, text, pretrained, serve, demo, plan, plot)
+COMMANDS = (train, evaluate, sample, experiment, exponents, text, pretrained, serve, demo, plan, plot, distill)
 
 
 def build_parser() -> argparse.ArgumentParser:

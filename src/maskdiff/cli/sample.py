@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--num", type=positive_int, help="number of samples (default: 4)")
     p.add_argument("--length", type=positive_int, help="tokens per sample (default: the training length L; longer is generated semi-autoregressively)")
     p.add_argument("--block", type=positive_int, help="semi-autoregressive block size for lengths beyond L (default: L/4)")
-    p.add_argument("--steps", type=positive_int, default=256, help="reverse steps T (default: 256; first-hitting needs no grid)")
+    p.add_argument("--steps", type=positive_int, help="reverse steps T (default: the steps a distilled run was made for, else 256; first-hitting needs no grid)")
     p.add_argument("--sampler", help=f"one of: {', '.join(REGISTRY)} (default: the model's own sampler; else cached for a "
                    "time-independent network, ancestral for a time-conditioned one). Each sampler's options are the flags below")
     add_sampler_flags(p)
@@ -102,6 +102,7 @@ def run(args) -> int:
     args.num = 4 if args.num is None else args.num
     args.batch_size = 8 if args.batch_size is None else args.batch_size
     pipe = load_run(args)
+    args.steps = args.steps or pipe.default_steps
     args.sampler = args.sampler or pipe.target().default_sampler
     kwargs = sampler_options(args, args.sampler)
     if args.prompts_file is not None:
