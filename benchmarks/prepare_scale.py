@@ -12,7 +12,7 @@ log-normal number of words, into files of about 256 MB outside the repository. M
 - training: ``maskdiff train --corpus FOLDER`` for a few steps of a small model: seconds from launch to
   the first line of log.jsonl (the first step done), and the same peak RSS figures.
 
-    .venv/bin/python benchmarks/prepare_scale.py --size 2e9 --work /work/scratch/corpus
+    .venv/bin/python benchmarks/prepare_scale.py --size 2e9 --work /scratch/corpus   # any disk with ~8 GB free
     .venv/bin/python benchmarks/prepare_scale.py --size 2e7 --work /tmp/ps   # a quick rehearsal
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def library_rate(folder: Path, sample: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=float, default=2e9, help="bytes of text of the large corpus (the small one: a tenth)")
-    ap.add_argument("--work", type=Path, default=Path("/work/scratch/corpus"), help="where corpora and prepared folders go")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "maskdiff-scale", help="where corpora and prepared folders go (outside the repository)")
     ap.add_argument("--workers", type=int, default=2, help="prepare's --workers")
     ap.add_argument("--sample", type=float, default=2e7, help="bytes of text the library's encode_batch is timed on")
     ap.add_argument("--seed", type=int, default=0)

@@ -152,6 +152,8 @@ def test_bad_corpora_are_refused_in_one_line(gpt2_corpus, tmp_path, works):
     assert dtype_for(65_535) == "uint16" and dtype_for(65_536) == "uint32"
     with pytest.raises(MaskdiffError, match="'bert' is not the one .* was prepared with \\('gpt2'\\)"):
         build_tokenizer(_config(gpt2_corpus, "bert"))
+    with pytest.raises(MaskdiffError, match="was prepared with the tokenizer 'gpt2', not with this one \\('bytes'\\)"):
+        eval_chunks(_config("shakespeare", "bytes"), build_tokenizer(_config("shakespeare", "bytes")), "train", str(gpt2_corpus))
     with pytest.raises(MaskdiffError, match="is not a prepared corpus"):
         open_prepared(works[0])
     (tmp_path / "empty.txt").write_text("")

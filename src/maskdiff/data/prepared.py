@@ -201,6 +201,13 @@ class PreparedCorpus:
                                 f"train with --tokenizer {self.tokenizer_name} or prepare the corpus again with --tokenizer {name}")
         return tokenizer_from_config(self.tokenizer_config)
 
+    def check_tokenizer(self, tokenizer) -> None:
+        """Refuse to read this corpus with a tokenizer other than its own (e.g. a model's, in eval)."""
+        if tokenizer.config() != self.tokenizer_config:
+            name = getattr(tokenizer, "name", None) or tokenizer.config().get("normalize") or tokenizer.config().get("kind")
+            raise MaskdiffError(f"{self.folder} was prepared with the tokenizer {self.tokenizer_name!r}, not with this one ({name!r}); "
+                                "evaluate it with a model of that tokenizer, or prepare the corpus again")
+
 
 def open_prepared(path, verify: bool = False) -> PreparedCorpus:
     """Open the prepared corpus in folder ``path`` (see the module docstring); ``verify``: check every

@@ -65,7 +65,9 @@ def prepared_stream(folder: str, tokenizer, split: str):
     """The ``wrap`` stream of one split of a prepared corpus (:class:`maskdiff.data.sources.PackedStream`)."""
     from maskdiff.data.sources import PackedStream
 
-    return PackedStream(open_prepared(folder).split(split), *stream_layout(tokenizer))
+    corpus = open_prepared(folder)
+    corpus.check_tokenizer(tokenizer)
+    return PackedStream(corpus.split(split), *stream_layout(tokenizer))
 
 
 def prepared_rows(folder: str, tokenizer, split: str, length: int):
@@ -73,7 +75,9 @@ def prepared_rows(folder: str, tokenizer, split: str, length: int):
     from maskdiff.data.packing import document_bounds, pad_id_for
     from maskdiff.data.sources import PaddedRows
 
-    return PaddedRows(open_prepared(folder).split(split), *document_bounds(tokenizer, "pad"), length, pad_id_for(tokenizer))
+    corpus = open_prepared(folder)
+    corpus.check_tokenizer(tokenizer)
+    return PaddedRows(corpus.split(split), *document_bounds(tokenizer, "pad"), length, pad_id_for(tokenizer))
 
 
 def tokenizer_name(config: RunConfig) -> str:
