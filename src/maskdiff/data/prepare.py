@@ -173,6 +173,8 @@ def prepare_corpus(sources: List[str], out, options: PrepareOptions) -> dict:
         manifest = read_manifest(out)
         if manifest.get("plan") != plan:
             raise MaskdiffError(f"{out} already holds a corpus prepared from other inputs or options; choose another --out (nothing was changed)")
+        if manifest.get("options") != {"split_docs": options.split_docs, "split_fraction": options.split_fraction}:
+            raise MaskdiffError(f"{out} already holds this corpus with other splits ({manifest.get('options')}); choose another --out (nothing was changed)")
         return manifest
     shards, skip = resume_shards(out, plan, PROGRESS)
     docs = islice(iter_documents(inputs, options.unit, options.field), skip, None)
