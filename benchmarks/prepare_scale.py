@@ -21,6 +21,7 @@ import argparse
 import collections
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -104,14 +105,15 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def measured(cmd, watch: Path = None) -> dict:
+def measured(cmd, watch: Path = None, timeout: float = 0) -> dict:
     """Run ``cmd``; wall seconds, peak RSS of its largest process and of its whole tree (sampled), and the
-    seconds until ``watch`` (a file) first has content."""
+    seconds until ``watch`` (a file) first has content. ``timeout`` > 0: kill it (SIGKILL, the whole
+    tree) after that many seconds, as a user's kill would."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"prepare_scale_{os.getpid()}.log", "w+")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    tree_peak, first = 0, None
+    tree_peak, first, stopped = 0, None, False
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # reaped here, so that its rusage is ours
         if pid:
@@ -119,9 +121,13 @@ def measured(cmd, watch: Path = None) -> dict:
         tree_peak = max(tree_peak, sum(_rss(p) for p in _tree(proc.pid)))
         if watch is not None and first is None and watch.is_file() and watch.stat().st_size:
             first = time.perf_counter() - t0
+        if timeout and time.perf_counter() - t0 > timeout and not stopped:
+            for p in _tree(proc.pid):
+                os.kill(p, signal.SIGKILL)
+            stopped = True
         time.sleep(0.2)
     wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.returncode = 0 if stopped else os.waitstatus_to_exitcode(status)
     log.seek(0)
     output = log.read()
     log.close()
@@ -130,7 +136,7 @@ def measured(cmd, watch: Path = None) -> dict:
     if watch is not None and first is None and watch.is_file() and watch.stat().st_size:
         first = wall
     largest = usage.ru_maxrss * 1024  # kB on Linux: the largest process of the tree
-    return {"seconds": wall, "peak_rss_largest_process": largest, "peak_rss_tree_sampled": tree_peak, "first_output_s": first, "tail": output[-400:]}
+    return {"seconds": wall, "peak_rss_largest_process": largest, "peak_rss_tree_sampled": tree_peak, "first_output_s": first, "stopped": stopped, "tail": output[-400:]}
 
 
 def library_rate(folder: Path, sample: int) -> dict:
@@ -158,47 +164,65 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "maskdiff-scale", help="where corpora and prepared folders go (outside the repository)")
     ap.add_argument("--workers", type=int, default=2, help="prepare's --workers")
     ap.add_argument("--sample", type=float, default=2e7, help="bytes of text the library's encode_batch is timed on")
+    ap.add_argument("--tokenizer", default="gpt2", help="prepare's --tokenizer (the library comparison is made for gpt2 only)")
+    ap.add_argument("--sizes", default="small,large", help="which corpora: small, large or both (default: small,large)")
+    ap.add_argument("--prepare-timeout", type=float, default=0, help="stop prepare after this many seconds (0: never) and "
+                    "report its rate from the shards finished so far (progress.json); training is then skipped")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="result JSON (default: benchmarks/results/prepare_scale_cpu_<time>.json)")
     args = ap.parse_args(argv)
     py = sys.executable
     rows = {}
     for name, size in (("small", int(args.size / 10)), ("large", int(args.size))):
+        if name not in args.sizes.split(","):
+            continue
         text = args.work / f"text-{name}"
         prepared = args.work / f"prepared-{name}"
         t0 = time.perf_counter()
         gen = generate(text, size, args.seed + (name == "large"))
         print(f"{name}: {gen['bytes']:,} bytes, {gen['documents']:,} documents in {gen['files']} files ({time.perf_counter() - t0:.0f} s to generate or find)", flush=True)
-        lib = library_rate(text, int(args.sample))  # the same sample size for both, timed just before each prepare
-        print(f"  tokenizers encode_batch: {lib['tokens_per_s']:,.0f} tokens/s on {lib['bytes']:,} bytes", flush=True)
+        lib = library_rate(text, int(args.sample)) if args.tokenizer == "gpt2" else None  # timed just before each prepare
+        if lib:
+            print(f"  tokenizers encode_batch: {lib['tokens_per_s']:,.0f} tokens/s on {lib['bytes']:,} bytes", flush=True)
         if prepared.exists():
             subprocess.run(["rm", "-rf", str(prepared)], check=True)
-        prep = measured([py, "-m", "maskdiff.cli", "data", "prepare", str(text), "--out", str(prepared), "--tokenizer", "gpt2",
-                         "--documents", "paragraph", "--workers", str(args.workers), "--no-progress"])
-        manifest = json.loads((prepared / "manifest.json").read_text())
+        prep = measured([py, "-m", "maskdiff.cli", "data", "prepare", str(text), "--out", str(prepared), "--tokenizer", args.tokenizer,
+                         "--documents", "paragraph", "--workers", str(args.workers), "--no-progress"], timeout=args.prepare_timeout)
+        if prep["stopped"]:  # the shards finished before the stop
+            progress = prepared / "progress.json"
+            shards = json.loads(progress.read_text())["shards"] if progress.is_file() else []
+            manifest = {"tokens": sum(s["tokens"] for s in shards), "shards": shards, "documents": sum(s["documents"] for s in shards)}
+        else:
+            manifest = json.loads((prepared / "manifest.json").read_text())
         rate = manifest["tokens"] / prep["seconds"]
-        print(f"  prepare: {manifest['tokens']:,} tokens in {prep['seconds']:.0f} s = {rate:,.0f} tokens/s "
-              f"({lib['tokens_per_s'] / rate:.2f}x slower than the library), peak RSS {prep['peak_rss_largest_process'] / 2**20:.0f} MiB "
+        ratio = f"{lib['tokens_per_s'] / rate:.2f}x slower than the library" if lib and rate else "no library comparison"
+        print(f"  prepare{' (stopped)' if prep['stopped'] else ''}: {manifest['tokens']:,} tokens in {prep['seconds']:.0f} s = {rate:,.0f} tokens/s "
+              f"({ratio}), peak RSS {prep['peak_rss_largest_process'] / 2**20:.0f} MiB "
               f"(tree {prep['peak_rss_tree_sampled'] / 2**20:.0f} MiB)", flush=True)
+        rows[name] = {"generated": gen, "library": lib, "prepare": dict(prep, tokens=manifest["tokens"], tokens_per_s=rate,
+                      shards=len(manifest["shards"]), documents=manifest["documents"])}
+        if prep["stopped"]:
+            continue
         run_dir = args.work / f"run-{name}"
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-        train = measured([py, "-m", "maskdiff.cli", "train", "--corpus", str(prepared), "--tokenizer", "gpt2", "--run-dir", str(run_dir), *TRAIN_FLAGS],
+        train = measured([py, "-m", "maskdiff.cli", "train", "--corpus", str(prepared), "--tokenizer", args.tokenizer, "--run-dir", str(run_dir), *TRAIN_FLAGS],
                          watch=run_dir / "log.jsonl")
         print(f"  train: first step after {train['first_output_s']:.1f} s, peak RSS {train['peak_rss_largest_process'] / 2**20:.0f} MiB "
               f"(tree {train['peak_rss_tree_sampled'] / 2**20:.0f} MiB)", flush=True)
-        rows[name] = {"generated": gen, "library": lib, "prepare": dict(prep, tokens=manifest["tokens"], tokens_per_s=rate,
-                      shards=len(manifest["shards"]), documents=manifest["documents"]), "train": train}
-        if name == "small":  # saved at once too: the large corpus takes long on a shared machine
-            write_result("prepare_scale", "cpu", {"benchmark": "prepare_scale", "partial": True, "machine": machine_info("cpu"),
-                         "commit": git_commit(), "config": {k: str(v) for k, v in vars(args).items()}, "results": rows},
-                         str(args.work / "prepare_scale_small.json"))
-    s, l = rows["small"], rows["large"]
-    summary = {
-        "library_over_prepare_large": l["library"]["tokens_per_s"] / l["prepare"]["tokens_per_s"],
-        "prepare_rss_large_over_small": l["prepare"]["peak_rss_largest_process"] / s["prepare"]["peak_rss_largest_process"],
-        "train_rss_large_over_small": l["train"]["peak_rss_largest_process"] / s["train"]["peak_rss_largest_process"],
-        "first_step_large_s": l["train"]["first_output_s"],
-    }
+        rows[name]["train"] = train
+        write_result("prepare_scale", "cpu", {"benchmark": "prepare_scale", "partial": True, "machine": machine_info("cpu"),
+                     "commit": git_commit(), "config": {k: str(v) for k, v in vars(args).items()}, "results": rows},
+                     str(args.work / f"prepare_scale_{args.tokenizer}_{name}.json"))  # at once: the large corpus takes long
+    summary = {}
+    s, l = rows.get("small"), rows.get("large")
+    if l and l["library"] and l["prepare"]["tokens_per_s"]:
+        summary["library_over_prepare_large"] = l["library"]["tokens_per_s"] / l["prepare"]["tokens_per_s"]
+    if s and l:
+        summary["prepare_rss_large_over_small"] = l["prepare"]["peak_rss_largest_process"] / s["prepare"]["peak_rss_largest_process"]
+        if "train" in s and "train" in l:
+            summary["train_rss_large_over_small"] = l["train"]["peak_rss_largest_process"] / s["train"]["peak_rss_largest_process"]
+    if l and "train" in l:
+        summary["first_step_large_s"] = l["train"]["first_output_s"]
     print(json.dumps(summary, indent=1))
     payload = {"benchmark": "prepare_scale", "machine": machine_info("cpu"), "commit": git_commit(),
                "config": {k: str(v) for k, v in vars(args).items()} | {"train_flags": TRAIN_FLAGS}, "results": rows, "summary": summary}

@@ -101,10 +101,11 @@ def _encode(texts: List[str]) -> Tuple[np.ndarray, np.ndarray]:
     tok, dtype = _WORKER["tokenizer"], "<u2" if _WORKER["dtype"] == "uint16" else "<u4"
     if hasattr(tok, "backend"):  # the tokenizers library, without a tensor per document
         ids = [e.ids for e in tok.backend.encode_batch(texts, add_special_tokens=False)]
-    else:
-        ids = [d.tolist() for d in encode_documents(tok, texts)]
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    return np.fromiter(chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum())), lengths
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        return np.fromiter(chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum())), lengths
+    arrays = [d.numpy() for d in encode_documents(tok, texts)]  # characters and bytes: one tensor per document
+    lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+    return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype), lengths
 
 
 def _batches(docs: Iterator[str], batch_chars: int) -> Iterator[List[str]]:
