@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         if name not in args.sizes.split(","):
             continue
         text = args.work / f"text-{name}"
-        prepared = args.work / f"prepared-{name}"
+        prepared = args.work / f"prepared-{args.tokenizer}-{name}"
         t0 = time.perf_counter()
         gen = generate(text, size, args.seed + (name == "large"))
         print(f"{name}: {gen['bytes']:,} bytes, {gen['documents']:,} documents in {gen['files']} files ({time.perf_counter() - t0:.0f} s to generate or find)", flush=True)
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
                       shards=len(manifest["shards"]), documents=manifest["documents"])}
         if prep["stopped"]:
             continue
-        run_dir = args.work / f"run-{name}"
+        run_dir = args.work / f"run-{args.tokenizer}-{name}"
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
         train = measured([py, "-m", "maskdiff.cli", "train", "--corpus", str(prepared), "--tokenizer", args.tokenizer, "--run-dir", str(run_dir), *TRAIN_FLAGS],
                          watch=run_dir / "log.jsonl")
