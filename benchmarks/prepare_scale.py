@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="prepare's --workers")
     ap.add_argument("--sample", type=float, default=2e7, help="bytes of text the library's encode_batch is timed on")
     ap.add_argument("--tokenizer", default="gpt2", help="prepare's --tokenizer (the library comparison is made for gpt2 only)")
-    ap.add_argument("--sizes", default="small,large", help="which corpora: small, large or both (default: small,large)")
+    ap.add_argument("--sizes", default="small,large", help="which corpora: small, large or both (default: small,large); 'floor' adds the training command on a 1 MB text file")
     ap.add_argument("--prepare-timeout", type=float, default=0, help="stop the large corpus's prepare after this many seconds (0: never) and "
                     "report its rate from the shards finished so far (progress.json); training is then skipped")
     ap.add_argument("--seed", type=int, default=0)
@@ -216,6 +216,16 @@ def main(argv=None) -> int:
         write_result("prepare_scale", "cpu", {"benchmark": "prepare_scale", "partial": True, "machine": machine_info("cpu"),
                      "commit": git_commit(), "config": {k: str(v) for k, v in vars(args).items()}, "results": rows},
                      str(args.work / f"prepare_scale_{args.tokenizer}_{name}.json"))  # at once: the large corpus takes long
+    if "floor" in args.sizes.split(","):  # the same training command on a 1 MB text file (the in-memory path)
+        floor = args.work / "floor.txt"
+        with open(sorted((args.work / "text-small").glob("part-*.txt"))[0], encoding="utf-8") as f:
+            floor.write_text(f.read(1 << 20), encoding="utf-8")
+        run_dir = args.work / f"run-{args.tokenizer}-floor"
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        train = measured([py, "-m", "maskdiff.cli", "train", "--corpus", str(floor), "--tokenizer", args.tokenizer, "--run-dir", str(run_dir), *TRAIN_FLAGS],
+                         watch=run_dir / "log.jsonl")
+        print(f"floor (1 MB text file, in memory): first step after {train['first_output_s']:.1f} s, peak RSS {train['peak_rss_largest_process'] / 2**20:.0f} MiB", flush=True)
+        rows["floor"] = {"train": train}
     summary = {}
     s, l = rows.get("small"), rows.get("large")
     if l and l["library"] and l["prepare"]["tokens_per_s"]:
