@@ -1,5 +1,6 @@
-"""Reading a corpus prepared by ``maskdiff data prepare`` (:mod:`maskdiff.data.prepare`): memory maps of
-its shards, read by random access, so that no process ever holds the corpus.
+"""Reading a corpus prepared by ``maskdiff data prepare`` (:mod:`maskdiff.data.prepare`): its shards are
+read by position (random access with ``os.pread``; the page cache serves them as it would memory maps,
+without the touched pages counting in the process's resident memory), so no process holds the corpus.
 
 A prepared corpus is a folder::
 
@@ -18,6 +19,7 @@ today's joined text) build in memory from the same documents.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -80,14 +82,35 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+class ShardFile:
+    """One open shard file, read by position (``os.pread``): no memory map, so a training process's
+    resident memory does not grow with the pages of the corpus it has touched."""
+
+    def __init__(self, path: Path, dtype: np.dtype):
+        self.path, self.dtype = path, np.dtype(dtype)
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Items [lo, hi) of the file."""
+        size = self.dtype.itemsize
+        data = os.pread(self.fd, (hi - lo) * size, lo * size)
+        if len(data) != (hi - lo) * size:
+            raise MaskdiffError(f"shard file {self.path} ended early (truncated after it was opened)")
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def __del__(self):
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+
+
 @dataclass
 class PreparedSplit:
-    """One split: its documents as memory-mapped shard pieces, and the document offsets (in memory)."""
+    """One split: runs of documents of shard files (read by position), and the document offsets (in memory)."""
 
     name: str
     """train, validation or test."""
-    pieces: List[np.ndarray]
-    """The tokens of each piece: read-only memory maps of the shards (or slices of them)."""
+    pieces: List[Tuple[ShardFile, int]]
+    """Each piece's token file and the position of its first token there."""
     offsets: np.ndarray
     """(D + 1,) int64 offsets of the split's documents in the concatenated pieces."""
     piece_starts: np.ndarray
@@ -101,23 +124,35 @@ class PreparedSplit:
     def tokens(self) -> int:
         return int(self.offsets[-1])
 
-    def take(self, index: np.ndarray) -> np.ndarray:
-        """The tokens at positions ``index`` of the concatenated pieces, as int64 (any shape)."""
+    def span(self, lo: int, hi: int) -> np.ndarray:
+        """Tokens [lo, hi) of the concatenated pieces (any number of pieces), int64."""
+        parts = []
+        first = int(np.searchsorted(self.piece_starts, lo, side="right")) - 1
+        for k in range(max(first, 0), len(self.pieces)):
+            a, b = max(lo, int(self.piece_starts[k])), min(hi, int(self.piece_starts[k + 1]))
+            if a >= hi:
+                break
+            if a < b:
+                shard, base = self.pieces[k]
+                parts.append(shard.read(base + a - int(self.piece_starts[k]), base + b - int(self.piece_starts[k])))
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    def take_rows(self, index: np.ndarray) -> np.ndarray:
+        """The tokens at positions ``index`` (R, n), each row read as the one span it covers: (R, n) int64."""
         out = np.empty(index.shape, dtype=np.int64)
-        piece = np.searchsorted(self.piece_starts, index, side="right") - 1
-        for k in np.unique(piece):
-            where = piece == k
-            out[where] = self.pieces[k][index[where] - self.piece_starts[k]]
+        for r, row in enumerate(index):
+            lo = int(row.min())
+            out[r] = self.span(lo, int(row.max()) + 1)[row - lo]
         return out
 
     def document(self, i: int) -> np.ndarray:
-        return self.take(np.arange(self.offsets[i], self.offsets[i + 1], dtype=np.int64))
+        return self.span(int(self.offsets[i]), int(self.offsets[i + 1]))
 
 
 class PreparedCorpus:
     """An opened prepared corpus: ``splits`` (name -> :class:`PreparedSplit`), the manifest, the stored
     tokenizer config. Opening reads the manifest, checks every shard file's size against it and the
-    ends of its offsets, and maps the files; ``verify()`` also checks every SHA-256."""
+    ends of its offsets, and opens the files; ``verify()`` also checks every SHA-256."""
 
     def __init__(self, folder, verify: bool = False):
         self.folder = Path(folder)
@@ -140,7 +175,7 @@ class PreparedCorpus:
         self._maps = [self._map_shard(s) for s in shards]
         self.splits: Dict[str, PreparedSplit] = {name: self._split(name, spec) for name, spec in splits.items()}
 
-    def _map_shard(self, shard: dict) -> Tuple[np.ndarray, np.ndarray]:
+    def _map_shard(self, shard: dict) -> Tuple[ShardFile, ShardFile]:
         name, docs, tokens = shard["name"], int(shard["documents"]), int(shard["tokens"])
         paths = {kind: self.folder / "shards" / f"{name}.{kind}" for kind in ("tokens", "offsets")}
         want = {"tokens": tokens * np.dtype(DTYPES[self.dtype]).itemsize, "offsets": (docs + 1) * 8}
@@ -149,9 +184,9 @@ class PreparedCorpus:
                 raise _refuse(self.folder, f"shard file {path.name} is missing")
             if path.stat().st_size != want[kind]:
                 raise _refuse(self.folder, f"shard file {path.name} has {path.stat().st_size:,} bytes, the manifest says {want[kind]:,} (truncated or changed)")
-        toks = np.memmap(paths["tokens"], dtype=DTYPES[self.dtype], mode="r") if tokens else np.zeros(0, DTYPES[self.dtype])
-        offs = np.memmap(paths["offsets"], dtype="<i8", mode="r")
-        if offs[0] != 0 or offs[-1] != tokens:
+        toks = ShardFile(paths["tokens"], DTYPES[self.dtype])
+        offs = ShardFile(paths["offsets"], np.dtype("<i8"))
+        if offs.read(0, 1)[0] != 0 or offs.read(docs, docs + 1)[0] != tokens:
             raise _refuse(self.folder, f"the document offsets of shard {name} do not cover its {tokens:,} tokens")
         return toks, offs
 
@@ -160,10 +195,12 @@ class PreparedCorpus:
         for p in spec["pieces"]:
             toks, offs = self._maps[int(p["shard"])]
             first, n = int(p["first"]), int(p["documents"])
-            local = np.asarray(offs[first : first + n + 1], dtype=np.int64)
-            if local.size != n + 1 or np.any(np.diff(local) < 0):
+            if first < 0 or n < 0 or (first + n + 1) * 8 > offs.path.stat().st_size:
                 raise _refuse(self.folder, f"split {name} names documents {first}..{first + n} of shard {p['shard']}, which it does not hold")
-            pieces.append(toks[local[0] : local[-1]])
+            local = offs.read(first, first + n + 1).astype(np.int64)
+            if np.any(np.diff(local) < 0):
+                raise _refuse(self.folder, f"the document offsets of shard {p['shard']} decrease")
+            pieces.append((toks, int(local[0])))
             offsets.append(local[1:] - local[0] + total)
             total += int(local[-1] - local[0])
             starts.append(total)

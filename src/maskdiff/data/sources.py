@@ -5,7 +5,7 @@ every random choice comes from the generator it is given (the trainer's generato
 resumed run replays the same batches. :class:`WindowSource` draws windows at random offsets of a
 packed stream; :class:`RowSource` draws whole padded rows. On a corpus prepared by ``maskdiff data prepare``,
 :class:`PreparedWindowSource` and :class:`PreparedRowSource` make the same draws and read the windows
-and rows from memory maps (:class:`PackedStream`, :class:`PaddedRows`).
+and rows by position from the shard files (:class:`PackedStream`, :class:`PaddedRows`).
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def padded_rows(tokenizer, docs: TokenDocuments, length: int) -> Tuple[Tensor, T
 class PackedStream:
     """The ``wrap`` stream of a prepared split, ``prefix doc suffix`` for every document (see
     :func:`maskdiff.data.prepared.stream_layout`), computed from the document offsets: any window is
-    read by random access from the memory maps, and the stream itself is never built."""
+    read by random access from the shard files, and the stream itself is never built."""
 
     def __init__(self, split, prefix: List[int], suffix: List[int], trailing: bool):
         self.split = split
@@ -102,9 +102,9 @@ class PackedStream:
         n = offsets[doc + 1] - offsets[doc]
         pre, body = local < P, (local >= P) & (local < P + n)
         suf = ~(pre | body)
-        out = np.empty(pos.shape, dtype=np.int64)
+        # every position's token index, clipped into its document: a window's tokens are one span of the split
+        out = self.split.take_rows(offsets[doc] + np.clip(local - P, 0, n - 1))
         out[pre] = self.prefix[local[pre]]
-        out[body] = self.split.take(offsets[doc[body]] + local[body] - P)
         out[suf] = self.suffix[(local - P - n)[suf]]
         return out
 
@@ -142,7 +142,7 @@ class PaddedRows:
 
 class PreparedWindowSource:
     """``wrap`` packing on a prepared corpus: the same draws as :class:`WindowSource` (one randint of the
-    step's generator), the windows read from the memory maps."""
+    step's generator), the windows read from the shard files."""
 
     def __init__(self, stream: PackedStream, length: int):
         if stream.length < length:

@@ -1,6 +1,6 @@
 """Text: character or subword tokenizers, ``wrap`` (a stream cut into windows) or ``pad`` (one document
 per row) packing, and the corpus's own train / validation / test split. A corpus prepared by ``maskdiff
-data prepare`` (a folder with a manifest.json) is read from its memory maps, with its own tokenizer."""
+data prepare`` (a folder with a manifest.json) is read from its shard files by position, with its own tokenizer."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -122,7 +122,7 @@ class Text(Modality):
     def training_source(self, config: RunConfig, tokenizer):
         from maskdiff.data.sources import PreparedRowSource, PreparedWindowSource, RowSource, WindowSource
 
-        if is_prepared(config.data.corpus):  # windows and rows read from the memory maps
+        if is_prepared(config.data.corpus):  # windows and rows read from the shard files
             if config.data.packing == "pad":
                 return PreparedRowSource(prepared_rows(config.data.corpus, tokenizer, "train", config.data.length))
             return PreparedWindowSource(prepared_stream(config.data.corpus, tokenizer, "train"), config.data.length)
