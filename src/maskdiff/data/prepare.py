@@ -45,7 +45,8 @@ class PrepareOptions:
     field: str = "text"
     """The text column of JSON Lines, Parquet, CSV and dataset inputs."""
     split_docs: Dict[str, int] = dc_field(default_factory=dict)
-    """Documents of 'validation' and 'test' (the last ones); overrides split_fraction where given."""
+    """Documents of 'validation' and 'test' (the last ones; a split not named has none); when given,
+    split_fraction is not used."""
     split_fraction: Dict[str, float] = dc_field(default_factory=lambda: {"validation": 0.05, "test": 0.05})
     """Fractions of the documents for 'validation' and 'test' (rounded to whole documents)."""
     shard_tokens: int = 1 << 26
@@ -139,12 +140,10 @@ def encoded(batches: Iterator[List[str]], tokenizer_config: dict, dtype: str, wo
 
 def resolve_splits(documents: int, options: PrepareOptions) -> Dict[str, Tuple[int, int]]:
     """Document ranges [lo, hi) of train, validation and test: test the last ones, validation before it."""
-    counts = {}
-    for name in ("validation", "test"):
-        if name in options.split_docs:
-            counts[name] = int(options.split_docs[name])
-        else:
-            counts[name] = int(round(options.split_fraction.get(name, 0.0) * documents))
+    if options.split_docs:  # a split it does not name has no documents
+        counts = {name: int(options.split_docs.get(name, 0)) for name in ("validation", "test")}
+    else:
+        counts = {name: int(round(options.split_fraction.get(name, 0.0) * documents)) for name in ("validation", "test")}
     held = counts["validation"] + counts["test"]
     if held >= documents:
         raise MaskdiffError(f"the corpus has {documents:,} documents and the splits ask for {counts['validation']:,} validation "
