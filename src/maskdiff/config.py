@@ -68,7 +68,9 @@ class DataConfig:
     corpus: str = "shakespeare"
     """'shakespeare' (split by whole works); linux-doc, python-doc, brown, wiki (see maskdiff data list);
     a UTF-8 text file (split 90/5/5); a folder of text files, a .jsonl/.parquet/.csv file with a 'text'
-    column, or hf:NAME[:CONFIG] for a hub dataset (read with the datasets library)."""
+    column, or hf:NAME[:CONFIG] for a hub dataset (read with the datasets library); or a folder made by
+    'maskdiff data prepare' (recognised by its manifest.json: its own splits, read by position, with
+    the tokenizer it was prepared with, which data.tokenizer / data.form must name)."""
     form: str = "text8"
     """Character tokenizer when 'tokenizer' is empty: 'text8' (lower-case a-z and space, 27 symbols) or
     'chars' (every character of the corpus)."""
