@@ -38,7 +38,7 @@ LAYERS = {
     "serve": (["maskdiff.serve"], ["errors", "config", "math", "io", "modalities", "objectives", "model", "api"]),
     "cli": (["maskdiff.cli"], [name for name in ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities",
                                                 "objectives", "runs", "model", "api", "train", "evaluation", "experiments", "serve",
-                                                "plan", "tasks"]]),
+                                                "plan", "tasks", "distill"]]),
 }
 
 
