@@ -88,6 +88,17 @@ class DataConfig:
     packing: str = "wrap"
     """'wrap': documents joined with BOS/EOS into one stream cut into windows of L (MDLM, OpenWebText);
     'pad': one document per row, padding kept out of masking and the loss (MDLM, LM1B)."""
+    pairs: str = ""
+    """Conditional training (fine-tuning, docs/conditional.md): a .jsonl or .parquet file of prompt/response
+    pairs (string fields 'prompt' and 'response', or a 'messages' list of {role, content} rendered through
+    the tokenizer's chat template). Each row is [prompt][response][end-of-text up to length]: the prompt is
+    never masked and never scored, the response and its end-of-text padding are. '': train on 'corpus'."""
+    pairs_validation: str = ""
+    """Conditional training: a file of validation pairs in the same format. '': hold out pairs_holdout of
+    the rows of 'pairs' instead."""
+    pairs_holdout: float = 0.05
+    """Conditional training without pairs_validation: the fraction of the rows of 'pairs' held out for
+    validation (a shuffle of the rows with a fixed seed, whatever train.seed; at least one row)."""
 
 
 @dataclass
@@ -225,6 +236,11 @@ class RunConfig:
                 raise MaskdiffError(f"unknown tokenizer {d.tokenizer!r}; choose one of: {', '.join(TOKENIZERS)}, or a tokenizer directory")
         if d.packing not in ("wrap", "pad"):
             raise MaskdiffError(f"unknown packing {d.packing!r}; choose one of: wrap, pad")
+        if d.pairs and (d.modality != "text" or d.packing != "wrap"):
+            raise MaskdiffError("prompt/response pairs (data.pairs) are text rows padded with end-of-text by their own rule; "
+                                "use modality 'text' and leave packing at 'wrap'")
+        if not 0.0 <= d.pairs_holdout < 1.0:
+            raise MaskdiffError(f"pairs_holdout must be in [0, 1), got {d.pairs_holdout}")
         if t.lr_schedule not in ("cosine", "constant"):
             raise MaskdiffError(f"unknown lr schedule {t.lr_schedule!r}; choose one of: cosine, constant")
         if t.micro_batch_size and t.batch_size % t.micro_batch_size:

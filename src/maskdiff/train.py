@@ -319,8 +319,9 @@ def _forward_backward(run: _Run, batch: StepBatch) -> List[Tensor]:
         with no_sync(run.model, ctx, last=lo + micro >= first + run.per_rank):
             lab = None if batch.labels is None else batch.labels[sl]
             v = None if batch.valid is None else batch.valid[sl]
+            c = {} if batch.cond is None else {"cond": batch.cond[sl]}  # the prompt of conditional training
             with autocast(tc.precision, dev):
-                out = run.model(batch.x0[sl], t.to(dev), batch.noise[:, sl], v, lab)  # (2, micro)
+                out = run.model(batch.x0[sl], t.to(dev), batch.noise[:, sl], v, lab, **c)  # (2, micro)
             # nats per real token over the global batch; x world size: DDP/FSDP average over ranks
             loss = out[0].float().sum() * (ctx.world / batch.n_tokens)
             loss.backward()

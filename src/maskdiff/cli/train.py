@@ -54,6 +54,9 @@ TRAIN_OVERRIDES = [
     ("--image-size", "data", "image_size", nonneg_int),
     ("--num-classes", "model", "num_classes", nonneg_int),
     ("--class-dropout", "train", "class_dropout", unit_float),
+    ("--pairs", "data", "pairs", str),
+    ("--pairs-validation", "data", "pairs_validation", str),
+    ("--pairs-holdout", "data", "pairs_holdout", unit_float),
 ]
 
 

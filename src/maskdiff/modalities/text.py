@@ -52,6 +52,14 @@ def split_rows(config: RunConfig, tokenizer, split: str, corpus: Optional[str] =
     return padded_rows(tokenizer, docs, config.data.length)
 
 
+def pair_split(config: RunConfig, tokenizer, split: str):
+    """One split of the prompt/response pairs of data.pairs (conditional training): PairRows."""
+    from maskdiff.data.pairs import pair_rows
+
+    d = config.data
+    return pair_rows(tokenizer, d.length, d.pairs, split, validation=d.pairs_validation, holdout=d.pairs_holdout)
+
+
 class Text(Modality):
     name = "text"
     unit = "BPC"
@@ -86,6 +94,10 @@ class Text(Modality):
     def training_source(self, config: RunConfig, tokenizer):
         from maskdiff.data.sources import RowSource, WindowSource
 
+        if config.data.pairs:  # conditional training: prompt/response rows (data/pairs.py)
+            from maskdiff.data.pairs import PairSource
+
+            return PairSource(pair_split(config, tokenizer, "train"))
         if config.data.packing == "pad":
             return RowSource(*split_rows(config, tokenizer, "train"))
         return WindowSource(split_stream(config, tokenizer, "train"), config.data.length)
