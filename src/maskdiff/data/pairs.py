@@ -181,7 +181,7 @@ def pair_rows(tokenizer, length: int, pairs: str, split: str, *, validation: str
     if split not in SPLITS:
         raise MaskdiffError(f"pairs have the splits {', '.join(SPLITS)}, not {split!r}")
     if split == "validation" and validation:
-        return encode_pairs(to_pairs(read_records(validation), tokenizer, validation), tokenizer, length, validation)
+        return file_rows(tokenizer, length, validation)
     records = read_records(pairs)
     train_idx, val_idx = holdout_indices(len(records), 0.0 if validation else holdout)
     idx = train_idx if split == "train" else val_idx
@@ -189,6 +189,11 @@ def pair_rows(tokenizer, length: int, pairs: str, split: str, *, validation: str
         raise MaskdiffError("no validation pairs: set pairs_holdout above 0 or give a validation file (pairs_validation)")
     chosen = [records[i] for i in idx.tolist()]
     return encode_pairs(to_pairs(chosen, tokenizer, pairs), tokenizer, length, pairs)
+
+
+def file_rows(tokenizer, length: int, path) -> PairRows:
+    """Every pair of one file, encoded (evaluation on a file of pairs)."""
+    return encode_pairs(to_pairs(read_records(path), tokenizer, path), tokenizer, length, path)
 
 
 class PairSource:
