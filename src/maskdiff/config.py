@@ -197,6 +197,10 @@ class TrainConfig:
     class_dropout: float = 0.1
     """Class-conditional models: probability that a training label is replaced by the null class, so the
     same network also learns the unconditional model (classifier-free guidance)."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward pass instead of keeping them (a Hugging
+    Face backbone: its own gradient checkpointing): less memory for about one more forward pass of compute;
+    the same gradients."""
 
 
 @dataclass

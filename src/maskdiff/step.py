@@ -3,6 +3,7 @@ its batch (data, t and mask uniforms for the whole global batch, drawn on the CP
 step, the optimizer, and the device settings (autocast, compiled blocks, fast matrix products)."""
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -50,6 +51,34 @@ def compile_blocks(network) -> None:
     the masked positions only, stays eager."""
     for block in getattr(network, "blocks", []):
         block.compile()
+
+
+def checkpoint_blocks(network) -> None:
+    """Activation checkpointing in place (train.activation_checkpointing): a Hugging Face backbone switches on
+    its own gradient checkpointing; maskdiff's networks recompute each block in the backward pass."""
+    hf = getattr(network, "model", None)
+    if hasattr(hf, "gradient_checkpointing_enable"):
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return
+    for block in getattr(network, "blocks", []):
+        block.forward = functools.partial(_checkpointed, block.forward)
+
+
+def _checkpointed(forward, *args, **kwargs):
+    from torch.utils.checkpoint import checkpoint
+
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def prepare_blocks(network, cfg, device: torch.device) -> None:
+    """The transformer blocks as the run's settings want them: checkpointed (``activation_checkpointing``),
+    then compiled (``compile``)."""
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(network)
+    if use_compile(cfg.compile, device):
+        compile_blocks(network)
 
 
 def autocast(precision: str, device: torch.device):

@@ -53,7 +53,7 @@ from maskdiff.loss import low_discrepancy_times
 from maskdiff.modalities import build_tokenizer, training_source
 from maskdiff.objectives import build_objective
 from maskdiff.runs import RunLog, start_run
-from maskdiff.step import StepBatch, autocast, compile_blocks, draw_step, learning_rate, make_optimizer, set_fast_matmul, use_compile
+from maskdiff.step import StepBatch, autocast, draw_step, learning_rate, make_optimizer, prepare_blocks, set_fast_matmul
 from maskdiff.validation import validate_config
 from maskdiff.warm_start import initialise
 
@@ -259,8 +259,7 @@ def _start_run(config: RunConfig, run_dir: Path, ctx: Context, log) -> _Run:
     start, tensors, opt_saved = _load_start(objective, config, run_dir, ctx, log)
     objective.to(ctx.device)
     set_fast_matmul(ctx.device)
-    if use_compile(tc.compile, ctx.device):
-        compile_blocks(objective.network)
+    prepare_blocks(objective.network, tc, ctx.device)  # activation checkpointing, torch.compile
     model = wrap(objective, ctx)
     params = [p for _, p in objective.named_parameters()]  # after wrapping: DTensor shards under FSDP2
     optimizer = make_optimizer(objective, tc)

@@ -80,6 +80,7 @@ def register(sub) -> None:
     p.add_argument("--no-zero-mask", action="store_true", help=describe_field("diffusion", "zero_mask"))
     p.add_argument("--masked-logits", action=argparse.BooleanOptionalAction, default=None,
                    help=describe_field("model", "masked_logits") + " (default: the preset's)")
+    p.add_argument("--activation-checkpointing", action="store_true", default=None, help=describe_field("train", "activation_checkpointing"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -118,6 +119,8 @@ def config_from_args(args):
         config.model.masked_logits = args.masked_logits
     if args.init_from:
         config.model.init_from = str(args.init_from)
+    if args.activation_checkpointing:
+        config.train.activation_checkpointing = True
     return config
 
 
