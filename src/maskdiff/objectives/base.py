@@ -65,6 +65,8 @@ def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective
         from maskdiff.networks.masked_lm import HFMaskedLM
 
         network = HFMaskedLM.from_config(arguments)
+        if config.model.lora_rank:
+            network.add_lora(config.model.lora_rank)
         if network.vocab_size != vocab_size:
             raise MaskdiffError(f"the Hugging Face backbone has {network.vocab_size} tokens but the tokenizer has {vocab_size}; "
                                 "use the tokenizer the backbone was trained with (e.g. --tokenizer bert for MiniLM)")
