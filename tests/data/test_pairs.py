@@ -28,7 +28,8 @@ def test_row_layout_text8():
 
 
 def test_row_layout_bert_and_chat_template(tmp_path):
-    """A subword tokenizer: BOS (here [CLS]) opens the prompt, EOS ([SEP]) ends and pads the response. A
+    """A subword tokenizer: no BOS is added (the prompt is what `sample --prompt` fixes), EOS ([SEP]) ends and
+    pads the response. A
     'messages' row goes through the folder's chat template: every turn before the last assistant turn
     with the generation prompt, then that turn's content."""
     transformers = pytest.importorskip("transformers")
@@ -37,8 +38,8 @@ def test_row_layout_bert_and_chat_template(tmp_path):
     bert = bert_tokenizer()
     rows = encode_pairs([("to be", "or not", False)], bert, 8, "f")
     cls, sep = bert.bos_id, bert.eos_id
-    assert rows.tokens[0, 0] == cls and rows.tokens[0, -1] == sep and int(rows.cond[0].sum()) == 3
-    assert bert.decode(rows.tokens[0, 3:5]) == "or not"
+    assert rows.tokens[0, 0] != cls and rows.tokens[0, -1] == sep and int(rows.cond[0].sum()) == 2
+    assert bert.decode(rows.tokens[0, 2:4]) == "or not" and rows.tokens[0, 4:].eq(sep).all()
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=bert.backend, cls_token="[CLS]", sep_token="[SEP]",
                                                 mask_token="[MASK]", pad_token="[PAD]", unk_token="[UNK]")
     fast.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
@@ -51,7 +52,7 @@ def test_row_layout_bert_and_chat_template(tmp_path):
     assert (prompt, response, rendered) == ("user: hello assistant: hi user: to be assistant:", "or not", True)
     rows = encode_pairs([(prompt, response, rendered)], tok, 32, "f")
     n = int(rows.cond[0].sum())
-    assert rows.tokens[0, 0] != cls and tok.decode(rows.tokens[0, n : n + 2]) == "or not"  # no BOS on a rendered chat
+    assert tok.decode(rows.tokens[0, :n]).replace(" :", ":") == prompt and tok.decode(rows.tokens[0, n : n + 2]) == "or not"
 
 
 def test_holdout_split_and_files(tmp_path):

@@ -5,10 +5,11 @@ A pairs file is JSONL (one object per line) or Parquet. Each row has string fiel
 the last assistant turn, rendered with the tokenizer's chat template and its generation prompt, and the
 response is the content of that last assistant turn. Every pair becomes one row of ``length`` tokens:
 
-    [BOS] prompt | response EOS EOS ... EOS
+    prompt | response EOS EOS ... EOS
 
-The prompt (with BOS where the tokenizer has one and the row is not a rendered chat) is the condition:
-never masked and never scored (``cond`` True). The response and the end-of-text padding after it are
+The prompt's tokens are exactly those ``maskdiff sample --prompt`` fixes (no BOS is added: a chat template
+writes its own, and a prompt may start with the tokenizer's BOS text). They are the condition: never masked
+and never scored (``cond`` True). The response and the end-of-text padding after it are
 masked and scored, so that the model learns where to stop (LLaDA's recipe). End-of-text is the
 tokenizer's EOS; a tokenizer without one (the character tokenizers) uses id 0, as padding does
 (:func:`maskdiff.data.packing.pad_id_for`; text8: the space). Every row has the one length ``length``
@@ -37,7 +38,7 @@ class PairRows:
     """Encoded pairs, one per row."""
 
     tokens: Tensor
-    """(N, L) long: [BOS] prompt, response, end-of-text padding."""
+    """(N, L) long: prompt, response, end-of-text padding."""
     cond: Tensor
     """(N, L) bool: True on the prompt (the condition: never masked, never scored)."""
 
@@ -137,17 +138,14 @@ def end_of_text_id(tokenizer) -> int:
 
 
 def encode_pairs(pairs: Sequence[Tuple[str, str, bool]], tokenizer, length: int, path) -> PairRows:
-    """Rows [BOS] prompt | response EOS ... EOS of ``length`` tokens; the prompt part is the condition."""
-    bos = getattr(tokenizer, "bos_id", None)
+    """Rows prompt | response EOS ... EOS of ``length`` tokens; the prompt part is the condition."""
     eot = end_of_text_id(tokenizer)
     tokens = torch.full((len(pairs), length), eot, dtype=torch.long)
     cond = torch.zeros((len(pairs), length), dtype=torch.bool)
-    for i, (prompt, response, rendered) in enumerate(pairs):
+    for i, (prompt, response, _) in enumerate(pairs):
         p = tokenizer.encode(prompt)
         if p.numel() == 0:
             raise MaskdiffError(f"row {i + 1} of {path}: the prompt is empty; every pair needs a prompt of at least one token")
-        if bos is not None and not rendered:
-            p = torch.cat([torch.tensor([bos]), p])
         r = tokenizer.encode(response)
         need = p.numel() + r.numel() + 1
         if need > length:
