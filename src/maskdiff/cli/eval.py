@@ -69,7 +69,9 @@ def run(args) -> int:
     kind = pipe.describe_estimate(args.discrete_steps)
     where = f"MDLM's protocol ({args.detokenizer})" if args.detokenizer is not None else args.split
     if cond is not None:
-        corpus, where = str(args.pairs or pipe.config.data.pairs), "all pairs" if args.pairs else f"{args.split} pairs"
+        d = pipe.config.data
+        own = d.pairs_validation if args.split == "validation" and d.pairs_validation else d.pairs
+        corpus, where = str(args.pairs or own), "all pairs" if args.pairs else f"{args.split} pairs"
         mean, lo, hi = result.per_sequence()
         print(f"{corpus} {where}: response given prompt {result.summary(unit)} per response {words[:-1]}; "
               f"per response NELBO {result.relation} {mean:.3f} nats (95% CI {lo:.3f}-{hi:.3f})")

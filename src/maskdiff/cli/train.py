@@ -138,6 +138,7 @@ def run(args) -> int:
     if result.resumed_from is not None and result.resumed_from >= config.train.steps:
         print(f"{run_dir} is already trained to step {result.step}; nothing to do (raise --steps to continue)")
     else:
-        how = f"resumed from step {result.resumed_from}" if result.resumed_from is not None else "from scratch"
+        how = (f"resumed from step {result.resumed_from}" if result.resumed_from is not None
+               else f"from the weights of {config.model.init_from}" if config.model.init_from else "from scratch")
         print(f"trained {run_dir} to step {result.step} ({how}, {result.seconds:.0f} s)")
     return 130 if result.interrupted else 0
