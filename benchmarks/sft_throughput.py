@@ -75,7 +75,7 @@ def main() -> None:
     tokenizer = build_tokenizer(cfg)
     B, L = cfg.train.batch_size, cfg.data.length
     plain = WindowSource(split_stream(cfg, tokenizer, "train"), L)
-    pairs = [(a, b, False) for a, b in line_pairs(load_split_texts("shakespeare", "train"))[:4000]]
+    pairs = line_pairs(load_split_texts("shakespeare", "train"))[:4000]
     pairs = [q for q in pairs if len(tokenizer.encode(q[0])) + len(tokenizer.encode(q[1])) + 2 <= L]
     rows = encode_pairs(pairs, tokenizer, L, "shakespeare line pairs")
     conditional = PairSource(rows)

@@ -143,7 +143,7 @@ class Pipeline:
 
         if len(prompts) != len(responses):
             raise MaskdiffError(f"{len(prompts)} prompts but {len(responses)} responses; give one response per prompt")
-        rows = encode_pairs([(p, r, False) for p, r in zip(prompts, responses)], self.tokenizer, self.config.data.length, "the pairs")
+        rows = encode_pairs(list(zip(prompts, responses)), self.tokenizer, self.config.data.length, "the pairs")
         return self.evaluate(rows.tokens, None, cond=rows.cond, passes=passes, seed=seed, batch_size=batch_size)
 
     def template_ids(self, template: str) -> Tensor:

@@ -19,7 +19,7 @@ def _write(path, rows):
 def test_row_layout_text8():
     """[prompt][response][end-of-text ...]: the prompt alone is the condition; text8 ends with the space (id 0)."""
     tok = tokenizer_for("text8")
-    rows = encode_pairs([("to be ", "or not", False), ("a", "b", False)], tok, 16, "f")
+    rows = encode_pairs([("to be ", "or not"), ("a", "b")], tok, 16, "f")
     assert tok.decode(rows.tokens[0]) == "to be or not" + " " * 4
     assert rows.cond[0].tolist() == [True] * 6 + [False] * 10
     assert tok.decode(rows.tokens[1]) == "ab" + " " * 14 and int(rows.cond[1].sum()) == 1
@@ -36,7 +36,7 @@ def test_row_layout_bert_and_chat_template(tmp_path):
     from maskdiff.data.subword import bert_tokenizer, local_tokenizer
 
     bert = bert_tokenizer()
-    rows = encode_pairs([("to be", "or not", False)], bert, 8, "f")
+    rows = encode_pairs([("to be", "or not")], bert, 8, "f")
     cls, sep = bert.bos_id, bert.eos_id
     assert rows.tokens[0, 0] != cls and rows.tokens[0, -1] == sep and int(rows.cond[0].sum()) == 2
     assert bert.decode(rows.tokens[0, 2:4]) == "or not" and rows.tokens[0, 4:].eq(sep).all()
@@ -48,9 +48,9 @@ def test_row_layout_bert_and_chat_template(tmp_path):
     tok = local_tokenizer(tmp_path / "tok")
     msgs = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"},
             {"role": "user", "content": "to be"}, {"role": "assistant", "content": "or not"}]
-    [(prompt, response, rendered)] = to_pairs([{"messages": msgs}], tok, "f")
-    assert (prompt, response, rendered) == ("user: hello assistant: hi user: to be assistant:", "or not", True)
-    rows = encode_pairs([(prompt, response, rendered)], tok, 32, "f")
+    [(prompt, response)] = to_pairs([{"messages": msgs}], tok, "f")
+    assert (prompt, response) == ("user: hello assistant: hi user: to be assistant:", "or not")
+    rows = encode_pairs([(prompt, response)], tok, 32, "f")
     n = int(rows.cond[0].sum())
     assert tok.decode(rows.tokens[0, :n]).replace(" :", ":") == prompt and tok.decode(rows.tokens[0, n : n + 2]) == "or not"
 

@@ -115,18 +115,18 @@ def _split_messages(messages, where: str) -> Tuple[List[dict], str]:
     return [{"role": m["role"], "content": m["content"]} for m in messages[:last]], messages[last]["content"]
 
 
-def to_pairs(records: Sequence[dict], tokenizer, path) -> List[Tuple[str, str, bool]]:
-    """(prompt text, response text, rendered by a chat template) of every record."""
+def to_pairs(records: Sequence[dict], tokenizer, path) -> List[Tuple[str, str]]:
+    """(prompt text, response text) of every record, a 'messages' prompt rendered by the chat template."""
     render: Optional[Callable] = None
     out = []
     for i, row in enumerate(records, 1):
         where = f"row {i} of {path}"
         if isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
-            out.append((row["prompt"], row["response"], False))
+            out.append((row["prompt"], row["response"]))
         elif "messages" in row and row["messages"] is not None:
             turns, response = _split_messages(row["messages"], where)
             render = render or chat_renderer(tokenizer)
-            out.append((render(turns), response, True))
+            out.append((render(turns), response))
         else:
             raise MaskdiffError(f"{where} has fields {sorted(row)}; each row needs {EXPECTED}")
     return out
@@ -137,12 +137,12 @@ def end_of_text_id(tokenizer) -> int:
     return pad_id_for(tokenizer)
 
 
-def encode_pairs(pairs: Sequence[Tuple[str, str, bool]], tokenizer, length: int, path) -> PairRows:
+def encode_pairs(pairs: Sequence[Tuple[str, str]], tokenizer, length: int, path) -> PairRows:
     """Rows prompt | response EOS ... EOS of ``length`` tokens; the prompt part is the condition."""
     eot = end_of_text_id(tokenizer)
     tokens = torch.full((len(pairs), length), eot, dtype=torch.long)
     cond = torch.zeros((len(pairs), length), dtype=torch.bool)
-    for i, (prompt, response, _) in enumerate(pairs):
+    for i, (prompt, response) in enumerate(pairs):
         p = tokenizer.encode(prompt)
         if p.numel() == 0:
             raise MaskdiffError(f"row {i + 1} of {path}: the prompt is empty; every pair needs a prompt of at least one token")
