@@ -36,6 +36,7 @@ $(STAMP): $(PY) pyproject.toml
 # installed here when missing (apt-get needs root); without it that one test is skipped, with the reason.
 $(TEST_STAMP): $(STAMP) $(EVAL_STAMP) $(TEXT_STAMP) $(SERVE_STAMP)
 	$(PIP) install --quiet --disable-pip-version-check -e ".[test,media,pretrained,test-serve,monitor]"
+	$(PIP) install --quiet --disable-pip-version-check --no-deps peft==0.21.2
 	@[ -x /usr/bin/chromium ] || apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium) \
 		|| echo "chromium could not be installed (apt-get needs root): the browser test of maskdiff serve will be skipped"
 	touch $@

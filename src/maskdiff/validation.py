@@ -8,6 +8,7 @@ from maskdiff.config import RunConfig
 from maskdiff.modalities import get_modality
 from maskdiff.objectives import get_objective
 from maskdiff.schedules import get_schedule
+from maskdiff.warm_start import check_init_from
 
 
 def validate_config(config: RunConfig) -> None:
@@ -16,3 +17,4 @@ def validate_config(config: RunConfig) -> None:
     config.validate()
     get_modality(config).validate(config)
     get_objective(config.diffusion.objective).validate(config)
+    check_init_from(config)

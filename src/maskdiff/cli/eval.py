@@ -15,6 +15,7 @@ def register(sub) -> None:
     p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
     p.add_argument("--corpus", help="evaluate on another corpus (zero-shot): shakespeare, linux-doc, python-doc, brown, wiki, a text file, a folder or hf:NAME (default: the run's)")
     p.add_argument("--detokenizer", metavar="NAME", help="MDLM's zero-shot protocol on the local file --corpus: read it as corpus NAME, detokenize it and pack it as MDLM's evaluation does (wrap: rows [BOS] L-2 tokens [EOS], remainders dropped; pad: one document per row, cut at L-2). NAME: ptb, wikitext, lm1b, lambada, ag-news, pubmed, arxiv or none (docs/text.md)")
+    p.add_argument("--pairs", type=Path, metavar="FILE", help="the NELBO of each response given its prompt, over the pairs of FILE (.jsonl or .parquet, as data.pairs: docs/conditional.md), for any masked, block or ar run; a run trained on pairs evaluates its own pairs of --split without this flag")
     p.add_argument("--passes", type=positive_int, default=1, help="Monte-Carlo estimates per sequence, averaged (default: 1)")
     p.add_argument("--discrete-steps", type=positive_int, help="discrete-time NELBO with T steps instead of continuous time")
     p.add_argument("--batch-size", type=positive_int, default=64, help="sequences per forward pass (default: 64)")
@@ -44,18 +45,22 @@ def run(args) -> int:
     own_unit, words = modality.report_unit(pipe.tokenizer)
     unit = args.unit or own_unit
     modality.check_unit(unit, pipe.tokenizer)
+    cond = None
     if args.detokenizer is not None:
         from maskdiff.evaluation.zeroshot import mdlm_rows
 
         tokens, valid = mdlm_rows(pipe, args.corpus, args.detokenizer)
+    elif args.pairs or (pipe.config.data.pairs and not args.corpus):
+        tokens, valid, cond = _pair_rows(args, pipe)
     else:
         tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, args.split, args.corpus)
     if args.limit:
         tokens, valid = tokens[: args.limit], (valid[: args.limit] if valid is not None else None)
+        cond = None if cond is None else cond[: args.limit]
     t0 = time.perf_counter()
     result = pipe.evaluate(
         tokens, valid, discrete_steps=args.discrete_steps, passes=args.passes,
-        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress, cond=cond,
     )
     if args.detokenizer is not None and result.length is not None:  # MDLM's figure has no -log p(length)
         result.nelbo, result.length = result.nelbo - result.length, None
@@ -63,7 +68,16 @@ def run(args) -> int:
     corpus = args.corpus or pipe.config.data.corpus
     kind = pipe.describe_estimate(args.discrete_steps)
     where = f"MDLM's protocol ({args.detokenizer})" if args.detokenizer is not None else args.split
-    print(f"{corpus} {where}: {result.summary(unit)}")
+    if cond is not None:
+        d = pipe.config.data
+        own = d.pairs_validation if args.split == "validation" and d.pairs_validation else d.pairs
+        corpus, where = str(args.pairs or own), "all pairs" if args.pairs else f"{args.split} pairs"
+        mean, lo, hi = result.per_sequence()
+        print(f"{corpus} {where}: response given prompt {result.summary(unit)} per response {words[:-1]}; "
+              f"per response NELBO {result.relation} {mean:.3f} nats (95% CI {lo:.3f}-{hi:.3f})")
+        words = f"response {words} (end-of-text padding included)"
+    else:
+        print(f"{corpus} {where}: {result.summary(unit)}")
     print(f"  {int(result.tokens.sum())} {words} in {result.nelbo.numel()} sequences, {kind}, "
           f"{args.passes} pass(es), {pipe.weights} weights of step {pipe.step}, {seconds:.1f} s")
     if result.length is not None:
@@ -80,3 +94,18 @@ def run(args) -> int:
         if args.json:
             args.json.write_text(json.dumps(dict(record, **extra), indent=1), encoding="utf-8")
     return 0
+
+
+def _pair_rows(args, pipe):
+    """(tokens, valid: None, cond) of the pairs to evaluate: --pairs FILE whole, else the run's own split."""
+    if args.corpus or args.detokenizer is not None:
+        raise MaskdiffError("--pairs evaluates prompt/response pairs; leave out --corpus and --detokenizer")
+    if args.pairs:
+        from maskdiff.data.pairs import file_rows
+
+        rows = file_rows(pipe.tokenizer, pipe.config.data.length, args.pairs)
+    else:
+        from maskdiff.modalities.text import pair_split
+
+        rows = pair_split(pipe.config, pipe.tokenizer, args.split)
+    return rows.tokens, None, rows.cond

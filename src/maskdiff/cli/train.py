@@ -60,6 +60,10 @@ TRAIN_OVERRIDES = [
     ("--sample-num", "train", "sample_num", positive_int),
     ("--peak-tflops", "train", "peak_tflops", positive_float),
     ("--wandb", "train", "wandb", str),
+    ("--pairs", "data", "pairs", str),
+    ("--lora-rank", "model", "lora_rank", nonneg_int),
+    ("--pairs-validation", "data", "pairs_validation", str),
+    ("--pairs-holdout", "data", "pairs_holdout", unit_float),
 ]
 
 
@@ -69,9 +73,11 @@ def register(sub) -> None:
     from maskdiff.schedules import SCHEDULES
 
     p = sub.add_parser("train", help="train or resume a run", description="Train a masked diffusion model, or resume the run in --run-dir from its newest valid checkpoint. Ctrl-C stops after the current step and saves a checkpoint.")
-    p.add_argument("--preset", default="tiny", help=f"starting recipe: {', '.join(PRESETS)} (default: tiny)")
+    p.add_argument("--preset", help=f"starting recipe: {', '.join(PRESETS)} (default: tiny, or the --init-from run's config)")
     p.add_argument("--config", type=Path, help="a config.json to start from instead of a preset")
     p.add_argument("--run-dir", type=Path, help="where config, checkpoints and logs go (default: runs/<preset>)")
+    p.add_argument("--init-from", type=Path, metavar="RUN", help="fine-tune a trained run: start from its config.json (unless --config "
+                   "or --preset) and the EMA weights of its newest checkpoint, in a new --run-dir (docs/conditional.md)")
     for flag, section, name, typ in TRAIN_OVERRIDES:
         extra = f" Choices: {', '.join(SCHEDULES)}." if name == "schedule" else ""
         p.add_argument(flag, type=typ, default=None, help=(describe_field(section, name) or "").replace("%", "%%") + extra)
@@ -82,6 +88,7 @@ def register(sub) -> None:
     p.add_argument("--masked-logits", action=argparse.BooleanOptionalAction, default=None,
                    help=describe_field("model", "masked_logits") + " (default: the preset's)")
     p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files (by default RUN/tb gets them when the tensorboard package is installed)")
+    p.add_argument("--activation-checkpointing", action="store_true", default=None, help=describe_field("train", "activation_checkpointing"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -91,7 +98,11 @@ def config_from_args(args):
     from maskdiff.config import RunConfig
     from maskdiff.presets import get_preset
 
-    if args.config:
+    if args.init_from and not args.config and not args.preset:
+        from maskdiff.runs import read_run_config
+
+        config = read_run_config(args.init_from)
+    elif args.config:
         try:
             config = RunConfig.from_dict(json.loads(args.config.read_text(encoding="utf-8")))
         except FileNotFoundError:
@@ -99,7 +110,7 @@ def config_from_args(args):
         except json.JSONDecodeError as err:
             raise MaskdiffError(f"config file {args.config} is not valid JSON ({err})") from None
     else:
-        config = get_preset(args.preset)
+        config = get_preset(args.preset or "tiny")
     for flag, section, name, _ in TRAIN_OVERRIDES:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
@@ -116,6 +127,10 @@ def config_from_args(args):
         config.train.tensorboard = False
     if args.masked_logits is not None:
         config.model.masked_logits = args.masked_logits
+    if args.init_from:
+        config.model.init_from = str(args.init_from)
+    if args.activation_checkpointing:
+        config.train.activation_checkpointing = True
     return config
 
 
@@ -124,12 +139,15 @@ def run(args) -> int:
 
     config = config_from_args(args)
     run_dir = args.run_dir or Path("runs") / config.preset
+    if args.init_from and (not args.run_dir or run_dir.resolve() == args.init_from.resolve()):
+        raise MaskdiffError("--init-from RUN starts a new run from RUN's weights; give --run-dir another folder")
     result = train(config, run_dir, progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 130 if result.interrupted else 0
     if result.resumed_from is not None and result.resumed_from >= config.train.steps:
         print(f"{run_dir} is already trained to step {result.step}; nothing to do (raise --steps to continue)")
     else:
-        how = f"resumed from step {result.resumed_from}" if result.resumed_from is not None else "from scratch"
+        how = (f"resumed from step {result.resumed_from}" if result.resumed_from is not None
+               else f"from the weights of {config.model.init_from}" if config.model.init_from else "from scratch")
         print(f"trained {run_dir} to step {result.step} ({how}, {result.seconds:.0f} s)")
     return 130 if result.interrupted else 0

@@ -6,6 +6,10 @@ Monte-Carlo estimate: each sequence gets its own estimate (averaged over ``passe
 mask), and the interval is over sequences, so it covers both the choice of text and the Monte-Carlo
 noise. Per-token figures are ratio estimates sum(NELBO) / sum(tokens) with a delta-method standard
 error, which handles a shorter last chunk.
+
+Conditional models (fine-tuned on prompt/response pairs) are evaluated with ``cond``, the prompt of each
+row: the figure is then the NELBO of the response given the prompt, per response token (the end-of-text
+padding included, since the model is trained to produce it) and per response (:meth:`EvalResult.per_sequence`).
 """
 from __future__ import annotations
 
@@ -16,12 +20,13 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from maskdiff.loss import DEFAULT_T_MIN, NELBOTerms, low_discrepancy_times, nelbo
+from maskdiff.loss import DEFAULT_T_MIN, NELBOTerms, low_discrepancy_times, nelbo, scored_positions
 from maskdiff.process import uniform
 from maskdiff.schedules import Schedule
 
-# (x0 (B, L), t (B,) on [t_min, 1], generator, valid (B, L) or None) -> per-sequence NELBO terms
-TermsFn = Callable[[Tensor, Tensor, torch.Generator, Optional[Tensor]], NELBOTerms]
+# (x0 (B, L), t (B,) on [t_min, 1], generator, valid (B, L) or None) -> per-sequence NELBO terms; with a
+# condition (the prompt of conditional models) it is called with a fifth argument, cond (B, L)
+TermsFn = Callable[..., NELBOTerms]
 
 
 def masked_terms(denoise, schedule: Schedule, *, t_min: float = DEFAULT_T_MIN, discrete_steps: Optional[int] = None,
@@ -29,8 +34,9 @@ def masked_terms(denoise, schedule: Schedule, *, t_min: float = DEFAULT_T_MIN, d
     """The NELBO terms of a plain masked-diffusion denoiser, continuous or discrete time; masked_only:
     logits at masked positions only (the same numbers, less work with a large vocabulary)."""
 
-    def terms(x, t, gen, valid):
-        return nelbo(denoise, x, t, schedule, gen, t_min=t_min, discrete_steps=discrete_steps, valid=valid, masked_only=masked_only)
+    def terms(x, t, gen, valid, cond=None):
+        return nelbo(denoise, x, t, schedule, gen, t_min=t_min, discrete_steps=discrete_steps, valid=valid, masked_only=masked_only,
+                     cond=cond)
 
     return terms
 
@@ -58,6 +64,7 @@ def nelbo_estimates(
     seed: int = 0,
     progress: bool = False,
     device=None,
+    cond: Optional[Tensor] = None,
 ) -> Tensor:
     """NELBO in nats of each row of ``tokens`` (N, L), averaged over ``passes`` estimates: (N,) float64.
 
@@ -65,7 +72,8 @@ def nelbo_estimates(
     Each pass draws stratified t over each batch (MDLM Sec. 3.4) and one mask per sequence; the
     reconstruction and prior terms are included. ``valid`` (N, L) marks real tokens (padding is never
     masked or counted, and the network does not attend to it). ``device``: where the batches go (the
-    model's; default: where ``tokens`` are); the estimates come back on the CPU.
+    model's; default: where ``tokens`` are); the estimates come back on the CPU. ``cond`` (N, L): the
+    condition (prompt) of each row, never masked or scored; the estimates are then conditional NELBOs.
     """
     N = tokens.shape[0]
     device = tokens.device if device is None else torch.device(device)
@@ -82,7 +90,8 @@ def nelbo_estimates(
             gen = _generator(seed, p, b)
             u = float(uniform((), gen, "cpu"))
             t = low_discrepancy_times(x.shape[0], u, t_min, device=device)
-            total[lo : lo + batch_size] += terms(x, t, gen, v).total.double().cpu()
+            c = () if cond is None else (cond[lo : lo + batch_size].to(device, non_blocking=True),)
+            total[lo : lo + batch_size] += terms(x, t, gen, v, *c).total.double().cpu()
             if bar is not None:
                 bar.update(x.shape[0])
     if bar is not None:
@@ -98,6 +107,7 @@ class EvalResult:
     tokens: Tensor
     bound: bool = True  # False for an exact likelihood (the autoregressive baseline): print "=", not "<="
     length: Optional[Tensor] = None  # -log p(row length) per row, included in nelbo ('pad' packing), or None
+    conditional: bool = False  # the NELBO of each row's response given its prompt (tokens: the response's)
 
     @property
     def nats_per_token(self) -> float:
@@ -113,6 +123,15 @@ class EvalResult:
         resid = y - r * n
         se = math.sqrt(float(k / (k - 1) * (resid**2).sum()) ) / float(n.sum())
         return float(r) - z * se, float(r) + z * se
+
+    def per_sequence(self, z: float = Z95):
+        """(mean, low, high) of the NELBO in nats per row (per response, for a conditional model)."""
+        y = self.nelbo.double()
+        mean = float(y.mean())
+        if y.numel() < 2:
+            return mean, mean, mean
+        half = z * float(y.std()) / math.sqrt(y.numel())
+        return mean, mean - half, mean + half
 
     def bits_per_token(self):
         """(estimate, low, high) in bits per token (bits per character for character models)."""
@@ -148,15 +167,18 @@ class EvalResult:
             "perplexity_ci95": [ppl[1], ppl[2]],
             "bound": self.bound,
             "length_nats": None if self.length is None else float(self.length.sum()),
+            **({"conditional": True, "nats_per_response": self.per_sequence()[0], "nats_per_response_ci95": list(self.per_sequence()[1:])}
+               if self.conditional else {}),
         }
 
 
-def evaluate(terms: TermsFn, tokens: Tensor, valid: Optional[Tensor], **kwargs) -> EvalResult:
+def evaluate(terms: TermsFn, tokens: Tensor, valid: Optional[Tensor], *, cond: Optional[Tensor] = None, **kwargs) -> EvalResult:
     """NELBO of every sequence of a split: see :func:`nelbo_estimates` for the arguments."""
-    est = nelbo_estimates(terms, tokens, valid, **kwargs)
-    counts = (valid.sum(-1).double().cpu() if valid is not None
+    est = nelbo_estimates(terms, tokens, valid, cond=cond, **kwargs)
+    scored = scored_positions(valid, cond)
+    counts = (scored.sum(-1).double().cpu() if scored is not None
               else torch.full((tokens.shape[0],), float(tokens.shape[1]), dtype=torch.float64, device="cpu"))
-    return EvalResult(est, counts)
+    return EvalResult(est, counts, conditional=cond is not None)
 
 
 def unigram_entropy_bits(stream: Tensor, vocab_size: int) -> float:

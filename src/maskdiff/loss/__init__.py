@@ -20,6 +20,7 @@ from maskdiff.loss.masked import (
     nelbo,
     prior_term,
     reconstruction_term,
+    scored_positions,
     token_counts,
 )
 
@@ -37,5 +38,6 @@ __all__ = [
     "nelbo",
     "prior_term",
     "reconstruction_term",
+    "scored_positions",
     "token_counts",
 ]

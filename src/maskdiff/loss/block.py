@@ -21,6 +21,10 @@ lower-variance training loss, not a bound; evaluation always takes the whole int
 a uniform, loss/masked.py :func:`importance_times`), on [t_min, 1] or, with clipped mask rates, with
 sqrt(a) uniform on [sqrt(lo), sqrt(hi)] and the weight 2 (sqrt(hi) - sqrt(lo)) / sqrt(a): the same
 expectation either way, a gradient of lower variance.
+
+``cond`` (B, L) marks a condition (a prompt, conditional training): those positions are never masked and
+never scored, so each block's term bounds -log p of its other positions given the clean blocks before it
+and the condition within it, and the sum bounds -log p(response | prompt).
 """
 from __future__ import annotations
 
@@ -89,6 +93,7 @@ def block_diffusion_term(
     noise: Optional[Tensor] = None,
     mask_rates: Optional[Tuple[float, float]] = None,
     time_sampler: str = "uniform",
+    cond: Optional[Tensor] = None,
 ) -> Tensor:
     """One-sample estimate of sum_k int_{t_min}^1 w(t) E_q[C_t^k] dt, one pass of the network. (B,).
 
@@ -117,25 +122,26 @@ def block_diffusion_term(
             a = lo + (hi - lo) * v  # masked fraction, uniform on [lo, hi]
             weight = (hi - lo) / a
         alpha = 1.0 - a
-    x_t = forward_mask(x0, _tokens(alpha, denoise.block_size, L), denoise.vocab_size, generator, noise=noise)
+    x_t = forward_mask(x0, _tokens(alpha, denoise.block_size, L), denoise.vocab_size, generator, noise=noise, fixed=cond)
     ce = block_cross_entropy(denoise, x_t, x0)  # (B, K)
     return (weight.to(ce.dtype) * ce).sum(-1)
 
 
 def block_reconstruction_term(denoise, x0: Tensor, t_min: float, schedule: Schedule,
-                              generator: Optional[torch.Generator] = None) -> Tensor:
+                              generator: Optional[torch.Generator] = None, *, cond: Optional[Tensor] = None) -> Tensor:
     """sum_k R^k(t_min): every block masked at t_min, each seeing the clean blocks before it. (B,)."""
     t = torch.full((x0.shape[0],), t_min, dtype=torch.float64, device=x0.device)
-    x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator)
+    x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=cond)
     if not bool((x_t == denoise.vocab_size).any()):
         return torch.zeros(x0.shape[0], device=x0.device)
     return block_cross_entropy(denoise, x_t, x0).sum(-1)
 
 
 def block_nelbo(denoise, x0: Tensor, t: Tensor, schedule: Schedule, generator: Optional[torch.Generator] = None, *,
-                t_min: float = DEFAULT_T_MIN) -> NELBOTerms:
-    """The three terms of the block NELBO for evaluation (the whole interval), per sequence."""
-    diffusion = block_diffusion_term(denoise, x0, t, schedule, generator, t_min=t_min)
-    recon = block_reconstruction_term(denoise, x0, t_min, schedule, generator)
+                t_min: float = DEFAULT_T_MIN, cond: Optional[Tensor] = None) -> NELBOTerms:
+    """The three terms of the block NELBO for evaluation (the whole interval), per sequence; with ``cond``,
+    of the other positions given the condition."""
+    diffusion = block_diffusion_term(denoise, x0, t, schedule, generator, t_min=t_min, cond=cond)
+    recon = block_reconstruction_term(denoise, x0, t_min, schedule, generator, cond=cond)
     return NELBOTerms(diffusion=diffusion.float(), reconstruction=recon.float(),
-                      prior=prior_term(x0, schedule, denoise.vocab_size).float(), tokens=token_counts(x0))
+                      prior=prior_term(x0, schedule, denoise.vocab_size, cond=cond).float(), tokens=token_counts(x0, cond=cond))

@@ -7,7 +7,8 @@ Per sequence, with C_t the masked cross-entropy  sum_{n masked in x_t} -log mu_t
     NELBO_T(x_0) = sum_{i=1}^T E_q[(alpha_s - alpha_t)/(1 - alpha_t) C_t]  +  R(0)  +  P  (discrete)
 
 Each function returns an unbiased one-sample estimate per sequence, shape (B,). The weights come from
-the schedule and nowhere else. Padding (``valid`` False) is never masked and never counted.
+the schedule and nowhere else. Padding (``valid`` False) is never masked and never counted; neither is
+the condition of conditional training (``cond`` True: the prompt), which the network sees unmasked.
 """
 from __future__ import annotations
 
@@ -143,6 +144,7 @@ def continuous_diffusion_term(
     masked_only: bool = False,
     cost: Optional[Callable[..., Tensor]] = None,
     time_sampler: str = "uniform",
+    cond: Optional[Tensor] = None,
 ) -> Tensor:
     """One-sample estimate of int_{t_min}^1 w(t) E_q[C_t] dt for t ~ U[t_min, 1] (MD4 eq. 5).
 
@@ -151,7 +153,8 @@ def continuous_diffusion_term(
     (:func:`masked_only_cross_entropy`; the same value). cost: ``cost(denoise, x_t, t, x0, valid) -> (B,)``
     in place of the cross-entropy C_t (SEDD's score entropy, loss/score_entropy.py).
     time_sampler: 'uniform' uses t as drawn; 'importance' maps it with :func:`importance_times` (same
-    expectation, lower variance; for training). Returns (B,).
+    expectation, lower variance; for training). cond: optional (B, L) bool, the condition (a prompt):
+    never masked, so never scored. Returns (B,).
     """
     if time_sampler not in TIME_SAMPLERS:
         raise MaskdiffError(f"unknown time sampler {time_sampler!r}; choose one of: {', '.join(TIME_SAMPLERS)}")
@@ -161,7 +164,7 @@ def continuous_diffusion_term(
         t = t64.to(t.dtype)
     else:
         weight = (1.0 - t_min) * schedule.weight(t64)  # density of U[t_min, 1] is 1/(1 - t_min)
-    x_t = forward_mask(x0, schedule.alpha(t64), denoise.vocab_size, generator, fixed=_fixed(valid), noise=noise)
+    x_t = forward_mask(x0, schedule.alpha(t64), denoise.vocab_size, generator, fixed=_fixed(valid, cond), noise=noise)
     ce = _cross_entropy(denoise, x_t, t, x0, valid, masked_only) if cost is None else cost(denoise, x_t, t, x0, valid)
     return weight.to(ce.dtype) * ce
 
@@ -178,6 +181,7 @@ def discrete_diffusion_term(
     noise: Optional[Tensor] = None,
     masked_only: bool = False,
     step_prob: Optional[Tensor] = None,
+    cond: Optional[Tensor] = None,
 ) -> Tensor:
     """One-sample estimate of sum_{i=1}^T E_q[(alpha_s - alpha_t)/(1 - alpha_t) C_t] (MDLM eq. 8).
 
@@ -187,7 +191,7 @@ def discrete_diffusion_term(
     """
     t = step.to(torch.float64) / steps
     s = (step.to(torch.float64) - 1.0) / steps
-    x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=_fixed(valid), noise=noise)
+    x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=_fixed(valid, cond), noise=noise)
     ce = _cross_entropy(denoise, x_t, t.float(), x0, valid, masked_only)
     if step_prob is not None:
         return (schedule.discrete_weight(s, t) / step_prob).to(ce.dtype) * ce
@@ -203,26 +207,37 @@ def reconstruction_term(
     *,
     valid: Optional[Tensor] = None,
     masked_only: bool = False,
+    cond: Optional[Tensor] = None,
 ) -> Tensor:
     """R(t_min) = E_q[C_{t_min}]: the slice [0, t_min] that the continuous term leaves out. (B,).
 
     With alpha_{t_min} = 1 (t_min = 0 on an exact schedule) nothing is masked and it is exactly 0.
     """
     t = torch.full((x0.shape[0],), t_min, dtype=torch.float64, device=x0.device)
-    x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=_fixed(valid))
+    x_t = forward_mask(x0, schedule.alpha(t), denoise.vocab_size, generator, fixed=_fixed(valid, cond))
     masked = x_t == denoise.vocab_size
     if not bool(masked.any()):
         return torch.zeros(x0.shape[0], device=x0.device)
     return _cross_entropy(denoise, x_t, t.float(), x0, valid, masked_only)
 
 
-def prior_term(x0: Tensor, schedule: Schedule, vocab_size: int, *, valid: Optional[Tensor] = None) -> Tensor:
+def prior_term(x0: Tensor, schedule: Schedule, vocab_size: int, *, valid: Optional[Tensor] = None,
+               cond: Optional[Tensor] = None) -> Tensor:
     """P = KL(q(x_1 | x_0) || p(x_1)) = n_tokens * alpha_1 * log V, zero when alpha_1 = 0. (B,)."""
-    return token_counts(x0, valid) * (schedule.alpha_1 * math.log(vocab_size))
+    return token_counts(x0, valid, cond) * (schedule.alpha_1 * math.log(vocab_size))
 
 
-def token_counts(x0: Tensor, valid: Optional[Tensor] = None) -> Tensor:
-    """Number of real (non-padding) tokens per sequence, float (B,)."""
+def scored_positions(valid: Optional[Tensor], cond: Optional[Tensor]) -> Optional[Tensor]:
+    """The positions a NELBO scores, (B, L) bool: real tokens (``valid``) outside the condition (``cond``);
+    None when every position counts."""
+    if cond is None:
+        return valid
+    return ~cond if valid is None else valid & ~cond
+
+
+def token_counts(x0: Tensor, valid: Optional[Tensor] = None, cond: Optional[Tensor] = None) -> Tensor:
+    """Number of scored tokens per sequence (real, not padding, not the condition), float (B,)."""
+    valid = scored_positions(valid, cond)
     if valid is None:
         return torch.full((x0.shape[0],), float(x0.shape[1]), device=x0.device)
     return valid.sum(-1).float()
@@ -253,29 +268,34 @@ def nelbo(
     discrete_steps: Optional[int] = None,
     valid: Optional[Tensor] = None,
     masked_only: bool = False,
+    cond: Optional[Tensor] = None,
 ) -> NELBOTerms:
     """All three terms of the NELBO for evaluation.
 
     t is (B,) on [t_min, 1] in both cases (as :func:`low_discrepancy_times` makes it). Continuous time
     (``discrete_steps`` None) uses it as the diffusion time. Discrete time with T steps maps it to
     u = (t - t_min)/(1 - t_min) on [0, 1) and picks the step i = floor(u T) + 1; the reconstruction is
-    then R(0).
+    then R(0). cond: (B, L) bool, the condition (a prompt): the terms are then the NELBO of the rest given it.
     """
     vocab = denoise.vocab_size
     if discrete_steps is None:
-        diffusion = continuous_diffusion_term(denoise, x0, t, schedule, generator, t_min=t_min, valid=valid, masked_only=masked_only)
-        recon = reconstruction_term(denoise, x0, t_min, schedule, generator, valid=valid, masked_only=masked_only)
+        diffusion = continuous_diffusion_term(denoise, x0, t, schedule, generator, t_min=t_min, valid=valid, masked_only=masked_only,
+                                              cond=cond)
+        recon = reconstruction_term(denoise, x0, t_min, schedule, generator, valid=valid, masked_only=masked_only, cond=cond)
     else:
         step = discrete_step(t, discrete_steps, t_min)
-        diffusion = discrete_diffusion_term(denoise, x0, step, discrete_steps, schedule, generator, valid=valid, masked_only=masked_only)
-        recon = reconstruction_term(denoise, x0, 0.0, schedule, generator, valid=valid, masked_only=masked_only)
+        diffusion = discrete_diffusion_term(denoise, x0, step, discrete_steps, schedule, generator, valid=valid, masked_only=masked_only,
+                                            cond=cond)
+        recon = reconstruction_term(denoise, x0, 0.0, schedule, generator, valid=valid, masked_only=masked_only, cond=cond)
     return NELBOTerms(
         diffusion=diffusion.float(),
         reconstruction=recon.float(),
-        prior=prior_term(x0, schedule, vocab, valid=valid).float(),
-        tokens=token_counts(x0, valid),
+        prior=prior_term(x0, schedule, vocab, valid=valid, cond=cond).float(),
+        tokens=token_counts(x0, valid, cond),
     )
 
 
-def _fixed(valid: Optional[Tensor]) -> Optional[Tensor]:
-    return None if valid is None else ~valid
+def _fixed(valid: Optional[Tensor], cond: Optional[Tensor] = None) -> Optional[Tensor]:
+    """Positions the forward process leaves clean: padding and the condition."""
+    scored = scored_positions(valid, cond)
+    return None if scored is None else ~scored

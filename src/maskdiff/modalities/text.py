@@ -86,6 +86,14 @@ def tokenizer_name(config: RunConfig) -> str:
     return str(Path(name).resolve()) if name not in ("text8", "chars", "bytes", "gpt2", "bert") else name
 
 
+def pair_split(config: RunConfig, tokenizer, split: str):
+    """One split of the prompt/response pairs of data.pairs (conditional training): PairRows."""
+    from maskdiff.data.pairs import pair_rows
+
+    d = config.data
+    return pair_rows(tokenizer, d.length, d.pairs, split, validation=d.pairs_validation, holdout=d.pairs_holdout)
+
+
 class Text(Modality):
     name = "text"
     unit = "BPC"
@@ -122,6 +130,10 @@ class Text(Modality):
     def training_source(self, config: RunConfig, tokenizer):
         from maskdiff.data.sources import PreparedRowSource, PreparedWindowSource, RowSource, WindowSource
 
+        if config.data.pairs:  # conditional training: prompt/response rows (data/pairs.py)
+            from maskdiff.data.pairs import PairSource
+
+            return PairSource(pair_split(config, tokenizer, "train"))
         if is_prepared(config.data.corpus):  # windows and rows read from the shard files
             if config.data.packing == "pad":
                 return PreparedRowSource(prepared_rows(config.data.corpus, tokenizer, "train", config.data.length))

@@ -112,14 +112,32 @@ class HFMaskedLM(nn.Module):
         finally:
             tr.logging.set_verbosity(level)
         own = self.model.state_dict()
+        plain = {k.replace(".base_layer.", "."): k for k in own}  # a LoRA layer wraps the pretrained one as base_layer
         theirs = loaded.state_dict()
-        wrong = [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
+        wrong = [k for k in plain if k in theirs and own[plain[k]].shape != theirs[k].shape]
         if wrong:
             raise ValueError(f"{folder} does not fit this network: shape of {wrong[:3]}")
         missing = sorted(set(info.get("missing_keys", [])))
-        kept = {k: v for k, v in self.model.state_dict().items() if k in missing}
-        self.model.load_state_dict(dict(theirs, **kept), strict=False)
+        kept = {plain[k]: own[plain[k]] for k in missing if k in plain}
+        self.model.load_state_dict(dict({plain[k]: v for k, v in theirs.items() if k in plain}, **kept), strict=False)
         return {"missing": missing, "unexpected": sorted(set(info.get("unexpected_keys", [])))}
+
+    def add_lora(self, rank: int) -> None:
+        """LoRA adapters of rank ``rank`` (lora_alpha = 2 rank, peft) on every linear layer outside the output
+        head, whose weights are then frozen; the head stays trainable, except a matrix tied to the input
+        embedding. Call before loading weights: the wrapped layers keep theirs under ``base_layer``."""
+        try:
+            import peft
+        except ImportError:
+            raise ImportError("LoRA needs peft; pip install 'maskdiff[lora]'") from None
+        head = self._head
+        lora = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                               exclude_modules=f"{head}.*" if head else None)
+        peft.inject_adapter_in_model(lora, self.model)
+        tied = {owner for _, owner in self._tied} | {alias for alias, _ in self._tied}
+        for name, p in self.named_parameters():
+            if head and name.startswith(f"model.{head}.") and name not in tied:
+                p.requires_grad_(True)
 
     def output_bias(self) -> nn.Parameter:
         return self.model.get_output_embeddings().bias

@@ -18,6 +18,8 @@ from maskdiff.sampling.common import SampleOutput
 from maskdiff.sampling.request import CheckedRequest, draw
 from maskdiff.schedules import Schedule
 
+CONDITIONAL_OBJECTIVES = ("masked", "block", "ar")  # the objectives with ``conditional`` (a test checks it)
+
 
 def network_arguments(config: RunConfig, vocab_size: int, objective: Type["Objective"]) -> Tuple[str, Dict[str, Any]]:
     """(backbone, the keyword arguments of its network class) of a run (model.backbone), shaped by what the
@@ -63,6 +65,8 @@ def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective
         from maskdiff.networks.masked_lm import HFMaskedLM
 
         network = HFMaskedLM.from_config(arguments)
+        if config.model.lora_rank:
+            network.add_lora(config.model.lora_rank)
         if network.vocab_size != vocab_size:
             raise MaskdiffError(f"the Hugging Face backbone has {network.vocab_size} tokens but the tokenizer has {vocab_size}; "
                                 "use the tokenizer the backbone was trained with (e.g. --tokenizer bert for MiniLM)")
@@ -127,6 +131,9 @@ class Objective(nn.Module):
     """carry_over and zero_mask may be switched off (MDLM's SUBS ablation)."""
     class_conditional = False
     """Class-conditional training (model.num_classes) is supported."""
+    conditional = False
+    """Conditional training on prompt/response pairs (data.pairs): the losses keep a per-position condition
+    (the prompt) out of the forward process and the score (``cond`` of :meth:`train_loss`, :meth:`eval_terms`)."""
     learns_schedule = False
     """The masking schedule is trained with the network (GenMD4's per-token exponents)."""
     block_network = False
@@ -209,6 +216,10 @@ class Objective(nn.Module):
                 raise MaskdiffError(f"sequence length {config.data.length} exceeds the backbone's {limit} positions")
         if cls.continuous_time_only and dc.discrete_steps:
             raise MaskdiffError(f"{cls.name} trains in continuous time; set discrete_steps to 0")
+        if config.data.pairs and not cls.conditional:
+            raise MaskdiffError(_not_conditional(cls.name))
+        if config.data.pairs and ablated:
+            raise MaskdiffError("conditional training (data.pairs) needs SUBS: leave carry_over and zero_mask on")
 
     def describe_estimate(self, discrete_steps: Optional[int] = None) -> str:
         """What :meth:`eval_terms` computes, in words."""
@@ -291,18 +302,36 @@ class Objective(nn.Module):
         """(what to backpropagate (B,), the NELBO estimate to log (B,)), in nats per sequence.
 
         t: (B,) on [t_min, 1]; noise: (noise_draws, B, L) float64 uniforms for the masks; labels: (B,)
-        class labels of a class-conditional masked model (the null class included)."""
+        class labels of a class-conditional masked model (the null class included). Objectives with
+        ``conditional`` also take ``cond`` (B, L) bool, the prompt: never masked, never scored."""
         raise NotImplementedError
 
     def eval_terms(self, x0: Tensor, t: Tensor, generator: torch.Generator, valid: Optional[Tensor] = None,
                    discrete_steps: Optional[int] = None) -> NELBOTerms:
+        """Per-sequence NELBO terms; objectives with ``conditional`` also take ``cond`` (B, L), and their terms
+        are then those of the rest of the row given the condition."""
         raise NotImplementedError
 
-    def forward(self, x0: Tensor, t: Tensor, noise: Tensor, valid: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> Tensor:
+    def check_conditional(self, cond: Optional[Tensor]) -> dict:
+        """The keyword that passes a condition mask to :meth:`train_loss` / :meth:`eval_terms` ({} without one);
+        refuses one where this objective cannot honour it."""
+        if cond is None:
+            return {}
+        if not self.conditional:
+            raise MaskdiffError(_not_conditional(self.name))
+        return {"cond": cond}
+
+    def forward(self, x0: Tensor, t: Tensor, noise: Tensor, valid: Optional[Tensor] = None, labels: Optional[Tensor] = None,
+                cond: Optional[Tensor] = None) -> Tensor:
         """One training step's losses as (2, B): what to backpropagate and the NELBO to log (:meth:`train_loss`),
-        the call DDP and FSDP2 wrap (distributed.py)."""
-        loss, nelbo = self.train_loss(x0, t, noise, valid=valid, labels=labels)
+        the call DDP and FSDP2 wrap (distributed.py). cond: (B, L) the prompt of conditional training, or None."""
+        loss, nelbo = self.train_loss(x0, t, noise, valid=valid, labels=labels, **self.check_conditional(cond))
         return torch.stack([loss, nelbo.to(loss.dtype)])
+
+
+def _not_conditional(name: str) -> str:
+    return (f"the {name} objective cannot keep a prompt out of its forward process; conditional training on pairs "
+            f"(data.pairs) works with the objectives: {', '.join(CONDITIONAL_OBJECTIVES)}")
 
 
 def _to_checkpoint_names(module: Objective, state_dict, prefix: str, local_metadata) -> None:

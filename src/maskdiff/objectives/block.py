@@ -24,6 +24,7 @@ class BlockDiffusion(Objective):
     block_network = True
     streams = 2
     any_length = True
+    conditional = True
 
     def __init__(self, config: RunConfig, vocab_size: int):
         super().__init__(config, vocab_size)
@@ -56,16 +57,16 @@ class BlockDiffusion(Objective):
         d = self.config.diffusion
         return None if (d.mask_rate_min, d.mask_rate_max) == (0.0, 1.0) else (d.mask_rate_min, d.mask_rate_max)
 
-    def train_loss(self, x0, t, noise, valid=None, labels=None):
+    def train_loss(self, x0, t, noise, valid=None, labels=None, cond=None):
         d = self.config.diffusion
         per_seq = block_diffusion_term(self.denoiser, x0, t, self.schedule, t_min=d.t_min, noise=noise[0],
-                                       mask_rates=self.mask_rates, time_sampler=d.time_sampler)
+                                       mask_rates=self.mask_rates, time_sampler=d.time_sampler, cond=cond)
         return per_seq, per_seq.detach()  # with clipped mask rates the logged figure is that loss, not a bound
 
-    def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None):
+    def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None, cond=None):
         if discrete_steps:
             raise MaskdiffError("the block objective evaluates in continuous time; leave out --discrete-steps")
-        return block_nelbo(self.denoiser, x0, t, self.schedule, generator, t_min=self.config.diffusion.t_min)
+        return block_nelbo(self.denoiser, x0, t, self.schedule, generator, t_min=self.config.diffusion.t_min, cond=cond)
 
     def own_sample(self, shape, *, steps, generator, x_init=None, progress=False, **kwargs):
         from maskdiff.sampling.block import block_sample

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from maskdiff.config import RunConfig
 from maskdiff.denoiser import BoundCondition, SUBSDenoiser
+from maskdiff.errors import MaskdiffError
 from maskdiff.loss import (NELBOTerms, continuous_diffusion_term, discrete_diffusion_term, discrete_step, importance_steps, nelbo,
                           prior_term, token_counts)
 from maskdiff.loss.ablation import decoder_term, full_kl_discrete_term
@@ -23,6 +24,7 @@ class MaskedDiffusion(Objective):
     discrete_time_eval = True
     subs_switches = True
     class_conditional = True
+    conditional = True
 
     @classmethod
     def predicts_mask(cls, config: RunConfig) -> bool:
@@ -46,7 +48,7 @@ class MaskedDiffusion(Objective):
                             max_length=self.config.data.length, carry_over=d.carry_over, zero_mask=d.zero_mask)
 
     def _diffusion(self, x0, t, noise, valid, steps: Optional[int], generator=None, labels=None,
-                   time_sampler: str = "uniform") -> Tensor:
+                   time_sampler: str = "uniform", cond=None) -> Tensor:
         d = self.config.diffusion
         den = self.denoiser if labels is None else BoundCondition(self.denoiser, labels)
         if steps:
@@ -58,9 +60,9 @@ class MaskedDiffusion(Objective):
                 return full_kl_discrete_term(self.denoiser.full_log_probs, x0, i, steps, self.schedule, self.vocab_size,
                                              generator, valid=valid, noise=noise, step_prob=prob)
             return discrete_diffusion_term(den, x0, i, steps, self.schedule, generator, valid=valid, noise=noise,
-                                           masked_only=self.masked_only, step_prob=prob)
+                                           masked_only=self.masked_only, step_prob=prob, cond=cond)
         return continuous_diffusion_term(den, x0, t, self.schedule, generator, t_min=d.t_min, valid=valid, noise=noise,
-                                         masked_only=self.masked_only, time_sampler=time_sampler)
+                                         masked_only=self.masked_only, time_sampler=time_sampler, cond=cond)
 
     def _decoder(self, x0, valid, generator=None, noise=None) -> Tensor:
         """The ablation's t = 0 term (loss/ablation.py): zero only with carry-over and alpha_0 = 1."""
@@ -69,19 +71,22 @@ class MaskedDiffusion(Objective):
         return decoder_term(self.denoiser.full_log_probs, x0, self.schedule, self.vocab_size, generator,
                             valid=valid, noise=noise)
 
-    def train_loss(self, x0, t, noise, valid=None, labels=None):
+    def train_loss(self, x0, t, noise, valid=None, labels=None, cond=None):
         d = self.config.diffusion
-        per_seq = self._diffusion(x0, t, noise[0], valid, d.discrete_steps or None, labels=labels, time_sampler=d.time_sampler)
+        per_seq = self._diffusion(x0, t, noise[0], valid, d.discrete_steps or None, labels=labels, time_sampler=d.time_sampler,
+                                  cond=cond)
         if self.ablated:
             per_seq = per_seq + self._decoder(x0, valid, noise=noise[0])  # same uniforms: each term stays unbiased
         return per_seq, per_seq.detach()
 
-    def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None):
+    def eval_terms(self, x0, t, generator, valid=None, discrete_steps=None, cond=None):
         d = self.config.diffusion
         steps = discrete_steps or (d.discrete_steps if self.ablated else None)
         if not self.ablated:
             return nelbo(self.denoiser, x0, t, self.schedule, generator, t_min=d.t_min, discrete_steps=steps, valid=valid,
-                         masked_only=self.masked_only)
+                         masked_only=self.masked_only, cond=cond)
+        if cond is not None:
+            raise MaskdiffError("a condition (prompt) needs SUBS; this run is MDLM's ablation (carry_over or zero_mask off)")
         diffusion = self._diffusion(x0, t, None, valid, steps, generator)
         recon = self._decoder(x0, valid, generator)
         return NELBOTerms(diffusion.float(), recon.float(), prior_term(x0, self.schedule, self.vocab_size, valid=valid).float(),

@@ -1,0 +1,55 @@
+"""The weights a new run starts from, before its first step: a trained run's (model.init_from: the EMA
+weights of its newest valid checkpoint, for fine-tuning), else those model.pretrained names, else the
+fresh initialisation. A resumed run takes its own checkpoint instead (train.py ``_load_start``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from maskdiff.checkpoint import latest_valid_checkpoint, prefixed_weights, read_tensors
+from maskdiff.config import RunConfig
+from maskdiff.errors import MaskdiffError
+from maskdiff.runs import read_run_config
+
+# what must agree between a run and the run it is initialised from for the weights to fit and mean the same
+SAME = ("model.width", "model.depth", "model.heads", "model.mlp_ratio", "model.cond_dim", "model.time_conditioned",
+        "model.num_classes", "model.local_mixing", "model.backbone", "model.hf_config", "data.length", "data.tokenizer",
+        "data.form", "data.modality", "diffusion.objective", "diffusion.block_size", "diffusion.zero_mask")
+
+
+def check_init_from(config: RunConfig) -> None:
+    """Refuse, before anything is written, a model.init_from that is not a trained run whose network and
+    tokenizer are this run's, naming the first fields that differ."""
+    source = config.model.init_from
+    if not source:
+        return
+    if config.model.pretrained and config.model.backbone != "hf":
+        raise MaskdiffError("model.init_from and model.pretrained both name starting weights; keep one")
+    theirs = read_run_config(source)
+    mine_d, theirs_d = config.to_dict(), theirs.to_dict()
+    differ = [f"{name}: {_field(theirs_d, name)!r} there, {_field(mine_d, name)!r} here" for name in SAME
+              if _field(theirs_d, name) != _field(mine_d, name)]
+    if differ:
+        raise MaskdiffError(f"--init-from {source}: that run's network or tokenizer differs ({'; '.join(differ[:3])}); "
+                            "start from its config (maskdiff train --init-from RUN without --preset or --config)")
+    if latest_valid_checkpoint(Path(source), warn=lambda *_: None) is None:
+        raise MaskdiffError(f"--init-from {source}: that run has no valid checkpoint; train it first")
+
+
+def _field(d: dict, dotted: str):
+    section, name = dotted.split(".")
+    return d[section][name]
+
+
+def initialise(objective, config: RunConfig, log=None) -> None:
+    """Load the starting weights of a fresh run into ``objective``: model.init_from's EMA (raw weights for a
+    run without EMA), else model.pretrained's (:meth:`Objective.init_from_pretrained`), else nothing."""
+    source = config.model.init_from
+    if source:
+        path, _ = latest_valid_checkpoint(Path(source), warn=log or (lambda *_: None))
+        tensors = read_tensors(path / "model.safetensors")
+        prefix = "ema" if any(k.startswith("ema.") for k in tensors) else "model"
+        objective.load_weights(prefixed_weights(tensors, prefix, path), path)
+        if log is not None:
+            log(f"network initialised from the {prefix} weights of {path}")
+    elif config.model.pretrained:
+        objective.init_from_pretrained(log=log)
