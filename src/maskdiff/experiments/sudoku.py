@@ -54,6 +54,8 @@ class SudokuScale(ModelScale):
     """Seeds: each trains both models from its own initialisation and samples with its own draws."""
     board: str = "9x9"
     """The Sudoku board (``maskdiff.tasks.sudoku.BOARDS``): 4x4, 6x6 or 9x9."""
+    absolute_positions: bool = False
+    """Both networks add learned absolute position embeddings to the rotary ones (ModelConfig.absolute_positions)."""
 
 
 SUDOKU_SCALES: Dict[str, SudokuScale] = {
@@ -115,6 +117,7 @@ def train_model(objective: str, scale: SudokuScale, pool: torch.Tensor, seed: in
 
     cfg = model_config(scale, scale.lr, scale.steps, seed)
     cfg.diffusion.objective = objective
+    cfg.model.absolute_positions = scale.absolute_positions
     board = sudoku.get_board(scale.board)
     cfg.data.length = board.cells * (1 if objective == "masked" else 2)
     tc = cfg.train
