@@ -4,14 +4,14 @@ Masked diffusion and the autoregressive baseline are trained from scratch at eac
 network (size, steps, batch, learning rate) and the same stream of grids (``maskdiff.tasks.sudoku``: a
 pool of random full grids, each step's batch under random symmetries of Sudoku):
 
-* masked diffusion learns the law of solved grids (81 tokens, every one scored) and solves a puzzle by
-  infilling: the clues are fixed tokens of ``x_init``, the blank cells start masked;
-* the autoregressive baseline learns p(solution | puzzle) on "puzzle then solution" sequences (162
+* masked diffusion learns the law of solved grids (C = n * n tokens, 81 on 9x9, every one scored) and
+  solves a puzzle by infilling: the clues are fixed tokens of ``x_init``, the blank cells start masked;
+* the autoregressive baseline learns p(solution | puzzle) on "puzzle then solution" sequences (2C
   tokens: the puzzle, a random blanking of the step's grid, is read but not scored, so both models score
-  81 tokens per grid; the baseline's network reads twice the positions) and writes the solution left to
+  C tokens per grid; the baseline's network reads twice the positions) and writes the solution left to
   right, greedily.
 
-Masked diffusion decodes the blanks in four ways, each on a grid of T = 81 steps: random order with
+Masked diffusion decodes the blanks in four ways, each on a grid of T = C steps: random order with
 values drawn from mu (the ancestral chain through its cache) or with argmax values (the greedy chain,
 which isolates the order), the most probable candidate first and the largest margin between the two
 most probable values first (the confidence sampler, argmax values, ``score`` probability or margin; Kim
@@ -40,7 +40,7 @@ NOT_RESOLVED = "not resolved at this scale"
 
 @dataclass
 class SudokuScale(ModelScale):
-    """The size of the Sudoku comparison (``length`` is unused: 81 cells, 162 for the baseline)."""
+    """The size of the Sudoku comparison (``length`` is unused: the board's cells, twice that for the baseline)."""
 
     lr: float
     """Peak learning rate of both models."""
@@ -65,6 +65,9 @@ SUDOKU_SCALES: Dict[str, SudokuScale] = {
     # easy puzzles (55 to 65 clues); six models: 28 minutes on 2 CPU cores shared with other work (load average 13-19)
     "cpu": SudokuScale(width=64, depth=3, heads=4, length=81, batch_size=32, steps=400, lr=3e-3, pool=2000, clues=(55, 65),
                        test=100, seeds=3),
+    # 6x6 (2x3 boxes), hard puzzles (12 to 14 clues of 36), learned absolute positions: the models learn the rules
+    "cpu-6x6": SudokuScale(width=64, depth=3, heads=4, length=36, batch_size=64, steps=600, lr=5e-3, pool=2000, clues=(12, 14),
+                           test=100, seeds=3, board="6x6", absolute_positions=True),
 }
 
 DECODERS: Tuple[Tuple[str, str, dict], ...] = (
@@ -145,7 +148,7 @@ def train_model(objective: str, scale: SudokuScale, pool: torch.Tensor, seed: in
 
 
 def solve_with(denoise, schedule, sampler: str, options: dict, puzzles: torch.Tensor, seed: int) -> Tuple[torch.Tensor, float]:
-    """(answers (N, 81), network calls per puzzle) on ``puzzles`` with a registry sampler: a masked
+    """(answers (N, C), network calls per puzzle) on ``puzzles`` with a registry sampler: a masked
     denoiser and its schedule (the clues fixed in ``x_init``), or the autoregressive model's ``denoise``
     (the puzzle as the prefix; ``schedule`` unused)."""
     from maskdiff.sampling.registry import REGISTRY
