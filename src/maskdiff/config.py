@@ -39,6 +39,10 @@ class ModelConfig:
     init: str = "default"
     """Weight initialisation: 'default' (PyTorch's for linear layers, std 1/sqrt(3 fan_in), as MDLM's
     reference) or 'gpt2' (normal, std 0.02, the choice before; 2.5x smaller at width 128)."""
+    absolute_positions: bool = False
+    """Add a learned embedding of each absolute position to the token embeddings (backbone 'dit' only),
+    besides the rotary (relative) positions: where a position sits matters for the task (Sudoku's rows,
+    columns and boxes, maskdiff.tasks.sudoku). Off by default: the network is unchanged."""
     local_mixing: int = 0
     """Kernel size (odd; 0 = none) of a depthwise convolution over positions at the start of every block:
     a masked position sees its neighbours' tokens without first learning to aim attention at them, which
@@ -287,6 +291,8 @@ class RunConfig:
             raise MaskdiffError("a Hugging Face masked LM is not time- or class-conditioned; leave out time_conditioned and num_classes")
         if m.init not in INITS:
             raise MaskdiffError(f"unknown init {m.init!r}; choose one of: {', '.join(INITS)}")
+        if m.absolute_positions and m.backbone != "dit":
+            raise MaskdiffError(f"absolute_positions needs backbone 'dit' (maskdiff's transformer), got {m.backbone!r}")
         if m.local_mixing < 0 or m.local_mixing % 2 == 0 and m.local_mixing:
             raise MaskdiffError(f"local_mixing must be 0 (none) or an odd kernel size (3, 5, ...), got {m.local_mixing}")
         if self.diffusion.time_sampler not in TIME_SAMPLERS:

@@ -79,3 +79,41 @@ def test_symmetries_keep_grids_valid_and_formats_round_trip():
         sudoku.from_text("123")
     with pytest.raises(MaskdiffError, match=r"clues must be in \[17, 81\]"):
         sudoku.make_puzzle(GRID, 10, __import__("random").Random(0))
+
+
+def rules_hold_on(grid, box_rows, box_cols):
+    """Every row, column and box_rows x box_cols box of an n x n grid holds 1..n once (independent of the
+    module's unit table)."""
+    n = box_rows * box_cols
+    rows = [grid[n * r: n * r + n] for r in range(n)]
+    cols = [[grid[n * r + c] for r in range(n)] for c in range(n)]
+    boxes = [[grid[n * (r0 + r) + c0 + c] for r in range(box_rows) for c in range(box_cols)]
+             for r0 in range(0, n, box_rows) for c0 in range(0, n, box_cols)]
+    return all(sorted(u) == list(range(1, n + 1)) for u in rows + cols + boxes)
+
+
+@pytest.mark.parametrize("name, box, clues", [("4x4", (2, 2), (5, 8)), ("6x6", (2, 3), (12, 18))])
+def test_small_boards_generate_unique_valid_puzzles_deterministically(name, box, clues):
+    board = sudoku.get_board(name)
+    a, b = sudoku.generate(5, clues, seed=7, board=board), sudoku.generate(5, clues, seed=7, board=board)
+    assert torch.equal(a.puzzles, b.puzzles) and torch.equal(a.solutions, b.solutions)
+    assert a.puzzles.shape == (5, board.cells) and not torch.equal(a.solutions, sudoku.generate(5, clues, 8, board).solutions)
+    for p, s in zip(a.puzzles.tolist(), a.solutions.tolist()):
+        assert rules_hold_on(s, *box) and sudoku.is_solution(p, s, board)
+        assert clues[0] <= sum(d != 0 for d in p) <= clues[1] and all(d == 0 or d == x for d, x in zip(p, s))
+        assert sudoku.count_solutions(p, board=board) == 1 and sudoku.solve(p, board) == s
+        assert sudoku.from_text(sudoku.to_text(p, board), board) == p
+    shuffled = sudoku.shuffle_grids(a.solutions, torch.Generator().manual_seed(0), board)
+    assert all(rules_hold_on(g, *box) for g in shuffled.tolist()) and not torch.equal(shuffled, a.solutions)
+    bad = list(a.solutions[0].tolist())
+    bad[0], bad[1] = bad[1], bad[0]  # its row still holds 1..n, two columns do not
+    assert not sudoku.is_solution([0] * board.cells, bad, board)
+
+
+def test_4x4_has_288_grids_and_bad_boards_are_named():
+    four = sudoku.get_board("4x4")
+    assert sudoku.count_solutions([0] * 16, limit=1000, board=four) == 288  # the known number of 4x4 Sudokus
+    with pytest.raises(MaskdiffError, match="choose one of: 4x4, 6x6, 9x9"):
+        sudoku.get_board("5x5")
+    with pytest.raises(MaskdiffError, match="6x6 Sudoku grid is 36 cells"):
+        sudoku.count_solutions([0] * 81, board=sudoku.get_board("6x6"))

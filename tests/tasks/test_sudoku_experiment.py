@@ -32,3 +32,21 @@ def test_held_out_puzzles_are_unique_and_outside_the_training_pool():
     test = held_out(scale, pool)
     assert not {tuple(g) for g in pool.tolist()} & {tuple(g) for g in test.solutions.tolist()}
     assert all(sudoku.count_solutions(p) == 1 for p in test.puzzles.tolist())
+
+
+def test_training_batches_never_hold_a_held_out_grid():
+    import torch
+    from dataclasses import replace
+
+    from maskdiff.experiments.sudoku import training_batch
+
+    four = sudoku.get_board("4x4")  # 288 grids: a batch of 64 meets the avoided ones often
+    scale = replace(SUDOKU_SCALES["test"], board="4x4", batch_size=64, clues=(6, 8))
+    pool = sudoku.random_grids(3, seed=0, board=four)
+    avoid = frozenset(tuple(g) for g in sudoku.shuffle_grids(pool.repeat(60, 1), torch.Generator().manual_seed(5), four).tolist())
+    assert len(avoid) > 100
+    for step in range(3):
+        x0, valid = training_batch("ar", pool, scale, torch.Generator().manual_seed(step), avoid)
+        grids = x0[:, 16:]
+        assert not {tuple(g) for g in grids.tolist()} & avoid and valid[:, 16:].all() and not valid[:, :16].any()
+        assert all(sudoku.is_solution(p, g, four) for p, g in zip(x0[:, :16].tolist(), grids.tolist()))

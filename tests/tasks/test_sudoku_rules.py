@@ -30,3 +30,12 @@ def test_largest_margin_first_solves_puzzles_exactly():
     assert sudoku.scores(data.puzzles, data.solutions, out.tokens)[:, 0].tolist() == [1.0, 1.0, 1.0]
     guessed = left_to_right(den, x_init)  # every blank filled in reading order, the clues kept
     assert ((guessed != 10).all()) and ((guessed == data.puzzles) | (data.puzzles == 0)).all()
+
+
+def test_largest_margin_first_solves_6x6_puzzles():
+    six = sudoku.get_board("6x6")
+    data = sudoku.generate(3, (12, 14), seed=2, board=six)
+    x_init = torch.where(data.puzzles == 0, torch.full_like(data.puzzles, 7), data.puzzles)
+    out = confidence_sample(RulesDenoiser(six), get_schedule("linear"), tuple(x_init.shape), steps=36, x_init=x_init,
+                            choose="argmax", score="margin", generator=torch.Generator().manual_seed(0))
+    assert sudoku.scores(data.puzzles, data.solutions, out.tokens, six)[:, 0].tolist() == [1.0, 1.0, 1.0]

@@ -10,8 +10,8 @@ SAMPLERS_LINE = ("\n  samplers           Samplers at equal network calls per sam
                  "(cap, rescale, conf, loop), threshold decoding (Fast-dLLM) and block diffusion (BD3-LM, L' = 4 and 16, its own "
                  "models); gen-PPL under the project's AR model and "
                  "SmolLM2, entropy, repeats (scales: test, cpu)")
-SUDOKU_LINE = ("\n  sudoku             9x9 Sudoku solve rates: masked diffusion decoded at random, top probability or largest margin "
-               "first vs the autoregressive baseline at equal training (scales: test, cpu)")
+SUDOKU_LINE = ("\n  sudoku             Sudoku solve rates: masked diffusion decoded at random, top probability or largest margin "
+               "first vs the autoregressive baseline at equal training (scales: test, cpu (9x9), cpu-6x6)")
 
 
 def register(sub) -> None:

@@ -4,14 +4,14 @@ Masked diffusion and the autoregressive baseline are trained from scratch at eac
 network (size, steps, batch, learning rate) and the same stream of grids (``maskdiff.tasks.sudoku``: a
 pool of random full grids, each step's batch under random symmetries of Sudoku):
 
-* masked diffusion learns the law of solved grids (81 tokens, every one scored) and solves a puzzle by
-  infilling: the clues are fixed tokens of ``x_init``, the blank cells start masked;
-* the autoregressive baseline learns p(solution | puzzle) on "puzzle then solution" sequences (162
+* masked diffusion learns the law of solved grids (C = n * n tokens, 81 on 9x9, every one scored) and
+  solves a puzzle by infilling: the clues are fixed tokens of ``x_init``, the blank cells start masked;
+* the autoregressive baseline learns p(solution | puzzle) on "puzzle then solution" sequences (2C
   tokens: the puzzle, a random blanking of the step's grid, is read but not scored, so both models score
-  81 tokens per grid; the baseline's network reads twice the positions) and writes the solution left to
+  C tokens per grid; the baseline's network reads twice the positions) and writes the solution left to
   right, greedily.
 
-Masked diffusion decodes the blanks in four ways, each on a grid of T = 81 steps: random order with
+Masked diffusion decodes the blanks in four ways, each on a grid of T = C steps: random order with
 values drawn from mu (the ancestral chain through its cache) or with argmax values (the greedy chain,
 which isolates the order), the most probable candidate first and the largest margin between the two
 most probable values first (the confidence sampler, argmax values, ``score`` probability or margin; Kim
@@ -40,7 +40,7 @@ NOT_RESOLVED = "not resolved at this scale"
 
 @dataclass
 class SudokuScale(ModelScale):
-    """The size of the Sudoku comparison (``length`` is unused: 81 cells, 162 for the baseline)."""
+    """The size of the Sudoku comparison (``length`` is unused: the board's cells, twice that for the baseline)."""
 
     lr: float
     """Peak learning rate of both models."""
@@ -52,6 +52,10 @@ class SudokuScale(ModelScale):
     """Held-out puzzles (unique solutions), the same for every model and decoder."""
     seeds: int
     """Seeds: each trains both models from its own initialisation and samples with its own draws."""
+    board: str = "9x9"
+    """The Sudoku board (``maskdiff.tasks.sudoku.BOARDS``): 4x4, 6x6 or 9x9."""
+    absolute_positions: bool = False
+    """Both networks add learned absolute position embeddings to the rotary ones (ModelConfig.absolute_positions)."""
 
 
 SUDOKU_SCALES: Dict[str, SudokuScale] = {
@@ -61,6 +65,9 @@ SUDOKU_SCALES: Dict[str, SudokuScale] = {
     # easy puzzles (55 to 65 clues); six models: 28 minutes on 2 CPU cores shared with other work (load average 13-19)
     "cpu": SudokuScale(width=64, depth=3, heads=4, length=81, batch_size=32, steps=400, lr=3e-3, pool=2000, clues=(55, 65),
                        test=100, seeds=3),
+    # 6x6 (2x3 boxes), hard puzzles (12 to 14 clues of 36), learned absolute positions: the models learn the rules
+    "cpu-6x6": SudokuScale(width=64, depth=3, heads=4, length=36, batch_size=64, steps=600, lr=5e-3, pool=2000, clues=(12, 14),
+                           test=100, seeds=3, board="6x6", absolute_positions=True),
 }
 
 DECODERS: Tuple[Tuple[str, str, dict], ...] = (
@@ -84,10 +91,17 @@ def get_sudoku_scale(name: str) -> SudokuScale:
     return SUDOKU_SCALES[name]
 
 
-def training_batch(objective: str, pool: torch.Tensor, scale: SudokuScale, gen: torch.Generator):
+def training_batch(objective: str, pool: torch.Tensor, scale: SudokuScale, gen: torch.Generator, avoid: frozenset = frozenset()):
     """(x0, valid or None) of one step: grids for masked diffusion; puzzle then solution for the baseline,
-    only the solution scored."""
-    grids = sudoku.shuffle_grids(pool[torch.randint(0, pool.shape[0], (scale.batch_size,), generator=gen)], gen)
+    only the solution scored. ``avoid``: grids (tuples) never to train on (the held-out solutions)."""
+    board = sudoku.get_board(scale.board)
+    grids = sudoku.shuffle_grids(pool[torch.randint(0, pool.shape[0], (scale.batch_size,), generator=gen)], gen, board)
+    if avoid:  # a grid of the held-out set drawn under a symmetry: drawn again (never with 9x9's odds)
+        while True:
+            hit = torch.tensor([tuple(g) in avoid for g in grids.tolist()])
+            if not hit.any():
+                break
+            grids[hit] = sudoku.shuffle_grids(grids[hit], gen, board)
     if objective == "masked":
         return grids, None
     x0 = torch.cat([sudoku.blank_cells(grids, scale.clues, gen), grids], 1)
@@ -95,7 +109,7 @@ def training_batch(objective: str, pool: torch.Tensor, scale: SudokuScale, gen: 
     return x0, valid
 
 
-def train_model(objective: str, scale: SudokuScale, pool: torch.Tensor, seed: int, log=print):
+def train_model(objective: str, scale: SudokuScale, pool: torch.Tensor, seed: int, log=print, avoid: frozenset = frozenset()):
     """Train ``objective`` ('masked' or 'ar') from ``seed`` on batches from ``pool``; returns (the model in
     eval mode, seconds). The trainer's pieces (optimizer, learning rate, step generator), without run folders."""
     import time
@@ -106,22 +120,24 @@ def train_model(objective: str, scale: SudokuScale, pool: torch.Tensor, seed: in
 
     cfg = model_config(scale, scale.lr, scale.steps, seed)
     cfg.diffusion.objective = objective
-    cfg.data.length = sudoku.CELLS * (1 if objective == "masked" else 2)
+    cfg.model.absolute_positions = scale.absolute_positions
+    board = sudoku.get_board(scale.board)
+    cfg.data.length = board.cells * (1 if objective == "masked" else 2)
     tc = cfg.train
     torch.manual_seed(seed)
-    model = build_objective(cfg, sudoku.VOCAB)
+    model = build_objective(cfg, board.vocab)
     opt = make_optimizer(model, tc)
     t0 = time.perf_counter()
     for step in range(tc.steps):
         gen = step_generator(seed, step)
-        x0, valid = training_batch(objective, pool, scale, gen)
+        x0, valid = training_batch(objective, pool, scale, gen, avoid)
         u = float(torch.rand((), generator=gen, dtype=torch.float64))
         t = low_discrepancy_times(tc.batch_size, u, cfg.diffusion.t_min)
         noise = torch.rand((1,) + tuple(x0.shape), generator=gen, dtype=torch.float64)
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, tc)
         out = model(x0, t, noise, valid)
-        loss = out[0].sum() / (tc.batch_size * sudoku.CELLS)  # nats per scored cell
+        loss = out[0].sum() / (tc.batch_size * board.cells)  # nats per scored cell
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -132,30 +148,31 @@ def train_model(objective: str, scale: SudokuScale, pool: torch.Tensor, seed: in
 
 
 def solve_with(denoise, schedule, sampler: str, options: dict, puzzles: torch.Tensor, seed: int) -> Tuple[torch.Tensor, float]:
-    """(answers (N, 81), network calls per puzzle) on ``puzzles`` with a registry sampler: a masked
+    """(answers (N, C), network calls per puzzle) on ``puzzles`` with a registry sampler: a masked
     denoiser and its schedule (the clues fixed in ``x_init``), or the autoregressive model's ``denoise``
     (the puzzle as the prefix; ``schedule`` unused)."""
     from maskdiff.sampling.registry import REGISTRY
 
     gen = torch.Generator().manual_seed(1000 + seed)
-    mask_id = denoise.vocab_size
+    mask_id, cells = denoise.vocab_size, puzzles.shape[1]
     if sampler == "autoregressive":
         x_init = torch.cat([puzzles, torch.full_like(puzzles, mask_id)], 1)
         out = REGISTRY[sampler].sampler(denoise, tuple(x_init.shape), x_init=x_init, generator=gen, **options)
-        return out.tokens[:, sudoku.CELLS:], float(out.nfe.float().mean())
+        return out.tokens[:, cells:], float(out.nfe.float().mean())
     x_init = torch.where(puzzles == sudoku.BLANK, torch.full_like(puzzles, mask_id), puzzles)
-    out = REGISTRY[sampler].sampler(denoise, schedule, tuple(x_init.shape), steps=sudoku.CELLS, x_init=x_init, generator=gen,
+    out = REGISTRY[sampler].sampler(denoise, schedule, tuple(x_init.shape), steps=cells, x_init=x_init, generator=gen,
                                     **options)
     return out.tokens, float(out.nfe.float().mean())
 
 
-def solve_by_rules(sampler: str, options: dict, puzzles: torch.Tensor, seed: int) -> Tuple[torch.Tensor, float]:
+def solve_by_rules(sampler: str, options: dict, puzzles: torch.Tensor, seed: int,
+                   board: sudoku.Board = sudoku.NINE) -> Tuple[torch.Tensor, float]:
     """(answers, calls per puzzle) of the rules-only denoiser with a decoder of the table (the
     autoregressive row's: left to right, argmax)."""
     from maskdiff.schedules import get_schedule
     from maskdiff.tasks.sudoku_rules import RulesDenoiser, left_to_right
 
-    denoise = RulesDenoiser()
+    denoise = RulesDenoiser(board)
     if sampler == "autoregressive":
         x_init = torch.where(puzzles == sudoku.BLANK, torch.full_like(puzzles, denoise.vocab_size), puzzles)
         return left_to_right(denoise, x_init), float((puzzles == sudoku.BLANK).sum(-1).float().mean())
@@ -169,7 +186,7 @@ def _rules_label(label: str) -> str:
 
 def held_out(scale: SudokuScale, pool: torch.Tensor) -> sudoku.SudokuSet:
     """The held-out puzzles (their own generator seed), checked disjoint from the training pool."""
-    test = sudoku.generate(scale.test, scale.clues, seed=1_000_000)
+    test = sudoku.generate(scale.test, scale.clues, seed=1_000_000, board=sudoku.get_board(scale.board))
     seen = {tuple(g) for g in pool.tolist()}
     if any(tuple(g) in seen for g in test.solutions.tolist()):
         raise MaskdiffError("a held-out grid is in the training pool; choose another generator seed")
@@ -188,8 +205,10 @@ def run_sudoku_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional[
     scale = get_sudoku_scale(scale_name)
     out, n_seeds = results_folder(out, f"sudoku-{scale_name}", seeds, scale.seeds)
     (out / "records").mkdir(parents=True, exist_ok=True)
-    pool = sudoku.random_grids(scale.pool, seed=0)
+    board = sudoku.get_board(scale.board)
+    pool = sudoku.random_grids(scale.pool, seed=0, board=board)
     test = held_out(scale, pool)
+    avoid = frozenset(tuple(g) for g in test.solutions.tolist())
     clues = (test.puzzles != sudoku.BLANK).sum(-1).float()
     log(f"experiment sudoku at scale {scale_name}: {scale.test} held-out puzzles, {float(clues.mean()):.1f} clues on average, "
         f"{n_seeds} seeds -> {out}")
@@ -202,8 +221,8 @@ def run_sudoku_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional[
         rows = []
         for label, sampler, options in DECODERS:
             label = _rules_label(label)
-            answers, nfe = solve_by_rules(sampler, options, test.puzzles, seed)
-            s = sudoku.scores(test.puzzles, test.solutions, answers)
+            answers, nfe = solve_by_rules(sampler, options, test.puzzles, seed, board)
+            s = sudoku.scores(test.puzzles, test.solutions, answers, board)
             rows.append(dict(label=label, seed=seed, solved=float(s[:, 0].mean()), cells=float(s[:, 1].mean()), nfe=nfe))
         write_json(path, rows)
         records += rows
@@ -212,12 +231,12 @@ def run_sudoku_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional[
         if path.exists():
             records += json.loads(path.read_text(encoding="utf-8"))
             continue
-        models = {name: train_model(name, scale, pool, seed, log) for name in ("masked", "ar")}
+        models = {name: train_model(name, scale, pool, seed, log, avoid) for name in ("masked", "ar")}
         rows = []
         for label, sampler, options in DECODERS:
             model, seconds = models["ar" if sampler == "autoregressive" else "masked"]
             answers, nfe = solve_with(model.denoiser, model.schedule, sampler, options, test.puzzles, seed)
-            s = sudoku.scores(test.puzzles, test.solutions, answers)
+            s = sudoku.scores(test.puzzles, test.solutions, answers, board)
             rows.append(dict(label=label, seed=seed, solved=float(s[:, 0].mean()), cells=float(s[:, 1].mean()), nfe=nfe,
                              train_seconds=seconds))
             log(f"  seed {seed} {label}: solved {rows[-1]['solved']:.3f}, cells {rows[-1]['cells']:.3f}, {nfe:.1f} calls")
@@ -225,7 +244,7 @@ def run_sudoku_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional[
         records += rows
     summary = summarise(records)
     summary.update(experiment="sudoku", scale=scale_name, scale_config=asdict(scale), seeds=n_seeds, **provenance("cpu"),
-                   mean_clues=float(clues.mean()), one_look_cell_accuracy=sudoku.one_look_accuracy(test.puzzles))
+                   mean_clues=float(clues.mean()), one_look_cell_accuracy=sudoku.one_look_accuracy(test.puzzles, board))
     write_results(out, summary, markdown, log)
     return summary
 

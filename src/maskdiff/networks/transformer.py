@@ -115,6 +115,8 @@ class DiT(nn.Module):
     block_size: > 0 for block diffusion (BD3-LM): the block length L' that :meth:`two_stream`,
         :meth:`extend_cache` and :meth:`cached_logits` use (neither time nor class conditioning, nor local
         mixing, which would mix the two streams and the blocks).
+    absolute_positions: add a learned embedding of each position (0 .. max_length - 1) to the token
+        embeddings, besides the rotary (relative) positions; off by default (no extra parameters).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class DiT(nn.Module):
         init: str = "default",
         local_mixing: int = 0,
         block_size: int = 0,
+        absolute_positions: bool = False,
     ):
         super().__init__()
         if block_size and (time_conditioned or num_classes or causal):
@@ -141,6 +144,8 @@ class DiT(nn.Module):
         if block_size and local_mixing:
             raise ValueError("a block-diffusion network (block_size > 0) has no local mixing: it would mix the two streams")
         self.block_size = block_size
+        if absolute_positions and (block_size or num_classes):
+            raise ValueError("absolute positions are for networks without block diffusion or class conditioning")
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
         if init not in INITS:
@@ -151,6 +156,7 @@ class DiT(nn.Module):
         self.vocab_size, self.max_length = vocab_size, max_length
         self.time_conditioned = time_conditioned
         self.embed = nn.Embedding(vocab_size + 1, width)
+        self.position_embed = nn.Embedding(max_length, width) if absolute_positions else None
         self.num_classes = num_classes
         self.class_embed = nn.Embedding(num_classes + 1, width) if num_classes else None
         self.rotary = RotaryEmbedding(width // heads, max_length + int(num_classes > 0))
@@ -203,6 +209,8 @@ class DiT(nn.Module):
         """The final hidden states (B, L, W), before the output layer; with ``positions`` (B, L) bool, those
         positions' only, (N, W) in row-major order (the last block computes no others)."""
         x = self.embed(tokens)  # (B, L, W)
+        if self.position_embed is not None:
+            x = x + self.position_embed.weight[: tokens.shape[1]]
         if self.class_embed is not None:
             if labels is None:
                 labels = torch.full((tokens.shape[0],), self.num_classes, dtype=torch.long, device=tokens.device)
@@ -255,6 +263,8 @@ class DiT(nn.Module):
         if cache is None and start != 0:
             raise ValueError("a call without a cache computes the whole sequence: start must be 0")
         x = self.embed(tokens)
+        if self.position_embed is not None:
+            x = x + self.position_embed.weight[start: start + tokens.shape[1]]
         cond = None
         if self.time_embed is not None:
             if t is None:

@@ -50,6 +50,7 @@ def network_arguments(config: RunConfig, vocab_size: int, objective: Type["Objec
         # a block-diffusion network has no local mixing: it would mix the two streams and the blocks
         local_mixing=0 if objective.block_network else m.local_mixing,
         block_size=config.diffusion.block_size if objective.block_network else 0,
+        **({"absolute_positions": True} if m.absolute_positions else {}),
     )
 
 
