@@ -138,11 +138,17 @@ class Pipeline:
         """log p(row length), (L + 1,): the training split's row lengths with add-one smoothing, computed
         once per pipeline from the training data (deterministic, so nothing is stored in the run)."""
         if getattr(self, "_length_log_probs", None) is None:
-            from maskdiff.data.packing import length_log_probs
-            from maskdiff.modalities.text import split_rows
+            from maskdiff.data.packing import length_log_probs, length_log_probs_from_counts
+            from maskdiff.data.prepared import is_prepared
+            from maskdiff.modalities.text import prepared_rows, split_rows
 
-            _, valid = split_rows(self.config, self.tokenizer, "train")
-            self._length_log_probs = length_log_probs(valid, self.config.data.length)
+            L = self.config.data.length
+            if is_prepared(self.config.data.corpus):  # counted from the document offsets: no row is built
+                counts = prepared_rows(self.config.data.corpus, self.tokenizer, "train", L).length_counts()
+                self._length_log_probs = length_log_probs_from_counts(counts, L)
+            else:
+                _, valid = split_rows(self.config, self.tokenizer, "train")
+                self._length_log_probs = length_log_probs(valid, L)
         return self._length_log_probs
 
     def describe_estimate(self, discrete_steps: Optional[int] = None) -> str:

@@ -69,6 +69,12 @@ def test_gpt2_windows_and_rows_equal_the_in_memory_path(works, gpt2_corpus):
             assert want[1] is None or torch.equal(want[1], got[1])
     tokens, valid = eval_chunks(_config(gpt2_corpus, "gpt2"), stored, "train")
     assert torch.equal(tokens[valid], packed_stream(tok, docs))
+    # pad runs' length law p(n), counted from the document offsets, is the one built from every row
+    from maskdiff.data.packing import length_log_probs, length_log_probs_from_counts
+    from maskdiff.modalities.text import prepared_rows
+
+    counts = prepared_rows(str(gpt2_corpus), stored, "train", 64).length_counts()
+    assert torch.equal(length_log_probs_from_counts(counts, 64), length_log_probs(padded_rows(tok, docs, 64)[1], 64))
 
 
 def test_text8_stream_equals_shakespeare_split(tmp_path):

@@ -98,7 +98,13 @@ def length_log_probs(valid: Tensor, length: int) -> Tensor:
     """log p(n) of a row length n in 1..L: the lengths of the rows ``valid`` (N, L) (a training split),
     with one pseudo-count for every length (add-one smoothing), so that no length has probability 0.
     Returns (L + 1,) float64; entry 0 is -inf (a row holds at least one token). docs/math.md#packing."""
-    counts = torch.bincount(valid.sum(-1).long(), minlength=length + 1)[: length + 1].double()
+    return length_log_probs_from_counts(torch.bincount(valid.sum(-1).long(), minlength=length + 1)[: length + 1], length)
+
+
+def length_log_probs_from_counts(counts: Tensor, length: int) -> Tensor:
+    """:func:`length_log_probs` from the number of rows of each length 0..L, (L + 1,) integers (a prepared
+    corpus counts them from its document offsets without building a row)."""
+    counts = counts[: length + 1].double().clone()
     counts[1:] += 1.0
     counts[0] = 0.0
     return torch.log(counts / counts.sum())

@@ -127,6 +127,14 @@ class PaddedRows:
     def __len__(self) -> int:
         return int(self.row_starts[-1])
 
+    def length_counts(self) -> Tensor:
+        """The number of rows of each length 0..L, (L + 1,) int64, from the document lengths alone: a
+        document of n tokens (with BOS/EOS) fills n // L rows and, when n % L > 0, one row of n % L."""
+        seq = np.diff(self.split.offsets) + len(self.prefix) + len(self.suffix)
+        counts = np.bincount(seq[seq % self.length > 0] % self.length, minlength=self.length + 1).astype(np.int64)
+        counts[self.length] += int((seq // self.length).sum())
+        return torch.from_numpy(counts)
+
     def rows(self, index: np.ndarray) -> Tuple[Tensor, Tensor]:
         """Rows ``index`` (N,): tokens (N, L) long and valid (N, L) bool."""
         L = self.length
