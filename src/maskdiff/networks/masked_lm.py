@@ -105,8 +105,9 @@ class HFMaskedLM(nn.Module):
                 raise ValueError(f"the {hf_config.get('model_type')} backbone's modeling code is read from model.pretrained, which is empty")
             folder = str(pretrained_folder(pretrained))
             config = tr.AutoConfig.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
-            if mask_token_id is not None:
-                config.mask_token_id = mask_token_id
+            mask = hf_config.get("mask_token_id") if mask_token_id is None else mask_token_id  # found in its tokenizer.json too
+            if mask is not None:
+                config.mask_token_id = mask
             return cls(tr.AutoModelForMaskedLM.from_config(config, trust_remote_code=True))
         cfg = dict(hf_config)
         model_type = cfg.pop("model_type")
