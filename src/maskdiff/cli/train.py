@@ -88,6 +88,7 @@ def register(sub) -> None:
     p.add_argument("--masked-logits", action=argparse.BooleanOptionalAction, default=None,
                    help=describe_field("model", "masked_logits") + " (default: the preset's)")
     p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files (by default RUN/tb gets them when the tensorboard package is installed)")
+    p.add_argument("--trust-remote-code", action="store_true", default=None, help=describe_field("model", "trust_remote_code"))
     p.add_argument("--activation-checkpointing", action="store_true", default=None, help=describe_field("train", "activation_checkpointing"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -131,6 +132,8 @@ def config_from_args(args):
         config.model.init_from = str(args.init_from)
     if args.activation_checkpointing:
         config.train.activation_checkpointing = True
+    if args.trust_remote_code:
+        config.model.trust_remote_code = True
     return config
 
 

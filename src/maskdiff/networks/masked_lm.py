@@ -79,7 +79,8 @@ class HFMaskedLM(nn.Module):
         if mask is None:
             mask = _mask_id_of(cfg)
         self.model = model
-        self.vocab_size = int(cfg.vocab_size)
+        # a maskdiff model folder counts its mask (id V, the last) in vocab_size; the tokens are the ones before it
+        self.vocab_size = int(cfg.vocab_size) - (getattr(cfg, "model_type", "") == "maskdiff")
         self.hf_mask_id = int(mask)
         self.max_length = int(getattr(cfg, "max_position_embeddings", 512))
         self.time_conditioned = False
@@ -90,9 +91,24 @@ class HFMaskedLM(nn.Module):
         self.register_load_state_dict_pre_hook(_fill_tied)
 
     @classmethod
-    def from_config(cls, hf_config: Dict[str, Any], mask_token_id: Optional[int] = None) -> "HFMaskedLM":
-        """A freshly initialised masked LM of this Hugging Face config (a dict, as in config.json)."""
+    def from_config(cls, hf_config: Dict[str, Any], mask_token_id: Optional[int] = None, *, pretrained: str = "",
+                    trust_remote_code: bool = False) -> "HFMaskedLM":
+        """A freshly initialised masked LM of this Hugging Face config (a dict, as in config.json). A config
+        with its own modeling code ('auto_map') is built by the code of the folder ``pretrained`` (a name or
+        path, :func:`pretrained_folder`), which runs only with ``trust_remote_code``."""
         tr = _transformers()
+        if hf_config.get("auto_map"):
+            if not trust_remote_code:
+                raise ValueError(f"the {hf_config.get('model_type')} backbone needs its own modeling code; "
+                                 "allow it with --trust-remote-code (model.trust_remote_code)")
+            if not pretrained:
+                raise ValueError(f"the {hf_config.get('model_type')} backbone's modeling code is read from model.pretrained, which is empty")
+            folder = str(pretrained_folder(pretrained))
+            config = tr.AutoConfig.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
+            mask = hf_config.get("mask_token_id") if mask_token_id is None else mask_token_id  # found in its tokenizer.json too
+            if mask is not None:
+                config.mask_token_id = mask
+            return cls(tr.AutoModelForMaskedLM.from_config(config, trust_remote_code=True))
         cfg = dict(hf_config)
         model_type = cfg.pop("model_type")
         config = tr.AutoConfig.for_model(model_type, **cfg)
@@ -100,7 +116,7 @@ class HFMaskedLM(nn.Module):
             config.mask_token_id = mask_token_id
         return cls(tr.AutoModelForMaskedLM.from_config(config))
 
-    def load_pretrained(self, folder: Path) -> Dict[str, list]:
+    def load_pretrained(self, folder: Path, *, trust_remote_code: bool = False) -> Dict[str, list]:
         """Copy the weights of a Hugging Face model folder (offline) into this network. Weights the folder
         lacks (the masked-LM head of an encoder saved without one, such as all-MiniLM-L6-v2) keep their
         fresh initialisation; they are returned as {'missing': [...], 'unexpected': [...]}."""
@@ -108,7 +124,8 @@ class HFMaskedLM(nn.Module):
         level = tr.logging.get_verbosity()
         tr.logging.set_verbosity_error()  # the missing head is reported by the caller, in one line
         try:
-            loaded, info = tr.AutoModelForMaskedLM.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+            loaded, info = tr.AutoModelForMaskedLM.from_pretrained(str(folder), local_files_only=True, output_loading_info=True,
+                                                                  trust_remote_code=trust_remote_code)
         finally:
             tr.logging.set_verbosity(level)
         own = self.model.state_dict()

@@ -65,7 +65,7 @@ def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective
     if backbone == "hf":
         from maskdiff.networks.masked_lm import HFMaskedLM
 
-        network = HFMaskedLM.from_config(arguments)
+        network = HFMaskedLM.from_config(arguments, pretrained=config.model.pretrained, trust_remote_code=config.model.trust_remote_code)
         if config.model.lora_rank:
             network.add_lora(config.model.lora_rank)
         if network.vocab_size != vocab_size:
@@ -278,7 +278,7 @@ class Objective(nn.Module):
 
             try:
                 folder = pretrained_folder(name)
-                info = self.network.load_pretrained(folder)
+                info = self.network.load_pretrained(folder, trust_remote_code=self.config.model.trust_remote_code)
             except ValueError as err:
                 raise MaskdiffError(str(err)) from None
             if log is not None:
