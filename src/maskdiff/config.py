@@ -297,6 +297,8 @@ class RunConfig:
             raise MaskdiffError(f"unknown init {m.init!r}; choose one of: {', '.join(INITS)}")
         if m.absolute_positions and m.backbone != "dit":
             raise MaskdiffError(f"absolute_positions needs backbone 'dit' (maskdiff's transformer), got {m.backbone!r}")
+        if m.absolute_positions and (m.num_classes or self.diffusion.block_size):
+            raise MaskdiffError("absolute_positions is not supported with class conditioning or block diffusion; leave out one of them")
         if m.local_mixing < 0 or m.local_mixing % 2 == 0 and m.local_mixing:
             raise MaskdiffError(f"local_mixing must be 0 (none) or an odd kernel size (3, 5, ...), got {m.local_mixing}")
         if self.diffusion.time_sampler not in TIME_SAMPLERS:
@@ -343,7 +345,8 @@ def _build(klass, values: Dict[str, Any], section: str):
 # compilation change its rounding only; the precision changes more and is not here).
 RESUMABLE = ("train.steps", "train.threads", "train.device", "train.compile", "train.parallel", "train.micro_batch_size", "train.max_bad_steps",
              "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-             "train.eval_every", "train.eval_rows", "train.sample_every", "train.sample_num", "train.peak_tflops", "train.wandb", "train.tensorboard")
+             "train.eval_every", "train.eval_rows", "train.sample_every", "train.sample_num", "train.peak_tflops", "train.wandb", "train.tensorboard",
+             "train.activation_checkpointing")
 
 
 def differences(a: RunConfig, b: RunConfig, ignore=RESUMABLE) -> Dict[str, tuple]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -25,6 +25,7 @@ from torch import Tensor
 from maskdiff.distributed import Context, local
 from maskdiff.errors import MaskdiffError
 from maskdiff.evaluation.nelbo import EvalResult, nelbo_estimates
+from maskdiff.loss import scored_positions
 from maskdiff.monitor_sinks import Sinks
 
 EVAL_SEED = 0
@@ -97,7 +98,8 @@ def ema_swapped_in(params: List[Tensor], ema: Optional[List[Tensor]]):
                 local(p).copy_(k)
 
 
-def validation_nelbo(objective, tokens: Tensor, valid: Tensor, *, t_min: float, batch: int, ctx: Context) -> EvalResult:
+def validation_nelbo(objective, tokens: Tensor, valid: Tensor, *, t_min: float, batch: int, ctx: Context,
+                     cond: Optional[Tensor] = None) -> EvalResult:
     """The NELBO of each row of ``tokens`` (N, L) with the estimator of maskdiff.evaluation.nelbo, the rows
     cut into batches of ``batch`` and batch b estimated with seed EVAL_SEED + b: the same figure for any
     number of processes. The batches are dealt out to the ranks and the estimates summed over them; a rank
@@ -107,14 +109,15 @@ def validation_nelbo(objective, tokens: Tensor, valid: Tensor, *, t_min: float, 
     starts = list(range(0, N, batch))
     est = torch.zeros(N, dtype=torch.float64)
 
-    def terms(x, t, gen, v):
-        return objective.eval_terms(x, t, gen, v)
+    def terms(x, t, gen, v, c=None):
+        return objective.eval_terms(x, t, gen, v) if c is None else objective.eval_terms(x, t, gen, v, cond=c)
 
     for k in range(-(-len(starts) // ctx.world)):
         b = k * ctx.world + ctx.rank
         lo = starts[b] if b < len(starts) else 0
         rows = slice(lo, lo + batch)
-        value = nelbo_estimates(terms, tokens[rows], valid[rows], t_min=t_min, batch_size=batch, seed=EVAL_SEED + b, device=ctx.device)
+        value = nelbo_estimates(terms, tokens[rows], valid[rows], t_min=t_min, batch_size=batch, seed=EVAL_SEED + b, device=ctx.device,
+                                cond=None if cond is None else cond[rows])
         if b < len(starts):
             est[rows] = value
     if ctx.distributed:
@@ -123,7 +126,14 @@ def validation_nelbo(objective, tokens: Tensor, valid: Tensor, *, t_min: float, 
         on = est.to(ctx.device) if ctx.device.type == "cuda" else est
         dist.all_reduce(on)
         est = on.cpu()
-    return EvalResult(est, valid.sum(-1).double().cpu(), bound=not objective.exact_likelihood)
+    scored = valid if cond is None else scored_positions(valid, cond)  # a pairs run scores its responses only
+    return EvalResult(est, scored.sum(-1).double().cpu(), bound=not objective.exact_likelihood, conditional=cond is not None)
+
+
+def _eager():
+    """Compiled blocks run eagerly (torch.compiler.set_stance, PyTorch 2.6 and later; before it, nothing to do)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else nullcontext()
 
 
 @contextmanager
@@ -179,18 +189,24 @@ class Monitor:
             self.pipe = Pipeline(self.config, self.tokenizer, run.objective, device=self.ctx.device)
             run.objective.train()  # the pipeline put it in eval mode
 
-    def _eval_rows(self) -> Tuple[Tensor, Tensor]:
-        """The first train.eval_rows rows of the validation split (maskdiff.modalities.eval_chunks)."""
+    def _eval_rows(self) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """The first train.eval_rows rows of the validation split (maskdiff.modalities.eval_chunks), and their
+        condition: the prompts of a run on prompt/response pairs (data.pairs), None otherwise."""
         from maskdiff.modalities import eval_chunks
 
+        n = self.config.train.eval_rows
+        if self.config.data.pairs:  # the validation pairs, scored on their responses given their prompts
+            from maskdiff.modalities.text import pair_split
+
+            rows = pair_split(self.config, self.tokenizer, "validation")
+            return rows.tokens[:n], torch.ones_like(rows.tokens[:n], dtype=torch.bool), rows.cond[:n]
         try:
             tokens, valid = eval_chunks(self.config, self.tokenizer, "validation")
         except MaskdiffError as err:
             raise MaskdiffError(f"--eval-every needs a validation split: {err}") from None
-        n = self.config.train.eval_rows
         if tokens.shape[0] == 0:
             raise MaskdiffError(f"--eval-every needs a validation split: the one of {self.config.data.corpus} has no rows")
-        return tokens[:n], valid[:n]
+        return tokens[:n], valid[:n], None
 
     def __enter__(self) -> "Monitor":
         if self.ctx.main:
@@ -252,7 +268,7 @@ class Monitor:
         compiled for training (train.compile) run eagerly, not recompiled for evaluation's shapes."""
         run = self.run
         devices = [self.ctx.device] if self.ctx.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad(), torch.compiler.set_stance("force_eager"), \
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), _eager(), \
                 ema_swapped_in(run.params, run.ema), _root_unsharded(run.objective, self.ctx):
             run.objective.eval()
             try:
@@ -261,11 +277,11 @@ class Monitor:
                 run.objective.train()
 
     def _evaluate(self) -> Dict[str, Any]:
-        tokens, valid = self.eval_data
+        tokens, valid, cond = self.eval_data
         tc = self.config.train
         t0 = time.perf_counter()
         res = validation_nelbo(self.run.objective, tokens, valid, t_min=self.config.diffusion.t_min,
-                               batch=tc.micro_batch_size or min(EVAL_BATCH, tc.batch_size), ctx=self.ctx)
+                               batch=tc.micro_batch_size or min(EVAL_BATCH, tc.batch_size), ctx=self.ctx, cond=cond)
         bits, lo, hi = res.bits_per_token()
         return {"val_nelbo_bits_per_token": bits, "val_low": lo, "val_high": hi, "val_rows": int(tokens.shape[0]),
                 "val_weights": "ema" if self.run.ema is not None else "model", "val_s": time.perf_counter() - t0}

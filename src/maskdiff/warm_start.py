@@ -1,18 +1,18 @@
 """The weights a new run starts from, before its first step: a trained run's (model.init_from: the EMA
 weights of its newest valid checkpoint, for fine-tuning), else those model.pretrained names, else the
-fresh initialisation. A resumed run takes its own checkpoint instead (train.py ``_load_start``)."""
+fresh initialisation. A resumed run takes its own checkpoint instead (train_state.py ``load_start``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from maskdiff.checkpoint import latest_valid_checkpoint, prefixed_weights, read_tensors
+from maskdiff.checkpoint import latest_valid_checkpoint, prefixed_weights, read_weights
 from maskdiff.config import RunConfig
 from maskdiff.errors import MaskdiffError
 from maskdiff.runs import read_run_config
 
 # what must agree between a run and the run it is initialised from for the weights to fit and mean the same
 SAME = ("model.width", "model.depth", "model.heads", "model.mlp_ratio", "model.cond_dim", "model.time_conditioned",
-        "model.num_classes", "model.local_mixing", "model.backbone", "model.hf_config", "data.length", "data.tokenizer",
+        "model.num_classes", "model.local_mixing", "model.absolute_positions", "model.backbone", "model.hf_config", "data.length", "data.tokenizer",
         "data.form", "data.modality", "diffusion.objective", "diffusion.block_size", "diffusion.zero_mask")
 
 
@@ -45,8 +45,8 @@ def initialise(objective, config: RunConfig, log=None) -> None:
     run without EMA), else model.pretrained's (:meth:`Objective.init_from_pretrained`), else nothing."""
     source = config.model.init_from
     if source:
-        path, _ = latest_valid_checkpoint(Path(source), warn=log or (lambda *_: None))
-        tensors = read_tensors(path / "model.safetensors")
+        path, state = latest_valid_checkpoint(Path(source), warn=log or (lambda *_: None))
+        tensors = read_weights(path, state)  # whole, or a sharded (FSDP2) checkpoint's pieces put together
         prefix = "ema" if any(k.startswith("ema.") for k in tensors) else "model"
         objective.load_weights(prefixed_weights(tensors, prefix, path), path)
         if log is not None:

@@ -78,3 +78,32 @@ def test_init_from_a_trained_run(tmp_path):
         proc = run_main("train", "--init-from", source, "--run-dir", run_dir, *args, "--no-progress")
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
         assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["source"]
+
+
+def test_eval_every_on_pairs_scores_the_responses(tmp_path):
+    """--eval-every on a pairs run evaluates the validation pairs given their prompts: the record's figure is
+    the conditional NELBO per response token (prompts neither masked nor counted), not the corpus's."""
+    from maskdiff.distributed import Context
+    from maskdiff.modalities import build_tokenizer
+    from maskdiff.modalities.text import pair_split
+    from maskdiff.monitor import EVAL_BATCH, validation_nelbo
+
+    cfg = micro_config(steps=2)
+    cfg.data.pairs, cfg.data.pairs_holdout = str(_pairs(tmp_path / "p.jsonl")), 0.25
+    cfg.train.eval_every, cfg.train.ema_decay = 2, 0.0
+    train(cfg, tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    val = [r for r in records if "val_nelbo_bits_per_token" in r]
+    assert len(val) == 1 and val[0]["val_rows"] == 6
+    import maskdiff
+
+    pipe = maskdiff.load(tmp_path / "run", ema=False)
+    rows = pair_split(pipe.config, build_tokenizer(pipe.config), "validation")
+    ctx = Context()
+    valid = torch.ones_like(rows.tokens, dtype=torch.bool)
+    batch = min(EVAL_BATCH, cfg.train.batch_size)  # as the trainer evaluates
+    with torch.no_grad():
+        mine = validation_nelbo(pipe.objective, rows.tokens, valid, t_min=cfg.diffusion.t_min, batch=batch, ctx=ctx, cond=rows.cond)
+        unconditional = validation_nelbo(pipe.objective, rows.tokens, valid, t_min=cfg.diffusion.t_min, batch=batch, ctx=ctx)
+    assert abs(mine.bits_per_token()[0] - val[0]["val_nelbo_bits_per_token"]) < 1e-9
+    assert mine.conditional and abs(mine.bits_per_token()[0] - unconditional.bits_per_token()[0]) > 1e-3

@@ -59,9 +59,12 @@ def read_records(path) -> List[dict]:
         except ImportError:
             raise MaskdiffError("reading a Parquet pairs file needs pyarrow; pip install 'maskdiff[text]'") from None
         try:
-            return pq.read_table(str(path)).to_pylist()
+            records = pq.read_table(str(path)).to_pylist()
         except Exception as err:  # pyarrow's own exception types
             raise MaskdiffError(f"pairs file {path} is not a readable Parquet file ({str(err).splitlines()[0]})") from None
+        if not records:
+            raise MaskdiffError(f"pairs file {path} has no rows")
+        return records
     records = []
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from maskdiff.checkpoint import latest_valid_checkpoint, load_optimizer, optimizer_tensors, prefixed_weights, read_tensors, \
+from maskdiff.checkpoint import latest_valid_checkpoint, load_optimizer, optimizer_tensors, prefixed_weights, read_tensors, read_weights, \
     save_checkpoint
 from maskdiff.config import RunConfig
 from maskdiff.distill.sdtt import half_steps, sdtt_loss, sdtt_target
@@ -112,13 +112,15 @@ def check_teacher(config: RunConfig) -> None:
     if d.objective != "masked" or not (d.carry_over and d.zero_mask):
         raise MaskdiffError(f"distillation needs a masked-diffusion teacher with SUBS (objective 'masked'); this run's is "
                             f"{d.objective!r}{'' if d.carry_over and d.zero_mask else ' with the SUBS ablation'}")
+    if config.data.pairs:
+        raise MaskdiffError("distillation supports unconditional runs; this run was trained on prompt/response pairs (data.pairs)")
     if config.model.num_classes or config.data.packing != "wrap":
         raise MaskdiffError("distillation supports unconditional runs with 'wrap' packing only")
 
 
 def _teacher_weights(teacher_dir: Path) -> Dict[str, Tensor]:
-    path, _ = checkpoint_to_load(teacher_dir)
-    tensors = read_tensors(path / "model.safetensors")
+    path, state = checkpoint_to_load(teacher_dir)
+    tensors = read_weights(path, state)  # whole, or a sharded (FSDP2) checkpoint's pieces put together
     return prefixed_weights(tensors, "ema" if any(k.startswith("ema.") for k in tensors) else "model", path)
 
 

@@ -143,12 +143,13 @@ def run_together(denoise, indices: Sequence[int], one: Callable[[int, object], N
     errors: List[BaseException] = []
 
     def work(i: int) -> None:
-        try:
-            one(i, shared.row_view())
-        except BaseException as err:
-            errors.append(err)
-        finally:
-            shared.leave()
+        with torch.no_grad():  # grad mode is per thread: the shared call may run from this thread's leave()
+            try:
+                one(i, shared.row_view())
+            except BaseException as err:
+                errors.append(err)
+            finally:
+                shared.leave()
 
     threads = [threading.Thread(target=work, args=(i,), name=f"maskdiff-row-{i}", daemon=True) for i in indices]
     for t in threads:
