@@ -74,15 +74,7 @@ def build_tokenizer(name: str, inputs: List[InputFile], options: PrepareOptions)
         for doc in iter_documents(inputs, options.unit, options.field):
             seen.update(doc)
         return CharTokenizer("".join(sorted(seen)))
-    if name == "bytes":
-        return subword.ByteTokenizer()
-    if name == "gpt2":
-        return subword.gpt2_tokenizer()
-    if name == "bert":
-        return subword.bert_tokenizer()
-    if not Path(name).is_dir():
-        raise MaskdiffError(f"unknown tokenizer {name!r}; choose one of: text8, chars, bytes, gpt2, bert, or a tokenizer folder")
-    return subword.local_tokenizer(Path(name))
+    return subword.named_tokenizer(name)
 
 
 _WORKER: dict = {}

@@ -220,3 +220,16 @@ def tokenizer_from_config(cfg: dict):
         return PixelTokenizer.from_config(cfg)
     raise MaskdiffError(f"unknown tokenizer kind {kind!r}; this version knows: char, bytes, hf, pixels")
 
+
+def named_tokenizer(name: str):
+    """A subword or byte tokenizer by the name a config gives it: bytes, gpt2, bert, or a local tokenizer folder
+    (the character forms text8 and chars are :func:`maskdiff.data.tokenizers.tokenizer_for`'s)."""
+    if name == "bytes":
+        return ByteTokenizer()
+    if name == "gpt2":
+        return gpt2_tokenizer()
+    if name == "bert":
+        return bert_tokenizer()
+    if not Path(name).is_dir():
+        raise MaskdiffError(f"unknown tokenizer {name!r}; choose one of: text8, chars, bytes, gpt2, bert, or a tokenizer folder")
+    return local_tokenizer(Path(name))

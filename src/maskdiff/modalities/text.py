@@ -113,14 +113,8 @@ class Text(Modality):
         if is_prepared(config.data.corpus):  # the corpus's own tokenizer, if it is the one the config names
             return open_prepared(config.data.corpus).tokenizer_for(tokenizer_name(config))
         name = config.data.tokenizer or config.data.form
-        if name == "bytes":
-            return subword.ByteTokenizer()
-        if name == "gpt2":
-            return subword.gpt2_tokenizer()
-        if name == "bert":
-            return subword.bert_tokenizer()
         if name not in ("text8", "chars"):
-            return subword.local_tokenizer(Path(name))
+            return subword.named_tokenizer(name)
         if name == "text8":
             return tokenizer_for("text8")
         # 'chars': the alphabet of the whole corpus (all splits), so held-out text has no unknown symbol.
