@@ -243,9 +243,12 @@ def test_the_console_script_refuses_bad_input(tmp_path):
 
 
 def _start(*args, cwd):
+    """The command as a user starts it in a terminal: SIGINT at its default disposition (a suite started in
+    the background by a shell without job control inherits SIGINT ignored, and so would every child)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "maskdiff.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait(ready, proc, what, timeout=240):
