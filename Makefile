@@ -76,7 +76,7 @@ demo: $(STAMP)
 	$(VENV)/bin/maskdiff demo --run-dir $(RUN)
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The inner loop: every test but those marked slow (over about 2 s each; pyproject.toml registers the marker).
 test-fast: $(TEST_STAMP)
