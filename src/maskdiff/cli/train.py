@@ -66,6 +66,17 @@ TRAIN_OVERRIDES = [
     ("--pairs-holdout", "data", "pairs_holdout", unit_float),
 ]
 
+# On/off flags: (flag, section, field, the value the flag sets, help; None: the field's own docstring).
+SWITCHES = [
+    ("--time-conditioned", "model", "time_conditioned", True, None),
+    ("--no-carry-over", "diffusion", "carry_over", False, None),
+    ("--no-zero-mask", "diffusion", "zero_mask", False, None),
+    ("--no-tensorboard", "train", "tensorboard", False,
+     "write no TensorBoard event files (by default RUN/tb gets them when the tensorboard package is installed)"),
+    ("--trust-remote-code", "model", "trust_remote_code", True, None),
+    ("--activation-checkpointing", "train", "activation_checkpointing", True, None),
+]
+
 
 def register(sub) -> None:
     from maskdiff.config import describe_field
@@ -82,14 +93,10 @@ def register(sub) -> None:
         extra = f" Choices: {', '.join(SCHEDULES)}." if name == "schedule" else ""
         p.add_argument(flag, type=typ, default=None, help=(describe_field(section, name) or "").replace("%", "%%") + extra)
     p.add_argument("--schedule-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="schedule argument, e.g. w=3 for polynomial, eps=1e-3 for loglinear (repeatable)")
-    p.add_argument("--time-conditioned", action="store_true", default=None, help=describe_field("model", "time_conditioned"))
-    p.add_argument("--no-carry-over", action="store_true", help=describe_field("diffusion", "carry_over"))
-    p.add_argument("--no-zero-mask", action="store_true", help=describe_field("diffusion", "zero_mask"))
+    for flag, section, name, _, text in SWITCHES:
+        p.add_argument(flag, action="store_true", help=text or describe_field(section, name))
     p.add_argument("--masked-logits", action=argparse.BooleanOptionalAction, default=None,
                    help=describe_field("model", "masked_logits") + " (default: the preset's)")
-    p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files (by default RUN/tb gets them when the tensorboard package is installed)")
-    p.add_argument("--trust-remote-code", action="store_true", default=None, help=describe_field("model", "trust_remote_code"))
-    p.add_argument("--activation-checkpointing", action="store_true", default=None, help=describe_field("train", "activation_checkpointing"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -118,22 +125,13 @@ def config_from_args(args):
             setattr(getattr(config, section), name, value)
     if args.schedule_arg:
         config.diffusion.schedule_args = dict(args.schedule_arg)
-    if args.time_conditioned:
-        config.model.time_conditioned = True
-    if args.no_carry_over:
-        config.diffusion.carry_over = False
-    if args.no_zero_mask:
-        config.diffusion.zero_mask = False
-    if args.no_tensorboard:
-        config.train.tensorboard = False
+    for flag, section, name, value, _ in SWITCHES:
+        if getattr(args, flag[2:].replace("-", "_")):
+            setattr(getattr(config, section), name, value)
     if args.masked_logits is not None:
         config.model.masked_logits = args.masked_logits
     if args.init_from:
         config.model.init_from = str(args.init_from)
-    if args.activation_checkpointing:
-        config.train.activation_checkpointing = True
-    if args.trust_remote_code:
-        config.model.trust_remote_code = True
     return config
 
 
