@@ -230,6 +230,14 @@ def read_tensors(path: Path) -> Dict[str, Tensor]:
         raise MaskdiffError(f"{path} is not a readable safetensors file ({err})") from None
 
 
+def network_weights(path: Path, state: dict, ema: bool = True) -> Tuple[str, Dict[str, Tensor]]:
+    """(which, weights): a verified checkpoint's EMA weights where it has them and ``ema`` asks for them
+    ("ema"), else its raw ones ("model"), whole or sharded, with the prefix taken off."""
+    tensors = read_weights(path, state)
+    which = "ema" if ema and any(k.startswith("ema.") for k in tensors) else "model"
+    return which, prefixed_weights(tensors, which, path)
+
+
 def prefixed_weights(tensors: Dict[str, Tensor], prefix: str, source) -> Dict[str, Tensor]:
     """The ``prefix.*`` tensors of a model file (``model`` or ``ema``) with the prefix taken off; ``source``
     names the file in the error when there are none."""

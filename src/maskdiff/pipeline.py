@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from maskdiff.checkpoint import prefixed_weights, read_weights
+from maskdiff.checkpoint import network_weights
 from maskdiff.config import RunConfig
 from maskdiff.denoiser import SUBSDenoiser, check_tokens
 from maskdiff.errors import MaskdiffError
@@ -363,10 +363,9 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
     config = read_run_config(run_dir)
     tokenizer = read_tokenizer(run_dir)
     path, state = checkpoint_to_load(run_dir, checkpoint)
-    tensors = read_weights(path, state)  # whole or sharded: the model and EMA weights, in this process
+    prefix, weights = network_weights(path, state, ema)  # whole or sharded, in this process
     objective = build_objective(config, tokenizer.vocab_size)
-    prefix = "ema" if ema and any(k.startswith("ema.") for k in tensors) else "model"
-    objective.load_weights(prefixed_weights(tensors, prefix, path), path)
+    objective.load_weights(weights, path)
     pipe = Pipeline(config, tokenizer, objective, path, device=device)
     pipe.step = state.get("step")
     pipe.weights = prefix

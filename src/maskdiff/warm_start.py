@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maskdiff.checkpoint import latest_valid_checkpoint, prefixed_weights, read_weights
+from maskdiff.checkpoint import latest_valid_checkpoint, network_weights
 from maskdiff.config import RunConfig
 from maskdiff.errors import MaskdiffError
 from maskdiff.runs import read_run_config
@@ -46,9 +46,8 @@ def initialise(objective, config: RunConfig, log=None) -> None:
     source = config.model.init_from
     if source:
         path, state = latest_valid_checkpoint(Path(source), warn=log or (lambda *_: None))
-        tensors = read_weights(path, state)  # whole, or a sharded (FSDP2) checkpoint's pieces put together
-        prefix = "ema" if any(k.startswith("ema.") for k in tensors) else "model"
-        objective.load_weights(prefixed_weights(tensors, prefix, path), path)
+        prefix, weights = network_weights(path, state)  # whole, or a sharded (FSDP2) checkpoint's pieces put together
+        objective.load_weights(weights, path)
         if log is not None:
             log(f"network initialised from the {prefix} weights of {path}")
     elif config.model.pretrained:

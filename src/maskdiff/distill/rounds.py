@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from maskdiff.checkpoint import latest_valid_checkpoint, load_optimizer, optimizer_tensors, prefixed_weights, read_tensors, read_weights, \
+from maskdiff.checkpoint import latest_valid_checkpoint, load_optimizer, optimizer_tensors, network_weights, prefixed_weights, read_tensors, \
     save_checkpoint
 from maskdiff.config import RunConfig
 from maskdiff.distill.sdtt import half_steps, sdtt_loss, sdtt_target
@@ -120,8 +120,7 @@ def check_teacher(config: RunConfig) -> None:
 
 def _teacher_weights(teacher_dir: Path) -> Dict[str, Tensor]:
     path, state = checkpoint_to_load(teacher_dir)
-    tensors = read_weights(path, state)  # whole, or a sharded (FSDP2) checkpoint's pieces put together
-    return prefixed_weights(tensors, "ema" if any(k.startswith("ema.") for k in tensors) else "model", path)
+    return network_weights(path, state)[1]  # whole, or a sharded (FSDP2) checkpoint's pieces put together
 
 
 def distill(teacher_dir, out_dir, settings: DistillSettings, *, device: str = "cpu", progress: bool = True,
