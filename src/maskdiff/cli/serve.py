@@ -10,7 +10,8 @@ from maskdiff.errors import MaskdiffError
 DESCRIPTION = """\
 Serve a trained model on a web page: type a prompt or a template with [N] spans to fill, choose the
 sampler, steps, temperature / top-p and the number of samples, and watch the unmasking step by step,
-each token coloured by the step that revealed it, with the network calls (NFE) and the wall-clock.
+each token coloured by the step that revealed it, with the network calls (NFE) and the wall-clock; or
+tick "one per line" to send several prompts or templates at once and see each row's text as it finishes.
 A JSON API sits beside the page: POST /sample, POST /sample/stream (server-sent events), GET /model,
 GET /status; its schema is GET /openapi.json (docs/serve.md).
 
