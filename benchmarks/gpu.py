@@ -1,6 +1,6 @@
 """GPU benchmark: training throughput and MFU of the trainer's step in fp32-eager, bf16-eager and
 bf16-compiled, and sampling time of the cached and first-hitting samplers in fp32, bf16 and
-bf16-compiled (the network runtime of ``maskdiff sample --precision bfloat16 --compile``).
+bf16-compiled (the network runtime of ``maskdiff sample --precision bf16 --compile``).
 
 Configurations: ``baseline`` (vocab 257, L 256, 4 x 256, 4 heads, batch 16) and ``gpt2`` (GPT-2's
 vocabulary 50,258, L 1024, 12 x 768, 12 heads, batch 32, logits at masked positions only). A step is
@@ -50,7 +50,7 @@ from maskdiff.step import autocast, compile_blocks, make_optimizer, set_fast_mat
 
 NOMINAL_BF16_PEAK = 989e12  # H100 / H200 SXM dense bf16, FLOP/s (datasheet)
 MODES = {"fp32-eager": ("fp32", False), "bf16-eager": ("bf16", False), "bf16-compiled": ("bf16", True)}
-SAMPLE_MODES = {"fp32": NetworkRuntime("float32"), "bf16": NetworkRuntime("bfloat16"), "bf16-compiled": NetworkRuntime("bfloat16", True)}
+SAMPLE_MODES = {"fp32": NetworkRuntime("fp32"), "bf16": NetworkRuntime("bf16"), "bf16-compiled": NetworkRuntime("bf16", True)}
 
 
 def configs() -> Dict[str, tuple]:
@@ -161,7 +161,7 @@ def sample_figures(name: str, cfg: RunConfig, vocab: int, sampler: str, batch: i
     out = fn(obj.denoiser, obj.schedule, shape, steps=steps, generator=gen, device=device)
     _sync()
     seconds = time.perf_counter() - start
-    precision = "float32 (TF32 matmuls)" if runtime.precision == "float32" and device.type == "cuda" else runtime.precision
+    precision = "float32 (TF32 matmuls)" if runtime.precision == "fp32" and device.type == "cuda" else runtime.precision
     same = None if reference is None else float((out.tokens == reference).float().mean())
     return {"config": name, "sampler": sampler, "mode": mode, "precision": precision, "compiled": runtime.compile, "batch": batch,
             "length": cfg.data.length, "vocab_size": vocab, "steps": steps if sampler != "first-hitting" else None,

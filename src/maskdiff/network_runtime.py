@@ -1,8 +1,8 @@
 """How a loaded model's network runs: its arithmetic and whether it is compiled (``--precision`` and
 ``--compile`` of ``maskdiff sample`` and ``maskdiff serve``; :meth:`maskdiff.pipeline.Pipeline.set_runtime`).
 
-* precision ``float32`` (the default): the network runs as it was built; nothing is wrapped.
-* ``bfloat16``: every call of the network runs under ``torch.autocast(dtype=torch.bfloat16)``: its matrix
+* precision ``fp32`` (the default; the names are training's --precision): the network runs as it was built; nothing is wrapped.
+* ``bf16``: every call of the network runs under ``torch.autocast(dtype=torch.bfloat16)``: its matrix
   products in bfloat16, its normalisations and softmaxes in float32. Only the network: the denoiser turns
   its logits to float32 before the log-softmax (denoiser.py), so the sampler's probabilities and its
   draws stay float32. Fast on a GPU with bfloat16 units; on the CPU it runs, usually slower than float32.
@@ -23,7 +23,7 @@ from torch import nn
 
 from maskdiff.errors import MaskdiffError
 
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 """The arithmetic of the network call: name -> the autocast dtype (None: no autocast)."""
 
 NETWORK_CALLS = ("forward", "cached_forward", "two_stream", "extend_cache", "cached_logits")
@@ -36,21 +36,21 @@ _APPLIED = "_maskdiff_runtime"  # the runtime a network was given, on the networ
 class NetworkRuntime:
     """The arithmetic of the network call and whether it is compiled."""
 
-    precision: str = "float32"
-    """'float32' or 'bfloat16' (autocast of the network call only; probabilities and draws stay float32)."""
+    precision: str = "fp32"
+    """'fp32' or 'bf16' (autocast of the network call only; probabilities and draws stay float32)."""
     compile: bool = False
     """torch.compile the network's forward (its transformer blocks in place)."""
 
     @property
     def is_default(self) -> bool:
-        return self.precision == "float32" and not self.compile
+        return self.precision == "fp32" and not self.compile
 
     def check(self, device: torch.device) -> None:
         """Refuse an unknown precision, or bfloat16 on a GPU without it."""
         if self.precision not in PRECISIONS:
             raise MaskdiffError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
-        if self.precision == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise MaskdiffError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16 arithmetic; use --precision float32")
+        if self.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise MaskdiffError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16 arithmetic; use --precision fp32")
 
 
 def apply_runtime(network: nn.Module, runtime: NetworkRuntime, device: torch.device) -> None:

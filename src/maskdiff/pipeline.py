@@ -108,8 +108,8 @@ class Pipeline:
     def kind(self) -> str:
         return self.objective.kind
 
-    def set_runtime(self, precision: str = "float32", compile: bool = False) -> None:
-        """How the network runs from now on, sampling and evaluation alike: precision 'float32' or 'bfloat16' (autocast of
+    def set_runtime(self, precision: str = "fp32", compile: bool = False) -> None:
+        """How the network runs from now on, sampling and evaluation alike: precision 'fp32' (the default) or 'bf16' (autocast of
         the network call only), compile: torch.compile its forward. Once per pipeline (maskdiff.network_runtime)."""
         apply_runtime(self.objective.network, NetworkRuntime(precision, compile), self.device)
 

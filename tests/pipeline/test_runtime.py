@@ -8,7 +8,7 @@ import maskdiff
 from maskdiff.errors import MaskdiffError
 
 
-def _pipe(run, precision="float32", compile=False):
+def _pipe(run, precision="fp32", compile=False):
     """The served micro run with every weight matrix redrawn at scale 1/sqrt(fan-in): logits of order one (the
     trained micro run's are near zero, so bfloat16 could hardly move them)."""
     pipe = maskdiff.load(run)
@@ -30,7 +30,7 @@ def _half_masked(pipe, rows=8):
 
 
 def test_bfloat16_moves_the_network_by_its_rounding_and_keeps_the_probabilities_float32(served_run):
-    f32, bf16 = _pipe(served_run), _pipe(served_run, "bfloat16")
+    f32, bf16 = _pipe(served_run), _pipe(served_run, "bf16")
     x, t = _half_masked(f32)
     masked = x == f32.tokenizer.mask_id
     with torch.no_grad():
@@ -47,24 +47,24 @@ def test_bfloat16_moves_the_network_by_its_rounding_and_keeps_the_probabilities_
 def test_float32_wraps_nothing_and_a_runtime_is_set_once(served_run):
     pipe = maskdiff.load(served_run)
     before = pipe.sample(2, steps=8, seed=5).tokens
-    pipe.set_runtime("float32", False)
+    pipe.set_runtime("fp32", False)
     assert "forward" not in vars(pipe.objective.network)  # the network's own forward: float32 samples bit-identical
     assert torch.equal(pipe.sample(2, steps=8, seed=5).tokens, before)
-    with pytest.raises(MaskdiffError, match="unknown precision 'float16'; choose one of: float32, bfloat16"):
+    with pytest.raises(MaskdiffError, match="unknown precision 'float16'; choose one of: fp32, bf16"):
         pipe.set_runtime("float16")
-    pipe.set_runtime("bfloat16")
-    pipe.set_runtime("bfloat16")  # the same again: nothing to do
-    with pytest.raises(MaskdiffError, match="already runs with precision bfloat16 .* load it again"):
-        pipe.set_runtime("float32")
+    pipe.set_runtime("bf16")
+    pipe.set_runtime("bf16")  # the same again: nothing to do
+    with pytest.raises(MaskdiffError, match="already runs with precision bf16 .* load it again"):
+        pipe.set_runtime("fp32")
 
 
 def test_sample_command_reports_the_precision_network_calls_and_seconds(served_run, tmp_path):
-    proc = run_main("sample", served_run, "--num", "2", "--steps", "4", "--precision", "bfloat16", "--no-progress",
+    proc = run_main("sample", served_run, "--num", "2", "--steps", "4", "--precision", "bf16", "--no-progress",
                     "--out", tmp_path / "s.txt")
     assert proc.returncode == 0, proc.stderr
     assert "network calls)" in proc.stdout
     summary = [line for line in proc.stdout.splitlines() if line.startswith("2 samples")][0]
-    assert "mean NFE" in summary and summary.endswith(" s, bfloat16"), summary
+    assert "mean NFE" in summary and summary.endswith(" s, bf16"), summary
 
 
 @pytest.mark.slow

@@ -61,17 +61,17 @@ def add_runtime_flags(p) -> None:
     """--precision and --compile: how the network runs (maskdiff.network_runtime), for sample and serve."""
     from maskdiff.network_runtime import PRECISIONS
 
-    p.add_argument("--precision", choices=list(PRECISIONS), default="float32",
-                   help="arithmetic of the network call: float32 (default) or bfloat16 (autocast of the network only; the "
-                   "sampler's probabilities and draws stay float32). bfloat16 is for GPUs: on the CPU it runs, usually slower")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                   help="arithmetic of the network call: fp32 (default) or bf16 (bfloat16 autocast of the network only; the "
+                   "sampler's probabilities and draws stay float32); the names training's --precision takes. bf16 is for GPUs: on the CPU it runs, usually slower")
     p.add_argument("--compile", action="store_true", help="torch.compile the network's forward (its transformer blocks); each "
                    "new shape compiles at its first call, which the first samples' seconds include. On the CPU it needs a C++ "
                    "compiler (g++ or clang)")
 
 
 def runtime_note(args) -> str:
-    """', bfloat16, compiled' (what of --precision and --compile differs from the default), for summaries."""
-    return "".join(([f", {args.precision}"] if args.precision != "float32" else []) + ([", compiled"] if args.compile else []))
+    """', bf16, compiled' (what of --precision and --compile differs from the default), for summaries."""
+    return "".join(([f", {args.precision}"] if args.precision != "fp32" else []) + ([", compiled"] if args.compile else []))
 
 
 def add_sampler_flags(p) -> None:
