@@ -1,5 +1,6 @@
 """GPU benchmark: training throughput and MFU of the trainer's step in fp32-eager, bf16-eager and
-bf16-compiled, and sampling time of the cached and first-hitting samplers.
+bf16-compiled, and sampling time of the cached and first-hitting samplers in fp32, bf16 and
+bf16-compiled (the network runtime of ``maskdiff sample --precision bf16 --compile``).
 
 Configurations: ``baseline`` (vocab 257, L 256, 4 x 256, 4 heads, batch 16) and ``gpt2`` (GPT-2's
 vocabulary 50,258, L 1024, 12 x 768, 12 heads, batch 32, logits at masked positions only). A step is
@@ -9,10 +10,15 @@ backward, clipping, fused AdamW; compiled runs go through ``train.compile_blocks
 run (an 8192^3 matmul), reported beside the nominal 989 TFLOP/s of an H100/H200 SXM. Two FLOP counts:
 ``model`` is the usual 6 N + 12 depth width L per token (every position through the output layer);
 ``executed`` counts the output layer at the masked positions only, which is what runs with masked
-logits. Writes ``benchmarks/results/gpu_<device>_<time>.json``.
+logits. Sampling: the sampler's wall-clock and network calls for one batch after an untimed warm-up
+call of the same shape (which compiles, in bf16-compiled; its seconds are recorded apart), with the
+network run as ``maskdiff.network_runtime`` runs it (bf16: autocast of the network call only; the
+sampler's probabilities stay float32), and the share of tokens equal to the fp32 draw of the same seed.
+Writes ``benchmarks/results/gpu_<device>_<time>.json``.
 
     .venv/bin/python benchmarks/gpu.py                      # everything (about 3 minutes on an H100/H200)
     .venv/bin/python benchmarks/gpu.py --configs baseline --modes bf16-compiled --no-sampling
+    .venv/bin/python benchmarks/gpu.py --configs baseline --modes fp32-eager --sample-configs baseline --device cpu --smoke
 """
 from __future__ import annotations
 
@@ -37,12 +43,14 @@ from train_throughput import measure_matmul_peak  # noqa: E402
 
 from maskdiff.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from maskdiff.loss import low_discrepancy_times  # noqa: E402
+from maskdiff.network_runtime import NetworkRuntime, apply_runtime  # noqa: E402
 from maskdiff.objectives import build_objective  # noqa: E402
 from maskdiff.sampling import SAMPLERS  # noqa: E402
 from maskdiff.step import autocast, compile_blocks, make_optimizer, set_fast_matmul  # noqa: E402
 
 NOMINAL_BF16_PEAK = 989e12  # H100 / H200 SXM dense bf16, FLOP/s (datasheet)
 MODES = {"fp32-eager": ("fp32", False), "bf16-eager": ("bf16", False), "bf16-compiled": ("bf16", True)}
+SAMPLE_MODES = {"fp32": NetworkRuntime("fp32"), "bf16": NetworkRuntime("bf16"), "bf16-compiled": NetworkRuntime("bf16", True)}
 
 
 def configs() -> Dict[str, tuple]:
@@ -129,23 +137,36 @@ def train_figures(name: str, cfg: RunConfig, vocab: int, mode: str, steps: int, 
     }
 
 
-def sample_figures(name: str, cfg: RunConfig, vocab: int, sampler: str, batch: int, steps: int) -> Dict[str, Any]:
-    device = DEVICE
+def sample_figures(name: str, cfg: RunConfig, vocab: int, sampler: str, batch: int, steps: int, mode: str = "fp32",
+                   reference=None) -> Dict[str, Any]:
+    """One sampling point: ``mode`` names the network runtime (:data:`SAMPLE_MODES`); ``reference``: the fp32
+    draw of the same point, for the share of equal tokens."""
+    device, runtime = DEVICE, SAMPLE_MODES[mode]
     torch.manual_seed(0)
     obj = build_objective(cfg, vocab).to(device).eval()
     with torch.no_grad():  # away from the zero-initialised output layer (a uniform mu makes every step unmask alike)
         torch.nn.init.normal_(obj.network.head.weight, std=0.02)
-    gen = torch.Generator(device=device).manual_seed(0)
+    if runtime.compile:
+        torch._dynamo.reset()  # compile this network afresh (no earlier point's cache entries, no recompile limit reached)
+    apply_runtime(obj.network, runtime, device)
     fn = SAMPLERS[sampler]
-    fn(obj.denoiser, obj.schedule, (2, cfg.data.length), steps=8, generator=gen, device=device)  # warm-up
+    shape = (batch, cfg.data.length)
     _sync()
     start = time.perf_counter()
-    out = fn(obj.denoiser, obj.schedule, (batch, cfg.data.length), steps=steps, generator=gen, device=device)
+    fn(obj.denoiser, obj.schedule, shape, steps=8, generator=torch.Generator(device=device).manual_seed(1), device=device)  # warm-up
+    _sync()
+    warm = time.perf_counter() - start
+    gen = torch.Generator(device=device).manual_seed(0)
+    start = time.perf_counter()
+    out = fn(obj.denoiser, obj.schedule, shape, steps=steps, generator=gen, device=device)
     _sync()
     seconds = time.perf_counter() - start
-    return {"config": name, "sampler": sampler, "batch": batch, "length": cfg.data.length, "vocab_size": vocab,
-            "steps": steps if sampler != "first-hitting" else None, "seconds": seconds, "seconds_per_sample": seconds / batch,
-            "nfe_mean": float(out.nfe.float().mean()), "precision": "fp32 (TF32 matmuls)", "masks_left": int((out.tokens == vocab).sum())}
+    precision = "float32 (TF32 matmuls)" if runtime.precision == "fp32" and device.type == "cuda" else runtime.precision
+    same = None if reference is None else float((out.tokens == reference).float().mean())
+    return {"config": name, "sampler": sampler, "mode": mode, "precision": precision, "compiled": runtime.compile, "batch": batch,
+            "length": cfg.data.length, "vocab_size": vocab, "steps": steps if sampler != "first-hitting" else None,
+            "seconds": seconds, "seconds_per_sample": seconds / batch, "warmup_seconds": warm, "nfe_mean": float(out.nfe.float().mean()),
+            "masks_left": int((out.tokens == vocab).sum()), "tokens_equal_to_fp32": same, "tokens": out.tokens.cpu()}
 
 
 def main(argv=None) -> Path:
@@ -157,6 +178,8 @@ def main(argv=None) -> Path:
     p.add_argument("--sample-steps", type=int, default=1024, help="grid steps of the cached sampler (default: 1024)")
     p.add_argument("--sample-batch", type=int, default=16, help="samples per sampler call (default: 16)")
     p.add_argument("--sample-configs", default="baseline,gpt2", help="configs whose sampling is timed (default: both)")
+    p.add_argument("--sample-modes", default=",".join(SAMPLE_MODES), help=f"comma-separated network runtimes of the sampling "
+                   f"points: {', '.join(SAMPLE_MODES)} (default: all)")
     p.add_argument("--no-sampling", action="store_true", help="training figures only")
     p.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/gpu_<device>_<time>.json)")
     p.add_argument("--device", default="cuda", help="cuda (default); cpu only to smoke-test this script, with --smoke")
@@ -173,9 +196,11 @@ def main(argv=None) -> Path:
             cfg.model.width, cfg.model.depth, cfg.model.heads, cfg.data.length, cfg.train.batch_size = 32, 1, 2, 32, 2
     names = [c for c in args.configs.split(",") if c]
     modes = [m for m in args.modes.split(",") if m]
-    bad = [c for c in names if c not in all_configs] + [m for m in modes if m not in MODES]
+    sample_modes = [m for m in args.sample_modes.split(",") if m]
+    bad = [c for c in names if c not in all_configs] + [m for m in modes if m not in MODES] + [m for m in sample_modes if m not in SAMPLE_MODES]
     if bad:
-        raise SystemExit(f"unknown config or mode {bad}; configs: {', '.join(all_configs)}; modes: {', '.join(MODES)}")
+        raise SystemExit(f"unknown config or mode {bad}; configs: {', '.join(all_configs)}; modes: {', '.join(MODES)}; "
+                         f"sample modes: {', '.join(SAMPLE_MODES)}")
     machine = machine_info(args.device)
     n = 256 if args.smoke else 8192
     peaks = {d: measure_matmul_peak(DEVICE, dt, n, 5) for d, dt in (("bf16", torch.bfloat16), ("float32_tf32", torch.float32))}
@@ -204,20 +229,27 @@ def main(argv=None) -> Path:
                 print(f"train {name:8s} {mode:14s} {r['s_per_step_median'] * 1e3:8.1f} ms/step {r['tokens_per_s']:>12,.0f} tok/s "
                       f"MFU {100 * r['mfu_model_vs_measured_peak']:5.1f}% (executed {100 * r['mfu_executed_vs_measured_peak']:5.1f}%; "
                       f"vs 989T {100 * r['mfu_model_vs_nominal_989T']:5.1f}%)")
-            torch.cuda.empty_cache()
+            if DEVICE.type == "cuda":
+                torch.cuda.empty_cache()
             path = save()
     if not args.no_sampling:
         for name in [c for c in args.sample_configs.split(",") if c]:
             cfg, vocab = all_configs[name]
             for sampler in ("cached", "first-hitting"):
-                try:
-                    r = sample_figures(name, cfg, vocab, sampler, args.sample_batch, args.sample_steps)
-                    print(f"sample {name:8s} {sampler:14s} {r['seconds']:7.2f} s for {r['batch']} x {r['length']}, mean NFE {r['nfe_mean']:.0f}")
-                except Exception as err:  # noqa: BLE001
-                    r = {"config": name, "sampler": sampler, "error": f"{type(err).__name__}: {err}"[:500]}
-                    print(f"sample {name:8s} {sampler:14s} ERROR {r['error']}")
-                payload["sampling"].append(r)
-                path = save()
+                reference = None  # the fp32 draw's tokens, once measured
+                for mode in sample_modes:
+                    try:
+                        r = sample_figures(name, cfg, vocab, sampler, args.sample_batch, args.sample_steps, mode, reference)
+                        tokens = r.pop("tokens")
+                        reference = tokens if mode == "fp32" else reference
+                        equal = "" if r["tokens_equal_to_fp32"] is None else f", {100 * r['tokens_equal_to_fp32']:.1f}% tokens as fp32"
+                        print(f"sample {name:8s} {sampler:14s} {mode:14s} {r['seconds']:7.2f} s for {r['batch']} x {r['length']}, "
+                              f"mean NFE {r['nfe_mean']:.0f} (warm-up {r['warmup_seconds']:.1f} s){equal}")
+                    except Exception as err:  # noqa: BLE001
+                        r = {"config": name, "sampler": sampler, "mode": mode, "error": f"{type(err).__name__}: {err}"[:500]}
+                        print(f"sample {name:8s} {sampler:14s} {mode:14s} ERROR {r['error']}")
+                    payload["sampling"].append(r)
+                    path = save()
     print(f"wrote {path}")
     return path
 

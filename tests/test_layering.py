@@ -25,7 +25,7 @@ LAYERS = {
     "objectives": (["maskdiff.objectives"], ["errors", "config", "math", "networks"]),
     "runs": (["maskdiff.runs"], ["errors", "config", "io", "data"]),
     "model": (["maskdiff.pipeline", "maskdiff.validation", "maskdiff.completion", "maskdiff.pretrained", "maskdiff.convert",
-               "maskdiff.warm_start"],
+               "maskdiff.warm_start", "maskdiff.network_runtime"],
               ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "runs"]),
     "api": (["maskdiff"], ["errors", "math", "model"]),
     "train": (["maskdiff.train", "maskdiff.step", "maskdiff.train_state", "maskdiff.monitor", "maskdiff.monitor_sinks"], ["errors", "config", "math", "io", "estimate", "modalities", "objectives", "runs", "model"]),

@@ -20,7 +20,8 @@ from maskdiff.denoiser import SUBSDenoiser, check_tokens
 from maskdiff.errors import MaskdiffError
 from maskdiff.modalities import get_modality
 from maskdiff.objectives import Objective, build_objective
-from maskdiff.runs import checkpoint_to_load, read_run_config, read_tokenizer, recommended_steps
+from maskdiff.network_runtime import NetworkRuntime, apply_runtime
+from maskdiff.runs import checkpoint_to_load, read_distill_record, read_run_config, read_tokenizer, recommended_steps, write_distill_record
 from maskdiff.sampling.common import SampleOutput
 from maskdiff.sampling.request import CheckedRequest, SampleRequest, SamplingTarget
 from maskdiff.sampling.request import template_ids as parse_template
@@ -96,6 +97,7 @@ class Pipeline:
         self.checkpoint = checkpoint
         self.step = None
         self.recommended_steps: Optional[int] = None  # a distilled run's grid (its distill.json, maskdiff.runs)
+        self.distill: dict = {}  # that distill.json: how the run was made; {} for other runs (an export copies it)
 
     @property
     def default_steps(self) -> int:
@@ -105,6 +107,11 @@ class Pipeline:
     @property
     def kind(self) -> str:
         return self.objective.kind
+
+    def set_runtime(self, precision: str = "fp32", compile: bool = False) -> None:
+        """How the network runs from now on, sampling and evaluation alike: precision 'fp32' (the default) or 'bf16' (autocast of
+        the network call only), compile: torch.compile its forward. Once per pipeline (maskdiff.network_runtime)."""
+        apply_runtime(self.objective.network, NetworkRuntime(precision, compile), self.device)
 
     def evaluate(self, tokens: Tensor, valid: Optional[Tensor], *, discrete_steps: Optional[int] = None, cond: Optional[Tensor] = None,
                  **kwargs):
@@ -330,8 +337,11 @@ class Pipeline:
         the tokenizer and a model card. evaluation: the measured bound for the card (see ``maskdiff export``)."""
         from maskdiff.pretrained import write_pretrained
 
-        return write_pretrained(out, self.config, self.tokenizer, self.objective.state_dict(), weights_kind=getattr(self, "weights", "model"),
-                                step=self.step, evaluation=evaluation, source=getattr(self, "source", ""), overwrite=overwrite)
+        out = write_pretrained(out, self.config, self.tokenizer, self.objective.state_dict(), weights_kind=getattr(self, "weights", "model"),
+                               step=self.step, evaluation=evaluation, source=getattr(self, "source", ""), overwrite=overwrite)
+        if self.distill:  # a distilled model: the folder samples at its grid too
+            write_distill_record(out, self.distill)
+        return out
 
 
 def _lengths(length, rows: int) -> List[Optional[int]]:
@@ -367,9 +377,8 @@ def load(run_dir, *, checkpoint: Optional[Union[str, Path]] = None, ema: bool = 
     objective = build_objective(config, tokenizer.vocab_size)
     objective.load_weights(weights, path)
     pipe = Pipeline(config, tokenizer, objective, path, device=device)
-    pipe.step = state.get("step")
-    pipe.weights = prefix
-    pipe.recommended_steps = recommended_steps(run_dir)
+    pipe.step, pipe.weights = state.get("step"), prefix
+    pipe.distill, pipe.recommended_steps = read_distill_record(run_dir), recommended_steps(run_dir)
     return pipe
 
 
@@ -386,4 +395,5 @@ def from_pretrained(name_or_path, *, device: str = "cpu", revision: Optional[str
     objective.load_weights(tensors, folder)
     pipe = Pipeline(config, tokenizer, objective, None, device=device)
     pipe.step, pipe.weights, pipe.source = meta.get("step"), meta.get("weights", "model"), meta.get("source", "")
+    pipe.distill, pipe.recommended_steps = read_distill_record(folder), recommended_steps(folder)  # an exported distilled run
     return pipe

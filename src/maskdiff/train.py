@@ -110,7 +110,7 @@ def train(
     here, once, and callers need not check it before.
     """
     complete_backbone(config)  # a Hugging Face backbone named by model.pretrained: its config and tokenizer
-    validate_config(config)
+    validate_config(config, run_dir)
     run_dir = Path(run_dir)
     tc = config.train
     if tc.threads:

@@ -1,11 +1,14 @@
 """The weights a new run starts from, before its first step: a trained run's (model.init_from: the EMA
 weights of its newest valid checkpoint, for fine-tuning), else those model.pretrained names, else the
-fresh initialisation. A resumed run takes its own checkpoint instead (train_state.py ``load_start``)."""
+fresh initialisation. A resumed run takes its own checkpoint instead (train_state.py ``load_start``), so
+its parent is neither checked nor read then: it may have moved since."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from maskdiff.checkpoint import latest_valid_checkpoint, network_weights
+from typing import Optional
+
+from maskdiff.checkpoint import latest_valid_checkpoint, list_checkpoints, network_weights
 from maskdiff.config import RunConfig
 from maskdiff.errors import MaskdiffError
 from maskdiff.runs import read_run_config
@@ -16,14 +19,17 @@ SAME = ("model.width", "model.depth", "model.heads", "model.mlp_ratio", "model.c
         "data.form", "data.modality", "diffusion.objective", "diffusion.block_size", "diffusion.zero_mask")
 
 
-def check_init_from(config: RunConfig) -> None:
+def check_init_from(config: RunConfig, run_dir: Optional[Path] = None) -> None:
     """Refuse, before anything is written, a model.init_from that is not a trained run whose network and
-    tokenizer are this run's, naming the first fields that differ."""
+    tokenizer are this run's, naming the first fields that differ. run_dir: the run being started; one that
+    already has checkpoints resumes from its own weights, and its parent is not looked at."""
     source = config.model.init_from
-    if not source:
+    if not source or (run_dir is not None and list_checkpoints(Path(run_dir))):
         return
     if config.model.pretrained and config.model.backbone != "hf":
         raise MaskdiffError("model.init_from and model.pretrained both name starting weights; keep one")
+    if not Path(source).is_dir():
+        raise MaskdiffError(f"--init-from {source}: there is no run directory there (moved or deleted?); name the trained run to start from")
     theirs = read_run_config(source)
     mine_d, theirs_d = config.to_dict(), theirs.to_dict()
     differ = [f"{name}: {_field(theirs_d, name)!r} there, {_field(mine_d, name)!r} here" for name in SAME
@@ -45,7 +51,10 @@ def initialise(objective, config: RunConfig, log=None) -> None:
     run without EMA), else model.pretrained's (:meth:`Objective.init_from_pretrained`), else nothing."""
     source = config.model.init_from
     if source:
-        path, state = latest_valid_checkpoint(Path(source), warn=log or (lambda *_: None))
+        found = latest_valid_checkpoint(Path(source), warn=log or (lambda *_: None))
+        if found is None:  # a run whose own checkpoints all failed to verify starts afresh, and its parent has gone
+            raise MaskdiffError(f"--init-from {source}: that run has no valid checkpoint to start from (moved or deleted?)")
+        path, state = found
         prefix, weights = network_weights(path, state)  # whole, or a sharded (FSDP2) checkpoint's pieces put together
         objective.load_weights(weights, path)
         if log is not None:

@@ -72,5 +72,16 @@ def test_the_page_streams_the_unmasking_and_keeps_the_fixed_words(served_run, tm
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
             print(f"screenshot: {shot}")
+            # several prompts, one per line (POST /generate/stream): each row's text and network calls
+            page.check("#many")
+            page.fill("#text", "the [4] is\n\nto be or [6] not")
+            page.click("#start")
+            page.wait_for_selector("#state[data-state=done]", timeout=120_000)
+            rows = page.eval_on_selector_all(".sample", "ds => ds.map(d => d.firstChild.textContent)")
+            notes = page.eval_on_selector_all(".row-note", "ns => ns.map(n => n.textContent)")
+            assert [len(r) for r in rows] == [len("the  is") + 4, len("to be or  not") + 6], rows
+            assert rows[0].startswith("the ") and rows[1].startswith("to be or ") and rows[1].endswith(" not")
+            assert [n.split(":")[0] for n in notes] == ["row 0", "row 1"] and all("network calls" in n for n in notes)
+            assert "per row" in page.text_content("#nfe")
         finally:
             browser.close()

@@ -53,7 +53,25 @@ def register(sub) -> None:
     p.add_argument("--label", type=nonneg_int, action="append", metavar="CLASS", help="image runs of a class-conditional model: the class of the samples (repeatable, cycled; default: every class in turn)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w: log mu = (1 + w) log mu(.|c) - w log mu(.|no class); 0 (default): the conditional model, -1: the unconditional one")
     weights_args(p)
+    add_runtime_flags(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_runtime_flags(p) -> None:
+    """--precision and --compile: how the network runs (maskdiff.network_runtime), for sample and serve."""
+    from maskdiff.network_runtime import PRECISIONS
+
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                   help="arithmetic of the network call: fp32 (default) or bf16 (bfloat16 autocast of the network only; the "
+                   "sampler's probabilities and draws stay float32); the names training's --precision takes. bf16 is for GPUs: on the CPU it runs, usually slower")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network's forward (its transformer blocks); each "
+                   "new shape compiles at its first call, which the first samples' seconds include. On the CPU it needs a C++ "
+                   "compiler (g++ or clang)")
+
+
+def runtime_note(args) -> str:
+    """', bf16, compiled' (what of --precision and --compile differs from the default), for summaries."""
+    return "".join(([f", {args.precision}"] if args.precision != "fp32" else []) + ([", compiled"] if args.compile else []))
 
 
 def add_sampler_flags(p) -> None:
@@ -102,6 +120,7 @@ def run(args) -> int:
     args.num = 4 if args.num is None else args.num
     args.batch_size = 8 if args.batch_size is None else args.batch_size
     pipe = load_run(args)
+    pipe.set_runtime(args.precision, args.compile)
     args.steps = args.steps or pipe.default_steps
     args.sampler = args.sampler or pipe.target().default_sampler
     kwargs = sampler_options(args, args.sampler)
@@ -119,7 +138,8 @@ def run(args) -> int:
                       progress=not (args.no_progress or args.show), **kwargs)
     for i, text in enumerate(out.texts):
         print(f"--- sample {i} ({int(out.nfe[i])} network calls)\n{text}")
-    print(f"{args.num} samples, {out.sampler} sampler, {out.steps} steps, mean NFE {out.nfe.float().mean():.1f}, {out.seconds:.1f} s")
+    print(f"{args.num} samples, {out.sampler} sampler, {out.steps} steps, mean NFE {out.nfe.float().mean():.1f}, {out.seconds:.1f} s"
+          f"{runtime_note(args)}")
     path = args.out or sample_file(args.run_dir, out.sampler, out.steps, ".txt")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n\n".join(out.texts) + "\n", encoding="utf-8")

@@ -4,12 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from maskdiff.cli.args import device_arg, load_run, nonneg_int, positive_int
+from maskdiff.cli.sample import add_runtime_flags, runtime_note
 from maskdiff.errors import MaskdiffError
 
 DESCRIPTION = """\
 Serve a trained model on a web page: type a prompt or a template with [N] spans to fill, choose the
 sampler, steps, temperature / top-p and the number of samples, and watch the unmasking step by step,
-each token coloured by the step that revealed it, with the network calls (NFE) and the wall-clock.
+each token coloured by the step that revealed it, with the network calls (NFE) and the wall-clock; or
+tick "one per line" to send several prompts or templates at once and see each row's text as it finishes.
 A JSON API sits beside the page: POST /sample, POST /sample/stream (server-sent events), GET /model,
 GET /status; its schema is GET /openapi.json (docs/serve.md).
 
@@ -35,6 +37,7 @@ def register(sub) -> None:
     device_arg(p)
     p.add_argument("--checkpoint", type=Path, help="a checkpoint directory (default: the run's newest valid one)")
     p.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of their EMA")
+    add_runtime_flags(p)
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (default: warning; info logs every request)")
 
@@ -53,10 +56,11 @@ def run(args) -> int:
     sock = listen(args.host, args.port)  # fail on a taken port before loading anything
     try:
         pipe = load_run(args)
+        pipe.set_runtime(args.precision, args.compile)
         app = create_app(pipe, run=str(args.run_dir), limits=limits)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        print(f"serving {args.run_dir} ({pipe.kind}, step {pipe.step}) at http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
+        print(f"serving {args.run_dir} ({pipe.kind}, step {pipe.step}{runtime_note(args)}) at http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
         try:
             serve(app, sock, log_level=args.log_level)
         except KeyboardInterrupt:  # uvicorn shuts down gracefully, then passes Ctrl-C on: the normal way to stop
