@@ -23,3 +23,17 @@ def test_a_fine_tuned_run_resumes_after_its_parent_moved(tmp_path, plays):
     with pytest.raises(MaskdiffError, match=f"--init-from {parent}: there is no run directory there"):  # a new run from the moved parent: refused first
         train(child, tmp_path / "new", progress=False)
     assert not (tmp_path / "new").exists()
+
+
+def test_the_same_train_command_resumes_after_the_parent_moved(tmp_path, plays):
+    """`maskdiff train --init-from P --run-dir R` run again reads R's own config once R has one, not P's."""
+    from helpers import run_main
+
+    parent = tmp_path / "parent"
+    train(micro_config(steps=1, corpus=plays), parent, progress=False)
+    command = ("train", "--init-from", parent, "--run-dir", tmp_path / "child", "--no-progress")
+    assert run_main(*command, "--steps", "2").returncode == 0
+    shutil.move(parent, tmp_path / "moved")
+    proc = run_main(*command, "--steps", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert read_run_config(tmp_path / "child").train.steps == 3

@@ -107,9 +107,11 @@ def config_from_args(args):
     from maskdiff.presets import get_preset
 
     if args.init_from and not args.config and not args.preset:
-        from maskdiff.runs import read_run_config
+        from maskdiff.runs import CONFIG_FILE, read_run_config
 
-        config = read_run_config(args.init_from)
+        # the run's own config once it has one (the same command resumes it, even after its parent has moved)
+        started = args.run_dir is not None and (args.run_dir / CONFIG_FILE).is_file()
+        config = read_run_config(args.run_dir if started else args.init_from)
     elif args.config:
         try:
             config = RunConfig.from_dict(json.loads(args.config.read_text(encoding="utf-8")))
