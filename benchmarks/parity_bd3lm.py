@@ -12,7 +12,8 @@ the mask id 256), training windows drawn by maskdiff's data source for (seed, st
 first ``--val-rows`` consecutive windows of the validation split.
 
 The reference trains ``--steps`` steps with block size ``--block-size`` and saves its ``.ckpt``;
-``maskdiff convert bd3lm`` reads it (EMA and raw weights). Figures: the largest difference between the
+``maskdiff convert bd3lm`` reads it (EMA and raw weights), and the folder its Hugging Face class writes
+(``models/hf``, EMA weights copied in as its ``push_to_hf.py`` does). Figures: the largest difference between the
 reference backbone's logits on [x_t, x_0] and the converted network's ``two_stream`` logits (and SUBS
 log-probabilities at the masks); the reference's own validation NELBO (``Trainer.validate``, ``val/nll``)
 over ``--eval-repeats`` seeds against maskdiff's estimate of the same quantity and its whole block NELBO,
@@ -62,7 +63,8 @@ def ref_spec(args, **extra) -> Dict[str, Any]:
 
 
 def convert(ckpt: Path, out: Path, args, ema: bool = True):
-    """``maskdiff convert bd3lm CKPT OUT --allow-pickle --block-size N`` (EMA weights unless ``ema`` is False), loaded."""
+    """``maskdiff convert bd3lm CKPT OUT --allow-pickle --block-size N`` (EMA weights unless ``ema`` is False; a
+    Hugging Face folder is read as safetensors), loaded."""
     import maskdiff
     from maskdiff.convert import convert_bd3lm
 
@@ -77,7 +79,6 @@ def run(args, ref: BD3LMReference, work: Path) -> Dict[str, Any]:
     trained = ref.run("train", ref_spec(args, steps=args.steps, every=args.steps, out=str(ckdir), windows=str(data["windows"])))
     train_seconds = time.time() - t0
     ckpt = ckdir / f"step{args.steps}.ckpt"
-    pipes = {"ema": convert(ckpt, work / "ema", args), "raw": convert(ckpt, work / "raw", args, ema=False)}
     val = torch.as_tensor(np.load(data["val"]).astype(np.int64))
     # inputs: validation rows (x_0) with 0%, 15%, 50%, 85% and 100% of positions masked (x_t)
     gen = torch.Generator().manual_seed(0)
@@ -87,20 +88,28 @@ def run(args, ref: BD3LMReference, work: Path) -> Dict[str, Any]:
         x_t[i][torch.rand(args.length, generator=gen) < rate] = 256
     np.save(work / "inputs.npy", x_t.numpy())
     np.save(work / "clean.npy", x0.numpy())
+    inputs = dict(inputs=str(work / "inputs.npy"), clean=str(work / "clean.npy"))
+    hf = ref.run("hf", ref_spec(args, ckpt=str(ckpt), out=str(work / "hf"), **inputs))
+    pipes = {"ema": convert(ckpt, work / "ema", args), "raw": convert(ckpt, work / "raw", args, ema=False),
+             "hf_folder": convert(work / "hf", work / "from_hf", args)}
     logits = {}
-    for weights, pipe in pipes.items():
-        ref.run("logits", ref_spec(args, ckpt=str(ckpt), inputs=str(work / "inputs.npy"), clean=str(work / "clean.npy"),
-                                   out=str(work / f"ref_{weights}"), weights=weights))
+    for name, pipe in pipes.items():
+        weights = "raw" if name == "raw" else "ema"
+        if name != "hf_folder":  # the hf folder holds the EMA weights: compared with the same reference run as "ema"
+            ref.run("logits", ref_spec(args, ckpt=str(ckpt), out=str(work / f"ref_{weights}"), weights=weights, **inputs))
         ref_raw = torch.from_numpy(np.load(work / f"ref_{weights}.raw.npy"))
         ref_subs = torch.from_numpy(np.load(work / f"ref_{weights}.subs.npy"))
         with torch.no_grad():
             ours = pipe.objective.network.two_stream(x_t, x0)
             log_mu = pipe.denoiser(x_t, x0)
         masked = x_t == 256
-        logits[weights] = {"max_abs_logit_difference": float((ours - ref_raw).abs().max()),
-                           "logit_scale_max_abs": float(ref_raw.abs().max()),
-                           "max_abs_log_prob_difference_at_masks": float((log_mu[masked] - ref_subs[masked][:, :256]).abs().max()),
-                           "shape": list(ours.shape)}
+        logits[name] = {"weights": weights, "max_abs_logit_difference": float((ours - ref_raw).abs().max()),
+                        "logit_scale_max_abs": float(ref_raw.abs().max()),
+                        "max_abs_log_prob_difference_at_masks": float((log_mu[masked] - ref_subs[masked][:, :256]).abs().max()),
+                        "shape": list(ours.shape)}
+        if name == "hf_folder":  # BD3-LM's own Hugging Face model on the same inputs
+            hf_logits = torch.from_numpy(np.load(work / "hf.logits.npy"))
+            logits[name]["max_abs_difference_to_its_hf_model"] = float((ours - hf_logits).abs().max())
     t0 = time.time()
     own = ref.run("eval", ref_spec(args, ckpt=str(ckpt), val=str(data["val"]), eval_batch=args.eval_batch,
                                    eval_seeds=list(range(args.eval_repeats))))
@@ -112,6 +121,7 @@ def run(args, ref: BD3LMReference, work: Path) -> Dict[str, Any]:
     samples = pipe.sample(num=4, steps=args.block_size, seed=0)
     return {"train_losses": trained["losses"], "reference_train_seconds": train_seconds, "reference_eval_seconds": ref_eval_seconds,
             "reference_state_dict_keys": trained["state_dict_keys"], "reference_checkpoint_files": sorted(os.listdir(ckdir)),
+            "hf_files": hf["files"],
             "reference_clip_interval": own["runs"][0]["sampling_eps"], "logits": logits,
             "nelbo_bits_per_token": {"reference_val_nll": t_interval(ref_nll), "maskdiff_same_quantity": t_interval(ours_nll),
                                      "maskdiff_nelbo": t_interval(ours_nelbo)},

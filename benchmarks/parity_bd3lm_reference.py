@@ -16,7 +16,9 @@ antithetic t per block, AdamW with constant-after-warm-up lr, its EMA) from its 
 - ``eval``: the reference's own evaluation of a ``.ckpt`` (``load_from_checkpoint`` then
   ``Trainer.validate``, which swaps in the EMA weights): its ``val/nll`` in nats per token, once per seed;
 - ``logits``: the backbone's raw logits on [x_t, x_0] inputs (and the SUBS log-probabilities of
-  ``Diffusion.forward``), with the EMA or the raw weights of a ``.ckpt``.
+  ``Diffusion.forward``), with the EMA or the raw weights of a ``.ckpt``;
+- ``hf``: the backbone in its Hugging Face format (``models/hf``: ``BD3LM.save_pretrained``, EMA weights,
+  as its ``push_to_hf.py`` builds it) and that model's logits.
 
 What is adapted (no reference file is edited): a byte tokenizer object (vocabulary 256, no mask token:
 the reference appends the mask, id 256); the GPT-2 tokenizer download of ``metrics.Metrics`` is skipped
@@ -226,14 +228,42 @@ def cmd_logits(spec):
     return {"shape": list(raw.shape), "dtype": str(raw.dtype)}
 
 
+def cmd_hf(spec):
+    """The backbone in BD3-LM's Hugging Face format, written as its push_to_hf.py does (``models.hf.BD3LM``
+    loads the .ckpt's state_dict, then the EMA parameters are copied in), with ``save_pretrained`` to a
+    folder instead of ``push_to_hub``; and that model's own logits on [x_t, x_0]."""
+    import numpy as np
+    import torch
+
+    from models.hf import BD3LM, BD3LMConfig
+
+    torch.set_num_threads(spec["threads"])
+    ckpt = torch.load(spec["ckpt"], map_location="cpu", weights_only=False)
+    config = BD3LMConfig(block_size=spec["block_size"], vocab_size=spec["vocab"] + 1, model_length=spec["length"],
+                         hidden_dim=spec["width"], cond_dim=spec["cond_dim"], n_blocks=spec["depth"], n_heads=spec["heads"],
+                         dropout=spec["dropout"], time_conditioning=False, attn_backend="sdpa", return_dict=False)
+    model = BD3LM(config)
+    model.load_state_dict(ckpt["state_dict"])
+    for s_param, param in zip(ckpt["ema"]["shadow_params"], model.parameters()):
+        if param.requires_grad:
+            param.data.copy_(s_param.data)
+    model.save_pretrained(spec["out"])
+    model.eval()
+    x = torch.cat([torch.as_tensor(np.load(spec["inputs"]).astype("int64")), torch.as_tensor(np.load(spec["clean"]).astype("int64"))], 1)
+    with torch.no_grad():
+        logits = model(input_ids=x, timesteps=torch.zeros(x.shape[0]), return_dict=True).logits
+    np.save(spec["out"] + ".logits.npy", logits.float().numpy())
+    return {"files": sorted(os.listdir(spec["out"]))}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["train", "eval", "logits"])
+    p.add_argument("command", choices=["train", "eval", "logits", "hf"])
     p.add_argument("--spec", required=True, help="JSON object of settings (see benchmarks/parity_bd3lm.py)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     _import_models_first()
-    result = {"train": cmd_train, "eval": cmd_eval, "logits": cmd_logits}[args.command](json.loads(args.spec))
+    result = {"train": cmd_train, "eval": cmd_eval, "logits": cmd_logits, "hf": cmd_hf}[args.command](json.loads(args.spec))
     print(RESULT_TAG + json.dumps(result), flush=True)
 
 
