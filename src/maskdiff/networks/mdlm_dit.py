@@ -20,7 +20,11 @@ released model):
 The parameter names are MDLM's (``vocab_embed.embedding``, ``blocks.{i}.attn_qkv.weight``, ...), so a
 converted state dict loads as it is (minus the ``backbone.`` prefix and the ``rotary_emb.inv_freq``
 buffer, which is recomputed). Attention is PyTorch's ``scaled_dot_product_attention``: no flash-attn.
-Architecture only.
+
+BD3-LM (Arriola et al. 2025, ``kuleshov-group/bd3lms``) trains this DiT, under the same names, for block
+diffusion: one pass over [x_t, x_0] under its block mask, each stream's q and k rotated at the positions
+0..L-1, sigma = 0. With ``block_size`` set the network runs that pass (:meth:`MDLMDiT.two_stream`) and the
+sampler's cache of finished blocks, as maskdiff's DiT does in its block mode. Architecture only.
 """
 from __future__ import annotations
 
