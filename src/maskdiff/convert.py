@@ -17,6 +17,12 @@ tokenizer; every such class or function is replaced by :class:`Opaque`, an inert
 of the checkpoint's runs and only its tensors are kept. Its ``state_dict`` holds the raw weights and its
 ``ema`` entry the exponential moving average (``shadow_params``, in the order of the backbone's
 parameters), which is what MDLM evaluates and samples with: the EMA is taken unless ``ema=False``.
+
+BD3-LM (Arriola et al. 2025, ``kuleshov-group/bd3lms``) trains the same DiT, under the same names, in its
+block-diffusion mode: one pass over [x_t, x_0] under its block mask, sigma = 0. Its Lightning ``.ckpt``
+adds two buffers beside ``backbone.`` (``sampling_eps_min``, ``sampling_eps_max``: the clipped noise
+interval its training searches for), which have no EMA. :func:`convert_bd3lm` writes a folder with the
+``block`` objective and the checkpoint's block size; MDLM's DiT runs it with ``block_size`` set.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from maskdiff.errors import MaskdiffError
 PREFIX = "backbone."
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 ROTARY_BUFFER = "rotary_emb.inv_freq"
+CLIP_BUFFERS = ("sampling_eps_min", "sampling_eps_max")  # BD3-LM's clipped-schedule bounds: buffers, no EMA
 
 
 class _OpaqueCall(type):
@@ -59,13 +66,14 @@ def _load_tensors_only(path: Path):
 
 
 def _ema_weights(obj: dict, path: Path) -> Dict[str, Tensor]:
-    """A Lightning checkpoint's EMA (MDLM: ``obj['ema']['shadow_params']``, one tensor per parameter in the
-    order of ``backbone.parameters()``) under the names of its ``state_dict``, whose order is the same
-    once the rotary buffer is left out."""
+    """A Lightning checkpoint's EMA (MDLM, BD3-LM: ``obj['ema']['shadow_params']``, one tensor per parameter
+    in the order of ``backbone.parameters()``) under the names of its ``state_dict``, whose order is the
+    same once the buffers (rotary, BD3-LM's clipping bounds) are left out."""
     shadow = obj["ema"].get("shadow_params") if isinstance(obj.get("ema"), dict) else None
     if not isinstance(shadow, (list, tuple)) or not all(isinstance(v, Tensor) for v in shadow):
         raise MaskdiffError(f"{path} has no EMA weights (ema.shadow_params); convert its raw weights with ema=False (--raw-weights)")
-    names = [k for k, v in obj["state_dict"].items() if isinstance(v, Tensor) and not k.endswith(ROTARY_BUFFER)]
+    names = [k for k, v in obj["state_dict"].items()
+             if isinstance(v, Tensor) and not k.endswith(ROTARY_BUFFER) and k not in CLIP_BUFFERS]
     if len(names) != len(shadow) or any(obj["state_dict"][n].shape != v.shape for n, v in zip(names, shadow)):
         raise MaskdiffError(f"{path}: the {len(shadow)} EMA tensors do not match the {len(names)} parameters of its state_dict "
                             "one to one; convert its raw weights with ema=False (--raw-weights)")
@@ -180,13 +188,20 @@ def convert_mdlm(checkpoint, out, *, heads: int = 12, length: int = 1024, tokeni
     ema: from a Lightning .ckpt that holds them, the EMA weights (what MDLM evaluates and samples with);
     False: its raw weights (``state_dict``). Safetensors hold one set of weights and ignore it.
     """
+    tensors = read_checkpoint(checkpoint, allow_pickle=allow_pickle, ema=ema)
+    weights, sizes = mdlm_architecture(tensors, heads)
+    config = mdlm_config(sizes, length=length, tokenizer=tokenizer, time_conditioned=time_conditioned)
+    return _write(checkpoint, out, config, sizes, weights, ema=ema, source=source, overwrite=overwrite)
+
+
+def _write(checkpoint, out, config: RunConfig, sizes: dict, weights: Dict[str, Tensor], *, ema: bool,
+           source: Optional[str], overwrite: bool) -> Path:
+    """Check the weights against the config's network and write the model folder."""
     from maskdiff.objectives import build_objective
     from maskdiff.modalities import build_tokenizer
     from maskdiff.pretrained import write_pretrained
 
-    tensors = read_checkpoint(checkpoint, allow_pickle=allow_pickle, ema=ema)
-    weights, sizes = mdlm_architecture(tensors, heads)
-    config = mdlm_config(sizes, length=length, tokenizer=tokenizer, time_conditioned=time_conditioned)
+    tokenizer = config.data.tokenizer
     tok = build_tokenizer(config)
     if tok.vocab_size != sizes["vocab_size"]:
         raise MaskdiffError(f"the checkpoint has {sizes['vocab_size']:,} tokens plus the mask, but tokenizer {tokenizer!r} has "
@@ -197,3 +212,34 @@ def convert_mdlm(checkpoint, out, *, heads: int = 12, length: int = 1024, tokeni
     kind = "as released" if Path(checkpoint).suffix not in PICKLE_SUFFIXES else ("ema" if ema else "model")
     return write_pretrained(out, config, tok, weights, weights_kind=kind, step=None,
                             source=source or str(checkpoint), overwrite=overwrite, notes=notes)
+
+
+def bd3lm_config(sizes: dict, *, block_size: int, length: int, tokenizer: str) -> RunConfig:
+    """A run config for a converted BD3-LM model: the block objective with block size L', and BD3-LM's
+    log-linear noise, whose masking probability is t itself (alpha_t = 1 - t: maskdiff's linear schedule),
+    t_min = 1e-3."""
+    if block_size < 1 or length % block_size:
+        raise MaskdiffError(f"the block size {block_size} must be at least 1 and divide the sequence length {length}")
+    config = RunConfig(
+        preset="bd3lm-convert",
+        model=ModelConfig(backbone="mdlm-dit", width=sizes["width"], depth=sizes["depth"], heads=sizes["heads"],
+                          cond_dim=sizes["cond_dim"], mlp_ratio=float(sizes["mlp_ratio"]), masked_logits=True),
+        data=DataConfig(corpus="openwebtext", tokenizer=tokenizer, packing="wrap", length=length),
+        diffusion=DiffusionConfig(objective="block", block_size=block_size, schedule="linear", t_min=1e-3),
+    )
+    return config
+
+
+def convert_bd3lm(checkpoint, out, *, block_size: int, heads: int = 12, length: int = 1024, tokenizer: str = "gpt2",
+                  allow_pickle: bool = False, overwrite: bool = False, source: Optional[str] = None, ema: bool = True) -> Path:
+    """Convert a BD3-LM DiT checkpoint (its Lightning .ckpt, or the backbone's safetensors) into a maskdiff
+    model folder with the block objective at ``out``; return ``out``.
+
+    block_size: the block length L' the checkpoint was trained with (BD3-LM's ``block_size``; the shapes do
+    not tell it). heads, length, tokenizer, allow_pickle, ema: as :func:`convert_mdlm` (BD3-LM's
+    OpenWebText models: 12 heads, L = 1024, gpt2). BD3-LM's block models are not time-conditioned.
+    """
+    tensors = read_checkpoint(checkpoint, allow_pickle=allow_pickle, ema=ema)
+    weights, sizes = mdlm_architecture(tensors, heads)
+    config = bd3lm_config(sizes, block_size=block_size, length=length, tokenizer=tokenizer)
+    return _write(checkpoint, out, config, sizes, weights, ema=ema, source=source, overwrite=overwrite)

@@ -47,10 +47,11 @@ def mdlm_state_dict(seed: int = 0):
     return sd
 
 
-def reference_forward(sd, tokens, sigma, drop=lambda z: z):
+def reference_forward(sd, tokens, sigma, drop=lambda z: z, allowed=None):
     """MDLM's DiT forward written from its description, in float32: logits (B, L, V + 1). ``drop``: the
     dropout of MDLM's bias_dropout_add, applied to the attention output then the MLP output of each block
-    before the gated residual (the attention probabilities are not dropped)."""
+    before the gated residual (the attention probabilities are not dropped). ``allowed``: optional (L, L)
+    bool, query row i attends to key column j only where it is True (all keys by default)."""
     p = {k[len("backbone."):]: v for k, v in sd.items()}
     B, n = tokens.shape
     x = p["vocab_embed.embedding"][tokens]
@@ -79,7 +80,10 @@ def reference_forward(sd, tokens, sigma, drop=lambda z: z):
         h = norm(x, p[b + "norm1.weight"]) * (1 + scale1) + shift1
         qkv = (h @ p[b + "attn_qkv.weight"].T).reshape(B, n, 3, HEADS, D)
         q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))  # (B, H, L, D)
-        att = torch.softmax(rope(q) @ rope(k).transpose(-1, -2) / math.sqrt(D), dim=-1) @ v
+        scores = rope(q) @ rope(k).transpose(-1, -2) / math.sqrt(D)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, -math.inf)
+        att = torch.softmax(scores, dim=-1) @ v
         x = x + gate1 * drop(att.transpose(1, 2).reshape(B, n, W) @ p[b + "attn_out.weight"].T)
         h = norm(x, p[b + "norm2.weight"]) * (1 + scale2) + shift2
         u = h @ p[b + "mlp.0.weight"].T + p[b + "mlp.0.bias"]

@@ -34,9 +34,11 @@ def register(sub) -> None:
                                    "  mdlm  MDLM's DiT (kuleshov-group/mdlm-owt: 12 x 768, 12 heads, GPT-2 vocabulary plus the\n"
                                    "        mask, id 50,257), from its model.safetensors or the folder holding it. Every name\n"
                                    "        and shape is checked; the result evaluates and samples without flash-attn:\n"
-                                   "        maskdiff eval OUT --corpus brown, maskdiff sample OUT --num 4.\n\n"
+                                   "        maskdiff eval OUT --corpus brown, maskdiff sample OUT --num 4.\n"
+                                   "  bd3lm BD3-LM's DiT (kuleshov-group/bd3lms): MDLM's names, trained in block diffusion;\n"
+                                   "        needs --block-size (its block_size); the folder has the block objective.\n\n"
                                    "A pickle (.ckpt, .pt, .bin) is read only with --allow-pickle, and then as tensors only.")
-    p.add_argument("format", choices=["mdlm"], help="the checkpoint's format: mdlm")
+    p.add_argument("format", choices=["mdlm", "bd3lm"], help="the checkpoint's format: mdlm or bd3lm")
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a .safetensors file or a folder holding model.safetensors "
                    "(a .ckpt needs --allow-pickle)")
     p.add_argument("out", type=Path, metavar="OUT", help="the folder to write (new, or empty)")
@@ -50,6 +52,8 @@ def register(sub) -> None:
                    "taking only the tensors of its state_dict; pickles can run code, so only for files you trust")
     p.add_argument("--raw-weights", action="store_true", help="from a Lightning .ckpt, its raw weights (state_dict) instead of "
                    "its EMA (what MDLM evaluates and samples with; the default)")
+    p.add_argument("--block-size", type=positive_int, help="bd3lm: the block length L' it was trained with (its block_size); "
+                   "required for bd3lm")
     p.add_argument("--overwrite", action="store_true", help="write into OUT even if it is not empty")
 
 
@@ -79,8 +83,19 @@ def cmd_export(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from maskdiff.convert import convert_mdlm
+    from maskdiff.convert import convert_bd3lm, convert_mdlm
 
+    if args.format == "bd3lm":
+        if args.block_size is None:
+            raise MaskdiffError("convert bd3lm needs the checkpoint's block size: give --block-size N (BD3-LM's block_size, e.g. 4 or 16)")
+        if args.time_conditioned:
+            raise MaskdiffError("BD3-LM's block models are not time-conditioned here; leave out --time-conditioned")
+        out = convert_bd3lm(args.checkpoint, args.out, block_size=args.block_size, heads=args.heads, length=args.length,
+                            tokenizer=args.tokenizer, allow_pickle=args.allow_pickle, overwrite=args.overwrite, ema=not args.raw_weights)
+        print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
+        return 0
+    if args.block_size is not None:
+        raise MaskdiffError("--block-size is for convert bd3lm; an MDLM checkpoint has no blocks")
     out = convert_mdlm(args.checkpoint, args.out, heads=args.heads, length=args.length, tokenizer=args.tokenizer,
                        time_conditioned=args.time_conditioned, allow_pickle=args.allow_pickle, overwrite=args.overwrite,
                        ema=not args.raw_weights)

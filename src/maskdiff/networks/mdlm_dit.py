@@ -20,16 +20,22 @@ released model):
 The parameter names are MDLM's (``vocab_embed.embedding``, ``blocks.{i}.attn_qkv.weight``, ...), so a
 converted state dict loads as it is (minus the ``backbone.`` prefix and the ``rotary_emb.inv_freq``
 buffer, which is recomputed). Attention is PyTorch's ``scaled_dot_product_attention``: no flash-attn.
-Architecture only.
+
+BD3-LM (Arriola et al. 2025, ``kuleshov-group/bd3lms``) trains this DiT, under the same names, for block
+diffusion: one pass over [x_t, x_0] under its block mask, each stream's q and k rotated at the positions
+0..L-1, sigma = 0. With ``block_size`` set the network runs that pass (:meth:`MDLMDiT.two_stream`) and the
+sampler's cache of finished blocks, as maskdiff's DiT does in its block mode. Architecture only.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .layers import KV, block_diffusion_mask
 
 LOGLINEAR_EPS = 1e-3  # MDLM's log-linear noise: sigma(t) = -log(1 - (1 - eps) t)
 
@@ -92,12 +98,19 @@ class MDLMBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * width, width))
         self.adaLN_modulation = nn.Linear(cond_dim, 6 * width)
 
-    def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, attn_mask: Optional[Tensor],
+                past: Optional[KV] = None, kv_out: Optional[List[KV]] = None) -> Tensor:
+        """Block diffusion's cache: past, cached rotated (keys, values) (B, H, P, D) that x's rows attend to
+        before their own; kv_out receives this call's own rotated (keys, values) (B, H, L, D)."""
         B, L, W = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)  # (B, 1, W) each
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.attn_qkv(h.to(x.dtype)).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, D)
         q, k = rotate_halves(q, cos, sin), rotate_halves(k, cos, sin)
+        if kv_out is not None:
+            kv_out.append((k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, P + L, D)
         # dropout as MDLM's bias_dropout_add: on the attention and MLP outputs before the gated residual,
         # never on the attention probabilities
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=self.causal and attn_mask is None)
@@ -124,15 +137,21 @@ class MDLMDiT(nn.Module):
 
     vocab_size: V real tokens (mdlm-owt: 50,257). time_conditioned: c depends on sigma(t) of MDLM's
     log-linear noise; otherwise sigma = 0 (MDLM's default). causal: causal attention (the autoregressive
-    baseline on this network).
+    baseline on this network). block_size: > 0 for block diffusion, BD3-LM's DiT (Arriola et al. 2025,
+    ``kuleshov-group/bd3lms``): the same parameters, run by :meth:`two_stream`, :meth:`extend_cache` and
+    :meth:`cached_logits` on blocks of ``block_size`` tokens (docs/math.md#block); not time-conditioned
+    (sigma = 0, BD3-LM's ``time_conditioning: False``), not causal.
     """
 
     def __init__(self, vocab_size: int, max_length: int, width: int = 768, depth: int = 12, heads: int = 12,
                  cond_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0, time_conditioned: bool = False,
-                 causal: bool = False, rotary_base: float = 10000.0):
+                 causal: bool = False, rotary_base: float = 10000.0, block_size: int = 0):
         super().__init__()
         if width % heads or (width // heads) % 2:
             raise ValueError(f"width {width} must split into {heads} heads of even size")
+        if block_size and (time_conditioned or causal):
+            raise ValueError("a block-diffusion network (block_size > 0) is neither time-conditioned nor causal")
+        self.block_size = block_size
         self.vocab_size, self.max_length = vocab_size, max_length
         self.time_conditioned = time_conditioned
         self.vocab_embed = EmbeddingTable(vocab_size + 1, width)
@@ -183,3 +202,66 @@ class MDLMDiT(nn.Module):
             x = block(x, c, cos, sin, attn_mask)
         h = self.output_layer(x, c)
         return self.output_layer.linear(h if positions is None else h[positions])
+
+    # --- block diffusion (BD3-LM): two streams in training, a key-value cache in sampling ----------------
+    def _check_block_mode(self) -> None:
+        if not self.block_size:
+            raise ValueError("this network was built without block_size; it has no block-diffusion mode")
+
+    def _constant_condition(self, batch: int, device) -> Tensor:
+        """c at sigma = 0 (B, cond_dim): a network without time conditioning, as BD3-LM trains it."""
+        return F.silu(self.sigma_map(torch.zeros(batch, dtype=torch.float32, device=device)))
+
+    def _rotary(self, positions: Tensor):
+        angles = torch.outer(positions.to(torch.float32), self.inv_freq)  # (N, D/2)
+        return angles.cos(), angles.sin()
+
+    def two_stream(self, x_t: Tensor, x0: Tensor) -> Tensor:
+        """Logits (B, L, V + 1) at the x_t positions, from one pass over [x_t, x_0] (B, 2L) under
+        :func:`~maskdiff.networks.layers.block_diffusion_mask` (BD3-LM's ``block_diff_mask``): position n of
+        block b sees x_t of block b and x_0 of blocks < b. Both streams carry the rotary positions 0..L-1."""
+        self._check_block_mode()
+        B, L = x_t.shape
+        cos, sin = self._rotary(torch.arange(L, device=x_t.device).repeat(2))
+        mask = block_diffusion_mask(L, self.block_size, x_t.device)
+        c = self._constant_condition(B, x_t.device)
+        x = self.vocab_embed(torch.cat([x_t, x0], dim=1))  # (B, 2L, W)
+        for block in self.blocks:
+            x = block(x, c, cos, sin, mask)
+        return self.output_layer.linear(self.output_layer(x[:, :L], c))
+
+    def extend_cache(self, cache: Optional[List[KV]], tokens: Tensor, start: int) -> List[KV]:
+        """The cache with the clean tokens (B, n) at positions start..start+n-1 appended: each layer's keys
+        and values of the x_0 stream, the tokens attending to the cache and to each other block-causally
+        (start a multiple of block_size)."""
+        self._check_block_mode()
+        B, n = tokens.shape
+        positions = torch.arange(start, start + n, device=tokens.device)
+        mask = None
+        if n > self.block_size:  # several blocks at once: block-causal among them, every cached key seen
+            blocks = positions // self.block_size
+            own = blocks[None, :] <= blocks[:, None]
+            mask = own if cache is None else torch.cat([own.new_ones((n, cache[0][0].shape[2])), own], 1)
+        cos, sin = self._rotary(positions)
+        c = self._constant_condition(B, tokens.device)
+        x = self.vocab_embed(tokens)
+        out: List[KV] = []
+        for i, block in enumerate(self.blocks):
+            fresh: List[KV] = []
+            past = None if cache is None else cache[i]
+            x = block(x, c, cos, sin, mask, past=past, kv_out=fresh)
+            k, v = fresh[0]
+            out.append((k, v) if past is None else (torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)))
+        return out
+
+    def cached_logits(self, cache: Optional[List[KV]], x_t: Tensor, start: int) -> Tensor:
+        """Logits (B, n, V + 1) of one noisy block x_t (B, n) at positions start..start+n-1: it attends to
+        itself and to the cached clean tokens before it, the x_t rows of :meth:`two_stream`."""
+        self._check_block_mode()
+        B, n = x_t.shape
+        cos, sin = self._rotary(torch.arange(start, start + n, device=x_t.device))
+        c = self._constant_condition(B, x_t.device)
+        x = self.vocab_embed(x_t)
+        for i, block in enumerate(self.blocks):
+            x = block(x, c, cos, sin, None, past=None if cache is None else cache[i])
+        return self.output_layer.linear(self.output_layer(x, c))

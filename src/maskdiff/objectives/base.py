@@ -30,7 +30,7 @@ def network_arguments(config: RunConfig, vocab_size: int, objective: Type["Objec
     if m.backbone == "mdlm-dit":
         return "mdlm-dit", dict(vocab_size=vocab_size, max_length=config.data.length, width=m.width, depth=m.depth, heads=m.heads,
                                 cond_dim=m.cond_dim, mlp_ratio=int(m.mlp_ratio), dropout=m.dropout, time_conditioned=time_conditioned,
-                                causal=objective.causal)
+                                causal=objective.causal, **({"block_size": config.diffusion.block_size} if objective.block_network else {}))
     if m.backbone == "hf":
         return "hf", dict(m.hf_config)
     return "dit", dict(

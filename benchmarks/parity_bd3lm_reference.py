@@ -1,0 +1,271 @@
+"""BD3-LM's reference code, driven for benchmarks/parity_bd3lm.py: runs in a reference virtualenv, never imports maskdiff.
+
+    PYTHONPATH=SHIMS:REF PYTHON benchmarks/parity_bd3lm_reference.py train --spec JSON
+
+REF is an extracted snapshot of github:kuleshov-group/bd3lms; SHIMS the peer harness's CPU shims (only its
+``timm`` stub is needed: BD3-LM's ``utils.py`` imports ``timm.scheduler``; its ``models/dit.py`` imports
+flash-attn inside ``try``). Every command builds the reference's own ``diffusion.Diffusion`` (its
+LightningModule: DiT backbone with the block-diffusion mask over [x_t, x_0], SUBS, log-linear noise, one
+antithetic t per block, AdamW with constant-after-warm-up lr, its EMA) from its own hydra configs, with
+``algo=bd3lm`` and ``model.attn_backend=sdpa`` (its CPU-capable attention path), and uses Lightning's
+``Trainer`` as its ``main.py`` does:
+
+- ``train``: ``Trainer.fit`` on given token windows, in their order; Lightning's ModelCheckpoint writes
+  the reference's own ``.ckpt`` (``backbone.`` keys, the EMA under ``ema``, the clipping bounds
+  ``sampling_eps_min`` / ``sampling_eps_max``);
+- ``eval``: the reference's own evaluation of a ``.ckpt`` (``load_from_checkpoint`` then
+  ``Trainer.validate``, which swaps in the EMA weights): its ``val/nll`` in nats per token, once per seed;
+- ``logits``: the backbone's raw logits on [x_t, x_0] inputs (and the SUBS log-probabilities of
+  ``Diffusion.forward``), with the EMA or the raw weights of a ``.ckpt``;
+- ``hf``: the backbone in its Hugging Face format (``models/hf``: ``BD3LM.save_pretrained``, EMA weights,
+  as its ``push_to_hf.py`` builds it) and that model's logits.
+
+What is adapted (no reference file is edited): a byte tokenizer object (vocabulary 256, no mask token:
+the reference appends the mask, id 256); the GPT-2 tokenizer download of ``metrics.Metrics`` is skipped
+(generative perplexity only); the loader's shuffling sampler becomes a sequential one, so step k trains
+on windows k B .. (k + 1) B - 1; ``algo.ignore_bos=False`` (bytes have no BOS token, so the first byte is
+modelled like the others); ``models`` is imported before Lightning (:func:`_import_models_first`);
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` lets Lightning read its own checkpoints
+under PyTorch >= 2.6.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+RESULT_TAG = "PARITY_REFERENCE_RESULT "
+
+
+class ByteTokenizer:
+    """The only tokenizer fields Diffusion reads: no mask token, so the mask is id vocab_size."""
+
+    def __init__(self, vocab_size=256):
+        self.vocab_size = vocab_size
+        self.mask_token = None
+        self.pad_token_id = self.bos_token_id = self.eos_token_id = 0
+
+    def batch_decode(self, rows):
+        return [bytes(int(i) for i in r if int(i) < 256).decode("utf-8", errors="replace") for r in rows]
+
+
+class _NoTokenizer:
+    pad_token = None
+    eos_token = "<eos>"
+    pad_token_id = None
+    eos_token_id = 0
+
+
+def reference_config(spec):
+    """The reference's hydra config (configs/config.yaml, algo bd3lm) with this run's sizes and settings."""
+    import hydra
+    import omegaconf
+    import torch
+
+    for name, fn in [("cwd", os.getcwd), ("device_count", torch.cuda.device_count), ("eval", eval),
+                     ("div_up", lambda x, y: (x + y - 1) // y)]:
+        if not omegaconf.OmegaConf.has_resolver(name):
+            omegaconf.OmegaConf.register_new_resolver(name, fn)
+    overrides = [
+        "algo=bd3lm", "model=tiny", "noise=loglinear", "model.attn_backend=sdpa", f"block_size={spec['block_size']}",
+        "algo.ignore_bos=False", "trainer.devices=1", "trainer.accelerator=cpu", "trainer.precision=32", "loader.num_workers=1",
+        f"model.hidden_size={spec['width']}", f"model.cond_dim={spec['cond_dim']}", f"model.length={spec['length']}",
+        f"model.n_blocks={spec['depth']}", f"model.n_heads={spec['heads']}", f"model.dropout={spec['dropout']}",
+        f"training.ema={spec['ema']}", f"optim.lr={spec['lr']}", f"lr_scheduler.num_warmup_steps={spec['warmup']}",
+        f"loader.global_batch_size={spec['batch']}",
+    ]
+    ref = os.path.dirname(os.path.abspath(__import__("diffusion").__file__))
+    with hydra.initialize_config_dir(config_dir=os.path.join(ref, "configs"), version_base=None):
+        return hydra.compose(config_name="config", overrides=overrides)
+
+
+def _no_download():
+    import transformers
+
+    orig = transformers.AutoTokenizer.from_pretrained
+    transformers.AutoTokenizer.from_pretrained = lambda *a, **k: _NoTokenizer()
+    return lambda: setattr(transformers.AutoTokenizer, "from_pretrained", orig)
+
+
+def _import_models_first():
+    """models/dit.py decorates a function with ``torch.compile(fullgraph=..., mode=...)`` at import time; Lightning
+    2.2 (the harness's) wraps torch.compile so that it needs the model positionally, and that import fails
+    (TypeError: compile() missing 1 required positional argument: 'model'). BD3-LM pins Lightning 2.5, which
+    does not; importing the models before Lightning gives the same module."""
+    import models  # noqa: F401
+
+
+def build(spec):
+    import diffusion
+
+    config = reference_config(spec)
+    restore = _no_download()
+    try:
+        return diffusion.Diffusion(config, tokenizer=ByteTokenizer(spec["vocab"])), config
+    finally:
+        restore()
+
+
+def load(spec, ckpt):
+    import diffusion
+
+    config = reference_config(spec)
+    restore = _no_download()
+    try:
+        return diffusion.Diffusion.load_from_checkpoint(ckpt, tokenizer=ByteTokenizer(spec["vocab"]), config=config,
+                                                        map_location="cpu"), config
+    finally:
+        restore()
+
+
+class Windows:
+    """A map-style dataset over rows of a (N, L) array, as the reference's loaders yield them."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        import torch
+
+        x = torch.as_tensor(self.rows[i].astype("int64"))
+        return {"input_ids": x, "attention_mask": torch.ones_like(x)}
+
+
+def loader(rows, batch):
+    import torch
+
+    return torch.utils.data.DataLoader(Windows(rows), batch_size=batch, shuffle=False, num_workers=0)
+
+
+def trainer(**kwargs):
+    import lightning as L
+
+    return L.Trainer(accelerator="cpu", devices=1, precision="32", logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+
+
+def cmd_train(spec):
+    import lightning as L
+    import numpy as np
+    import torch
+
+    import dataloader
+
+    torch.set_num_threads(spec["threads"])
+    L.seed_everything(spec["seed"], workers=True)
+    model, config = build(spec)
+    os.makedirs(spec["out"], exist_ok=True)
+    rows = np.load(spec["windows"])
+    assert rows.shape[0] >= spec["steps"] * spec["batch"], rows.shape
+    # Diffusion.on_train_start rebuilds the loader with a shuffling sampler; keep the given order instead.
+    dataloader.RandomFaultTolerantSampler = lambda dataset, **kw: torch.utils.data.SequentialSampler(dataset)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=spec["out"], filename="step{step}", save_top_k=-1,
+                                               every_n_train_steps=spec["every"], auto_insert_metric_name=False)
+    losses, seconds = [], []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seconds.append(time.perf_counter())
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+            seconds[-1] = time.perf_counter() - seconds[-1]
+
+    fit = trainer(max_steps=spec["steps"], gradient_clip_val=config.trainer.gradient_clip_val, limit_val_batches=0,
+                  callbacks=[ckpt, Record()])
+    fit.fit(model, loader(rows[: spec["steps"] * spec["batch"]], spec["batch"]))
+    return {"losses": losses, "seconds_per_step": seconds, "checkpoints": sorted(os.listdir(spec["out"])),
+            "backbone_parameters": sum(p.numel() for p in model.backbone.parameters()),
+            "state_dict_keys": sorted(model.state_dict().keys())}
+
+
+def cmd_eval(spec):
+    import lightning as L
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    rows = np.load(spec["val"])
+    runs = []
+    for seed in spec["eval_seeds"]:
+        model, _ = load(spec, spec["ckpt"])
+        L.seed_everything(seed)
+        batches = []
+
+        class Record(L.Callback):
+            def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
+                batches.append(float(outputs))
+
+        (metrics,) = trainer(callbacks=[Record()]).validate(model, loader(rows, spec["eval_batch"]), verbose=False)
+        runs.append({"seed": seed, "val_nll": float(metrics["val/nll"]), "batch_nll": batches,
+                     "sampling_eps": [float(model.sampling_eps_min), float(model.sampling_eps_max)]})
+    return {"runs": runs}
+
+
+def cmd_logits(spec):
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    model, _ = load(spec, spec["ckpt"])
+    if spec["weights"] == "ema":
+        model.ema.copy_to(model.backbone.parameters())
+    model.eval()
+    x_t = torch.as_tensor(np.load(spec["inputs"]).astype("int64"))
+    x0 = torch.as_tensor(np.load(spec["clean"]).astype("int64"))
+    x = torch.cat([x_t, x0], dim=1)  # the training pass's input, [x_t, x_0]
+    with torch.no_grad():
+        sigma = torch.zeros(x.shape[0], 1)
+        raw = model.backbone(x, model._process_sigma(sigma))
+        subs = model.forward(x, sigma)
+    np.save(spec["out"] + ".raw.npy", raw.float().numpy())
+    np.save(spec["out"] + ".subs.npy", subs.float().numpy())
+    return {"shape": list(raw.shape), "dtype": str(raw.dtype)}
+
+
+def cmd_hf(spec):
+    """The backbone in BD3-LM's Hugging Face format, written as its push_to_hf.py does (``models.hf.BD3LM``
+    loads the .ckpt's state_dict, then the EMA parameters are copied in), with ``save_pretrained`` to a
+    folder instead of ``push_to_hub``; and that model's own logits on [x_t, x_0]."""
+    import numpy as np
+    import torch
+
+    from models.hf import BD3LM, BD3LMConfig
+
+    torch.set_num_threads(spec["threads"])
+    ckpt = torch.load(spec["ckpt"], map_location="cpu", weights_only=False)
+    config = BD3LMConfig(block_size=spec["block_size"], vocab_size=spec["vocab"] + 1, model_length=spec["length"],
+                         hidden_dim=spec["width"], cond_dim=spec["cond_dim"], n_blocks=spec["depth"], n_heads=spec["heads"],
+                         dropout=spec["dropout"], time_conditioning=False, attn_backend="sdpa", return_dict=False)
+    model = BD3LM(config)
+    model.load_state_dict(ckpt["state_dict"])
+    for s_param, param in zip(ckpt["ema"]["shadow_params"], model.parameters()):
+        if param.requires_grad:
+            param.data.copy_(s_param.data)
+    model.save_pretrained(spec["out"])
+    model.eval()
+    x = torch.cat([torch.as_tensor(np.load(spec["inputs"]).astype("int64")), torch.as_tensor(np.load(spec["clean"]).astype("int64"))], 1)
+    with torch.no_grad():
+        logits = model(input_ids=x, timesteps=torch.zeros(x.shape[0]), return_dict=True).logits
+    np.save(spec["out"] + ".logits.npy", logits.float().numpy())
+    return {"files": sorted(os.listdir(spec["out"]))}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["train", "eval", "logits", "hf"])
+    p.add_argument("--spec", required=True, help="JSON object of settings (see benchmarks/parity_bd3lm.py)")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    _import_models_first()
+    result = {"train": cmd_train, "eval": cmd_eval, "logits": cmd_logits, "hf": cmd_hf}[args.command](json.loads(args.spec))
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
