@@ -1,6 +1,6 @@
 """`maskdiff experiment distill`: the target's verdict and the paired ratios on records whose answer is known,
 and the whole experiment at its test scale (every row, the tables, the plots, a second call that resumes
-from the records and reuses the runs, a run folder of another configuration refused)."""
+from the records and reuses the runs, a run folder of another configuration or schedule refused)."""
 import dataclasses
 import math
 
@@ -9,7 +9,8 @@ import pytest
 from helpers import run_main
 from maskdiff.errors import MaskdiffError
 from maskdiff.experiments.distill import DISTILL_SCALES, MET, MISSED, UNDECIDED, _config, distill_rows, markdown, \
-    run_distill_experiment, summarise, train_to
+    run_distill_experiment, summarise
+from maskdiff.experiments.reuse import check_reusable, train_to
 
 # the 97.5% quantile of Student's t with 2 degrees of freedom: t / sqrt(2 + t^2) = 0.95
 T2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))
@@ -63,6 +64,22 @@ def test_experiment_runs_resumes_and_refuses_another_run(tmp_path, plays):
         train_to(_config(scale, "masked", scale.teacher_steps), tmp_path / "runs" / "judge", scale.teacher_stop, "cpu")
     with pytest.raises(MaskdiffError, match="past this scale"):
         train_to(_config(scale, "masked", scale.teacher_steps), tmp_path / "runs" / "teacher", scale.teacher_stop - 1, "cpu")
+
+
+def test_a_run_whose_schedule_changed_midway_is_not_reused(tmp_path, plays):
+    """Three steps under an 8-step schedule, resumed under a 4-step one (train.steps may change on a resume):
+    its config now reads like the 4-step run, its logged learning rates do not (step 3's)."""
+    from maskdiff.train import train
+
+    scale = dataclasses.replace(DISTILL_SCALES["test"], corpus=str(plays))
+    configs = [_config(scale, "masked", steps) for steps in (8, 4)]
+    for cfg in configs:
+        cfg.train.warmup_steps, cfg.train.log_every = 1, 1
+    train_to(configs[0], tmp_path / "run", 3, "cpu")
+    assert check_reusable(configs[0], tmp_path / "run", 4) == 3 and check_reusable(configs[0], tmp_path / "fresh", 4) == 0
+    train(configs[1], tmp_path / "run", progress=False)
+    with pytest.raises(MaskdiffError, match="another learning-rate schedule"):
+        check_reusable(configs[1], tmp_path / "run", 4)
 
 
 def test_help_lists_the_experiment():

@@ -20,8 +20,9 @@ Each student is also compared with the teacher at the same T: does distillation 
 Records (one per row and seed) are kept under OUT/records and the runs under OUT/runs: an interrupted
 experiment resumes, a finished one rewrites its tables from the records. A run folder made elsewhere
 with the same configuration can be placed (or linked) at OUT/runs/teacher, OUT/runs/judge and
-OUT/runs/student: training reuses it when its config, schedule and step match the scale's, and
-refuses it otherwise (docs/results.md, "distill").
+OUT/runs/student: it is reused when its config, the learning rate of every logged step and its step
+match the scale's, and refused otherwise (``experiments.reuse``); a student folder is reused when its
+distill.json names the same teacher folder and settings (``maskdiff.distill``).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from maskdiff.distill import DistillSettings
 from maskdiff.errors import MaskdiffError
 from maskdiff.experiments.base import ci_text, get_named, results_folder, t_interval, table, write_json, write_results
 from maskdiff.experiments.provenance import provenance, short_commit
+from maskdiff.experiments.reuse import logged_seconds, train_to
 
 TARGET_CALLS = 32
 """The target's budget: network calls per sample."""
@@ -89,9 +91,9 @@ DISTILL_SCALES: Dict[str, DistillScale] = {
                          distill=DistillSettings(rounds=2, steps_per_round=2, start_steps=8, batch_size=2, warmup_steps=1,
                                                  checkpoint_every=2),
                          smollm2=False, width=32, depth=1, heads=2, length=16, batch_size=4),
-    # the tiny preset for about 33 minutes of one CPU thread (905 steps of its 1400-step schedule), the
-    # judge 462 steps of 1500; two rounds 64 -> 32 -> 16 steps of 900 steps each (an hour on a loaded machine)
-    "cpu": DistillScale(teacher_steps=1400, teacher_stop=905, judge_steps=1500, judge_stop=462,
+    # the tiny preset for 900 steps (about 30 minutes of one CPU thread), the AR judge 462 steps of a 1500-step
+    # schedule; two rounds 64 -> 32 -> 16 steps of 900 steps each (about 45 minutes on a shared machine)
+    "cpu": DistillScale(teacher_steps=900, teacher_stop=900, judge_steps=1500, judge_stop=462,
                         teacher_grid=(16, 32, 64, 128, 256, 512, 1024), samples=32, seeds=5, smollm2=True,
                         distill=DistillSettings(rounds=2, steps_per_round=900, start_steps=64, batch_size=16, lr=2e-4,
                                                 warmup_steps=50, ema_decay=0.995, checkpoint_every=100)),
@@ -331,41 +333,6 @@ def _config(scale: DistillScale, objective: str, steps: int):
     if scale.width:
         cfg.model.cond_dim = min(cfg.model.cond_dim, scale.width)
     return cfg
-
-
-def train_to(cfg, run_dir: Path, stop: int, device: str) -> None:
-    """Train ``cfg`` into ``run_dir`` up to step ``stop`` of its schedule; a folder already there with the
-    same configuration (schedule length included) is resumed, or reused as it is once at ``stop``."""
-    from maskdiff.checkpoint import latest_valid_checkpoint
-    from maskdiff.config import RESUMABLE, differences
-    from maskdiff.runs import read_run_config
-    from maskdiff.train import train
-
-    found = latest_valid_checkpoint(run_dir) if (run_dir / "config.json").exists() else None
-    if found is not None:
-        diff = differences(read_run_config(run_dir), cfg, ignore=tuple(k for k in RESUMABLE if k != "train.steps"))
-        if diff:
-            raise MaskdiffError(f"{run_dir} holds a run with another configuration ({', '.join(list(diff)[:4])}); "
-                                f"move it away or use another --out")
-        if int(found[1]["step"]) > stop:
-            raise MaskdiffError(f"{run_dir} was trained {found[1]['step']} steps, past this scale's {stop}; use another --out")
-        if int(found[1]["step"]) == stop:
-            return
-    cfg.train.device = device
-    result = train(cfg, run_dir, progress=False, log=lambda *a: None, stop_after=stop if stop < cfg.train.steps else None)
-    if result.interrupted and result.step < stop:
-        raise KeyboardInterrupt
-
-
-def logged_seconds(run_dir: Path) -> float:
-    """Training seconds in ``run_dir``'s log over all its invocations (each restarts elapsed_s at 0)."""
-    from maskdiff.runs import read_log
-
-    total, last = 0.0, 0.0
-    for rec in read_log(run_dir):
-        t = rec.get("elapsed_s", 0.0)
-        total, last = (total + last, t) if t < last else (total, t)
-    return total + last
 
 
 def run_distill_experiment(scale_name: Union[str, DistillScale] = "cpu", out=None, *, seeds: Optional[int] = None, log=print,
