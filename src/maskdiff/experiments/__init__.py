@@ -1,7 +1,8 @@
 """Experiments: ``maskdiff experiment NAME`` re-runs a comparison over seeds and writes its tables.
 
 One framework (``base``: scales, the run config, training, paired intervals and verdicts, results as JSON
-and Markdown; ``provenance``: the machine and commit of a result) and two kinds of experiment on it:
+and Markdown; ``provenance``: the machine and commit of a result; ``reuse``: a run folder made elsewhere in
+an experiment's place only if trained the same way) and these experiments on it:
 
 * the papers' comparisons (``papers`` defines them, ``paper_runner`` runs one): variants trained with the
   same budget for several seeds, bits per character on held-out text, a verdict per paper trend;
