@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from helpers import run_main
+from helpers import assert_clean_error, run_main
 from maskdiff.errors import MaskdiffError
 from maskdiff.experiments.distill import DISTILL_SCALES, MET, MISSED, UNDECIDED, _config, distill_rows, markdown, \
     run_distill_experiment, summarise
@@ -82,6 +82,7 @@ def test_a_run_whose_schedule_changed_midway_is_not_reused(tmp_path, plays):
         check_reusable(configs[1], tmp_path / "run", 4)
 
 
-def test_help_lists_the_experiment():
+def test_help_lists_the_experiment_and_a_bad_scale_fails_in_one_line():
     proc = run_main("experiment", "--help")
     assert proc.returncode == 0 and "\n  distill " in proc.stdout and "samplers, sudoku, distill" in " ".join(proc.stdout.split())
+    assert_clean_error(run_main("experiment", "distill", "--scale", "gpu"), "'gpu'", "test, cpu")

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from maskdiff.distill import DistillSettings
-from maskdiff.errors import MaskdiffError
 from maskdiff.experiments.base import ci_text, get_named, results_folder, t_interval, table, write_json, write_results
 from maskdiff.experiments.provenance import provenance, short_commit
 from maskdiff.experiments.reuse import logged_seconds, train_to
@@ -102,7 +101,7 @@ DISTILL_SCALES: Dict[str, DistillScale] = {
 
 def get_distill_scale(name: str) -> DistillScale:
     """The scale ``name`` of the distillation experiment, or a MaskdiffError naming the valid ones."""
-    return get_named(DISTILL_SCALES, name, "scale for the distillation experiment")
+    return get_named(DISTILL_SCALES, name, "scale of the distill experiment")
 
 
 @dataclass
