@@ -35,7 +35,7 @@ LAYERS = {
                    ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities", "objectives", "model", "api"]),
     "experiments": (["maskdiff.experiments"],
                     ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "model", "api", "train", "evaluation",
-                     "tasks"]),
+                     "tasks", "runs", "distill"]),
     "serve": (["maskdiff.serve"], ["errors", "config", "math", "io", "modalities", "objectives", "model", "api"]),
     "cli": (["maskdiff.cli"], [name for name in ["errors", "config", "math", "networks", "io", "estimate", "data", "modalities",
                                                 "objectives", "runs", "model", "api", "train", "evaluation", "experiments", "serve",

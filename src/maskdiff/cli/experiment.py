@@ -13,17 +13,21 @@ SAMPLERS_LINE = ("\n  samplers           Samplers at equal network calls per sam
 SUDOKU_LINE = ("\n  sudoku             Sudoku solve rates: masked diffusion decoded at random, top probability or largest margin "
                "first vs the autoregressive baseline at equal training (scales: test, cpu (9x9), cpu-6x6)")
 
+DISTILL_LINE = ("\n  distill            Few-step sampling: the teacher at T = 16 ... 1024 and its SDTT students (maskdiff distill), "
+                "gen-PPL under the project's AR model and SmolLM2, entropy, repeats, against calls per sample; the target: <= 32 "
+                "calls within 10% of the teacher's 1024 steps (scales: test, cpu)")
+
 
 def register(sub) -> None:
     from maskdiff.experiments import EXPERIMENTS, SCALES
 
-    lines = "\n".join(f"  {name:18s} {e.question}" for name, e in EXPERIMENTS.items()) + SAMPLERS_LINE + SUDOKU_LINE
+    lines = "\n".join(f"  {name:18s} {e.question}" for name, e in EXPERIMENTS.items()) + SAMPLERS_LINE + SUDOKU_LINE + DISTILL_LINE
     p = sub.add_parser("experiment", help="re-run one of the papers' comparisons over seeds, with 95%% intervals",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train every variant of a comparison with the same budget for several seeds, evaluate them on the "
                                    "same validation sequences, and write a Markdown + JSON table with 95% intervals over seeds and "
                                    "a verdict per paper trend. An interrupted experiment resumes.\n\nexperiments:\n" + lines)
-    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}, samplers, sudoku")
+    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}, samplers, sudoku, distill")
     p.add_argument("--scale", default="cpu", help=f"budget: {', '.join(SCALES)} (default: cpu, minutes per variant on 2 cores; gpu is bigger)")
     p.add_argument("--seeds", type=positive_int, help="seeds per variant (default: 3)")
     p.add_argument("--out", type=Path, help="output folder (default: experiments/NAME-SCALE)")
