@@ -61,7 +61,7 @@ def test_help_exits_0_and_shows_every_flag(path, capsys):
     if path == ("train",):
         assert "linear, loglinear, polynomial, geometric, cosine, mdlm-cosine" in text
     if path == ("experiment",):
-        for name in ["schedules", "time-conditioning", "subs", "discrete-time", "genmd4", "sedd", "ar", "samplers"]:
+        for name in ["schedules", "time-conditioning", "subs", "discrete-time", "genmd4", "sedd", "ar", "samplers", "sudoku", "distill"]:
             assert f"\n  {name} " in out, name
 
 
