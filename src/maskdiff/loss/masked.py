@@ -167,8 +167,8 @@ def continuous_diffusion_term(
     (:func:`masked_only_cross_entropy`; the same value). cost: ``cost(denoise, x_t, t, x0, valid) -> (B,)``
     in place of the cross-entropy C_t (SEDD's score entropy, loss/score_entropy.py).
     time_sampler: 'uniform' (or 'stratified': t drawn by :func:`stratified_times`) uses t as drawn;
-    'importance' maps it with :func:`importance_times` (same expectation, lower variance; for training). cond: optional (B, L) bool, the condition (a prompt):
-    never masked, so never scored. Returns (B,).
+    'importance' maps it with :func:`importance_times` (same expectation, lower variance; for training).
+    cond: optional (B, L) bool, the condition (a prompt): never masked, so never scored. Returns (B,).
     """
     if time_sampler not in TIME_SAMPLERS:
         raise MaskdiffError(f"unknown time sampler {time_sampler!r}; choose one of: {', '.join(TIME_SAMPLERS)}")
