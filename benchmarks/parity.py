@@ -3,19 +3,15 @@
     PYTHONPATH=src .venv/bin/python benchmarks/parity.py --peers /path/to/peers                  # both parts
     PYTHONPATH=src .venv/bin/python benchmarks/parity.py --peers /path/to/peers --parts convert  # one of them
 
-``--peers`` is a set-up copy of the project's peer harness (``peers/`` beside the repository; its README
-says how: ``STAGES=setup bash run_all.sh``), holding MDLM's reference under ``refs/mdlm``, its CPU shims
-and its virtualenv ``.venv``. The reference runs there, unchanged, through ``parity_reference.py`` (its
-LightningModule and Lightning's Trainer); nothing of it is copied into this repository. Data: Shakespeare
-as bytes (vocabulary 256, the mask is id 256 in both), training windows drawn by maskdiff's own data
-source for each (seed, step) and handed to the reference in that order, validation = the first
-``--val-rows`` consecutive windows of the validation split.
+``--peers``: a set-up copy of the project's peer harness (``STAGES=setup bash run_all.sh``): MDLM's reference
+under ``refs/mdlm``, its CPU shims, its ``.venv``. The reference runs there, unchanged, through
+``parity_reference.py`` (its LightningModule and Lightning's Trainer); none of it is copied here. Data:
+Shakespeare bytes (vocabulary 256, the mask is id 256 in both), training windows drawn by maskdiff's data source
+for each (seed, step), handed to the reference in that order; validation: the first ``--val-rows`` windows.
 
-convert: the reference trains ``--convert-steps`` steps and saves its ``.ckpt`` (and, through its Hugging
-Face mixin, a ``model.safetensors`` folder); ``maskdiff convert mdlm`` reads them. Figures: the largest
-logit difference between the reference's network and the converted one on the same inputs (EMA weights,
-raw weights, the Hugging Face folder), the reference's own ``val/nll`` over ``--eval-repeats`` seeds
-against maskdiff's estimate of the same quantity (and its whole NELBO), and samples drawn with maskdiff.
+convert: the reference trains ``--convert-steps`` steps and saves its ``.ckpt`` (and a Hugging Face folder);
+``maskdiff convert mdlm`` reads them. Figures: the largest logit difference between the two networks (EMA and
+raw weights, the Hugging Face folder), the reference's ``val/nll`` against maskdiff's estimate, samples.
 
 curves: for each seed, the reference (Lightning) and maskdiff (``maskdiff.train``, backbone ``mdlm-dit``)
 train from the same initial weights (the reference's, converted) on the same windows, with MDLM's settings:
@@ -24,10 +20,12 @@ clipping 1.0, dropout, EMA 0.9999. Every checkpoint (EMA weights) is evaluated w
 the same t and masks for both (common random numbers), and the reference's checkpoints also with its own
 ``Trainer.validate``. The paired difference (maskdiff - reference, bits per token) gets a 95% t interval
 over seeds; parity at a checkpoint: the interval includes 0 or lies within +-0.02 bits per token.
+``--match-mdlm`` makes maskdiff's side draw t and count the warm-up and the EMA as MDLM's code does.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -98,11 +96,29 @@ def run_config(args, seed: int, pretrained: str = ""):
         model=ModelConfig(backbone="mdlm-dit", width=args.width, depth=args.depth, heads=args.heads, cond_dim=args.cond_dim,
                           dropout=args.dropout, pretrained=pretrained),
         data=DataConfig(corpus="shakespeare", tokenizer="bytes", length=args.length),
-        diffusion=DiffusionConfig(schedule="loglinear", t_min=1e-3, time_sampler="uniform", low_discrepancy=True),
+        diffusion=DiffusionConfig(schedule="loglinear", t_min=1e-3, low_discrepancy=True,
+                                  time_sampler="stratified" if "time" in args.match_mdlm else "uniform"),
         train=TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup_steps=args.warmup, lr_schedule="constant",
                           grad_clip=1.0, ema_decay=0.9999, seed=seed, threads=args.threads, checkpoint_every=args.every,
                           keep_checkpoints=args.steps // args.every + 1, log_every=args.every, device="cpu", compile="off"),
     )
+
+
+@contextlib.contextmanager
+def mdlm_offsets(match: List[str]):
+    """MDLM's one-step offsets in maskdiff's trainer, for this benchmark only: lr k / W at step k = 0, 1, ... of
+    the warm-up ('warmup'; maskdiff: (k + 1) / W) and the EMA count n = k + 1 after step k ('ema'; maskdiff: k)."""
+    import maskdiff.train as trainer
+
+    lr, update = trainer.learning_rate, trainer._clip_and_update
+    if "warmup" in match:
+        trainer.learning_rate = lambda k, tc: tc.lr * k / tc.warmup_steps if k < tc.warmup_steps else lr(k, tc)
+    if "ema" in match:  # _clip_and_update reads the step for the EMA's warm-up decay (and its error messages)
+        trainer._clip_and_update = lambda run, k, loss, log: update(run, k + 1, loss, log)
+    try:
+        yield
+    finally:
+        trainer.learning_rate, trainer._clip_and_update = lr, update
 
 
 def write_data(args, seed: int, steps: int, folder: Path) -> Dict[str, Path]:
@@ -223,20 +239,25 @@ def part_curves(args, ref: Reference, work: Path, save) -> Dict[str, Any]:
         data = write_data(args, seed, args.steps, work / "data")
         val = torch.as_tensor(np.load(data["val"]).astype(np.int64))
         refdir, mddir = work / "curves" / f"ref_seed{seed}", work / "curves" / f"maskdiff_seed{seed}"
+        steps = list(range(args.every, args.steps + 1, args.every))
+        reused = [d / "curves" / f"ref_seed{seed}" for d in args.reuse_reference
+                  if all((d / "curves" / f"ref_seed{seed}" / f).exists() for f in ["init.safetensors"] + [f"step{k}.ckpt" for k in steps])]
         t0 = time.time()
-        proc = ref.start("train", ref_spec(args, seed, steps=args.steps, every=args.every, out=str(refdir), windows=str(data["windows"])))
+        proc = None if reused else ref.start("train", ref_spec(args, seed, steps=args.steps, every=args.every, out=str(refdir),
+                                                              windows=str(data["windows"])))
+        refdir = reused[0] if reused else refdir  # the reference's training is deterministic for a seed
         while not (refdir / "init.safetensors").exists():
             if proc.poll() is not None:
                 Reference.finish(proc)
             time.sleep(1)
-        time.sleep(2)
+        time.sleep(0 if reused else 2)
         init = convert_folder(refdir / "init.safetensors", work / "curves" / f"init_seed{seed}", args)
         torch.set_num_threads(args.threads)
-        train(run_config(args, seed, pretrained=str(init)), mddir, progress=False, log=lambda *a, **k: None)
+        with mdlm_offsets(args.match_mdlm):
+            train(run_config(args, seed, pretrained=str(init)), mddir, progress=False, log=lambda *a, **k: None)
         md_seconds = time.time() - t0
-        ref_train = Reference.finish(proc)
+        ref_train = Reference.finish(proc) if proc else {"losses": None, "reused_from": str(refdir)}
         ref_seconds = time.time() - t0
-        steps = list(range(args.every, args.steps + 1, args.every))
         ckpts = [str(refdir / f"step{k}.ckpt") for k in steps]
         own = ref.run("eval", ref_spec(args, seed, ckpts=ckpts, val=str(data["val"]), eval_batch=args.eval_batch, eval_seeds=[0]))
         import maskdiff
@@ -252,8 +273,8 @@ def part_curves(args, ref: Reference, work: Path, save) -> Dict[str, Any]:
             print(f"seed {seed} step {k}: maskdiff {rows[-1]['maskdiff_bits']:.4f} reference {rows[-1]['reference_bits']:.4f} "
                   f"(its own estimator {rows[-1]['reference_own_val_nll_bits']:.4f}) bits/token", flush=True)
         md_log = [json.loads(line) for line in (mddir / "log.jsonl").read_text().splitlines() if line.strip()]
-        per_seed[seed] = {"checkpoints": rows, "reference_train_losses": ref_train["losses"], "maskdiff_log": md_log,
-                          "wall_seconds_both_training": max(md_seconds, ref_seconds)}
+        per_seed[seed] = {"checkpoints": rows, "reference_train_losses": ref_train["losses"], "maskdiff_log": md_log, "reference_reused_from":
+                          ref_train.get("reused_from"), "wall_seconds_both_training": max(md_seconds, ref_seconds)}
         save(per_seed)
     return per_seed
 
@@ -295,6 +316,14 @@ def plot(per_seed, table, path: Path) -> List[Path]:
     return [first, second]
 
 
+def print_table(table) -> None:
+    for r in table:
+        lo, hi = r["difference_bits"]["ci95"]
+        print(f"step {r['step']}: difference {r['difference_bits']['mean']:+.4f} bits/token, 95% CI "
+              f"{'-' if lo is None else f'{lo:+.4f} .. {hi:+.4f}'}, per seed "
+              f"{', '.join(f'{v:+.3f}' for v in r['difference_bits']['values'])}: {r['verdict']}")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peers", type=Path, help="the set-up peer harness (shims/, refs/mdlm, .venv); required unless --replot")
@@ -307,6 +336,9 @@ def parse_args(argv=None):
         p.add_argument(f"--{name}", type=int, default=default, help=f"(default: {default})")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, constant after warm-up (default: 1e-3)")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout of both (MDLM's default 0.1)")
+    p.add_argument("--match-mdlm", default="", help="comma-separated, what maskdiff does as MDLM does: time (the 'stratified' "
+                   "sampler), warmup (lr k/W from k = 0), ema (EMA count from 1)")
+    p.add_argument("--reuse-reference", default="", help="comma-separated --work folders of earlier runs with the same settings")
     p.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/parity_cpu_<time>.json)")
     p.add_argument("--replot", help="only redraw the figures (--figure) and the verdicts from result JSONs of this script "
                                     "(comma-separated: their seeds are pooled)")
@@ -314,6 +346,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.parts = [x for x in args.parts.split(",") if x]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.match_mdlm, args.reuse_reference = args.match_mdlm.split(",") if args.match_mdlm else [], [Path(x) for x in args.reuse_reference.split(",") if x]
+    if set(args.match_mdlm) - {"time", "warmup", "ema"}:
+        p.error(f"unknown --match-mdlm {sorted(set(args.match_mdlm) - {'time', 'warmup', 'ema'})}; choose from: time, warmup, ema")
     if args.peers is None and args.replot is None:
         p.error("--peers PATH is required (the set-up peer harness)")
     if set(args.parts) - {"convert", "curves"}:
@@ -332,10 +367,7 @@ def main(argv=None):
             per_seed.update(json.loads(Path(path).read_text())["curves"]["per_seed"])
         table = verdicts(per_seed)
         print("wrote", *plot(per_seed, table, args.figure))
-        for r in table:
-            lo, hi = r["difference_bits"]["ci95"]
-            print(f"step {r['step']}: difference {r['difference_bits']['mean']:+.4f}, 95% CI {lo:+.4f} .. {hi:+.4f}, per seed "
-                  f"{', '.join(f'{v:+.3f}' for v in r['difference_bits']['values'])}: {r['verdict']}")
+        print_table(table)
         return
     torch.set_num_threads(args.threads)
     ref = Reference(args.peers.resolve(), args.threads)
@@ -343,7 +375,8 @@ def main(argv=None):
     out = args.out or HERE / "results" / f"parity_cpu_{stamp}.json"
     result: Dict[str, Any] = {"benchmark": "parity", "started_utc": stamp, "command": " ".join([Path(sys.executable).name, *sys.argv]),
                               "machine": machine_info("cpu"), "commit": git_commit(), "reference": {"mdlm_commit": ref.commit, "harness": str(ref.peers)},
-                              "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("out", "figure")}}
+                              "config": {k: str(v) if isinstance(v, Path) else [str(x) for x in v] if k == "reuse_reference" else v
+                                         for k, v in vars(args).items() if k not in ("out", "figure")}}
     if "convert" in args.parts:
         result["convert"] = part_convert(args, ref, args.work)
         write_result("parity", "cpu", result, out)
@@ -357,10 +390,7 @@ def main(argv=None):
         per_seed = part_curves(args, ref, args.work, save)
         save(per_seed)
         plot(per_seed, result["curves"]["table"], args.figure)
-        for r in result["curves"]["table"]:
-            lo, hi = r["difference_bits"]["ci95"]
-            print(f"step {r['step']}: difference {r['difference_bits']['mean']:+.4f} bits/token, 95% CI "
-                  f"{'-' if lo is None else f'{lo:+.4f} .. {hi:+.4f}'}: {r['verdict']}")
+        print_table(result["curves"]["table"])
     result["finished_utc"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     print(f"saved {write_result('parity', 'cpu', result, out)}")
 

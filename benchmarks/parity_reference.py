@@ -11,6 +11,8 @@ Lightning's ``Trainer`` as its ``main.py`` does:
   writing the reference's own ``.ckpt`` (``backbone.`` keys, the EMA under ``ema``) every few steps; the
   initial weights are written too (``init.safetensors``, ``backbone.`` keys), so that maskdiff can start
   from the same ones;
+- ``budget``: ``train`` for a number of CPU seconds of its process instead of a number of steps, with a
+  ``.ckpt`` at given fractions of the budget (for benchmarks/parity_compute.py);
 - ``eval``: the reference's own evaluation of a ``.ckpt`` (``load_from_checkpoint`` then
   ``Trainer.validate``, which swaps in the EMA weights): its ``val/nll`` in nats per token, once per seed;
 - ``logits``: the backbone's raw logits (and the SUBS log-probabilities of ``Diffusion.forward``) on given
@@ -174,6 +176,47 @@ def cmd_train(spec):
             "backbone_parameters": sum(p.numel() for p in model.backbone.parameters())}
 
 
+def cmd_budget(spec):
+    """``train`` on a budget of CPU seconds of this process (user + system, counted from the first step), with
+    Lightning's own checkpoint at each fraction of it; the run stops at the last."""
+    import resource
+
+    import lightning as L
+    import numpy as np
+    import torch
+
+    import dataloader
+
+    torch.set_num_threads(spec["threads"])
+    L.seed_everything(spec["seed"], workers=True)
+    model, config = build(spec)
+    os.makedirs(spec["out"], exist_ok=True)
+    rows = np.load(spec["windows"])
+    dataloader.RandomFaultTolerantSampler = lambda dataset, **kw: torch.utils.data.SequentialSampler(dataset)
+    cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])  # noqa: E731
+    pending, marks, start = sorted(spec["fractions"]), [], []
+
+    class Budget(L.Callback):
+        def on_train_start(self, trainer, module):
+            start.append(cpu())
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            used = cpu() - start[0]
+            while pending and used >= pending[0] * spec["budget"]:
+                path = os.path.join(spec["out"], f"budget{len(marks)}.ckpt")
+                trainer.save_checkpoint(path)
+                marks.append({"fraction": pending.pop(0), "step": trainer.global_step, "cpu_seconds": used, "ckpt": path,
+                              "loss": float(outputs["loss"])})
+            trainer.should_stop = not pending
+
+    fit = trainer(max_steps=len(rows) // spec["batch"], gradient_clip_val=config.trainer.gradient_clip_val, limit_val_batches=0,
+                  callbacks=[Budget()], enable_checkpointing=False)
+    fit.fit(model, loader(rows, spec["batch"]))
+    if pending:
+        raise SystemExit(f"the windows ran out at step {fit.global_step} before the budget: write more")
+    return {"marks": marks, "backbone_parameters": sum(p.numel() for p in model.backbone.parameters())}
+
+
 def cmd_eval(spec):
     import lightning as L
     import numpy as np
@@ -227,11 +270,11 @@ def cmd_hf(spec):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["train", "eval", "logits", "hf"])
+    p.add_argument("command", choices=["train", "budget", "eval", "logits", "hf"])
     p.add_argument("--spec", required=True, help="JSON object of settings (see benchmarks/parity.py)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
-    result = {"train": cmd_train, "eval": cmd_eval, "logits": cmd_logits, "hf": cmd_hf}[args.command](json.loads(args.spec))
+    result = {"train": cmd_train, "budget": cmd_budget, "eval": cmd_eval, "logits": cmd_logits, "hf": cmd_hf}[args.command](json.loads(args.spec))
     print(RESULT_TAG + json.dumps(result), flush=True)
 
 

@@ -10,7 +10,7 @@ from maskdiff.errors import MaskdiffError
 MODALITIES = ("text", "dna", "image")  # the keys of maskdiff.modalities.MODALITIES (a test checks it)
 TOKENIZERS = ("text8", "chars", "bytes", "gpt2", "bert")
 OBJECTIVES = ("masked", "genmd4", "sedd", "ar", "block")  # the keys of maskdiff.objectives.OBJECTIVES (a test checks it)
-TIME_SAMPLERS = ("uniform", "importance")  # maskdiff.loss.TIME_SAMPLERS (a test checks it)
+TIME_SAMPLERS = ("uniform", "importance", "stratified")  # maskdiff.loss.TIME_SAMPLERS (a test checks it)
 INITS = ("default", "gpt2")  # maskdiff.networks.transformer.INITS (a test checks it)
 PRECISIONS = ("fp32", "bf16")  # train.precision
 COMPILE_MODES = ("auto", "on", "off")  # train.compile
@@ -135,12 +135,14 @@ class DiffusionConfig:
     discrete_steps: int = 0
     """0: continuous-time loss. T > 0: discrete-time loss with T steps (MD4 Sec. 3)."""
     low_discrepancy: bool = True
-    """Stratified t over the global batch (MDLM Sec. 3.4)."""
+    """Stratified t over the global batch (MDLM Sec. 3.4): one uniform shifted by i/B for row i. Off: independent t."""
     time_sampler: str = "uniform"
     """How the training loss draws t (masked in continuous and discrete time, the SUBS ablation, genmd4, sedd
     and block): 'uniform' on [t_min, 1] (MD4, MDLM) or 'importance' (the square root of the masked fraction
     uniform, each draw weighted by w(t)/q(t): the same NELBO, a gradient of lower variance; the presets'
-    choice, see docs/results.md). Evaluation always uses uniform t."""
+    choice, see docs/results.md) or 'stratified' (uniform, with one uniform per stratum of the global batch,
+    t_i = t_min + (1 - t_min)(u_i + i)/B: MDLM's own antithetic draw, in place of low_discrepancy's one shared
+    shift; needs low_discrepancy on). Evaluation always uses uniform t."""
     carry_over: bool = True
     """SUBS carry-over unmasking. Off (MDLM's ablation): the full per-position KL, discrete time only."""
     zero_mask: bool = True
@@ -303,6 +305,8 @@ class RunConfig:
             raise MaskdiffError(f"local_mixing must be 0 (none) or an odd kernel size (3, 5, ...), got {m.local_mixing}")
         if self.diffusion.time_sampler not in TIME_SAMPLERS:
             raise MaskdiffError(f"unknown time sampler {self.diffusion.time_sampler!r}; choose one of: {', '.join(TIME_SAMPLERS)}")
+        if self.diffusion.time_sampler == "stratified" and not self.diffusion.low_discrepancy:
+            raise MaskdiffError("time sampler 'stratified' draws stratified t; it needs low_discrepancy on (or choose: uniform, importance)")
         if self.diffusion.discrete_steps < 0:
             raise MaskdiffError(f"discrete_steps must be 0 (continuous) or positive, got {self.diffusion.discrete_steps}")
         dc = self.diffusion

@@ -12,6 +12,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from maskdiff.loss import low_discrepancy_times, stratified_times
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The generator of step ``step``: a function of (seed, step) only."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
@@ -112,16 +115,31 @@ class StepBatch:
     """(B, L) bool, the prompt of conditional training (never masked or scored), or None."""
 
 
-def draw_step(source, seed: int, step: int, B: int, L: int, noise_draws: int, low_discrepancy: bool, device) -> StepBatch:
-    """Draw step ``step``'s batch, t and masks from its generator (in a fixed order) and send them to ``device``."""
+def draw_step(source, seed: int, step: int, B: int, L: int, noise_draws: int, per_row: bool, device) -> StepBatch:
+    """Draw step ``step``'s batch, t and masks from its generator (in a fixed order) and send them to ``device``;
+    ``per_row``: also one time uniform per row (``u_all``, see :func:`uses_row_uniforms`)."""
     gen = step_generator(seed, step)
     x0, valid, labels, *rest = source.draw(B, gen)  # the global batch (B, L); padding mask, class labels or None
     cond = rest[0] if rest else None  # a conditional source (data/pairs.py) adds the prompt positions
     scored = valid if cond is None else (~cond if valid is None else valid & ~cond)
     n_tokens = B * L if scored is None else max(1, int(scored.sum()))  # real tokens outside the prompt
     u = float(torch.rand((), generator=gen, dtype=torch.float64))
-    u_all = None if low_discrepancy else torch.rand(B, generator=gen, dtype=torch.float64)
+    u_all = torch.rand(B, generator=gen, dtype=torch.float64) if per_row else None
     # mask uniforms for the global batch (GenMD4 draws several x_t per sequence)
     noise = torch.rand((noise_draws, B, L), generator=gen, dtype=torch.float64)
     move = (lambda v: v) if device.type == "cpu" else (lambda v: None if v is None else v.pin_memory().to(device, non_blocking=True))
     return StepBatch(move(x0), move(valid), move(labels), n_tokens, u, u_all, move(noise), move(cond))
+
+
+def uses_row_uniforms(d) -> bool:
+    """Whether t needs one uniform per row (independent t, or the 'stratified' sampler); ``d``: a DiffusionConfig."""
+    return d.time_sampler == "stratified" or not d.low_discrepancy
+
+
+def training_times(batch: StepBatch, d, lo: int, rows: int, B: int) -> Tensor:
+    """t (rows,) float32 for rows lo .. lo + rows - 1 of the global batch of B rows; ``d``: a DiffusionConfig."""
+    if d.time_sampler == "stratified":
+        return stratified_times(batch.u_all[lo:lo + rows], d.t_min, offset=lo, global_batch=B)
+    if d.low_discrepancy:
+        return low_discrepancy_times(rows, batch.u, d.t_min, offset=lo, global_batch=B)
+    return (d.t_min + (1 - d.t_min) * batch.u_all[lo:lo + rows]).float()

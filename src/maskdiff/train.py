@@ -42,12 +42,12 @@ from maskdiff.distributed import (
 )
 from maskdiff.distributed import init as dist_init
 from maskdiff.distributed import shutdown as dist_shutdown
-from maskdiff.loss import low_discrepancy_times
 from maskdiff.modalities import build_tokenizer, training_source
 from maskdiff.monitor import Monitor
 from maskdiff.objectives import build_objective
 from maskdiff.runs import start_run
-from maskdiff.step import StepBatch, autocast, draw_step, learning_rate, make_optimizer, prepare_blocks, set_fast_matmul
+from maskdiff.step import (StepBatch, autocast, draw_step, learning_rate, make_optimizer, prepare_blocks, set_fast_matmul, training_times,
+                           uses_row_uniforms)
 from maskdiff.train_state import load_start, restore_state, save_state
 from maskdiff.validation import validate_config
 
@@ -175,7 +175,7 @@ def _train(config: RunConfig, run_dir: Path, ctx: Context, *, progress, log, sto
 
     def draw(at: int) -> StepBatch:
         return draw_step(run.source, tc.seed, at, tc.batch_size, config.data.length, run.objective.noise_draws,
-                         config.diffusion.low_discrepancy, dev)
+                         uses_row_uniforms(config.diffusion), dev)
 
     nxt: Optional[StepBatch] = None
     try:
@@ -253,10 +253,7 @@ def _forward_backward(run: _Run, batch: StepBatch) -> List[Tensor]:
     logged: List[Tensor] = []
     for lo in range(first, first + run.per_rank, micro):
         sl = slice(lo, lo + micro)
-        if d.low_discrepancy:
-            t = low_discrepancy_times(micro, batch.u, d.t_min, offset=lo, global_batch=B)
-        else:
-            t = (d.t_min + (1 - d.t_min) * batch.u_all[sl]).float()
+        t = training_times(batch, d, lo, micro, B)
         with no_sync(run.model, ctx, last=lo + micro >= first + run.per_rank):
             lab = None if batch.labels is None else batch.labels[sl]
             v = None if batch.valid is None else batch.valid[sl]

@@ -5,7 +5,8 @@ draw v): the importance estimator's expectation equals the NELBO's diffusion ter
 for time-independent and time-conditioned denoisers; its second moment is below the uniform
 estimator's; the sampled training term agrees with the exact value; its weight is bounded. The same
 proposal summed over the steps of discrete time (and the SUBS ablation), and with GenMD4's learned
-schedule, keeps those estimates unbiased too.
+schedule, keeps those estimates unbiased too. MDLM's per-stratum t ('stratified') puts row i of the batch in
+stratum i and leaves the batch mean's expectation at the NELBO's diffusion term.
 """
 import math
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from maskdiff.exact import _pattern_costs, _pattern_probs, exact_discrete_nelbo, exact_nelbo, gauss_legendre, mask_patterns
-from maskdiff.loss import continuous_diffusion_term, discrete_diffusion_term, importance_steps, importance_times, low_discrepancy_times
+from maskdiff.loss import (continuous_diffusion_term, discrete_diffusion_term, importance_steps, importance_times, low_discrepancy_times,
+                           stratified_times)
 from maskdiff.loss.ablation import full_kl_discrete_term
 from maskdiff.loss.genmd4 import genmd4_loss
 from maskdiff.schedules import get_schedule
@@ -101,6 +103,59 @@ def test_importance_times_range_and_weight_bound():
         assert float(w.max()) <= 2.0 / lo + 1e-9
         if name != "geometric":  # the weights that grow like 1/t are the ones bounded lower
             assert float(w.max()) < 0.1 * float(schedule.weight(torch.tensor(1e-3, dtype=torch.float64))), name
+
+
+def test_stratified_batch_mean_is_the_nelbo_term(toy):
+    """MDLM's per-stratum t: E over every u_i (quadrature) of the batch mean (1/B) sum_i of the row estimate
+    at t_i = stratified_times(u)_i (masks enumerated) equals the exact diffusion term of each sequence, while
+    one stratum alone does not."""
+    seqs, _, true = toy
+    schedule, t_min, B = get_schedule("loglinear"), 1e-3, 4
+    exact = exact_nelbo(true, seqs, schedule, t_min=t_min, terms=True)["diffusion"]
+    patterns = mask_patterns(seqs.shape[1])
+    v, wq = gauss_legendre(0.0, 1.0, panels=16, order=16)
+    per_stratum = torch.zeros(B, seqs.shape[0], dtype=torch.float64)
+    assert true.time_independent
+    cost = _pattern_costs(true, seqs, patterns, 0.5)  # (S, P): the same at every t
+    for vk, wk in zip(v.tolist(), wq.tolist()):
+        t = stratified_times(torch.full((B,), vk, dtype=torch.float64), t_min, dtype=torch.float64)  # (B,)
+        q = _pattern_probs(patterns, schedule.one_minus_alpha(t))  # (B, P)
+        per_stratum += wk * (1.0 - t_min) * schedule.weight(t)[:, None] * (q @ cost.T)
+    assert torch.allclose(per_stratum.mean(0), exact, rtol=1e-7, atol=1e-9), float((per_stratum.mean(0) - exact).abs().max())
+    assert not torch.allclose(per_stratum[0], exact, rtol=1e-2)
+
+
+def test_trainer_draws_stratified_times_per_row_and_independent_of_the_split():
+    """train with time_sampler 'stratified': row i of the global batch gets a t in stratum i, from its own
+    uniform (so micro-batches see the same t), and the default keeps low_discrepancy's one shared shift."""
+    from maskdiff.config import DiffusionConfig
+    from maskdiff.step import draw_step, training_times, uses_row_uniforms
+
+    class Rows:
+        def draw(self, B, gen):
+            return torch.zeros(B, 8, dtype=torch.long), None, None
+
+    B, t_min = 16, 1e-3
+    d = DiffusionConfig(schedule="loglinear", time_sampler="stratified")
+    batch = draw_step(Rows(), 3, 7, B, 8, 1, uses_row_uniforms(d), torch.device("cpu"))
+    t = training_times(batch, d, 0, B, B).to(torch.float64)
+    stratum = torch.floor((t - t_min) / (1 - t_min) * B)
+    assert torch.equal(stratum, torch.arange(B, dtype=torch.float64))
+    assert torch.equal(torch.cat([training_times(batch, d, lo, 4, B) for lo in range(0, B, 4)]), t.float())
+    assert len(set(((t - t_min) / (1 - t_min) * B - stratum).tolist())) == B  # a uniform of its own per stratum
+    default = DiffusionConfig(schedule="loglinear")
+    assert not uses_row_uniforms(default)
+    shift = ((training_times(draw_step(Rows(), 3, 7, B, 8, 1, False, torch.device("cpu")), default, 0, B, B).double() - t_min)
+             / (1 - t_min) * B) % 1
+    assert float(shift.max() - shift.min()) < 1e-4  # one shared shift (float32 rounding)
+
+
+def test_stratified_needs_low_discrepancy():
+    from maskdiff.config import DiffusionConfig, RunConfig
+    from maskdiff.errors import MaskdiffError
+
+    with pytest.raises(MaskdiffError, match="needs low_discrepancy on"):
+        RunConfig(diffusion=DiffusionConfig(time_sampler="stratified", low_discrepancy=False)).validate()
 
 
 def test_unknown_time_sampler_is_a_clear_error(toy):

@@ -21,6 +21,7 @@ from maskdiff.loss.masked import (
     prior_term,
     reconstruction_term,
     scored_positions,
+    stratified_times,
     token_counts,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "prior_term",
     "reconstruction_term",
     "scored_positions",
+    "stratified_times",
     "token_counts",
 ]

@@ -25,7 +25,7 @@ from maskdiff.process import forward_mask
 from maskdiff.schedules import Schedule
 
 DEFAULT_T_MIN = 1e-3  # MDLM's sampling floor for t; [0, t_min] becomes the reconstruction term
-TIME_SAMPLERS = ("uniform", "importance")  # how the training loss draws t (see importance_times)
+TIME_SAMPLERS = ("uniform", "importance", "stratified")  # how the training loss draws t (importance_times, stratified_times)
 
 
 def masked_cross_entropy(log_mu: Tensor, x0: Tensor, masked: Tensor) -> Tensor:
@@ -79,6 +79,20 @@ def low_discrepancy_times(batch: int, u: float, t_min: float = DEFAULT_T_MIN, *,
     i = torch.arange(offset, offset + batch, dtype=torch.float64, device=device)
     frac = torch.remainder(u + i / global_batch, 1.0)
     return (t_min + (1.0 - t_min) * frac).to(dtype)
+
+
+def stratified_times(u: Tensor, t_min: float = DEFAULT_T_MIN, *, offset: int = 0, global_batch: Optional[int] = None,
+                     dtype=torch.float32) -> Tensor:
+    """One uniform per stratum: t_i = t_min + (1 - t_min) (u_i + i) / B over the global batch (MDLM's
+    antithetic sampling, its ``_sample_t``), where :func:`low_discrepancy_times` shifts all strata by one u.
+
+    u: (batch,) uniforms on [0, 1), one per row of this slice; ``offset`` and ``global_batch`` as in
+    :func:`low_discrepancy_times`. Each t_i is uniform on its stratum, so the batch mean of any f(t_i)
+    has the expectation of f under t ~ U[t_min, 1], and t_i depends only on u_i and the global index i.
+    """
+    global_batch = u.shape[0] if global_batch is None else global_batch
+    i = torch.arange(offset, offset + u.shape[0], dtype=torch.float64, device=u.device)
+    return (t_min + (1.0 - t_min) * (u.to(torch.float64) + i) / global_batch).to(dtype)
 
 
 def importance_times(t: Tensor, schedule: Schedule, t_min: float = DEFAULT_T_MIN) -> tuple[Tensor, Tensor]:
@@ -152,9 +166,9 @@ def continuous_diffusion_term(
     for the masks (see :func:`forward_mask`); masked_only: compute log mu at masked positions only
     (:func:`masked_only_cross_entropy`; the same value). cost: ``cost(denoise, x_t, t, x0, valid) -> (B,)``
     in place of the cross-entropy C_t (SEDD's score entropy, loss/score_entropy.py).
-    time_sampler: 'uniform' uses t as drawn; 'importance' maps it with :func:`importance_times` (same
-    expectation, lower variance; for training). cond: optional (B, L) bool, the condition (a prompt):
-    never masked, so never scored. Returns (B,).
+    time_sampler: 'uniform' (or 'stratified': t drawn by :func:`stratified_times`) uses t as drawn;
+    'importance' maps it with :func:`importance_times` (same expectation, lower variance; for training).
+    cond: optional (B, L) bool, the condition (a prompt): never masked, so never scored. Returns (B,).
     """
     if time_sampler not in TIME_SAMPLERS:
         raise MaskdiffError(f"unknown time sampler {time_sampler!r}; choose one of: {', '.join(TIME_SAMPLERS)}")
