@@ -97,7 +97,7 @@ def run_config(args, seed: int, pretrained: str = ""):
                           dropout=args.dropout, pretrained=pretrained),
         data=DataConfig(corpus="shakespeare", tokenizer="bytes", length=args.length),
         diffusion=DiffusionConfig(schedule="loglinear", t_min=1e-3, low_discrepancy=True,
-                                  time_sampler="stratified" if "time" in args.match_mdlm else "uniform"),
+                                  time_sampler="stratified" if "time" in getattr(args, "match_mdlm", ()) else "uniform"),
         train=TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup_steps=args.warmup, lr_schedule="constant",
                           grad_clip=1.0, ema_decay=0.9999, seed=seed, threads=args.threads, checkpoint_every=args.every,
                           keep_checkpoints=args.steps // args.every + 1, log_every=args.every, device="cpu", compile="off"),

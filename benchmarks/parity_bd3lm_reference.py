@@ -35,40 +35,13 @@ import sys
 import time
 import warnings
 
-os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-RESULT_TAG = "PARITY_REFERENCE_RESULT "
+import parity_reference  # the Lightning driver's pieces, shared with MDLM's (same venv, same conventions)
+from parity_reference import RESULT_TAG, loader, trainer
 
 
-class ByteTokenizer:
-    """The only tokenizer fields Diffusion reads: no mask token, so the mask is id vocab_size."""
-
-    def __init__(self, vocab_size=256):
-        self.vocab_size = vocab_size
-        self.mask_token = None
-        self.pad_token_id = self.bos_token_id = self.eos_token_id = 0
-
-    def batch_decode(self, rows):
-        return [bytes(int(i) for i in r if int(i) < 256).decode("utf-8", errors="replace") for r in rows]
-
-
-class _NoTokenizer:
-    pad_token = None
-    eos_token = "<eos>"
-    pad_token_id = None
-    eos_token_id = 0
-
-
-def reference_config(spec):
-    """The reference's hydra config (configs/config.yaml, algo bd3lm) with this run's sizes and settings."""
-    import hydra
-    import omegaconf
-    import torch
-
-    for name, fn in [("cwd", os.getcwd), ("device_count", torch.cuda.device_count), ("eval", eval),
-                     ("div_up", lambda x, y: (x + y - 1) // y)]:
-        if not omegaconf.OmegaConf.has_resolver(name):
-            omegaconf.OmegaConf.register_new_resolver(name, fn)
-    overrides = [
+def bd3lm_overrides(spec):
+    """BD3-LM's hydra overrides (configs/config.yaml, algo bd3lm) for this run's sizes and settings."""
+    return [
         "algo=bd3lm", "model=tiny", "noise=loglinear", "model.attn_backend=sdpa", f"block_size={spec['block_size']}",
         "algo.ignore_bos=False", "trainer.devices=1", "trainer.accelerator=cpu", "trainer.precision=32", "loader.num_workers=1",
         f"model.hidden_size={spec['width']}", f"model.cond_dim={spec['cond_dim']}", f"model.length={spec['length']}",
@@ -76,17 +49,6 @@ def reference_config(spec):
         f"training.ema={spec['ema']}", f"optim.lr={spec['lr']}", f"lr_scheduler.num_warmup_steps={spec['warmup']}",
         f"loader.global_batch_size={spec['batch']}",
     ]
-    ref = os.path.dirname(os.path.abspath(__import__("diffusion").__file__))
-    with hydra.initialize_config_dir(config_dir=os.path.join(ref, "configs"), version_base=None):
-        return hydra.compose(config_name="config", overrides=overrides)
-
-
-def _no_download():
-    import transformers
-
-    orig = transformers.AutoTokenizer.from_pretrained
-    transformers.AutoTokenizer.from_pretrained = lambda *a, **k: _NoTokenizer()
-    return lambda: setattr(transformers.AutoTokenizer, "from_pretrained", orig)
 
 
 def _import_models_first():
@@ -98,55 +60,11 @@ def _import_models_first():
 
 
 def build(spec):
-    import diffusion
-
-    config = reference_config(spec)
-    restore = _no_download()
-    try:
-        return diffusion.Diffusion(config, tokenizer=ByteTokenizer(spec["vocab"])), config
-    finally:
-        restore()
+    return parity_reference.build(spec, bd3lm_overrides(spec))
 
 
 def load(spec, ckpt):
-    import diffusion
-
-    config = reference_config(spec)
-    restore = _no_download()
-    try:
-        return diffusion.Diffusion.load_from_checkpoint(ckpt, tokenizer=ByteTokenizer(spec["vocab"]), config=config,
-                                                        map_location="cpu"), config
-    finally:
-        restore()
-
-
-class Windows:
-    """A map-style dataset over rows of a (N, L) array, as the reference's loaders yield them."""
-
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        import torch
-
-        x = torch.as_tensor(self.rows[i].astype("int64"))
-        return {"input_ids": x, "attention_mask": torch.ones_like(x)}
-
-
-def loader(rows, batch):
-    import torch
-
-    return torch.utils.data.DataLoader(Windows(rows), batch_size=batch, shuffle=False, num_workers=0)
-
-
-def trainer(**kwargs):
-    import lightning as L
-
-    return L.Trainer(accelerator="cpu", devices=1, precision="32", logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+    return parity_reference.load(spec, ckpt, bd3lm_overrides(spec))
 
 
 def cmd_train(spec):

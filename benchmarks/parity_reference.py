@@ -57,8 +57,22 @@ class _NoTokenizer:
     eos_token_id = 0
 
 
-def reference_config(spec):
-    """The reference's hydra config (configs/config.yaml) with this run's sizes and settings."""
+def mdlm_overrides(spec):
+    """MDLM's hydra overrides for this run's sizes and settings."""
+    return [
+        "model=tiny", "noise=loglinear", "parameterization=subs", "backbone=dit", "T=0", "time_conditioning=False",
+        "trainer.devices=1", "trainer.accelerator=cpu", "trainer.precision=32", "loader.num_workers=1",
+        f"model.hidden_size={spec['width']}", f"model.cond_dim={spec['cond_dim']}", f"model.length={spec['length']}",
+        f"model.n_blocks={spec['depth']}", f"model.n_heads={spec['heads']}", f"model.dropout={spec['dropout']}",
+        f"training.ema={spec['ema']}", f"optim.lr={spec['lr']}", f"lr_scheduler.num_warmup_steps={spec['warmup']}",
+        f"loader.global_batch_size={spec['batch']}", "eval.generate_samples=False",
+    ]
+
+
+def reference_config(spec, overrides=None):
+    """The reference's hydra config (its configs/config.yaml) with ``overrides`` (default: MDLM's,
+    :func:`mdlm_overrides`); the reference is the ``diffusion`` module on the path (MDLM's, or BD3-LM's for
+    parity_bd3lm_reference.py, which shares this driver's pieces)."""
     import hydra
     import omegaconf
     import torch
@@ -67,17 +81,9 @@ def reference_config(spec):
                      ("div_up", lambda x, y: (x + y - 1) // y)]:
         if not omegaconf.OmegaConf.has_resolver(name):
             omegaconf.OmegaConf.register_new_resolver(name, fn)
-    overrides = [
-        "model=tiny", "noise=loglinear", "parameterization=subs", "backbone=dit", "T=0", "time_conditioning=False",
-        "trainer.devices=1", "trainer.accelerator=cpu", "trainer.precision=32", "loader.num_workers=1",
-        f"model.hidden_size={spec['width']}", f"model.cond_dim={spec['cond_dim']}", f"model.length={spec['length']}",
-        f"model.n_blocks={spec['depth']}", f"model.n_heads={spec['heads']}", f"model.dropout={spec['dropout']}",
-        f"training.ema={spec['ema']}", f"optim.lr={spec['lr']}", f"lr_scheduler.num_warmup_steps={spec['warmup']}",
-        f"loader.global_batch_size={spec['batch']}", "eval.generate_samples=False",
-    ]
     ref = os.path.dirname(os.path.abspath(__import__("diffusion").__file__))
     with hydra.initialize_config_dir(config_dir=os.path.join(ref, "configs"), version_base=None):
-        return hydra.compose(config_name="config", overrides=overrides)
+        return hydra.compose(config_name="config", overrides=overrides or mdlm_overrides(spec))
 
 
 def _no_download():
@@ -88,10 +94,10 @@ def _no_download():
     return lambda: setattr(transformers.AutoTokenizer, "from_pretrained", orig)
 
 
-def build(spec):
+def build(spec, overrides=None):
     import diffusion
 
-    config = reference_config(spec)
+    config = reference_config(spec, overrides)
     restore = _no_download()
     try:
         return diffusion.Diffusion(config, tokenizer=ByteTokenizer(spec["vocab"])), config
@@ -99,10 +105,10 @@ def build(spec):
         restore()
 
 
-def load(spec, ckpt):
+def load(spec, ckpt, overrides=None):
     import diffusion
 
-    config = reference_config(spec)
+    config = reference_config(spec, overrides)
     restore = _no_download()
     try:
         return diffusion.Diffusion.load_from_checkpoint(ckpt, tokenizer=ByteTokenizer(spec["vocab"]), config=config,
