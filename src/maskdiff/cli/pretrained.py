@@ -34,15 +34,18 @@ def register(sub) -> None:
                                    "  mdlm  MDLM's DiT (kuleshov-group/mdlm-owt: 12 x 768, 12 heads, GPT-2 vocabulary plus the\n"
                                    "        mask, id 50,257), from its model.safetensors or the folder holding it. Every name\n"
                                    "        and shape is checked; the result evaluates and samples without flash-attn:\n"
-                                   "        maskdiff eval OUT --corpus brown, maskdiff sample OUT --num 4.\n\n"
+                                   "        maskdiff eval OUT --corpus brown, maskdiff sample OUT --num 4.\n"
+                                   "  md4   MD4's transformer (google-deepmind/md4, its text network), from an .npz of its flax\n"
+                                   "        parameters keyed by their '/'-joined paths (benchmarks/parity_md4_reference.py writes\n"
+                                   "        one); sizes are read from the shapes; defaults --length 256 --tokenizer text8.\n\n"
                                    "A pickle (.ckpt, .pt, .bin) is read only with --allow-pickle, and then as tensors only.")
-    p.add_argument("format", choices=["mdlm"], help="the checkpoint's format: mdlm")
+    p.add_argument("format", choices=["mdlm", "md4"], help="the checkpoint's format: mdlm or md4")
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a .safetensors file or a folder holding model.safetensors "
-                   "(a .ckpt needs --allow-pickle)")
+                   "(a .ckpt needs --allow-pickle); md4: an .npz")
     p.add_argument("out", type=Path, metavar="OUT", help="the folder to write (new, or empty)")
     p.add_argument("--heads", type=positive_int, default=12, help="attention heads; shapes do not tell them (default: 12, as mdlm-owt)")
-    p.add_argument("--length", type=positive_int, default=1024, help="sequence length L of the model folder (default: 1024, mdlm-owt's)")
-    p.add_argument("--tokenizer", default="gpt2", help="the vocabulary the checkpoint was trained with: gpt2 (default, mdlm-owt), bert, "
+    p.add_argument("--length", type=positive_int, help="sequence length L of the model folder (default: 1024, mdlm-owt's; md4: 256)")
+    p.add_argument("--tokenizer", help="the vocabulary the checkpoint was trained with: gpt2 (default, mdlm-owt; md4: text8), bert, "
                    "bytes, or a tokenizer folder; it must have exactly the checkpoint's tokens minus the mask")
     p.add_argument("--time-conditioned", action="store_true", help="the checkpoint was trained with MDLM's time conditioning "
                    "(sigma of the log-linear noise); mdlm-owt was not")
@@ -81,7 +84,13 @@ def cmd_export(args) -> int:
 def cmd_convert(args) -> int:
     from maskdiff.convert import convert_mdlm
 
-    out = convert_mdlm(args.checkpoint, args.out, heads=args.heads, length=args.length, tokenizer=args.tokenizer,
+    if args.format == "md4":
+        from maskdiff.convert_md4 import convert_md4
+
+        out = convert_md4(args.checkpoint, args.out, length=args.length or 256, tokenizer=args.tokenizer or "text8", overwrite=args.overwrite)
+        print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
+        return 0
+    out = convert_mdlm(args.checkpoint, args.out, heads=args.heads, length=args.length or 1024, tokenizer=args.tokenizer or "gpt2",
                        time_conditioned=args.time_conditioned, allow_pickle=args.allow_pickle, overwrite=args.overwrite,
                        ema=not args.raw_weights)
     print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
