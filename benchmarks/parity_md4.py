@@ -202,6 +202,69 @@ def part_curves(args, ref: Reference, work: Path, save) -> Dict[int, Any]:
     return per_seed
 
 
+def part_control(args, ref: Reference, work: Path) -> Dict[int, Any]:
+    """The spread between two runs of one implementation: for each seed, MD4's reference trains again from the
+    same initial weights on the same windows with other draws of t and masks (``noise_seed`` = 1000 + seed),
+    and both of its runs are scored as above (raw weights, common random numbers). The main run of the seed
+    (its ``ref_seed{s}`` folder under ``--work``) must exist."""
+    import maskdiff
+
+    per_seed: Dict[int, Any] = {}
+    for seed in args.seeds:
+        data = write_data(args, seed, work / "data")
+        val = torch.as_tensor(np.load(data["val"]).astype(np.int64))
+        first, again = work / f"ref_seed{seed}", work / f"ref_seed{seed}_noise"
+        if not (first / f"step{args.steps}.npz").is_file():
+            raise SystemExit(f"{first} has no step{args.steps}.npz: run the comparison of seed {seed} first (same --work)")
+        shutil.rmtree(again, ignore_errors=True)
+        trained = ref.run("train", ref_spec(args, seed, every=args.every, out=str(again), windows=str(data["windows"]), noise_seed=1000 + seed))
+        rows = []
+        for k in range(args.every, args.steps + 1, args.every):
+            a = estimates(converted(again / f"step{k}.npz", work / "tmp", args), val, 1000 + k, args.passes)
+            b = estimates(converted(first / f"step{k}.npz", work / "tmp", args), val, 1000 + k, args.passes)
+            rows.append({"step": k, "maskdiff_bits": bits(a, args.length), "reference_bits": bits(b, args.length),
+                         "difference": float(((a - b) / args.length / LN2).mean())})
+            print(f"control seed {seed} step {k}: reference, other noise {rows[-1]['maskdiff_bits']:.4f}; reference {rows[-1]['reference_bits']:.4f}",
+                  flush=True)
+        per_seed[seed] = {"checkpoints": rows, "reference_train": trained}
+    return per_seed
+
+
+def gradient_check(args, ref: Reference, npz: Path, val: torch.Tensor, work: Path) -> Dict[str, Any]:
+    """One training step's gradient, both sides, at the same weights (``npz``), rows, t and masks: MD4's own loss
+    code (``grad``) against maskdiff's objective (``train_loss``, the trainer's normalisation). MD4's loss is in
+    bits and weights t by (1 - 2e-4) / ((1 - 2e-4) t + 1e-4), maskdiff's in nats by (1 - t_min) / t; each
+    side's gradient is divided by its own factor before they are compared (t >= 0.1 here)."""
+    from maskdiff.convert_md4 import md4_sizes, md4_state_dict, read_npz
+
+    gen = torch.Generator().manual_seed(0)
+    x = val[: args.batch].clone()
+    t = 0.1 + 0.9 * torch.rand(x.shape[0], generator=gen, dtype=torch.float64)
+    mask = torch.rand(x.shape, generator=gen, dtype=torch.float64) < t[:, None]
+    for name, value in (("x", x.numpy().astype(np.int32)), ("t", t.numpy().astype(np.float32)), ("mask", mask.numpy())):
+        np.save(work / f"grad_{name}.npy", value)
+    ref_out = ref.run("grad", ref_spec(args, 0, params=str(npz), x=str(work / "grad_x.npy"), t=str(work / "grad_t.npy"),
+                                       mask=str(work / "grad_mask.npy"), out=str(work / "grad_ref.npz")))
+    eps, t_min = 1e-4, 1e-3
+    md4_weight = (1 - 2 * eps) / ((1 - 2 * eps) * t + eps)
+    ours_weight = (1 - t_min) / t
+    pipe = converted(npz, work / "grad_converted", args)
+    objective = pipe.objective.train()
+    noise = torch.where(mask, torch.full_like(t[:, None].expand_as(mask), 1.0 - 1e-12), torch.zeros_like(mask, dtype=torch.float64))
+    # the same t enter the network on both sides, but each loss weights rows by its own w(t): rescale maskdiff's rows to MD4's
+    per_row, _ = objective.train_loss(x, t.float(), [noise])
+    loss = (per_row * (md4_weight / ours_weight).float()).sum() / (x.numel() * LN2)
+    objective.zero_grad()
+    loss.backward()
+    theirs = read_npz(work / "grad_ref.npz")
+    theirs = md4_state_dict(theirs, md4_sizes(theirs))
+    grads = dict(objective.network.named_parameters())
+    rel = {name: float((grads[name].grad - g).norm() / g.norm().clamp_min(1e-30)) for name, g in theirs.items()}
+    worst = max(rel, key=rel.get)
+    return {"loss_bits_per_token": {"maskdiff": float(loss.detach()), "reference": ref_out["loss_bits_per_token"]},
+            "largest_relative_gradient_difference": {"tensor": worst, "value": rel[worst]}, "relative_by_tensor": rel}
+
+
 def ema_table(per_seed) -> list:
     """verdicts() on the EMA columns."""
     renamed = {s: {"checkpoints": [{"step": r["step"], "difference": r["difference_ema"], "maskdiff_bits": r["maskdiff_bits_ema"],
@@ -250,6 +313,10 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3; MD4's text8: 3e-4 over 1M steps)")
     p.add_argument("--ema", type=float, default=0.9999, help="EMA rate of both (MD4's text8: 0.9999)")
     p.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/parity_md4_cpu_<time>.json)")
+    p.add_argument("--control", action="store_true", help="instead of the comparison: the reference against itself with other draws "
+                                                           "of t and masks (needs the comparison's --work)")
+    p.add_argument("--gradient-check", action="store_true", help="instead of the comparison: one step's gradient of both at the "
+                                                                  "last checkpoint of the first seed's reference run (needs --work)")
     p.add_argument("--replot", help="only redraw the figures and the verdicts from result JSONs of this script (comma-separated: seeds pooled)")
     p.add_argument("--figure", type=Path, default=HERE.parent / "docs" / "figures" / "parity_md4_curves.png", help="PNG of the curves")
     args = p.parse_args(argv)
@@ -280,6 +347,20 @@ def main(argv=None):
                               "machine": machine_info("cpu"), "commit": git_commit(),
                               "reference": {"md4_commit": ref.commit, "harness": str(ref.peers), "xla_flags": XLA_ONE_THREAD},
                               "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("out", "figure")}}
+
+    if args.gradient_check:
+        seed = args.seeds[0]
+        val = torch.as_tensor(np.load(write_data(args, seed, args.work / "data")["val"]).astype(np.int64))
+        result["gradient_check"] = gradient_check(args, ref, args.work / f"ref_seed{seed}" / f"step{args.steps}.npz", val, args.work)
+        print(json.dumps({k: v for k, v in result["gradient_check"].items() if k != "relative_by_tensor"}, indent=1))
+        print(f"saved {write_result('parity_md4', 'cpu', result, out)}")
+        return
+    if args.control:
+        control = part_control(args, ref, args.work)
+        result["control"] = {"per_seed": control, "table": verdicts(control)}
+        print_table("reference (other noise) - reference", result["control"]["table"])
+        print(f"saved {write_result('parity_md4', 'cpu', result, out)}")
+        return
 
     def save(per_seed):
         result["curves"] = {"per_seed": per_seed, "table": verdicts(per_seed), "table_ema": ema_table(per_seed)}

@@ -13,12 +13,15 @@ parameters, optax's AdamW in MD4's chain, the EMA copy), as ``md4.train.train_an
   by '/'), then runs MD4's ``train_step`` (``jax.pmap`` over the one CPU device, as ``train_and_evaluate``)
   on the given token windows in their order, step k on rows k B .. (k + 1) B - 1, with MD4's learning-rate
   function (``get_learning_rate``: linear warm-up from 0, cosine to 0 at the last step) and EMA rate;
-  every ``every`` steps it writes ``step{k}.npz`` (parameters) and ``step{k}_ema.npz``;
+  every ``every`` steps it writes ``step{k}.npz`` (parameters) and ``step{k}_ema.npz``; with ``noise_seed``
+  the step key starts from PRNGKey(noise_seed) instead (the same initial weights and windows, other t and masks);
 - ``logits``: the classifier's logits (``MD4.predict_x``, i.e. ``DiscreteClassifier``) of given inputs at
   given times, from an .npz of parameters;
 - ``eval``: MD4's own loss (``MD4.__call__`` with ``train=False``: its antithetic t, its masks, the
   reconstruction term) in bits per token on given rows, averaged over batches and repeats with keys
-  derived from given seeds.
+  derived from given seeds;
+- ``grad``: the gradient of MD4's training loss at given x, t and masks (its ``forward_sample`` replaced by
+  the given masks), written as an .npz of flax paths.
 
 What is adapted, no reference file edited: ``md4.train`` imports its TF / grain input pipelines and clu's
 TensorBoard writers at module level; stand-in modules take their place in ``sys.modules`` (the harness's
@@ -119,6 +122,8 @@ def cmd_train(spec):
     from md4 import train
 
     model, optimizer, state, metrics_class, schedule_fn, config = build(spec)
+    if spec.get("noise_seed") is not None:  # the same initial weights, other draws of t and masks (a control run)
+        state = state.replace(rng=jax.random.PRNGKey(spec["noise_seed"]))
     os.makedirs(spec["out"], exist_ok=True)
     save_tree(state.params, os.path.join(spec["out"], "init.npz"))
     rows = np.load(spec["windows"]).astype(np.int32)
@@ -162,6 +167,31 @@ def cmd_logits(spec):
     return {"shape": list(out[str(spec["times"][0])].shape), "times": spec["times"]}
 
 
+def cmd_grad(spec):
+    """The gradient of MD4's own training loss (``MD4.diffusion_loss``, averaged and scaled to bits per token as
+    ``MD4.__call__`` does) at given x, t and masks: ``MD4.forward_sample`` is replaced, in this process only,
+    by the given masks (the rest of the loss is the reference's code)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from md4.models.diffusion import md4 as md4_model
+
+    model, _, _, _, _, _ = build(spec)
+    params = load_tree(spec["params"])
+    x = jnp.asarray(np.load(spec["x"]).astype(np.int32))
+    t = jnp.asarray(np.load(spec["t"]).astype(np.float32))
+    mask = jnp.asarray(np.load(spec["mask"]))
+    md4_model.MD4.forward_sample = lambda self, x0, t0: jnp.where(mask, self.vocab_size, x0)
+
+    def loss(p):
+        per_row = model.apply({"params": p}, t, x, train=True, method=md4_model.MD4.diffusion_loss)
+        return per_row.mean() / (x.shape[1] * jnp.log(2.0))
+
+    value, grads = jax.value_and_grad(loss)(params)
+    save_tree(grads, spec["out"])
+    return {"loss_bits_per_token": float(value)}
+
+
 def cmd_eval(spec):
     import jax
     import jax.numpy as jnp
@@ -188,14 +218,14 @@ def cmd_eval(spec):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["train", "logits", "eval"])
+    p.add_argument("command", choices=["train", "logits", "eval", "grad"])
     p.add_argument("--spec", required=True, help="JSON object of settings (see benchmarks/parity_md4.py)")
     args = p.parse_args(argv)
     _stub_imports()
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)
-    result = {"train": cmd_train, "logits": cmd_logits, "eval": cmd_eval}[args.command](json.loads(args.spec))
+    result = {"train": cmd_train, "logits": cmd_logits, "eval": cmd_eval, "grad": cmd_grad}[args.command](json.loads(args.spec))
     print(RESULT_TAG + json.dumps(result), flush=True)
 
 
