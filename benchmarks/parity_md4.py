@@ -2,6 +2,8 @@
 weights, same windows, learning curves paired by seed.
 
     PYTHONPATH=src .venv/bin/python benchmarks/parity_md4.py --peers /path/to/peers            # 3 seeds
+    PYTHONPATH=src .venv/bin/python benchmarks/parity_md4.py --peers PEERS --seeds 1 --gradient-check  # one step's gradient
+    PYTHONPATH=src .venv/bin/python benchmarks/parity_md4.py --peers PEERS --control          # the reference against itself
     PYTHONPATH=src .venv/bin/python benchmarks/parity_md4.py --replot A.json[,B.json]          # figures and verdicts only
 
 ``--peers`` is a set-up copy of the project's peer harness (``STAGES=setup bash run_all.sh`` there) holding
