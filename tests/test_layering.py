@@ -24,7 +24,7 @@ LAYERS = {
     "modalities": (["maskdiff.modalities"], ["errors", "config", "math", "data"]),
     "objectives": (["maskdiff.objectives"], ["errors", "config", "math", "networks"]),
     "runs": (["maskdiff.runs"], ["errors", "config", "io", "data"]),
-    "model": (["maskdiff.pipeline", "maskdiff.validation", "maskdiff.completion", "maskdiff.pretrained", "maskdiff.convert",
+    "model": (["maskdiff.pipeline", "maskdiff.validation", "maskdiff.completion", "maskdiff.pretrained", "maskdiff.convert", "maskdiff.convert_md4",
                "maskdiff.warm_start", "maskdiff.network_runtime"],
               ["errors", "config", "math", "io", "estimate", "data", "modalities", "objectives", "runs"]),
     "api": (["maskdiff"], ["errors", "math", "model"]),

@@ -14,7 +14,7 @@ TIME_SAMPLERS = ("uniform", "importance", "stratified")  # maskdiff.loss.TIME_SA
 INITS = ("default", "gpt2")  # maskdiff.networks.transformer.INITS (a test checks it)
 PRECISIONS = ("fp32", "bf16")  # train.precision
 COMPILE_MODES = ("auto", "on", "off")  # train.compile
-BACKBONES = ("dit", "mdlm-dit", "hf")  # model.backbone
+BACKBONES = ("dit", "mdlm-dit", "hf", "md4-transformer")  # model.backbone
 
 
 @dataclass
@@ -54,9 +54,11 @@ class ModelConfig:
     tenth of a CPU training step at width 256, 4 layers). On in the presets that train on the CPU."""
     backbone: str = "dit"
     """The network: 'dit' (maskdiff's transformer), 'mdlm-dit' (MDLM's DiT exactly, the architecture of its
-    released checkpoints: weight-only LayerNorm, half-split rotary, output over V + 1 with the mask last)
-    or 'hf' (a Hugging Face masked LM described by hf_config: its own mask token is the absorbing state;
-    width, depth, heads and mlp_ratio are then the backbone's own and these fields are ignored)."""
+    released checkpoints: weight-only LayerNorm, half-split rotary, output over V + 1 with the mask last),
+    'hf' (a Hugging Face masked LM described by hf_config: its own mask token is the absorbing state;
+    width, depth, heads and mlp_ratio are then the backbone's own and these fields are ignored);
+    or 'md4-transformer' (MD4's transformer exactly: outside embedding of width / heads, adaLN-zero, sigmoid-gated
+    MLP with depth-scaled init, interleaved rotary, output over V; mlp_ratio and cond_dim are ignored)."""
     hf_config: Dict[str, Any] = field(default_factory=dict)
     """backbone 'hf': the Hugging Face config of the masked LM (its config.json), so that a run builds
     the network without the folder it came from."""

@@ -36,15 +36,18 @@ def register(sub) -> None:
                                    "        and shape is checked; the result evaluates and samples without flash-attn:\n"
                                    "        maskdiff eval OUT --corpus brown, maskdiff sample OUT --num 4.\n"
                                    "  bd3lm BD3-LM's DiT (kuleshov-group/bd3lms): MDLM's names, trained in block diffusion;\n"
-                                   "        needs --block-size (its block_size); the folder has the block objective.\n\n"
+                                   "        needs --block-size (its block_size); the folder has the block objective.\n"
+                                   "  md4   MD4's transformer (google-deepmind/md4, its text network), from an .npz of its flax\n"
+                                   "        parameters keyed by their '/'-joined paths (benchmarks/parity_md4_reference.py writes\n"
+                                   "        one); sizes are read from the shapes; defaults --length 256 --tokenizer text8.\n\n"
                                    "A pickle (.ckpt, .pt, .bin) is read only with --allow-pickle, and then as tensors only.")
-    p.add_argument("format", choices=["mdlm", "bd3lm"], help="the checkpoint's format: mdlm or bd3lm")
+    p.add_argument("format", choices=["mdlm", "bd3lm", "md4"], help="the checkpoint's format: mdlm, bd3lm or md4")
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a .safetensors file or a folder holding model.safetensors "
-                   "(a .ckpt needs --allow-pickle)")
+                   "(a .ckpt needs --allow-pickle); md4: an .npz")
     p.add_argument("out", type=Path, metavar="OUT", help="the folder to write (new, or empty)")
     p.add_argument("--heads", type=positive_int, default=12, help="attention heads; shapes do not tell them (default: 12, as mdlm-owt)")
-    p.add_argument("--length", type=positive_int, default=1024, help="sequence length L of the model folder (default: 1024, mdlm-owt's)")
-    p.add_argument("--tokenizer", default="gpt2", help="the vocabulary the checkpoint was trained with: gpt2 (default, mdlm-owt), bert, "
+    p.add_argument("--length", type=positive_int, help="sequence length L of the model folder (default: 1024, mdlm-owt's; md4: 256)")
+    p.add_argument("--tokenizer", help="the vocabulary the checkpoint was trained with: gpt2 (default, mdlm-owt; md4: text8), bert, "
                    "bytes, or a tokenizer folder; it must have exactly the checkpoint's tokens minus the mask")
     p.add_argument("--time-conditioned", action="store_true", help="the checkpoint was trained with MDLM's time conditioning "
                    "(sigma of the log-linear noise); mdlm-owt was not")
@@ -85,18 +88,30 @@ def cmd_export(args) -> int:
 def cmd_convert(args) -> int:
     from maskdiff.convert import convert_bd3lm, convert_mdlm
 
+    if args.format == "md4":
+        from maskdiff.convert_md4 import convert_md4
+
+        if args.block_size is not None:
+            raise MaskdiffError("--block-size is for convert bd3lm; an MD4 checkpoint has no blocks")
+        if args.raw_weights or args.time_conditioned:
+            raise MaskdiffError("--raw-weights and --time-conditioned are for mdlm and bd3lm: an MD4 .npz holds one set of "
+                                "weights, and whether it is time-conditioned is read from its parameters")
+        out = convert_md4(args.checkpoint, args.out, length=args.length or 256, tokenizer=args.tokenizer or "text8", overwrite=args.overwrite)
+        print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
+        return 0
+    length, tokenizer = args.length or 1024, args.tokenizer or "gpt2"
     if args.format == "bd3lm":
         if args.block_size is None:
             raise MaskdiffError("convert bd3lm needs the checkpoint's block size: give --block-size N (BD3-LM's block_size, e.g. 4 or 16)")
         if args.time_conditioned:
             raise MaskdiffError("BD3-LM's block models are not time-conditioned here; leave out --time-conditioned")
-        out = convert_bd3lm(args.checkpoint, args.out, block_size=args.block_size, heads=args.heads, length=args.length,
-                            tokenizer=args.tokenizer, allow_pickle=args.allow_pickle, overwrite=args.overwrite, ema=not args.raw_weights)
+        out = convert_bd3lm(args.checkpoint, args.out, block_size=args.block_size, heads=args.heads, length=length,
+                            tokenizer=tokenizer, allow_pickle=args.allow_pickle, overwrite=args.overwrite, ema=not args.raw_weights)
         print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
         return 0
     if args.block_size is not None:
         raise MaskdiffError("--block-size is for convert bd3lm; an MDLM checkpoint has no blocks")
-    out = convert_mdlm(args.checkpoint, args.out, heads=args.heads, length=args.length, tokenizer=args.tokenizer,
+    out = convert_mdlm(args.checkpoint, args.out, heads=args.heads, length=length, tokenizer=tokenizer,
                        time_conditioned=args.time_conditioned, allow_pickle=args.allow_pickle, overwrite=args.overwrite,
                        ema=not args.raw_weights)
     print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")

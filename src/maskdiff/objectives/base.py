@@ -31,6 +31,9 @@ def network_arguments(config: RunConfig, vocab_size: int, objective: Type["Objec
         return "mdlm-dit", dict(vocab_size=vocab_size, max_length=config.data.length, width=m.width, depth=m.depth, heads=m.heads,
                                 cond_dim=m.cond_dim, mlp_ratio=int(m.mlp_ratio), dropout=m.dropout, time_conditioned=time_conditioned,
                                 causal=objective.causal, **({"block_size": config.diffusion.block_size} if objective.block_network else {}))
+    if m.backbone == "md4-transformer":
+        return "md4-transformer", dict(vocab_size=vocab_size, max_length=config.data.length, width=m.width, depth=m.depth,
+                                       heads=m.heads, time_conditioned=time_conditioned)
     if m.backbone == "hf":
         return "hf", dict(m.hf_config)
     return "dit", dict(
@@ -62,6 +65,13 @@ def build_network(config: RunConfig, vocab_size: int, objective: Type["Objective
         from maskdiff.networks.mdlm_dit import MDLMDiT
 
         return MDLMDiT(**arguments)
+    if backbone == "md4-transformer":
+        from maskdiff.networks.md4_transformer import MD4Transformer
+
+        if config.model.dropout or objective.causal or objective.predicts_mask(config):
+            raise MaskdiffError("backbone md4-transformer has no dropout, no causal attention and no mask logit (MD4's network); "
+                                "use backbone dit or mdlm-dit for those")
+        return MD4Transformer(**arguments)
     if backbone == "hf":
         from maskdiff.networks.masked_lm import HFMaskedLM
 
