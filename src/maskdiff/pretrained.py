@@ -49,7 +49,7 @@ BASE_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 PACKAGE = Path(__file__).resolve().parent
 REMOTE_CODE = {"configuration_maskdiff.py": "hf/configuration_maskdiff.py", "modeling_maskdiff.py": "hf/modeling_maskdiff.py",
                "transformer.py": "networks/transformer.py", "layers.py": "networks/layers.py",
-               "mdlm_dit.py": "networks/mdlm_dit.py"}
+               "mdlm_dit.py": "networks/mdlm_dit.py", "md4_transformer.py": "networks/md4_transformer.py"}
 AUTO_MAP = {"AutoConfig": "configuration_maskdiff.MaskdiffConfig", "AutoModelForMaskedLM": "modeling_maskdiff.MaskdiffForMaskedLM"}
 
 
@@ -164,7 +164,8 @@ def model_card(config: RunConfig, tokenizer, meta: Dict[str, Any], n_params: int
         arch = f"a Hugging Face {m.hf_config.get('model_type', '?')} masked LM ({m.hf_config.get('num_hidden_layers', '?')} layers x " \
                f"{m.hf_config.get('hidden_size', '?')} wide) whose own mask token is the absorbing state"
     else:
-        arch = f"{'MDLM' if m.backbone == 'mdlm-dit' else 'maskdiff'}'s DiT, {m.depth} layers x {m.width} wide, {m.heads} heads"
+        name = {"mdlm-dit": "MDLM's DiT", "md4-transformer": "MD4's transformer"}.get(m.backbone, "maskdiff's DiT")
+        arch = f"{name}, {m.depth} layers x {m.width} wide, {m.heads} heads"
     started = f", initialised from `{m.pretrained}`" if m.pretrained else ("" if meta.get("source") else ", trained from scratch")
     kind = {"ema": "EMA", "model": "raw"}.get(meta.get("weights"), meta.get("weights"))
     data = ("see the source" if meta.get("source") else

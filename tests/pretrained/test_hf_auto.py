@@ -22,7 +22,7 @@ import transformers  # noqa: E402 (make test installs it: a missing one fails)
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "maskdiff"
 # backbone x time conditioning (and one class-conditional DiT): the networks a folder can carry as remote code
 CASES = {"dit": ("dit", False, 0), "dit-time": ("dit", True, 0), "mdlm-dit": ("mdlm-dit", False, 0),
-         "mdlm-dit-time": ("mdlm-dit", True, 0), "dit-classes": ("dit", False, 3)}
+         "mdlm-dit-time": ("mdlm-dit", True, 0), "dit-classes": ("dit", False, 3), "md4-time": ("md4-transformer", True, 0)}
 
 
 def random_pipeline(backbone: str, time_conditioned: bool, num_classes: int) -> Pipeline:

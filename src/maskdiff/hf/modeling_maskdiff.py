@@ -20,15 +20,17 @@ from transformers.modeling_outputs import MaskedLMOutput
 from .configuration_maskdiff import MaskdiffConfig
 
 try:  # in an exported folder: the network files copied beside this one
+    from .md4_transformer import MD4Transformer
     from .mdlm_dit import MDLMDiT
     from .transformer import DiT, RotaryEmbedding
 except ImportError:  # inside the package, maskdiff.hf: the same files in maskdiff.networks
     if __package__ != "maskdiff.hf":
         raise
+    from maskdiff.networks.md4_transformer import MD4Transformer
     from maskdiff.networks.mdlm_dit import MDLMDiT
     from maskdiff.networks.transformer import DiT, RotaryEmbedding
 
-NETWORKS = {"dit": DiT, "mdlm-dit": MDLMDiT}
+NETWORKS = {"dit": DiT, "mdlm-dit": MDLMDiT, "md4-transformer": MD4Transformer}
 
 
 class MaskdiffForMaskedLM(PreTrainedModel):
@@ -49,7 +51,7 @@ class MaskdiffForMaskedLM(PreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.network.embed if isinstance(self.network, DiT) else self.network.vocab_embed
+        return self.network.embed if isinstance(self.network, (DiT, MD4Transformer)) else self.network.vocab_embed
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -63,6 +65,10 @@ class MaskdiffForMaskedLM(PreTrainedModel):
         elif isinstance(module, MDLMDiT):
             head_dim = 2 * module.inv_freq.shape[0]
             fresh = MDLMDiT(1, 1, width=head_dim, depth=0, heads=1, cond_dim=1)  # the same table, from the same code
+            module.inv_freq.copy_(fresh.inv_freq)
+        elif isinstance(module, MD4Transformer):
+            head_dim = 2 * module.inv_freq.shape[0]
+            fresh = MD4Transformer(1, 1, width=head_dim, depth=0, heads=1, time_conditioned=False)
             module.inv_freq.copy_(fresh.inv_freq)
 
     def forward(self, input_ids: torch.Tensor, timesteps: Optional[torch.Tensor] = None,
