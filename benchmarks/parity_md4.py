@@ -46,15 +46,16 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import parity  # noqa: E402
 from parity import LN2, MARGIN, bits, estimates, verdicts  # noqa: E402  the MDLM comparison's statistics
 
-RESULT_TAG = "PARITY_MD4_REFERENCE_RESULT "
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 TIMES = [0.0, 0.05, 0.3, 0.7, 1.0]
 
 
-class Reference:
-    """parity_md4_reference.py in the harness's JAX virtualenv, refs/md4 on the path, XLA on one thread."""
+class Reference(parity.Reference):
+    """parity_md4_reference.py in the harness's JAX virtualenv, refs/md4 on the path, XLA on one thread (its
+    results read as MDLM's driver's: parity.Reference.finish and run)."""
 
     def __init__(self, peers: Path):
         self.peers = peers
@@ -68,17 +69,6 @@ class Reference:
         env = dict(os.environ, PYTHONPATH=str(self.peers / "refs" / "md4"), XLA_FLAGS=XLA_ONE_THREAD, OMP_NUM_THREADS="1")
         cmd = [str(self.peers / ".venv-jax" / "bin" / "python"), str(HERE / "parity_md4_reference.py"), command, "--spec", json.dumps(spec)]
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.peers)
-
-    @staticmethod
-    def finish(proc: subprocess.Popen) -> Dict[str, Any]:
-        out, err = proc.communicate()
-        lines = [line for line in out.splitlines() if line.startswith(RESULT_TAG)]
-        if proc.returncode or not lines:
-            raise RuntimeError(f"reference failed (exit {proc.returncode}):\n{err[-3000:]}")
-        return json.loads(lines[-1][len(RESULT_TAG):])
-
-    def run(self, command: str, spec: Dict[str, Any]) -> Dict[str, Any]:
-        return self.finish(self.start(command, spec))
 
 
 def ref_spec(args, seed: int, **extra) -> Dict[str, Any]:

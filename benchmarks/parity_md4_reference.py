@@ -36,7 +36,7 @@ import sys
 import time
 import types
 
-RESULT_TAG = "PARITY_MD4_REFERENCE_RESULT "
+RESULT_TAG = "PARITY_REFERENCE_RESULT "  # the tag parity.Reference reads
 
 
 def _stub_imports():

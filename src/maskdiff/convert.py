@@ -142,25 +142,25 @@ def mdlm_architecture(tensors: Dict[str, Tensor], heads: int) -> Tuple[Dict[str,
     return weights, sizes
 
 
-def check_against(weights: Dict[str, Tensor], network) -> List[str]:
-    """Raise MaskdiffError naming the first missing, misshaped or unknown tensor; return the notes
-    (the rotary buffer, recomputed, is checked and dropped)."""
+def check_against(weights: Dict[str, Tensor], network, prefix: str = PREFIX) -> List[str]:
+    """Raise MaskdiffError naming the first missing, misshaped or unknown tensor (as the checkpoint names it:
+    ``prefix`` + the network's name); return the notes (a rotary buffer, recomputed, is checked and dropped)."""
     own = network.state_dict()
     notes = []
     inv = weights.pop("rotary_emb.inv_freq", None)
     if inv is not None:
         if inv.shape != network.inv_freq.shape or not torch.allclose(inv.float(), network.inv_freq, rtol=1e-5):
-            raise MaskdiffError(f"{PREFIX}rotary_emb.inv_freq differs from the rotary frequencies with base 10,000 "
+            raise MaskdiffError(f"{prefix}rotary_emb.inv_freq differs from the rotary frequencies with base 10,000 "
                                 f"(shape {tuple(inv.shape)}); this converter knows that base only")
         notes.append("rotary_emb.inv_freq checked (base 10,000) and recomputed")
     for name, value in own.items():
         if name not in weights:
-            raise MaskdiffError(f"the checkpoint lacks {PREFIX}{name} (shape {tuple(value.shape)})")
+            raise MaskdiffError(f"the checkpoint lacks {prefix}{name} (shape {tuple(value.shape)})")
         if weights[name].shape != value.shape:
-            raise MaskdiffError(f"{PREFIX}{name} has shape {tuple(weights[name].shape)}; this architecture needs {tuple(value.shape)}")
+            raise MaskdiffError(f"{prefix}{name} has shape {tuple(weights[name].shape)}; this architecture needs {tuple(value.shape)}")
     unknown = sorted(set(weights) - set(own))
     if unknown:
-        raise MaskdiffError(f"the checkpoint has tensors this architecture does not: {', '.join(PREFIX + u for u in unknown[:5])}")
+        raise MaskdiffError(f"the checkpoint has tensors this architecture does not: {', '.join(prefix + u for u in unknown[:5])}")
     return notes
 
 

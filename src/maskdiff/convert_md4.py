@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from maskdiff.config import DataConfig, DiffusionConfig, ModelConfig, RunConfig
+from maskdiff.convert import check_against
 from maskdiff.errors import MaskdiffError
 
 ROOT = "classifier/"
@@ -100,19 +101,6 @@ def md4_state_dict(params: Dict[str, Tensor], sizes: dict) -> Dict[str, Tensor]:
     return out
 
 
-def check_shapes(weights: Dict[str, Tensor], network) -> None:
-    """Raise MaskdiffError naming the first missing, misshaped or unknown tensor."""
-    own = network.state_dict()
-    for name, value in own.items():
-        if name not in weights:
-            raise MaskdiffError(f"the parameters lack the tensor for {name} (shape {tuple(value.shape)})")
-        if weights[name].shape != value.shape:
-            raise MaskdiffError(f"{name} has shape {tuple(weights[name].shape)}; this architecture needs {tuple(value.shape)}")
-    unknown = sorted(set(weights) - set(own))
-    if unknown:
-        raise MaskdiffError(f"tensors this architecture does not have: {', '.join(unknown[:5])}")
-
-
 def md4_config(sizes: dict, *, length: int, tokenizer: str) -> RunConfig:
     """A run config for converted MD4 weights: backbone md4-transformer, maskdiff's linear schedule (MD4's
     text8 schedule; MD4 keeps alpha within [1e-4, 1 - 1e-4], maskdiff within [0, 1])."""
@@ -133,7 +121,7 @@ def load_md4(path, *, length: int = 256, tokenizer: str = "text8") -> Tuple[RunC
     sizes = md4_sizes(params)
     config = md4_config(sizes, length=length, tokenizer=tokenizer)
     weights = md4_state_dict(params, sizes)
-    check_shapes(weights, build_objective(config, sizes["vocab_size"]).network)
+    check_against(weights, build_objective(config, sizes["vocab_size"]).network, prefix="")
     return config, weights
 
 
