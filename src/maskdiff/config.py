@@ -189,6 +189,9 @@ class TrainConfig:
     """Clip the global gradient norm to this value (0: no clipping)."""
     ema_decay: float = 0.999
     """Decay of the exponential moving average of the weights (0: no EMA)."""
+    ema_warmup: bool = True
+    """Warm the EMA's decay up as min(ema_decay, (1 + n) / (10 + n)) after step n (MDLM's convention), so that
+    the average follows the weights early on; False: ema_decay from the first step (MD4's convention)."""
     seed: int = 0
     """Fixes initialization, data order, t and masks."""
     log_every: int = 10

@@ -138,7 +138,8 @@ def _md4(preset: str, data: DataConfig, checkpoint_every: int, micro_batch_size:
         diffusion=DiffusionConfig(objective="masked", schedule="linear", t_min=1e-4, discrete_steps=0, low_discrepancy=True,
                                   time_sampler="uniform"),
         train=TrainConfig(steps=1_000_000, batch_size=512, micro_batch_size=micro_batch_size, lr=3e-4, warmup_steps=2000,
-                          lr_schedule="cosine", min_lr_ratio=0.0, weight_decay=0.0, beta1=0.9, beta2=0.999, grad_clip=0.0, ema_decay=0.9999, seed=42,
+                          lr_schedule="cosine", min_lr_ratio=0.0, weight_decay=0.0, beta1=0.9, beta2=0.999, grad_clip=0.0, ema_decay=0.9999,
+                          ema_warmup=False, seed=42,
                           log_every=500, checkpoint_every=checkpoint_every),
     )
 

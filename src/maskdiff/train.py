@@ -290,7 +290,7 @@ def _clip_and_update(run: _Run, step: int, loss_sum: float, log) -> float:
         run.bad_in_row = 0
         run.optimizer.step()
         if run.ema is not None:
-            decay = min(tc.ema_decay, (1 + step) / (10 + step))
+            decay = min(tc.ema_decay, (1 + step) / (10 + step)) if tc.ema_warmup else tc.ema_decay
             with torch.no_grad():
                 torch._foreach_lerp_(run.ema, [local(p).detach() for p in run.params], 1.0 - decay)
     return grad_norm

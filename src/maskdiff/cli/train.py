@@ -75,6 +75,8 @@ SWITCHES = [
      "write no TensorBoard event files (by default RUN/tb gets them when the tensorboard package is installed)"),
     ("--trust-remote-code", "model", "trust_remote_code", True, None),
     ("--activation-checkpointing", "train", "activation_checkpointing", True, None),
+    ("--no-ema-warmup", "train", "ema_warmup", False, "the EMA decays at --ema-decay from the first step (MD4's convention), "
+     "not warmed up as min(decay, (1 + n) / (10 + n)) after step n (MDLM's, the default)"),
 ]
 
 
