@@ -230,6 +230,24 @@ def bd3lm_config(sizes: dict, *, block_size: int, length: int, tokenizer: str) -
     return config
 
 
+def bd3lm_folder_settings(checkpoint) -> Dict[str, int]:
+    """block_size, heads and length as BD3-LM's Hugging Face config.json beside the weights records them
+    (``block_size``, ``n_heads``, ``model_length``: a folder its ``save_pretrained`` wrote); {} for a .ckpt or a
+    folder without such a file."""
+    import json
+
+    path = Path(checkpoint)
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        meta = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(meta, dict) or meta.get("model_type") != "bd3lm":
+        return {}
+    names = {"block_size": "block_size", "heads": "n_heads", "length": "model_length"}
+    return {ours: int(meta[theirs]) for ours, theirs in names.items() if isinstance(meta.get(theirs), int)}
+
+
 def convert_bd3lm(checkpoint, out, *, block_size: int, heads: int = 12, length: int = 1024, tokenizer: str = "gpt2",
                   allow_pickle: bool = False, overwrite: bool = False, source: Optional[str] = None, ema: bool = True) -> Path:
     """Convert a BD3-LM DiT checkpoint (its Lightning .ckpt, or the backbone's safetensors) into a maskdiff

@@ -83,3 +83,25 @@ def test_cli_convert_bd3lm_raw_weights_and_errors(tmp_path):
         assert "--allow-pickle" in str(err)
     else:
         raise AssertionError("a pickle was read without allow_pickle")
+
+
+def test_a_bd3lm_hugging_face_folder_gives_its_block_size_heads_and_length(tmp_path):
+    """BD3-LM's save_pretrained writes config.json (model_type bd3lm, block_size, n_heads, model_length) beside
+    the backbone's weights: convert reads them where the flags are left out, and refuses a --block-size that
+    contradicts the file."""
+    import json
+
+    from safetensors.torch import save_file
+
+    raw = mdlm_state_dict(seed=0)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in raw.items() if not k.endswith("inv_freq")}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "bd3lm", "block_size": BLOCK, "n_heads": HEADS,
+                                                    "model_length": L, "time_conditioning": False}))
+    done = run_main("convert", "bd3lm", str(folder), str(tmp_path / "out"), "--tokenizer", "bytes")
+    assert done.returncode == 0, done.stderr
+    pipe = maskdiff.from_pretrained(tmp_path / "out")
+    assert (pipe.config.diffusion.block_size, pipe.config.model.heads, pipe.config.data.length) == (BLOCK, HEADS, L)
+    assert_clean_error(run_main("convert", "bd3lm", str(folder), str(tmp_path / "o2"), "--tokenizer", "bytes", "--block-size", "6"),
+                       "--block-size 6 differs from the block_size 4")

@@ -45,7 +45,8 @@ def register(sub) -> None:
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a .safetensors file or a folder holding model.safetensors "
                    "(a .ckpt needs --allow-pickle); md4: an .npz")
     p.add_argument("out", type=Path, metavar="OUT", help="the folder to write (new, or empty)")
-    p.add_argument("--heads", type=positive_int, default=12, help="attention heads; shapes do not tell them (default: 12, as mdlm-owt)")
+    p.add_argument("--heads", type=positive_int, help="attention heads; shapes do not tell them (default: 12, as mdlm-owt; bd3lm: "
+                   "its Hugging Face folder's n_heads where it has one)")
     p.add_argument("--length", type=positive_int, help="sequence length L of the model folder (default: 1024, mdlm-owt's; md4: 256)")
     p.add_argument("--tokenizer", help="the vocabulary the checkpoint was trained with: gpt2 (default, mdlm-owt; md4: text8), bert, "
                    "bytes, or a tokenizer folder; it must have exactly the checkpoint's tokens minus the mask")
@@ -86,7 +87,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from maskdiff.convert import convert_bd3lm, convert_mdlm
+    from maskdiff.convert import bd3lm_folder_settings, convert_bd3lm, convert_mdlm
 
     if args.format == "md4":
         from maskdiff.convert_md4 import convert_md4
@@ -99,19 +100,25 @@ def cmd_convert(args) -> int:
         out = convert_md4(args.checkpoint, args.out, length=args.length or 256, tokenizer=args.tokenizer or "text8", overwrite=args.overwrite)
         print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
         return 0
-    length, tokenizer = args.length or 1024, args.tokenizer or "gpt2"
+    recorded = bd3lm_folder_settings(args.checkpoint) if args.format == "bd3lm" else {}
+    length, tokenizer = args.length or recorded.get("length") or 1024, args.tokenizer or "gpt2"
+    heads = args.heads or recorded.get("heads") or 12
     if args.format == "bd3lm":
-        if args.block_size is None:
+        if args.block_size and recorded.get("block_size", args.block_size) != args.block_size:
+            raise MaskdiffError(f"--block-size {args.block_size} differs from the block_size {recorded['block_size']} that "
+                                f"{args.checkpoint}'s config.json records; leave it out or give that one")
+        block_size = args.block_size or recorded.get("block_size")
+        if block_size is None:
             raise MaskdiffError("convert bd3lm needs the checkpoint's block size: give --block-size N (BD3-LM's block_size, e.g. 4 or 16)")
         if args.time_conditioned:
             raise MaskdiffError("BD3-LM's block models are not time-conditioned here; leave out --time-conditioned")
-        out = convert_bd3lm(args.checkpoint, args.out, block_size=args.block_size, heads=args.heads, length=length,
+        out = convert_bd3lm(args.checkpoint, args.out, block_size=block_size, heads=heads, length=length,
                             tokenizer=tokenizer, allow_pickle=args.allow_pickle, overwrite=args.overwrite, ema=not args.raw_weights)
         print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
         return 0
     if args.block_size is not None:
         raise MaskdiffError("--block-size is for convert bd3lm; an MDLM checkpoint has no blocks")
-    out = convert_mdlm(args.checkpoint, args.out, heads=args.heads, length=length, tokenizer=tokenizer,
+    out = convert_mdlm(args.checkpoint, args.out, heads=heads, length=length, tokenizer=tokenizer,
                        time_conditioned=args.time_conditioned, allow_pickle=args.allow_pickle, overwrite=args.overwrite,
                        ema=not args.raw_weights)
     print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
