@@ -32,11 +32,10 @@ import argparse
 import json
 import os
 import sys
-import time
 import warnings
 
 import parity_reference  # the Lightning driver's pieces, shared with MDLM's (same venv, same conventions)
-from parity_reference import RESULT_TAG, loader, trainer
+from parity_reference import RESULT_TAG
 
 
 def bd3lm_overrides(spec):
@@ -59,70 +58,20 @@ def _import_models_first():
     import models  # noqa: F401
 
 
-def build(spec):
-    return parity_reference.build(spec, bd3lm_overrides(spec))
-
-
 def load(spec, ckpt):
     return parity_reference.load(spec, ckpt, bd3lm_overrides(spec))
 
 
 def cmd_train(spec):
-    import lightning as L
-    import numpy as np
-    import torch
-
-    import dataloader
-
-    torch.set_num_threads(spec["threads"])
-    L.seed_everything(spec["seed"], workers=True)
-    model, config = build(spec)
-    os.makedirs(spec["out"], exist_ok=True)
-    rows = np.load(spec["windows"])
-    assert rows.shape[0] >= spec["steps"] * spec["batch"], rows.shape
-    # Diffusion.on_train_start rebuilds the loader with a shuffling sampler; keep the given order instead.
-    dataloader.RandomFaultTolerantSampler = lambda dataset, **kw: torch.utils.data.SequentialSampler(dataset)
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=spec["out"], filename="step{step}", save_top_k=-1,
-                                               every_n_train_steps=spec["every"], auto_insert_metric_name=False)
-    losses, seconds = [], []
-
-    class Record(L.Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            seconds.append(time.perf_counter())
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            losses.append(float(outputs["loss"]))
-            seconds[-1] = time.perf_counter() - seconds[-1]
-
-    fit = trainer(max_steps=spec["steps"], gradient_clip_val=config.trainer.gradient_clip_val, limit_val_batches=0,
-                  callbacks=[ckpt, Record()])
-    fit.fit(model, loader(rows[: spec["steps"] * spec["batch"]], spec["batch"]))
-    return {"losses": losses, "seconds_per_step": seconds, "checkpoints": sorted(os.listdir(spec["out"])),
-            "backbone_parameters": sum(p.numel() for p in model.backbone.parameters()),
-            "state_dict_keys": sorted(model.state_dict().keys())}
+    overrides = bd3lm_overrides(spec)
+    model, config = parity_reference.start_run(spec, overrides)
+    result = parity_reference.fit_windows(spec, model, config)
+    return dict(result, state_dict_keys=sorted(model.state_dict().keys()))
 
 
 def cmd_eval(spec):
-    import lightning as L
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(spec["threads"])
-    rows = np.load(spec["val"])
-    runs = []
-    for seed in spec["eval_seeds"]:
-        model, _ = load(spec, spec["ckpt"])
-        L.seed_everything(seed)
-        batches = []
-
-        class Record(L.Callback):
-            def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
-                batches.append(float(outputs))
-
-        (metrics,) = trainer(callbacks=[Record()]).validate(model, loader(rows, spec["eval_batch"]), verbose=False)
-        runs.append({"seed": seed, "val_nll": float(metrics["val/nll"]), "batch_nll": batches,
-                     "sampling_eps": [float(model.sampling_eps_min), float(model.sampling_eps_max)]})
-    return {"runs": runs}
+    eps = lambda model: {"sampling_eps": [float(model.sampling_eps_min), float(model.sampling_eps_max)]}  # noqa: E731
+    return {"runs": parity_reference.validate_seeds(spec, spec["ckpt"], bd3lm_overrides(spec), extra=eps)}
 
 
 def cmd_logits(spec):

@@ -146,23 +146,37 @@ def trainer(**kwargs):
                      enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
 
 
-def cmd_train(spec):
+def start_run(spec, overrides=None):
+    """Torch threads and the seed set, then the reference's module built (its initial weights follow the seed)
+    and the output folder made: (model, config). ``overrides``: as :func:`reference_config`."""
     import lightning as L
-    import numpy as np
     import torch
-    from safetensors.torch import save_file
-
-    import dataloader
 
     torch.set_num_threads(spec["threads"])
     L.seed_everything(spec["seed"], workers=True)
-    model, config = build(spec)
+    model, config = build(spec, overrides)
     os.makedirs(spec["out"], exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(spec["out"], "init.safetensors"))
+    return model, config
+
+
+def keep_window_order():
+    """Diffusion.on_train_start rebuilds the loader with a shuffling sampler; keep the given order instead."""
+    import torch
+
+    import dataloader
+
+    dataloader.RandomFaultTolerantSampler = lambda dataset, **kw: torch.utils.data.SequentialSampler(dataset)
+
+
+def fit_windows(spec, model, config):
+    """``Trainer.fit`` on the first steps x batch windows in their order, Lightning's ModelCheckpoint writing
+    the reference's own ``.ckpt`` every ``spec['every']`` steps; the losses and seconds of every step."""
+    import lightning as L
+    import numpy as np
+
     rows = np.load(spec["windows"])
     assert rows.shape[0] >= spec["steps"] * spec["batch"], rows.shape
-    # Diffusion.on_train_start rebuilds the loader with a shuffling sampler; keep the given order instead.
-    dataloader.RandomFaultTolerantSampler = lambda dataset, **kw: torch.utils.data.SequentialSampler(dataset)
+    keep_window_order()
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=spec["out"], filename="step{step}", save_top_k=-1,
                                                every_n_train_steps=spec["every"], auto_insert_metric_name=False)
     losses, seconds = [], []
@@ -182,6 +196,14 @@ def cmd_train(spec):
             "backbone_parameters": sum(p.numel() for p in model.backbone.parameters())}
 
 
+def cmd_train(spec):
+    from safetensors.torch import save_file
+
+    model, config = start_run(spec)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(spec["out"], "init.safetensors"))
+    return fit_windows(spec, model, config)
+
+
 def cmd_budget(spec):
     """``train`` on a budget of CPU seconds of this process (user + system, counted from the first step), with
     Lightning's own checkpoint at each fraction of it; the run stops at the last."""
@@ -189,16 +211,10 @@ def cmd_budget(spec):
 
     import lightning as L
     import numpy as np
-    import torch
 
-    import dataloader
-
-    torch.set_num_threads(spec["threads"])
-    L.seed_everything(spec["seed"], workers=True)
-    model, config = build(spec)
-    os.makedirs(spec["out"], exist_ok=True)
+    model, config = start_run(spec)
     rows = np.load(spec["windows"])
-    dataloader.RandomFaultTolerantSampler = lambda dataset, **kw: torch.utils.data.SequentialSampler(dataset)
+    keep_window_order()
     cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])  # noqa: E731
     pending, marks, start = sorted(spec["fractions"]), [], []
 
@@ -223,29 +239,32 @@ def cmd_budget(spec):
     return {"marks": marks, "backbone_parameters": sum(p.numel() for p in model.backbone.parameters())}
 
 
-def cmd_eval(spec):
+def validate_seeds(spec, ckpt, overrides=None, extra=lambda model: {}):
+    """The reference's own evaluation of ``ckpt`` (``load_from_checkpoint`` then ``Trainer.validate``, which swaps
+    in the EMA) once per seed of ``spec['eval_seeds']``: its ``val/nll`` and every batch's, plus ``extra(model)``."""
     import lightning as L
     import numpy as np
     import torch
 
     torch.set_num_threads(spec["threads"])
     rows = np.load(spec["val"])
-    out = []
-    for ckpt in spec["ckpts"]:
-        runs = []
-        for seed in spec["eval_seeds"]:
-            model, _ = load(spec, ckpt)
-            L.seed_everything(seed)
-            batches = []
+    runs = []
+    for seed in spec["eval_seeds"]:
+        model, _ = load(spec, ckpt, overrides)
+        L.seed_everything(seed)
+        batches = []
 
-            class Record(L.Callback):
-                def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
-                    batches.append(float(outputs))
+        class Record(L.Callback):
+            def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
+                batches.append(float(outputs))
 
-            (metrics,) = trainer(callbacks=[Record()]).validate(model, loader(rows, spec["eval_batch"]), verbose=False)
-            runs.append({"seed": seed, "val_nll": float(metrics["val/nll"]), "batch_nll": batches})
-        out.append({"ckpt": ckpt, "runs": runs})
-    return {"runs": out}
+        (metrics,) = trainer(callbacks=[Record()]).validate(model, loader(rows, spec["eval_batch"]), verbose=False)
+        runs.append({"seed": seed, "val_nll": float(metrics["val/nll"]), "batch_nll": batches, **extra(model)})
+    return runs
+
+
+def cmd_eval(spec):
+    return {"runs": [{"ckpt": ckpt, "runs": validate_seeds(spec, ckpt)} for ckpt in spec["ckpts"]]}
 
 
 def cmd_logits(spec):
