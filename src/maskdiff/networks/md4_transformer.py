@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import attending_keys, rotary_angles
+
 ACTIVATIONS = {"glu": torch.sigmoid, "swiglu": F.silu, "geglu": lambda x: F.gelu(x, approximate="tanh")}  # MD4's activation_map
 NORM_EPS = 1e-5
 TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of a standard normal truncated to [-2, 2] (flax's variance_scaling)
@@ -193,12 +195,10 @@ class MD4Transformer(nn.Module):
                 raise ValueError("this network is time-conditioned: pass t")
             c = self.time_embed(t.float().expand(B) if t.dim() == 0 else t.float())  # (B, F)
         x = self.input_proj(self.embed(tokens))  # (B, L, W)
-        angles = torch.outer(torch.arange(L, dtype=torch.float32, device=tokens.device), self.inv_freq)  # (L, D/2)
-        cos, sin = angles.cos(), angles.sin()
+        cos, sin = rotary_angles(torch.arange(L, device=tokens.device), self.inv_freq)  # (L, D/2)
         attn_mask = None
         if valid is not None:
-            keys = valid | ~valid.any(-1, keepdim=True)  # a row with no valid position attends everywhere
-            attn_mask = keys[:, None, None, :]
+            attn_mask = attending_keys(valid)[:, None, None, :]
         for block in self.blocks:
             x = block(x, c, cos, sin, attn_mask)
         if c is None:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import KV, block_diffusion_mask
+from .layers import KV, attending_keys, block_diffusion_mask, rotary_angles
 
 LOGLINEAR_EPS = 1e-3  # MDLM's log-linear noise: sigma(t) = -log(1 - (1 - eps) t)
 
@@ -190,12 +190,10 @@ class MDLMDiT(nn.Module):
         else:
             sigma = torch.zeros(B, dtype=torch.float32, device=tokens.device)
         c = F.silu(self.sigma_map(sigma))  # (B, cond_dim)
-        angles = torch.outer(torch.arange(L, dtype=torch.float32, device=tokens.device), self.inv_freq)  # (L, D/2)
-        cos, sin = angles.cos(), angles.sin()
+        cos, sin = rotary_angles(torch.arange(L, device=tokens.device), self.inv_freq)  # (L, D/2)
         attn_mask = None
         if valid is not None:
-            keys = valid | ~valid.any(-1, keepdim=True)  # a row with no valid position attends everywhere
-            attn_mask = keys[:, None, None, :]
+            attn_mask = attending_keys(valid)[:, None, None, :]
             if self.blocks and self.blocks[0].causal:
                 attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=tokens.device).tril()
         for block in self.blocks:
@@ -212,17 +210,13 @@ class MDLMDiT(nn.Module):
         """c at sigma = 0 (B, cond_dim): a network without time conditioning, as BD3-LM trains it."""
         return F.silu(self.sigma_map(torch.zeros(batch, dtype=torch.float32, device=device)))
 
-    def _rotary(self, positions: Tensor):
-        angles = torch.outer(positions.to(torch.float32), self.inv_freq)  # (N, D/2)
-        return angles.cos(), angles.sin()
-
     def two_stream(self, x_t: Tensor, x0: Tensor) -> Tensor:
         """Logits (B, L, V + 1) at the x_t positions, from one pass over [x_t, x_0] (B, 2L) under
         :func:`~maskdiff.networks.layers.block_diffusion_mask` (BD3-LM's ``block_diff_mask``): position n of
         block b sees x_t of block b and x_0 of blocks < b. Both streams carry the rotary positions 0..L-1."""
         self._check_block_mode()
         B, L = x_t.shape
-        cos, sin = self._rotary(torch.arange(L, device=x_t.device).repeat(2))
+        cos, sin = rotary_angles(torch.arange(L, device=x_t.device).repeat(2), self.inv_freq)
         mask = block_diffusion_mask(L, self.block_size, x_t.device)
         c = self._constant_condition(B, x_t.device)
         x = self.vocab_embed(torch.cat([x_t, x0], dim=1))  # (B, 2L, W)
@@ -242,7 +236,7 @@ class MDLMDiT(nn.Module):
             blocks = positions // self.block_size
             own = blocks[None, :] <= blocks[:, None]
             mask = own if cache is None else torch.cat([own.new_ones((n, cache[0][0].shape[2])), own], 1)
-        cos, sin = self._rotary(positions)
+        cos, sin = rotary_angles(positions, self.inv_freq)
         c = self._constant_condition(B, tokens.device)
         x = self.vocab_embed(tokens)
         out: List[KV] = []
@@ -259,7 +253,7 @@ class MDLMDiT(nn.Module):
         itself and to the cached clean tokens before it, the x_t rows of :meth:`two_stream`."""
         self._check_block_mode()
         B, n = x_t.shape
-        cos, sin = self._rotary(torch.arange(start, start + n, device=x_t.device))
+        cos, sin = rotary_angles(torch.arange(start, start + n, device=x_t.device), self.inv_freq)
         c = self._constant_condition(B, x_t.device)
         x = self.vocab_embed(x_t)
         for i, block in enumerate(self.blocks):

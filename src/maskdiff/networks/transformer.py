@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import KV, LocalMixing, RotaryEmbedding, TimestepEmbedding, block_diffusion_mask, modulate  # noqa: F401 (re-exported)
+from .layers import KV, LocalMixing, RotaryEmbedding, TimestepEmbedding, attending_keys, block_diffusion_mask, modulate  # noqa: F401 (re-exported)
 
 
 class Block(nn.Module):
@@ -226,7 +226,7 @@ class DiT(nn.Module):
         if valid is not None and tokens.is_cuda and bool(valid.all()):
             valid = None  # no padding in this batch: no mask, so SDPA may take the flash kernel
         if valid is not None:
-            keys = valid | ~valid.any(-1, keepdim=True)  # a row with no valid position attends everywhere
+            keys = attending_keys(valid)
             if self.class_embed is not None:
                 keys = torch.cat([torch.ones_like(keys[:, :1]), keys], dim=1)  # the class token is always seen
             attn_mask = keys[:, None, None, :]  # (B, 1, 1, L): True = may attend
