@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import git_commit, machine_info, write_result  # noqa: E402
 
-from maskdiff.experiments.distill import distill_rows, evaluate_rows, held_out_records, judges_for, markdown, plots, \
-    summarise  # noqa: E402
+from maskdiff.experiments.base import judges  # noqa: E402
+from maskdiff.experiments.distill import distill_rows, evaluate_rows, held_out_records, markdown, plots, summarise  # noqa: E402
 
 TEACHER_STEPS = (16, 32, 64, 128, 256, 512, 1024)
 
@@ -44,7 +44,7 @@ def main() -> None:
 
     record = json.loads((args.student / "distill.json").read_text())
     settings = DistillSettings(**record["settings"])
-    evaluators = judges_for(args.evaluator, not args.no_smollm2, args.device)
+    evaluators = judges(args.evaluator, not args.no_smollm2, args.device)
     rows = [r for r in distill_rows(args.teacher, args.student, tuple(args.teacher_steps), settings) if r.folder.exists()]
     records = held_out_records(args.teacher, evaluators, args.samples, args.seeds, args.work)
     records += evaluate_rows(rows, evaluators, args.samples, args.seeds, args.work, args.device)

@@ -5,7 +5,6 @@ its parent is neither checked nor read then: it may have moved since."""
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Optional
 
 from maskdiff.checkpoint import latest_valid_checkpoint, list_checkpoints, network_weights

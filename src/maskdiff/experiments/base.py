@@ -167,3 +167,25 @@ def ci_text(ci: Sequence[float], fmt: str) -> str:
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
     """A Markdown table's lines."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def judges(ar_run: Path, smollm2: bool, device: str) -> dict:
+    """The evaluators of generated text: the AR run at ``ar_run`` (key ``ar``) and, if asked, SmolLM2-135M
+    (``smollm2``)."""
+    from maskdiff.evaluation.judge import EvaluatorLM, RunEvaluatorLM
+
+    evaluators = {"ar": RunEvaluatorLM.from_run(ar_run, device=device)}
+    if smollm2:
+        evaluators["smollm2"] = EvaluatorLM.smollm2()
+    return evaluators
+
+
+def measure_texts(texts: List[str], evaluators: dict) -> dict:
+    """Unigram entropy, repeated 4-grams and, per evaluator, the mean NLL (nats per evaluator token)."""
+    from maskdiff.evaluation.metrics import repeated_ngram_rate, unigram_entropy
+
+    out = {"unigram_entropy": unigram_entropy(texts), "repeated_4gram_rate": repeated_ngram_rate(texts, 4)}
+    for key, ev in evaluators.items():
+        sums, counts = ev.nll(texts)
+        out[f"nll_{key}"] = sum(sums) / sum(counts)
+    return out

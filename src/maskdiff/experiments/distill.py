@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from maskdiff.distill import DistillSettings
-from maskdiff.experiments.base import ci_text, get_named, results_folder, t_interval, table, write_json, write_results
+from maskdiff.experiments.base import (ci_text, get_named, judges, measure_texts, results_folder, t_interval, table, write_json,
+                                      write_results)
 from maskdiff.experiments.provenance import provenance, short_commit
 from maskdiff.experiments.reuse import logged_seconds, train_to
 
@@ -127,17 +128,6 @@ def distill_rows(teacher: Path, student: Path, grid: Tuple[int, ...], settings: 
     return rows
 
 
-def measure(texts: List[str], evaluators: dict) -> dict:
-    """Unigram entropy, repeated 4-grams and, per evaluator, the mean NLL (nats per evaluator token)."""
-    from maskdiff.evaluation.metrics import repeated_ngram_rate, unigram_entropy
-
-    out = {"unigram_entropy": unigram_entropy(texts), "repeated_4gram_rate": repeated_ngram_rate(texts, 4)}
-    for key, ev in evaluators.items():
-        sums, counts = ev.nll(texts)
-        out[f"nll_{key}"] = sum(sums) / sum(counts)
-    return out
-
-
 def _record_path(records: Path, label: str, seed: int) -> Path:
     return records / f"{label.replace(' ', '_').replace('=', '')}-s{seed}.json"
 
@@ -160,7 +150,7 @@ def held_out_records(teacher: Path, evaluators: dict, samples: int, seeds: int, 
                 order = torch.randperm(tokens.shape[0] - 1, generator=torch.Generator().manual_seed(0))
             texts = pipe.tokenizer.decode_batch(tokens[order[seed * samples:(seed + 1) * samples]])
             write_json(path, dict(label=HELD_OUT, steps=0, seed=seed, nfe=0.0, seconds=0.0, examples=texts[:2],
-                                  **measure(texts, evaluators)))
+                                  **measure_texts(texts, evaluators)))
         out.append(json.loads(path.read_text(encoding="utf-8")))
     return out
 
@@ -183,7 +173,7 @@ def evaluate_rows(rows: List[Row], evaluators: dict, samples: int, seeds: int, r
                 s = pipe.draw(SampleRequest(num=samples, sampler="cached", steps=row.steps, seed=1000 + seed))
                 texts = pipe.tokenizer.decode_batch(s.tokens.cpu())
                 write_json(path, dict(label=row.label, steps=row.steps, seed=seed, nfe=float(s.nfe.float().mean()),
-                                      seconds=s.seconds / samples, examples=texts[:2], **measure(texts, evaluators)))
+                                      seconds=s.seconds / samples, examples=texts[:2], **measure_texts(texts, evaluators)))
                 log(f"  {row.label}, seed {seed}: calls {s.nfe.float().mean():.1f}, " +
                     ", ".join(f"{k} {v:.3f}" for k, v in json.loads(path.read_text(encoding="utf-8")).items() if k.startswith("nll_")))
             out.append(json.loads(path.read_text(encoding="utf-8")))
@@ -307,16 +297,6 @@ def plots(summary: dict, folder: Path, stem: str) -> List[Path]:
     return paths
 
 
-def judges_for(judge_dir: Path, smollm2: bool, device: str) -> dict:
-    """The evaluators: the AR run at ``judge_dir`` (key ``ar``) and, if asked, SmolLM2-135M (``smollm2``)."""
-    from maskdiff.evaluation.judge import EvaluatorLM, RunEvaluatorLM
-
-    evaluators = {"ar": RunEvaluatorLM.from_run(judge_dir, device=device)}
-    if smollm2:
-        evaluators["smollm2"] = EvaluatorLM.smollm2()
-    return evaluators
-
-
 def _config(scale: DistillScale, objective: str, steps: int):
     """The tiny preset (resized where the scale says) with ``objective`` and a ``steps``-step schedule, seed 0."""
     from maskdiff.presets import tiny
@@ -351,7 +331,7 @@ def run_distill_experiment(scale_name: Union[str, DistillScale] = "cpu", out=Non
     train_to(_config(scale, "masked", scale.teacher_steps), runs / "teacher", scale.teacher_stop, dev)
     train_to(_config(scale, "ar", scale.judge_steps), runs / "judge", scale.judge_stop, dev)
     distill(runs / "teacher", runs / "student", scale.distill, device=dev, progress=False, log=log)
-    evaluators = judges_for(runs / "judge", scale.smollm2, dev)
+    evaluators = judges(runs / "judge", scale.smollm2, dev)
     records = held_out_records(runs / "teacher", evaluators, scale.samples, n_seeds, out / "records")
     records += evaluate_rows(rows, evaluators, scale.samples, n_seeds, out / "records", dev, log)
     summary = summarise(records, {k: ev.name for k, ev in evaluators.items()}, f"teacher T={max(scale.teacher_grid)}")

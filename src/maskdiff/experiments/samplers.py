@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.experiments.base import ModelScale, ci_text, model_config, paired_verdict, results_folder, table, train_run, \
-    t_interval, write_json, write_results
+from maskdiff.experiments.base import ModelScale, ci_text, judges, measure_texts, model_config, paired_verdict, results_folder, table, \
+    train_run, t_interval, write_json, write_results
 from maskdiff.experiments.provenance import provenance, short_commit
 
 REMDM = ("remdm-cap", "remdm-rescale", "remdm-conf", "remdm-loop")
@@ -118,24 +118,12 @@ def _config(scale: SamplerScale, objective: str, steps: int, block_size: int = 0
     return cfg
 
 
-def _measure(texts: List[str], evaluators: dict) -> dict:
-    """Unigram entropy, repeated 4-grams and, per evaluator, the mean NLL (nats per evaluator token)."""
-    from maskdiff.evaluation.metrics import repeated_ngram_rate, unigram_entropy
-
-    out = {"unigram_entropy": unigram_entropy(texts), "repeated_4gram_rate": repeated_ngram_rate(texts, 4)}
-    for key, ev in evaluators.items():
-        sums, counts = ev.nll(texts)
-        out[f"nll_{key}"] = sum(sums) / sum(counts)  # nats per evaluator token
-    return out
-
-
 def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional[int] = None, log=print,
                            device: str = "auto") -> dict:
     """Train the two models (or reuse them), sample with every row for every seed, write results.json/.md."""
     import torch
 
     import maskdiff
-    from maskdiff.evaluation.judge import EvaluatorLM, RunEvaluatorLM
     from maskdiff.modalities import eval_chunks
     from maskdiff.sampling.request import SampleRequest
 
@@ -150,9 +138,7 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
         train_s[f"block-{b}"] = train_run(_config(scale, "block", scale.steps, b), out / "runs" / f"block-{b}", device)
     pipe = maskdiff.load(out / "runs" / "masked", device=device)
     blocks = {b: maskdiff.load(out / "runs" / f"block-{b}", device=device) for b in scale.block_sizes}
-    evaluators = {"ar": RunEvaluatorLM.from_run(out / "runs" / "ar", device=device)}
-    if scale.smollm2:
-        evaluators["smollm2"] = EvaluatorLM.smollm2()
+    evaluators = judges(out / "runs" / "ar", scale.smollm2, device)
     L = scale.length
     bpc = {}
     tokens, valid = eval_chunks(pipe.config, pipe.tokenizer, "validation")
@@ -167,7 +153,7 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
         pick = held[seed * scale.samples : (seed + 1) * scale.samples]
         texts = pipe.tokenizer.decode_batch(tokens[pick])
         records.append(dict(label="held-out text", sampler="-", steps=None, seed=seed, nfe=0.0, positions=0.0,
-                            seconds=0.0, **_measure(texts, evaluators)))
+                            seconds=0.0, **measure_texts(texts, evaluators)))
     for row in rows:
         for seed in range(n_seeds):
             path = out / "records" / f"{row.label.replace(' ', '_').replace('=', '')}-s{seed}.json"
@@ -184,7 +170,7 @@ def run_sampler_experiment(scale_name: str = "cpu", out=None, *, seeds: Optional
             rec = dict(label=row.label, sampler=row.sampler, steps=row.steps, seed=seed, nfe=float(sample.nfe.float().mean()),
                        positions=float(positions.float().mean()), seconds=sample.seconds / scale.samples,
                        remasked=float(sample.extra["remasked"].float().mean()) if "remasked" in sample.extra else None,
-                       examples=texts[:2], **_measure(texts, evaluators))
+                       examples=texts[:2], **measure_texts(texts, evaluators))
             write_json(path, rec)
             records.append(rec)
         log(f"  {row.label}: " + ", ".join(f"{k} {v:.3f}" for k, v in records[-1].items() if k.startswith("nll_")))
