@@ -105,6 +105,10 @@ def test_the_command_line_converts_an_npz(converted, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cli" / "model.safetensors").is_file()
     assert "md4" in run_main("convert", "--help").stdout
+    for flag in (["--heads", "4"], ["--raw-weights"], ["--block-size", "4"]):  # what the shapes tell, or other formats' options
+        proc = run_main("convert", "md4", tmp_path / "p.npz", tmp_path / "cli2", "--length", str(L), *flag)
+        assert_clean_error(proc, flag[0])
+        assert not (tmp_path / "cli2").exists()
 
 
 @pytest.mark.parametrize("edit, needle", [

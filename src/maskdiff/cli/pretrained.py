@@ -94,9 +94,9 @@ def cmd_convert(args) -> int:
 
         if args.block_size is not None:
             raise MaskdiffError("--block-size is for convert bd3lm; an MD4 checkpoint has no blocks")
-        if args.raw_weights or args.time_conditioned:
-            raise MaskdiffError("--raw-weights and --time-conditioned are for mdlm and bd3lm: an MD4 .npz holds one set of "
-                                "weights, and whether it is time-conditioned is read from its parameters")
+        if args.raw_weights or args.time_conditioned or args.heads:
+            raise MaskdiffError("--raw-weights, --time-conditioned and --heads are for mdlm and bd3lm: an MD4 .npz holds one set "
+                                "of weights, and its heads and time conditioning are read from its parameters' shapes")
         out = convert_md4(args.checkpoint, args.out, length=args.length or 256, tokenizer=args.tokenizer or "text8", overwrite=args.overwrite)
         print(f"wrote {out}: maskdiff eval {out} --corpus NAME, maskdiff sample {out}")
         return 0
