@@ -174,6 +174,29 @@ def chain_law(denoise, schedule, length: int, steps: int, grid: str = "uniform",
     return dist[final]
 
 
+def order_law(denoise, length: int, groups, times=None) -> Tensor:
+    """Exact law of a sampler that fills the positions of ``groups[0]``, then of ``groups[1]``, ... (a partition
+    of 0..L-1, e.g. the dilated sampler's steps for one rotation), each group's values drawn independently
+    from mu of the state before it, started from all masks. ``times``: the t given to the denoiser at each
+    group (default 1). Returns probabilities (V^L,) float64 in :func:`enumerate_sequences` order."""
+    V = denoise.vocab_size
+    states = torch.full((1, length), V, dtype=torch.long)
+    probs = torch.ones(1, dtype=torch.float64)
+    for j, group in enumerate(groups):
+        group = list(group)
+        t = 1.0 if times is None else float(times[j])
+        mu = denoise(states, torch.full((states.shape[0],), t, dtype=torch.float64)).to(torch.float64).exp()  # (S, L, V)
+        values = enumerate_sequences(V, len(group))  # (A, g)
+        weight = torch.ones(states.shape[0], values.shape[0], dtype=torch.float64)
+        for i, pos in enumerate(group):
+            weight = weight * mu[:, pos, :][:, values[:, i]]
+        new = states[:, None, :].repeat(1, values.shape[0], 1)
+        new[:, :, group] = values[None].expand(states.shape[0], -1, -1)
+        states, probs = new.reshape(-1, length), (probs[:, None] * weight).reshape(-1)
+    law = torch.zeros(V ** length, dtype=torch.float64)
+    return law.index_add_(0, sequence_index(states, V), probs)
+
+
 def _transition(denoise, states: Tensor, t: float, stay: Tensor, sigma, cond: Optional[int] = None) -> Tensor:
     """(S, S) transition matrix of one reverse step over all partially masked states, factorized over
     positions given mu(state, t): a masked position stays masked w.p. ``stay`` (per value v of x_0, (V,):

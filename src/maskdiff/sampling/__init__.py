@@ -8,6 +8,7 @@
 | greedy | biased | argmax values |
 | first-hitting | exact continuous-time reverse process (Zheng et al. 2024) | exactly L calls when alpha_0 = 1 |
 | confidence | biased (MaskGIT, LLaDA) | unmasks the most confident positions |
+| dilated | exact at one position per step, biased otherwise (DUS) | the chain's counts, positions in a spread-out coarse-to-fine order |
 | remdm-cap, remdm-rescale, remdm-conf, remdm-loop | ReMDM's remasking posterior (Wang et al. 2025) | keeps the forward marginals; sigma = 0 is ancestral |
 | threshold | biased (Fast-dLLM, Wu et al. 2025) | fills every position whose confidence exceeds a threshold; prefix / dual caches |
 
@@ -22,6 +23,7 @@ from maskdiff.sampling.cached import cached_sample
 from maskdiff.sampling.common import SampleOutput
 from maskdiff.sampling.conditioning import prompt_state, semi_autoregressive_sample
 from maskdiff.sampling.confidence import confidence_sample
+from maskdiff.sampling.dilated import dilated_sample
 from maskdiff.sampling.first_hitting import first_hitting_sample
 from maskdiff.sampling.genmd4 import genmd4_sample
 from maskdiff.sampling.guidance import GuidedDenoiser
@@ -42,7 +44,7 @@ def get_sampler(name: str):
 
 __all__ = [
     "MASKED_SAMPLERS", "REGISTRY", "SAMPLERS", "CheckedRequest", "Option", "SampleOutput", "SampleRequest", "SamplerEntry",
-    "SamplingTarget", "options_for", "sampler_kwargs", "GuidedDenoiser", "ancestral_sample", "autoregressive_sample", "cached_sample", "confidence_sample",
+    "SamplingTarget", "options_for", "sampler_kwargs", "GuidedDenoiser", "ancestral_sample", "autoregressive_sample", "cached_sample", "confidence_sample", "dilated_sample",
     "first_hitting_sample", "genmd4_sample", "get_sampler", "greedy_sample", "mean_sample", "prompt_state",
     "remdm_sample", "semi_autoregressive_sample", "threshold_sample",
 ]

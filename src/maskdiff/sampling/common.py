@@ -87,6 +87,16 @@ def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask
     return out
 
 
+def masks_kept(n_t: Tensor, schedule, s, t, *, last: bool) -> Tensor:
+    """(B,) masks a sample keeps after the grid step t -> s when a sampler fixes the count rather than drawing
+    it: the ancestral chain's expectation n_t (1 - alpha_s) / (1 - alpha_t), rounded (0 at the last step).
+    ``n_t``: (B,) masks before the step. The confidence and dilated samplers use it."""
+    if last:
+        return torch.zeros_like(n_t)
+    keep = float((1.0 - schedule.alpha(s)) / (1.0 - schedule.alpha(t)))
+    return torch.round(n_t.to(torch.float64) * keep).long()
+
+
 def call_denoiser(denoise, x: Tensor, t: float, rows: Tensor, cond: Optional[Tensor] = None) -> Tensor:
     """log mu for the given rows of x at time t, slicing the per-row conditioning with them."""
     t_rows = torch.full((len(rows),), t, device=x.device)

@@ -20,7 +20,7 @@ from torch import Tensor
 from maskdiff.errors import MaskdiffError
 from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput
+from maskdiff.sampling.common import SampleOutput, masks_kept
 from maskdiff.sampling.loop import Chain
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
@@ -62,12 +62,7 @@ def confidence_sample(
         for k in range(steps, 0, -1):
             t, s = times[k], times[k - 1]
             n_t = (x == mask_id).sum(-1)
-            if k == 1:
-                n_s = torch.zeros_like(n_t)
-            else:
-                keep = float((1.0 - schedule.alpha(s)) / (1.0 - schedule.alpha(t)))
-                n_s = torch.round(n_t.to(torch.float64) * keep).long()
-            k_unmask = n_t - n_s
+            k_unmask = n_t - masks_kept(n_t, schedule, s, t, last=k == 1)
             rows = (k_unmask > 0).nonzero().squeeze(-1)
             if len(rows):
                 log_mu = adjust_log_probs(chain.call(rows, t, cond), temperature, top_p)

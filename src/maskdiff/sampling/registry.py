@@ -23,6 +23,7 @@ from maskdiff.sampling.autoregressive import autoregressive_sample
 from maskdiff.sampling.block import block_sample
 from maskdiff.sampling.cached import cached_sample
 from maskdiff.sampling.confidence import SCORES, confidence_sample
+from maskdiff.sampling.dilated import dilated_sample
 from maskdiff.sampling.first_hitting import first_hitting_sample
 from maskdiff.sampling.genmd4 import genmd4_sample
 from maskdiff.sampling.mean import mean_sample
@@ -177,6 +178,9 @@ _ENTRIES = (
         Option("score", str, "probability", "confidence sampler: rank masked positions by mu of the candidate or by the margin "
                "between mu's two largest probabilities (Kim et al. 2025)", choices=SCORES, flag="--confidence-score"),
         Option("confidence_noise", float, 0.0, "confidence sampler: scale of the Gumbel noise on the log-confidence (MaskGIT)", low=0.0))),
+    SamplerEntry("dilated", dilated_sample, "fills the chain's count of masks per step in a spread-out, coarse-to-fine order (DUS; "
+                 "exact at one position per step, biased otherwise)", GRID_OPTIONS + (
+        Option("rotate", bool, True, "dilated sampler: rotate each sample's order by a random offset (off: start at position 0)"),)),
     _remdm("cap", "remdm-cap: eta_cap, the cap on sigma_t"),
     _remdm("rescale", "remdm-rescale: eta_rescale, the fraction of sigma_t^max"),
     _remdm("conf", "remdm-conf: the scale of sigma_max shared by confidence"),

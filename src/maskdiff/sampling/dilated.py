@@ -1,0 +1,99 @@
+"""Dilated unmasking: few-step sampling that never fills neighbours together until it must (after DUS,
+Luxembourg, Permuter & Nachmani 2025, "Plan for Speed: Dilated Scheduling for Masked Diffusion Language
+Models", arXiv 2506.19037).
+
+A step of the ancestral chain fills each masked position with probability (alpha_s - alpha_t)/(1 - alpha_t)
+and draws the values of the positions it fills independently of each other, from mu. When a step fills
+two positions that depend on each other given the rest (neighbouring characters, the two halves of a
+word), their joint is drawn as a product of marginals: the factorization error, which grows as the steps
+get fewer (docs/math.md#samplers). This sampler keeps the ancestral chain's counts (the expected number
+of masks per step, rounded, as the confidence sampler) and the draw of each value from mu, but chooses
+*which* masks a step fills by a fixed coarse-to-fine order instead of at random: position i of a sample
+of length L gets the rank of i in the van der Corput order of the next power of two (0, L/2, L/4,
+3L/4, L/8, ...), rotated by an offset drawn per sample. A step therefore fills positions spread evenly
+over the sequence, as far from each other as its count allows, and each new position lies between
+positions filled earlier, so the context of every draw is as wide as the step budget permits.
+
+Law. With one position per step (T >= L on the uniform grid) it draws x_{pi(1)}, then x_{pi(2)} given
+it, ...: a left-to-right chain in the order pi, whose law is p itself when mu is the true conditional
+(any order factorizes p). With several positions per step it is biased like every parallel sampler, by
+the dependence among the positions drawn together, which the dilated order keeps small for data whose
+dependence decays with distance (text). ``maskdiff.exact.order_law`` computes its law on enumerable
+cases (tests/sampling/test_dilated.py).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from maskdiff.process import sample_categorical, uniform
+from maskdiff.schedules import Schedule, time_grid
+from maskdiff.sampling.common import SampleOutput, masks_kept
+from maskdiff.sampling.loop import Chain
+from maskdiff.sampling.transforms import adjust_log_probs, check_transform
+
+
+def dilated_order(length: int) -> Tensor:
+    """(L,) the positions 0..L-1 in visiting order: the van der Corput (bit-reversal) order of the next power
+    of two, with the values >= L left out. Every prefix is spread as evenly over 0..L-1 as that order allows."""
+    bits = max(1, (length - 1).bit_length())
+    order = [int(format(i, f"0{bits}b")[::-1], 2) for i in range(1 << bits)]
+    return torch.tensor([p for p in order if p < length], dtype=torch.long)
+
+
+def dilated_ranks(length: int, offsets: Tensor) -> Tensor:
+    """(B, L) the rank of each position in each sample's order: the dilated order rotated by ``offsets`` (B,),
+    so that sample b visits (order + offsets[b]) mod L."""
+    rank = torch.empty(length, dtype=torch.long)
+    rank[dilated_order(length)] = torch.arange(length)
+    positions = torch.arange(length, device=offsets.device)
+    return rank.to(offsets.device)[(positions[None, :] - offsets[:, None]) % length]
+
+
+def dilated_sample(
+    denoise,
+    schedule: Schedule,
+    shape: Tuple[int, int],
+    *,
+    steps: int,
+    generator: Optional[torch.Generator] = None,
+    grid: str = "uniform",
+    x_init: Optional[Tensor] = None,
+    cond: Optional[Tensor] = None,
+    rotate: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    device=None,
+    progress: bool = False,
+    callback=None,
+) -> SampleOutput:
+    """T grid steps, each filling the ancestral chain's expected number of masks (rounded) at the masked
+    positions of lowest dilated rank, every value drawn from mu. ``rotate``: rotate each sample's order by
+    a uniform random offset (off: every sample starts at position 0). One network call per step for every
+    sample that still has a mask; masks that ``x_init`` leaves are filled in the same order."""
+    check_transform(temperature, top_p)
+    mask_id = denoise.vocab_size
+    times = time_grid(steps, grid)
+    with Chain(denoise, shape, steps, "dilated", x_init=x_init, device=device, progress=progress, callback=callback) as chain:
+        x = chain.x
+        batch, length = x.shape
+        offsets = (uniform((batch,), generator, x.device) * length).long().clamp_(max=length - 1) if rotate \
+            else torch.zeros(batch, dtype=torch.long, device=x.device)
+        rank = dilated_ranks(length, offsets)
+        for k in range(steps, 0, -1):
+            t, s = times[k], times[k - 1]
+            n_t = (x == mask_id).sum(-1)
+            k_unmask = n_t - masks_kept(n_t, schedule, s, t, last=k == 1)
+            rows = (k_unmask > 0).nonzero().squeeze(-1)
+            if len(rows):
+                log_mu = adjust_log_probs(chain.call(rows, t, cond), temperature, top_p)
+                xr = x[rows]
+                masked = xr == mask_id
+                place = rank[rows].masked_fill(~masked, length).argsort(-1).argsort(-1)  # masked positions first, by rank
+                update = masked & (place < k_unmask[rows, None])
+                xr[update] = sample_categorical(log_mu[update], generator)
+                x[rows] = xr
+            chain.report.step(x)
+    return chain.output()
