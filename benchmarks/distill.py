@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--student", type=Path, required=True, help="the folder maskdiff distill wrote (its rounds/T*/ are read)")
     ap.add_argument("--evaluator", type=Path, required=True, help="an autoregressive run (--objective ar) on the same data")
     ap.add_argument("--teacher-steps", type=int, nargs="+", default=list(TEACHER_STEPS), help="the teacher's rows (default: 16 ... 1024)")
+    ap.add_argument("--dilated-steps", type=int, nargs="*", default=[8, 16, 32],
+                    help="the teacher's rows by the dilated sampler, beside each student's (default: 8 16 32; none: leave them out)")
     ap.add_argument("--samples", type=int, default=32, help="samples per row and seed (default: 32)")
     ap.add_argument("--seeds", type=int, default=5, help="sampling seeds (default: 5)")
     ap.add_argument("--no-smollm2", action="store_true", help="judge with the AR run only")
@@ -45,7 +47,8 @@ def main() -> None:
     record = json.loads((args.student / "distill.json").read_text())
     settings = DistillSettings(**record["settings"])
     evaluators = judges(args.evaluator, not args.no_smollm2, args.device)
-    rows = [r for r in distill_rows(args.teacher, args.student, tuple(args.teacher_steps), settings) if r.folder.exists()]
+    rows = [r for r in distill_rows(args.teacher, args.student, tuple(args.teacher_steps), settings,
+                                                  tuple(args.dilated_steps)) if r.folder.exists()]
     records = held_out_records(args.teacher, evaluators, args.samples, args.seeds, args.work)
     records += evaluate_rows(rows, evaluators, args.samples, args.seeds, args.work, args.device)
     summary = summarise(records, {k: ev.name for k, ev in evaluators.items()}, f"teacher T={max(args.teacher_steps)}")

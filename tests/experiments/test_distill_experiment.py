@@ -48,10 +48,16 @@ def test_experiment_runs_resumes_and_refuses_another_run(tmp_path, plays):
     scale = dataclasses.replace(DISTILL_SCALES["test"], corpus=str(plays))
     logs = []
     summary = run_distill_experiment(scale, tmp_path, device="cpu", log=logs.append)
-    labels = [r.label for r in distill_rows(tmp_path / "runs" / "teacher", tmp_path / "runs" / "student", scale.teacher_grid, scale.distill)]
-    assert labels == ["teacher T=4", "teacher T=8", "student T=4", "student T=2"]
+    rows = distill_rows(tmp_path / "runs" / "teacher", tmp_path / "runs" / "student", scale.teacher_grid, scale.distill,
+                        scale.dilated_grid)
+    labels = [r.label for r in rows]
+    assert labels == ["teacher T=4", "teacher T=8", "student T=4", "student T=2", "teacher dilated T=4", "student dilated T=4",
+                      "student dilated T=2"]
+    assert [r.sampler for r in rows] == ["cached"] * 4 + ["dilated"] * 3
     assert list(summary["rows"]) == ["held-out text", *labels] and summary["reference"] == "teacher T=8"
-    assert len(list((tmp_path / "records").glob("*.json"))) == 5 * scale.seeds
+    assert len(list((tmp_path / "records").glob("*.json"))) == 8 * scale.seeds
+    assert summary["rows"]["teacher dilated T=4"]["nfe"] == 4 and summary["rows"]["student dilated T=2"]["nfe"] == 2
+    assert [(v["student"], v["teacher"]) for v in summary["versus_teacher"]][-1] == ("student dilated T=4", "teacher dilated T=4")
     assert all(summary["rows"][k]["target"] in (MET, MISSED, UNDECIDED) for k in labels if k != "teacher T=8")
     assert summary["rows"]["student T=2"]["nfe"] <= 2 and summary["rows"]["teacher T=8"]["nfe"] <= 8
     assert (tmp_path / "results.md").read_text() == markdown(summary) and (tmp_path / "gen_ppl_ar.png").stat().st_size > 0

@@ -5,7 +5,9 @@ judge (the same preset with ``--objective ar``) are trained here, the teacher is
 (``maskdiff.distill``: each round halves its sampling steps), and every row is sampled with several
 sampling seeds: the teacher at each T of the scale's grid, and each round's student at the T it was
 distilled for, all through the caching sampler (the ancestral chain's law on the uniform grid, a
-network call only when a sample changed: the table gives the calls per sample). Quality is generative
+network call only when a sample changed: the table gives the calls per sample); then the teacher at each
+T of the scale's few-step grid and each student at its T through the dilated sampler (sampling/dilated.py:
+the same counts per step, the positions of a step spread over the sequence). Quality is generative
 perplexity under the AR judge and under SmolLM2-135M (``maskdiff.evaluation.judge``), beside unigram
 entropy and repeated character 4-grams (gen-PPL alone rewards dull, repetitive text).
 
@@ -45,6 +47,8 @@ TARGET_PPL_RATIO = 1.10
 TARGET_ENTROPY = 0.02
 """The target: unigram entropy within this relative distance of the reference's."""
 MET, MISSED, UNDECIDED = "met", "missed", "undecided"
+DILATED = "dilated"
+"""The few-step sampler of the extra rows (sampling/dilated.py)."""
 HELD_OUT = "held-out text"
 
 
@@ -65,6 +69,8 @@ class DistillScale:
     """How the teacher is distilled (its rounds give the student rows)."""
     teacher_grid: Tuple[int, ...]
     """The teacher's sampling steps T, one row each; the largest is the reference."""
+    dilated_grid: Tuple[int, ...]
+    """The teacher's steps T by the dilated sampler, one row each (each round's student gets one at its T too)."""
     samples: int
     """Samples per row and seed."""
     seeds: int
@@ -87,14 +93,15 @@ class DistillScale:
 
 DISTILL_SCALES: Dict[str, DistillScale] = {
     # seconds, for the test suite only: numbers mean nothing
-    "test": DistillScale(teacher_steps=4, teacher_stop=3, judge_steps=3, judge_stop=3, teacher_grid=(4, 8), samples=2, seeds=2,
+    "test": DistillScale(teacher_steps=4, teacher_stop=3, judge_steps=3, judge_stop=3, teacher_grid=(4, 8), dilated_grid=(4,), samples=2, seeds=2,
                          distill=DistillSettings(rounds=2, steps_per_round=2, start_steps=8, batch_size=2, warmup_steps=1,
                                                  checkpoint_every=2),
                          smollm2=False, width=32, depth=1, heads=2, length=16, batch_size=4),
     # the tiny preset for 900 steps (about 30 minutes of one CPU thread), the AR judge 462 steps of a 1500-step
     # schedule; two rounds 64 -> 32 -> 16 steps of 900 steps each (about 45 minutes on a shared machine)
     "cpu": DistillScale(teacher_steps=900, teacher_stop=900, judge_steps=1500, judge_stop=462,
-                        teacher_grid=(16, 32, 64, 128, 256, 512, 1024), samples=32, seeds=5, smollm2=True,
+                        teacher_grid=(16, 32, 64, 128, 256, 512, 1024), dilated_grid=(8, 16, 32), samples=32, seeds=5,
+                        smollm2=True,
                         distill=DistillSettings(rounds=2, steps_per_round=900, start_steps=64, batch_size=16, lr=2e-4,
                                                 warmup_steps=50, ema_decay=0.995, checkpoint_every=100)),
 }
@@ -115,16 +122,23 @@ class Row:
     """The run folder sampled (the teacher, or a round's student)."""
     steps: int
     """The sampling grid's T."""
+    sampler: str = "cached"
+    """The sampler: 'cached' (the ancestral chain's law) or 'dilated' (sampling/dilated.py)."""
 
 
-def distill_rows(teacher: Path, student: Path, grid: Tuple[int, ...], settings: DistillSettings) -> List[Row]:
-    """The teacher at every T of ``grid``, then each round's student (OUT/rounds/T<steps>) at its own T."""
+def distill_rows(teacher: Path, student: Path, grid: Tuple[int, ...], settings: DistillSettings,
+                 dilated_grid: Tuple[int, ...] = ()) -> List[Row]:
+    """The teacher at every T of ``grid``, then each round's student (OUT/rounds/T<steps>) at its own T, all by
+    the caching sampler; then, by the dilated sampler, the teacher at every T of ``dilated_grid`` and each
+    round's student at its own T (labels 'teacher dilated T=16', 'student dilated T=16')."""
     from maskdiff.distill.rounds import ROUNDS_DIR
 
+    students = [(settings.student_steps(r), Path(student) / ROUNDS_DIR / f"T{settings.student_steps(r)}") for r in range(settings.rounds)]
     rows = [Row(f"teacher T={T}", Path(teacher), T) for T in sorted(grid)]
-    for r in range(settings.rounds):
-        T = settings.student_steps(r)
-        rows.append(Row(f"student T={T}", Path(student) / ROUNDS_DIR / f"T{T}", T))
+    rows += [Row(f"student T={T}", folder, T) for T, folder in students]
+    if dilated_grid:
+        rows += [Row(f"teacher {DILATED} T={T}", Path(teacher), T, DILATED) for T in sorted(dilated_grid)]
+        rows += [Row(f"student {DILATED} T={T}", folder, T, DILATED) for T, folder in students]
     return rows
 
 
@@ -170,9 +184,9 @@ def evaluate_rows(rows: List[Row], evaluators: dict, samples: int, seeds: int, r
             path = _record_path(records, row.label, seed)
             if not path.exists():
                 pipe = pipes.get(row.folder) or pipes.setdefault(row.folder, maskdiff.load(row.folder, device=device))
-                s = pipe.draw(SampleRequest(num=samples, sampler="cached", steps=row.steps, seed=1000 + seed))
+                s = pipe.draw(SampleRequest(num=samples, sampler=row.sampler, steps=row.steps, seed=1000 + seed))
                 texts = pipe.tokenizer.decode_batch(s.tokens.cpu())
-                write_json(path, dict(label=row.label, steps=row.steps, seed=seed, nfe=float(s.nfe.float().mean()),
+                write_json(path, dict(label=row.label, sampler=row.sampler, steps=row.steps, seed=seed, nfe=float(s.nfe.float().mean()),
                                       seconds=s.seconds / samples, examples=texts[:2], **measure_texts(texts, evaluators)))
                 log(f"  {row.label}, seed {seed}: calls {s.nfe.float().mean():.1f}, " +
                     ", ".join(f"{k} {v:.3f}" for k, v in json.loads(path.read_text(encoding="utf-8")).items() if k.startswith("nll_")))
@@ -283,8 +297,10 @@ def plots(summary: dict, folder: Path, stem: str) -> List[Path]:
     paths = []
     for key, name in summary["judges"].items():
         series, bands = {}, {}
-        for who, legend in (("teacher", "teacher (cached sampler)"), ("student", "student (SDTT rounds)")):
-            es = sorted((e for label, e in summary["rows"].items() if label.startswith(who) and e["nfe"] > 0), key=lambda e: e["nfe"])
+        for who, dilated, legend in (("teacher", False, "teacher (cached sampler)"), ("student", False, "student (SDTT rounds)"),
+                                     ("teacher", True, "teacher (dilated sampler)"), ("student", True, "student (dilated sampler)")):
+            es = sorted((e for label, e in summary["rows"].items()
+                         if label.startswith(who) and (DILATED in label) == dilated and e["nfe"] > 0), key=lambda e: e["nfe"])
             if es:
                 series[legend] = [(math.log2(e["nfe"]), e[f"gen_ppl_{key}"][0]) for e in es]
                 if all(e[f"gen_ppl_{key}"][1] == e[f"gen_ppl_{key}"][1] for e in es):
@@ -326,7 +342,7 @@ def run_distill_experiment(scale_name: Union[str, DistillScale] = "cpu", out=Non
     out, n_seeds = results_folder(out, f"distill-{scale_name}", seeds, scale.seeds)
     dev = str(pick_device(device))
     runs = out / "runs"
-    rows = distill_rows(runs / "teacher", runs / "student", scale.teacher_grid, scale.distill)
+    rows = distill_rows(runs / "teacher", runs / "student", scale.teacher_grid, scale.distill, scale.dilated_grid)
     log(f"experiment distill at scale {scale_name}: {len(rows)} rows x {n_seeds} seeds x {scale.samples} samples -> {out}")
     train_to(_config(scale, "masked", scale.teacher_steps), runs / "teacher", scale.teacher_stop, dev)
     train_to(_config(scale, "ar", scale.judge_steps), runs / "judge", scale.judge_stop, dev)
