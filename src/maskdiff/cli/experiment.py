@@ -14,6 +14,7 @@ SUDOKU_LINE = ("\n  sudoku             Sudoku solve rates: masked diffusion deco
                "first vs the autoregressive baseline at equal training (scales: test, cpu (9x9), cpu-6x6)")
 
 DISTILL_LINE = ("\n  distill            Few-step sampling: the teacher at T = 16 ... 1024 and its SDTT students (maskdiff distill), "
+                "each also by the dilated sampler at T = 8 ... 32, "
                 "gen-PPL under the project's AR model and SmolLM2, entropy, repeats, against calls per sample; the target: <= 32 "
                 "calls within 10% of the teacher's 1024 steps (scales: test, cpu)")
 
