@@ -21,7 +21,7 @@ def test_rows_compare_at_equal_calls():
     rows = sampler_rows(scale)
     for T in (16, 32, 64, 128):
         assert {r.sampler for r in rows if r.steps == T and r.sampler != "block"} == {
-            "ancestral", "cached", "remdm-cap", "remdm-rescale", "remdm-conf", "remdm-loop"}
+            "ancestral", "cached", "remdm-cap", "remdm-rescale", "remdm-conf", "remdm-loop"} | ({"dilated"} if T <= scale.length else set())
         for b in scale.block_sizes:  # T calls at most: T L'/L steps in each of the L/L' blocks
             (row,) = [r for r in rows if r.label == f"block L'={b} T={T}"]
             assert row.steps * (scale.length // b) == T and row.kwargs == {"block_size": b}

@@ -2,8 +2,8 @@
 
 One masked-diffusion model and one autoregressive evaluator (the project's own, same network and data)
 are trained here, then every sampler draws samples of the training length L with several sampling
-seeds: MDLM's ancestral chain and its cache, first-hitting, ReMDM's four strategies (Wang et al. 2025)
-and Fast-dLLM's threshold decoding (Wu et al. 2025); block diffusion (BD3-LM, Arriola et al. 2025) gets its
+seeds: MDLM's ancestral chain and its cache, first-hitting, ReMDM's four strategies (Wang et al. 2025),
+Fast-dLLM's threshold decoding (Wu et al. 2025) and the dilated sampler (after DUS, up to T = L); block diffusion (BD3-LM, Arriola et al. 2025) gets its
 own models, one per block size L', trained on the same data for the same steps. The grid samplers run T in
 budgets x L steps, so ancestral and ReMDM make (up to) the same T calls and block diffusion T L'/L steps in
 each of its L/L' blocks (T calls at most); the cache, first-hitting and threshold decoding make the calls
@@ -101,6 +101,8 @@ def sampler_rows(scale: SamplerScale) -> List[Row]:
         rows.append(Row(f"cached T={T}", "cached", T, {}))
         rows += [Row(f"{name} T={T}", name, T, {}) for name in REMDM]
         rows += [Row(f"block L'={b} T={T}", "block", max(1, T * b // L), {"block_size": b}) for b in scale.block_sizes]
+        if T <= L:  # past L it fills one position per step and makes L calls, as at T = L
+            rows.append(Row(f"dilated T={T}", "dilated", T, {}))
     rows.append(Row("first-hitting", "first-hitting", None, {}))
     block = max(1, L // 4)
     for tau in scale.thresholds:
@@ -223,6 +225,9 @@ def summarise(records: List[dict], scale: SamplerScale, evaluators) -> dict:
                                  f"ReMDM: remasking beats MDLM at equal calls past L ({name} vs ancestral, T = {big})"))
         trends.append(_trend(records, keys, f"ancestral T={big}", f"ancestral T={at_l}",
                              f"context: MDLM's ancestral chain at T = {big} vs T = L"))
+    for T in sorted({int(round(m * L)) for m in scale.budgets if m < 1.0}):
+        trends.append(_trend(records, keys, f"dilated T={T}", f"ancestral T={T}",
+                             f"DUS: spreading a step's positions beats filling them at random at equal calls under L (T = {T})"))
     for b in scale.block_sizes:
         for T in dict.fromkeys((at_l, big)):
             trends.append(_trend(records, keys, f"block L'={b} T={T}", f"ancestral T={T}",
