@@ -55,7 +55,7 @@ def test_every_sampler_runs_on_cuda(name, where):
     assert torch.equal(out.tokens[:, :3].cpu(), x_init[:, :3])
 
 
-@pytest.mark.parametrize("name", ["ancestral", "cached", "mean", "first-hitting"])
+@pytest.mark.parametrize("name", ["ancestral", "cached", "mean", "first-hitting", "dilated"])
 def test_a_cpu_generator_gives_the_cpu_draws(name):
     obj = _objective()
     cpu = SAMPLERS[name](obj.denoiser, obj.schedule, (8, L), steps=8, generator=torch.Generator().manual_seed(3)).tokens
