@@ -18,7 +18,8 @@ def register(sub) -> None:
                     "is the next round's teacher. OUT is an ordinary run folder (every command loads it) whose distill.json "
                     "records the steps it was distilled for, the default of maskdiff sample; OUT/rounds/T<steps>/ keeps "
                     "every round's student. Running the same command again resumes from the newest checkpoint (more "
-                    "--rounds extend it).")
+                    "--rounds extend it). A student matches its teacher's marginals; what few steps lose by filling "
+                    "dependent positions together is the sampler's to avoid: sample with --sampler dilated.")
     p.add_argument("run_dir", type=Path, help="the teacher: a run directory made by maskdiff train (objective 'masked')")
     p.add_argument("out", type=Path, help="the student's run folder (created, or resumed)")
     p.add_argument("--method", default=d.method, help=f"one of: {', '.join(METHODS)} (default: {d.method})")
@@ -57,5 +58,6 @@ def run(args) -> int:
     result = distill(args.run_dir, args.out, settings, device=str(pick_device(args.device)), progress=not args.no_progress)
     where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""
     print(f"{result.out}: {result.step} steps ({where}{result.seconds:.0f} s); the student samples with "
-          f"{result.recommended_steps} steps: maskdiff sample {result.out}")
+          f"{result.recommended_steps} steps: maskdiff sample {result.out} (few steps lose least with --sampler dilated: "
+          f"docs/sampling.md, 'Few steps')")
     return 0
