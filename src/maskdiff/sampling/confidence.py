@@ -20,9 +20,9 @@ from torch import Tensor
 from maskdiff.errors import MaskdiffError
 from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, masks_kept
-from maskdiff.sampling.loop import Chain
-from maskdiff.sampling.transforms import adjust_log_probs, check_transform
+from maskdiff.sampling.common import SampleOutput
+from maskdiff.sampling.loop import Chain, counted_steps
+from maskdiff.sampling.transforms import check_transform
 
 SCORES = ("probability", "margin")
 """What ranks the masked positions: mu of the candidate, or the gap between mu's two largest probabilities."""
@@ -55,31 +55,19 @@ def confidence_sample(
     if score not in SCORES:
         raise MaskdiffError(f"unknown confidence score {score!r}; choose one of: {', '.join(SCORES)}")
     check_transform(temperature, top_p)
-    mask_id = denoise.vocab_size
-    times = time_grid(steps, grid)
+
+    def fill(log_mu, xr, masked, count, k, rows):
+        cand = log_mu.argmax(-1) if choose == "argmax" else sample_categorical(log_mu, generator)
+        conf = log_mu.gather(-1, cand[..., None]).squeeze(-1).to(torch.float64) if score == "probability" else log_margin(log_mu)
+        if confidence_noise > 0:
+            u = uniform(conf.shape, generator, conf.device).clamp_(min=1e-300)
+            conf = conf + confidence_noise * (k / steps) * -torch.log(-torch.log(u))
+        rank = conf.masked_fill(~masked, -torch.inf).argsort(-1, descending=True).argsort(-1)
+        update = masked & (rank < count[:, None])
+        return update, cand[update]
+
     with Chain(denoise, shape, steps, "confidence", x_init=x_init, device=device, progress=progress, callback=callback) as chain:
-        x = chain.x
-        for k in range(steps, 0, -1):
-            t, s = times[k], times[k - 1]
-            n_t = (x == mask_id).sum(-1)
-            k_unmask = n_t - masks_kept(n_t, schedule, s, t, last=k == 1)
-            rows = (k_unmask > 0).nonzero().squeeze(-1)
-            if len(rows):
-                log_mu = adjust_log_probs(chain.call(rows, t, cond), temperature, top_p)
-                xr = x[rows]
-                masked = xr == mask_id
-                cand = log_mu.argmax(-1) if choose == "argmax" else sample_categorical(log_mu, generator)
-                conf = log_mu.gather(-1, cand[..., None]).squeeze(-1).to(torch.float64) if score == "probability" \
-                    else log_margin(log_mu)
-                if confidence_noise > 0:
-                    u = uniform(conf.shape, generator, conf.device).clamp_(min=1e-300)
-                    conf = conf + confidence_noise * (k / steps) * -torch.log(-torch.log(u))
-                conf = conf.masked_fill(~masked, -torch.inf)
-                rank = conf.argsort(-1, descending=True).argsort(-1)
-                update = masked & (rank < k_unmask[rows, None])
-                xr[update] = cand[update]
-                x[rows] = xr
-            chain.report.step(x)
+        counted_steps(chain, schedule, time_grid(steps, grid), fill, cond=cond, temperature=temperature, top_p=top_p)
     return chain.output()
 
 

@@ -30,9 +30,9 @@ from torch import Tensor
 
 from maskdiff.process import sample_categorical, uniform
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, masks_kept
-from maskdiff.sampling.loop import Chain
-from maskdiff.sampling.transforms import adjust_log_probs, check_transform
+from maskdiff.sampling.common import SampleOutput
+from maskdiff.sampling.loop import Chain, counted_steps
+from maskdiff.sampling.transforms import check_transform
 
 
 def dilated_order(length: int) -> Tensor:
@@ -74,26 +74,16 @@ def dilated_sample(
     a uniform random offset (off: every sample starts at position 0). One network call per step for every
     sample that still has a mask; masks that ``x_init`` leaves are filled in the same order."""
     check_transform(temperature, top_p)
-    mask_id = denoise.vocab_size
-    times = time_grid(steps, grid)
     with Chain(denoise, shape, steps, "dilated", x_init=x_init, device=device, progress=progress, callback=callback) as chain:
-        x = chain.x
-        batch, length = x.shape
-        offsets = (uniform((batch,), generator, x.device) * length).long().clamp_(max=length - 1) if rotate \
-            else torch.zeros(batch, dtype=torch.long, device=x.device)
+        batch, length = chain.x.shape
+        offsets = (uniform((batch,), generator, chain.x.device) * length).long().clamp_(max=length - 1) if rotate \
+            else torch.zeros(batch, dtype=torch.long, device=chain.x.device)
         rank = dilated_ranks(length, offsets)
-        for k in range(steps, 0, -1):
-            t, s = times[k], times[k - 1]
-            n_t = (x == mask_id).sum(-1)
-            k_unmask = n_t - masks_kept(n_t, schedule, s, t, last=k == 1)
-            rows = (k_unmask > 0).nonzero().squeeze(-1)
-            if len(rows):
-                log_mu = adjust_log_probs(chain.call(rows, t, cond), temperature, top_p)
-                xr = x[rows]
-                masked = xr == mask_id
-                place = rank[rows].masked_fill(~masked, length).argsort(-1).argsort(-1)  # masked positions first, by rank
-                update = masked & (place < k_unmask[rows, None])
-                xr[update] = sample_categorical(log_mu[update], generator)
-                x[rows] = xr
-            chain.report.step(x)
+
+        def fill(log_mu, xr, masked, count, k, rows):
+            place = rank[rows].masked_fill(~masked, length).argsort(-1).argsort(-1)  # the masked positions first, by rank
+            update = masked & (place < count[:, None])
+            return update, sample_categorical(log_mu[update], generator)
+
+        counted_steps(chain, schedule, time_grid(steps, grid), fill, cond=cond, temperature=temperature, top_p=top_p)
     return chain.output()

@@ -15,9 +15,11 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from maskdiff.sampling.common import SampleOutput, StepReporter, Timer, call_denoiser, initial_state, nfe_counter
+from maskdiff.sampling.common import SampleOutput, StepReporter, Timer, call_denoiser, initial_state, masks_kept, nfe_counter
+from maskdiff.sampling.transforms import adjust_log_probs
 
 StepFn = Callable[..., Tensor]
+FillFn = Callable[..., Tuple[Tensor, Tensor]]
 
 
 def grid_sample(
@@ -90,3 +92,29 @@ class Chain:
 
     def output(self) -> SampleOutput:
         return SampleOutput(tokens=self.x, nfe=self.nfe, seconds=self._timer.seconds, steps=self.steps, sampler=self.name)
+
+
+def counted_steps(chain: "Chain", schedule, times: Tensor, fill: FillFn, *, cond: Optional[Tensor] = None, temperature: float = 1.0,
+                  top_p: float = 1.0) -> None:
+    """The loop of the samplers that fix how many masks each step fills (the ancestral chain's expected count,
+    :func:`~maskdiff.sampling.common.masks_kept`) and choose which: the confidence and dilated samplers.
+    At each step the rows with masks to fill call the network, and
+
+        fill(log_mu, x, masked, count, k, rows) -> (update, values)
+
+    (log_mu (N, L, V) after temperature / top-p; x and masked (N, L); count (N,) masks to fill; k the step,
+    T .. 1; rows (N,) their indices) returns the positions to fill, (N, L) bool with ``count`` True per row
+    among ``masked``, and their values in row-major order."""
+    x, mask_id = chain.x, chain.denoise.vocab_size
+    for k in range(chain.steps, 0, -1):
+        t, s = times[k], times[k - 1]
+        n_t = (x == mask_id).sum(-1)
+        count = n_t - masks_kept(n_t, schedule, s, t, last=k == 1)
+        rows = (count > 0).nonzero().squeeze(-1)
+        if len(rows):
+            log_mu = adjust_log_probs(chain.call(rows, t, cond), temperature, top_p)
+            xr = x[rows]
+            update, values = fill(log_mu, xr, xr == mask_id, count[rows], k, rows)
+            xr[update] = values
+            x[rows] = xr
+        chain.report.step(x)
