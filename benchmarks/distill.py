@@ -2,6 +2,7 @@
 students (``maskdiff distill``), judged as ``maskdiff experiment distill`` judges its own runs.
 
     PYTHONPATH=src .venv/bin/python benchmarks/distill.py --teacher RUN --student OUT --evaluator AR_RUN
+    PYTHONPATH=src .venv/bin/python benchmarks/distill.py --teacher RUN --teacher-steps 16 32 1024   # a teacher, SmolLM2 alone
 
 The rows, the sampling, the measures (gen-PPL under the AR judge and SmolLM2-135M, unigram entropy,
 repeated 4-grams), the paired intervals against the teacher at its largest T and the target's verdict are
@@ -31,8 +32,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--teacher", type=Path, required=True, help="the teacher's run folder")
-    ap.add_argument("--student", type=Path, required=True, help="the folder maskdiff distill wrote (its rounds/T*/ are read)")
-    ap.add_argument("--evaluator", type=Path, required=True, help="an autoregressive run (--objective ar) on the same data")
+    ap.add_argument("--student", type=Path, help="the folder maskdiff distill wrote (its rounds/T*/ are read; none: the teacher's rows only)")
+    ap.add_argument("--evaluator", type=Path, help="an autoregressive run (--objective ar) on the same data (none: SmolLM2 alone)")
     ap.add_argument("--teacher-steps", type=int, nargs="+", default=list(TEACHER_STEPS), help="the teacher's rows (default: 16 ... 1024)")
     ap.add_argument("--dilated-steps", type=int, nargs="*", default=[8, 16, 32],
                     help="the teacher's rows by the dilated sampler, beside each student's (default: 8 16 32; none: leave them out)")
@@ -44,10 +45,10 @@ def main() -> None:
     ap.add_argument("--out", help="the results JSON (default: benchmarks/results/distill_<device>_<time>.json)")
     args = ap.parse_args()
 
-    record = json.loads((args.student / "distill.json").read_text())
-    settings = DistillSettings(**record["settings"])
+    record = json.loads((args.student / "distill.json").read_text()) if args.student else {}
+    settings = DistillSettings(**record["settings"]) if record else DistillSettings(rounds=0)  # no student: no student rows
     evaluators = judges(args.evaluator, not args.no_smollm2, args.device)
-    rows = [r for r in distill_rows(args.teacher, args.student, tuple(args.teacher_steps), settings,
+    rows = [r for r in distill_rows(args.teacher, args.student or args.teacher, tuple(args.teacher_steps), settings,
                                                   tuple(args.dilated_steps)) if r.folder.exists()]
     records = held_out_records(args.teacher, evaluators, args.samples, args.seeds, args.work)
     records += evaluate_rows(rows, evaluators, args.samples, args.seeds, args.work, args.device)

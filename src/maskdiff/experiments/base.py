@@ -169,12 +169,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def judges(ar_run: Path, smollm2: bool, device: str) -> dict:
-    """The evaluators of generated text: the AR run at ``ar_run`` (key ``ar``) and, if asked, SmolLM2-135M
-    (``smollm2``)."""
+def judges(ar_run: Optional[Path], smollm2: bool, device: str) -> dict:
+    """The evaluators of generated text: the AR run at ``ar_run`` (key ``ar``; None: none) and, if asked,
+    SmolLM2-135M (``smollm2``)."""
     from maskdiff.evaluation.judge import EvaluatorLM, RunEvaluatorLM
 
-    evaluators = {"ar": RunEvaluatorLM.from_run(ar_run, device=device)}
+    if ar_run is None and not smollm2:
+        raise MaskdiffError("no judge of generated text: give an autoregressive run or use SmolLM2")
+    evaluators = {"ar": RunEvaluatorLM.from_run(ar_run, device=device)} if ar_run is not None else {}
     if smollm2:
         evaluators["smollm2"] = EvaluatorLM.smollm2()
     return evaluators
