@@ -97,8 +97,8 @@ DISTILL_SCALES: Dict[str, DistillScale] = {
                          distill=DistillSettings(rounds=2, steps_per_round=2, start_steps=8, batch_size=2, warmup_steps=1,
                                                  checkpoint_every=2),
                          smollm2=False, width=32, depth=1, heads=2, length=16, batch_size=4),
-    # the tiny preset for 900 steps (about 30 minutes of one CPU thread), the AR judge 462 steps of a 1500-step
-    # schedule; two rounds 64 -> 32 -> 16 steps of 900 steps each (about 45 minutes on a shared machine)
+    # the tiny preset for 900 steps, the AR judge 462 steps of a 1500-step schedule, two rounds 64 -> 32 -> 16 steps
+    # of 900 steps each, 14 rows x 5 seeds: 45 minutes on one thread of an AMD EPYC (docs/results.md, "distill")
     "cpu": DistillScale(teacher_steps=900, teacher_stop=900, judge_steps=1500, judge_stop=462,
                         teacher_grid=(16, 32, 64, 128, 256, 512, 1024), dilated_grid=(8, 16, 32), samples=32, seeds=5,
                         smollm2=True,
