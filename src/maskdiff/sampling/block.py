@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from maskdiff.errors import MaskdiffError
-from maskdiff.sampling.common import SampleOutput, StepReporter, Timer, nfe_counter, reverse_step
+from maskdiff.sampling.common import SampleOutput, StepReporter, Timer, nfe_counter, reverse_step, rows_of
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 from maskdiff.schedules import Schedule, time_grid
 
@@ -144,7 +144,7 @@ def _block_chain(block: Tensor, log_mu, schedule: Schedule, times: Tensor, mask_
             stale[need] = False
             nfe[rows[need].cpu()] += 1
         act = active.nonzero().squeeze(-1)
-        new = reverse_step(block[act], mu[act], float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator,
+        new = reverse_step(block[act], rows_of(mu, act), float(schedule.alpha(s)), float(schedule.alpha(t)), mask_id, generator,
                            last=k == 1)
         stale[act] |= (new != block[act]).any(-1)
         block[act] = new

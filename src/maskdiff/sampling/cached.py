@@ -15,7 +15,7 @@ from torch import Tensor
 
 from maskdiff.denoiser import Denoiser, require_time_independent
 from maskdiff.schedules import Schedule, time_grid
-from maskdiff.sampling.common import SampleOutput, reverse_step
+from maskdiff.sampling.common import SampleOutput, reverse_step, rows_of
 from maskdiff.sampling.loop import Chain
 from maskdiff.sampling.transforms import adjust_log_probs, check_transform
 
@@ -45,7 +45,7 @@ class StepCache:
                 self.store = torch.empty((len(self.stale),) + fresh.shape[1:], dtype=fresh.dtype, device=fresh.device)
             self.store[need] = fresh
             self.stale[need] = False
-        return self.store[rows]
+        return rows_of(self.store, rows)
 
     def changed(self, new: Tensor, rows: Optional[Tensor] = None) -> None:
         """Mark stale the samples whose new state differs from the chain's current one: ``new`` (len(rows), L)

@@ -87,6 +87,14 @@ def reverse_step(x: Tensor, log_mu: Tensor, alpha_s: float, alpha_t: float, mask
     return out
 
 
+def rows_of(values: Tensor, rows: Tensor) -> Tensor:
+    """``values[rows]`` for sorted, distinct row indices (``nonzero()``), without the copy when they are every
+    row: a per-sample cache of log mu is (B, L, V), 0.8 GB at B = 32, L = 128 and GPT-2's vocabulary, and a
+    step that copies it whole for nothing (most steps of a long chain unmask nothing) costs more than the
+    network. The result is read, never written."""
+    return values if len(rows) == values.shape[0] else values[rows]
+
+
 def masks_kept(n_t: Tensor, schedule, s, t, *, last: bool) -> Tensor:
     """(B,) masks a sample keeps after the grid step t -> s when a sampler fixes the count rather than drawing
     it: the ancestral chain's expectation n_t (1 - alpha_s) / (1 - alpha_t), rounded (0 at the last step).
