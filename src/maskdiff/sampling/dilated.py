@@ -35,21 +35,22 @@ from maskdiff.sampling.loop import Chain, counted_steps
 from maskdiff.sampling.transforms import check_transform
 
 
-def dilated_order(length: int) -> Tensor:
+def dilated_order(length: int, device=None) -> Tensor:
     """(L,) the positions 0..L-1 in visiting order: the van der Corput (bit-reversal) order of the next power
     of two, with the values >= L left out. Every prefix is spread as evenly over 0..L-1 as that order allows."""
     bits = max(1, (length - 1).bit_length())
     order = [int(format(i, f"0{bits}b")[::-1], 2) for i in range(1 << bits)]
-    return torch.tensor([p for p in order if p < length], dtype=torch.long)
+    return torch.tensor([p for p in order if p < length], dtype=torch.long, device=device)
 
 
 def dilated_ranks(length: int, offsets: Tensor) -> Tensor:
     """(B, L) the rank of each position in each sample's order: the dilated order rotated by ``offsets`` (B,),
     so that sample b visits (order + offsets[b]) mod L."""
-    rank = torch.empty(length, dtype=torch.long)
-    rank[dilated_order(length)] = torch.arange(length)
-    positions = torch.arange(length, device=offsets.device)
-    return rank.to(offsets.device)[(positions[None, :] - offsets[:, None]) % length]
+    device = offsets.device
+    rank = torch.empty(length, dtype=torch.long, device=device)
+    positions = torch.arange(length, device=device)
+    rank[dilated_order(length, device)] = positions
+    return rank[(positions[None, :] - offsets[:, None]) % length]
 
 
 def dilated_sample(
