@@ -69,11 +69,18 @@ def init(mode: str, device: str) -> Context:
     return Context(rank, world, local_rank, dev, mode)
 
 
-def shutdown(ctx: Context) -> None:
+def shutdown(ctx: Context, wait: bool = False) -> None:
+    """Leave the process group. ``wait`` (after a run that ended normally on every rank): first wait until
+    every rank is past its last collective, since a rank that closes its connections first can leave a
+    slower one's pending gloo operation without a peer (seen under load as "terminate called without an
+    active exception" at exit, after training had finished). Not after an error: the other ranks may
+    never reach the barrier."""
     if ctx.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if wait:
+                dist.barrier()
             dist.destroy_process_group()
 
 

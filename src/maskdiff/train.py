@@ -117,10 +117,13 @@ def train(
         torch.set_num_threads(tc.threads)
     ctx = dist_init(tc.parallel, tc.device)
     try:
-        return _train(config, run_dir, ctx, progress=progress and ctx.main, log=log if ctx.main else (lambda *a: None),
-                      stop_after=stop_after)
-    finally:
+        result = _train(config, run_dir, ctx, progress=progress and ctx.main, log=log if ctx.main else (lambda *a: None),
+                        stop_after=stop_after)
+    except BaseException:
         dist_shutdown(ctx)
+        raise
+    dist_shutdown(ctx, wait=True)
+    return result
 
 
 @dataclass
