@@ -101,16 +101,17 @@ class MDLMBlock(nn.Module):
     def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, attn_mask: Optional[Tensor],
                 past: Optional[KV] = None, kv_out: Optional[List[KV]] = None) -> Tensor:
         """Block diffusion's cache: past, cached rotated (keys, values) (B, H, P, D) that x's rows attend to
-        before their own; kv_out receives this call's own rotated (keys, values) (B, H, L, D)."""
+        before their own; kv_out receives the rotated (keys, values) it attended to, past's then its own: the
+        cache extended by x (B, H, P + L, D)."""
         B, L, W = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)  # (B, 1, W) each
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.attn_qkv(h.to(x.dtype)).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, D)
         q, k = rotate_halves(q, cos, sin), rotate_halves(k, cos, sin)
-        if kv_out is not None:
-            kv_out.append((k, v))
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, P + L, D)
+        if kv_out is not None:
+            kv_out.append((k, v))
         # dropout as MDLM's bias_dropout_add: on the attention and MLP outputs before the gated residual,
         # never on the attention probabilities
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=self.causal and attn_mask is None)
@@ -241,11 +242,7 @@ class MDLMDiT(nn.Module):
         x = self.vocab_embed(tokens)
         out: List[KV] = []
         for i, block in enumerate(self.blocks):
-            fresh: List[KV] = []
-            past = None if cache is None else cache[i]
-            x = block(x, c, cos, sin, mask, past=past, kv_out=fresh)
-            k, v = fresh[0]
-            out.append((k, v) if past is None else (torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)))
+            x = block(x, c, cos, sin, mask, past=None if cache is None else cache[i], kv_out=out)
         return out
 
     def cached_logits(self, cache: Optional[List[KV]], x_t: Tensor, start: int) -> Tensor:

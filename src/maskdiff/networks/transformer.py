@@ -48,8 +48,8 @@ class Block(nn.Module):
         whole sequence: a cache), or [(k, v)] of the whole sequence (x is the window at positions
         start .. start + W - 1; its fresh keys and values replace the cached ones there).
         Block diffusion: positions: (L,) rotary positions of x's rows; past: cached (keys, values)
-        (B, H, P, D), already rotated, that the rows of x attend to before their own; kv_out: receives this
-        call's own rotated (keys, values) (B, H, L, D).
+        (B, H, P, D), already rotated, that the rows of x attend to before their own; kv_out: receives the
+        rotated (keys, values) this call attended to, past's then its own: the cache extended by x (B, H, P + L, D).
         rows: optional (B, L) bool; the output projection runs at those positions only, (N, W) row-major."""
         B, L, W = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (3, B, H, L, D)
@@ -62,10 +62,10 @@ class Block(nn.Module):
             v = torch.cat([v_all[:, :, :start], v, v_all[:, :, start + L :]], dim=2)
         elif kv is not None:
             kv.append((k, v))
-        if kv_out is not None:
-            kv_out.append((k, v))
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, P + L, D)
+        if kv_out is not None:
+            kv_out.append((k, v))
         drop = self.dropout if self.training else 0.0
         if attn_mask is not None and self.causal:
             attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
@@ -314,11 +314,7 @@ class DiT(nn.Module):
         x = self.embed(tokens)
         out: List[KV] = []
         for i, block in enumerate(self.blocks):
-            own: List[KV] = []
-            past = None if cache is None else cache[i]
-            x = block(x, None, mask, positions=positions, past=past, kv_out=own)
-            k, v = own[0]
-            out.append((k, v) if past is None else (torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)))
+            x = block(x, None, mask, positions=positions, past=None if cache is None else cache[i], kv_out=out)
         return out
 
     def cached_logits(self, cache: Optional[List[KV]], x_t: Tensor, start: int) -> Tensor:
