@@ -3,8 +3,9 @@
 One masked-diffusion model and one autoregressive evaluator (the project's own, same network and data)
 are trained here, then every sampler draws samples of the training length L with several sampling
 seeds: MDLM's ancestral chain and its cache, first-hitting, ReMDM's four strategies (Wang et al. 2025),
-Fast-dLLM's threshold decoding (Wu et al. 2025) and the dilated sampler (after DUS, up to T = L); block diffusion (BD3-LM, Arriola et al. 2025) gets its
-own models, one per block size L', trained on the same data for the same steps. The grid samplers run T in
+Fast-dLLM's threshold decoding (Wu et al. 2025) and the dilated sampler (after DUS, up to T = L); block
+diffusion (BD3-LM, Arriola et al. 2025) gets its own models, one per block size L', trained on the same
+data for the same steps. The grid samplers run T in
 budgets x L steps, so ancestral and ReMDM make (up to) the same T calls and block diffusion T L'/L steps in
 each of its L/L' blocks (T calls at most); the cache, first-hitting and threshold decoding make the calls
 they need, and the table says how many. Quality is generative perplexity under the project's

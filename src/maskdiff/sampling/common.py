@@ -98,7 +98,7 @@ def rows_of(values: Tensor, rows: Tensor) -> Tensor:
 def masks_kept(n_t: Tensor, schedule, s, t, *, last: bool) -> Tensor:
     """(B,) masks a sample keeps after the grid step t -> s when a sampler fixes the count rather than drawing
     it: the ancestral chain's expectation n_t (1 - alpha_s) / (1 - alpha_t), rounded (0 at the last step).
-    ``n_t``: (B,) masks before the step. The confidence and dilated samplers use it."""
+    ``n_t``: (B,) masks before the step. Used by :func:`maskdiff.sampling.loop.counted_steps`."""
     if last:
         return torch.zeros_like(n_t)
     keep = float((1.0 - schedule.alpha(s)) / (1.0 - schedule.alpha(t)))
